@@ -1,0 +1,72 @@
+"""What a run leaves for people to read: curves.png, the classification report, JSON files."""
+
+import json
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; training machines have no display.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def write_json(path, value):
+  """Writes JSON atomically, so a crash mid-write never leaves a half file behind."""
+  directory = os.path.dirname(path) or "."
+  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(f.name, path)
+
+
+def read_json(path, default):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def plot_curves(history, path, title):
+  """One PNG: train/val loss (left) and train/val accuracy (right) per epoch."""
+  epochs = [h["epoch"] for h in history]
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+  for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+    for prefix, style in (("", "-o"), ("val_", "--s")):
+      values = [h.get(prefix + metric) for h in history]
+      if any(v is not None for v in values):
+        ax.plot(epochs, values, style, label=f"{'val' if prefix else 'train'}_{metric}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def classification_report(labels, predictions, label_names):
+  """Per-class precision, recall, f1 and support, laid out like scikit-learn's report."""
+  labels, predictions = np.asarray(labels), np.asarray(predictions)
+  width = max(len(n) for n in list(label_names) + ["weighted avg"])
+  rows = [f"{'':>{width}}  precision    recall  f1-score   support", ""]
+  stats = []
+  for index, name in enumerate(label_names):
+    true_positive = np.sum((predictions == index) & (labels == index))
+    predicted, support = np.sum(predictions == index), np.sum(labels == index)
+    precision = true_positive / predicted if predicted else 0.0
+    recall = true_positive / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    stats.append((precision, recall, f1, support))
+    rows.append(f"{name:>{width}}  {precision:9.4f} {recall:9.4f} {f1:9.4f} {support:9d}")
+  stats = np.array(stats, dtype=np.float64)
+  total = int(stats[:, 3].sum())
+  accuracy = float(np.mean(labels == predictions)) if total else 0.0
+  rows += ["", f"{'accuracy':>{width}}  {'':9} {'':9} {accuracy:9.4f} {total:9d}"]
+  rows.append(f"{'macro avg':>{width}}  " + " ".join(
+      f"{v:9.4f}" for v in stats[:, :3].mean(axis=0)) + f" {total:9d}")
+  weights = stats[:, 3] / max(total, 1)
+  rows.append(f"{'weighted avg':>{width}}  " + " ".join(
+      f"{v:9.4f}" for v in weights @ stats[:, :3]) + f" {total:9d}")
+  return "\n".join(rows) + "\n"

@@ -1,0 +1,153 @@
+"""The `fit` trainer: compile, train with resumable checkpoints, evaluate, report, export."""
+
+import sys
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from kmodels import data, distribute, models, optimizers, precision, reporting, validation
+from kmodels.workdir import Workdir
+
+
+class EpochHistory(tf.keras.callbacks.Callback):
+  """Keeps per-epoch logs in history.json, so curves survive a crash and a resume.
+
+  Keras' own History only knows the epochs of the current process; after a resume the
+  earlier epochs would be missing from the plot and from metrics.json.
+  """
+
+  def __init__(self, path, images_per_epoch):
+    super().__init__()
+    self.path = path
+    self.images_per_epoch = images_per_epoch
+    self.epochs = {}
+    self.first_epoch = None
+    self._start = None
+
+  def on_train_begin(self, logs=None):
+    self.epochs = {e["epoch"]: e for e in reporting.read_json(self.path, [])}
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.first_epoch is None:
+      self.first_epoch = epoch
+      if epoch:
+        logging.info("Resumed from the checkpoint of epoch %d; continuing at epoch %d.",
+                     epoch, epoch + 1)
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = time.perf_counter() - self._start
+    record = {k: float(v) for k, v in (logs or {}).items()}
+    record.update(epoch=epoch + 1, seconds=seconds, images=self.images_per_epoch,
+                  # The first epoch of a process includes tracing and compilation.
+                  includes_compile=epoch == self.first_epoch)
+    self.epochs[epoch + 1] = record
+    reporting.write_json(self.path, self.history)
+
+  @property
+  def history(self):
+    return [self.epochs[e] for e in sorted(self.epochs)]
+
+
+def _images_per_second(history):
+  """Steady-state training throughput: epochs that paid no compilation, if there are any."""
+  steady = [h for h in history if not h["includes_compile"]] or history
+  seconds = sum(h["seconds"] for h in steady)
+  return sum(h["images"] for h in steady) / seconds if seconds else 0.0
+
+
+def _build_and_compile(config, info, strategy):
+  with strategy.scope():
+    kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    model = models.build_model(config.model.name, info.image_shape, info.num_classes, **kwargs)
+    model.compile(
+        optimizer=optimizers.build_optimizer(config.train.optimizer),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=config.train.steps_per_execution,
+        jit_compile=config.xla,
+    )
+  model.summary(print_fn=logging.info, expand_nested=False)
+  return model
+
+
+def _callbacks(workdir, history):
+  return [
+      # delete_checkpoint=False: re-running a finished command restores the final epoch and
+      # only re-evaluates, instead of silently training from scratch a second time.
+      tf.keras.callbacks.BackupAndRestore(workdir.checkpoints, delete_checkpoint=False),
+      history,
+      tf.keras.callbacks.TensorBoard(workdir.tensorboard, update_freq="epoch",
+                                     profile_batch=0),
+  ]
+
+
+def _evaluate(model, datasets, workdir):
+  """Test loss/accuracy plus the per-class report, written to the workdir."""
+  test_loss, test_accuracy = model.evaluate(datasets.eval, verbose=0)
+  labels = np.concatenate([y.numpy() for _, y in datasets.eval])
+  predictions = np.argmax(model.predict(datasets.eval, verbose=0), axis=-1)
+  report = reporting.classification_report(labels, predictions, datasets.info.label_names)
+  with open(workdir.report, "w") as f:
+    f.write(report)
+  return float(test_loss), float(test_accuracy), report
+
+
+def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
+  """Trains `config.model` on `config.dataset` and writes every output into `workdir`.
+
+  Re-running with the same workdir resumes from the last completed epoch.
+
+  Args:
+    config: an experiment ConfigDict (see configs/base.py for every key).
+    workdir: output directory; created if needed.
+    strategy: a tf.distribute.Strategy; default: built from `config.distribution`.
+    datasets: a `data.Datasets`; default: loaded from `config.dataset`.
+
+  Returns:
+    The metrics dict also written to workdir/metrics.json.
+  """
+  validation.validate(config)
+  workdir = Workdir(workdir)
+  workdir.prepare(config)
+  strategy = strategy or distribute.get_strategy(config.distribution)
+  per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
+  tf.keras.utils.set_random_seed(config.train.seed)
+  datasets = datasets or data.load(config.dataset, config.train.batch_size, config.train.seed)
+  info = datasets.info
+  steps_per_epoch = config.train.steps_per_epoch or info.train_examples // config.train.batch_size
+  logging.info("%s: %d train / %d eval examples, %s images, %d classes. Batch %d "
+               "(%d per replica x %d), %d steps per epoch, %d epochs.", info.name,
+               info.train_examples, info.eval_examples, info.image_shape, info.num_classes,
+               config.train.batch_size, per_replica, strategy.num_replicas_in_sync,
+               steps_per_epoch, config.train.epochs)
+
+  with precision.policy(config.precision):
+    model = _build_and_compile(config, info, strategy)
+    history = EpochHistory(workdir.history, steps_per_epoch * config.train.batch_size)
+    model.fit(datasets.train, epochs=config.train.epochs, steps_per_epoch=steps_per_epoch,
+              validation_data=datasets.eval, callbacks=_callbacks(workdir, history),
+              # A progress bar for people at a terminal; one line per epoch in logs.
+              verbose=1 if sys.stdout.isatty() else 2)
+    test_loss, test_accuracy, report = _evaluate(model, datasets, workdir)
+    model.save(workdir.export, save_format="tf", include_optimizer=False)
+
+  metrics = {
+      "test_accuracy": test_accuracy,
+      "test_loss": test_loss,
+      "history": history.history,
+      "train_seconds": sum(h["seconds"] for h in history.history),
+      "images_per_second": _images_per_second(history.history),
+      "epochs_completed": len(history.history),
+  }
+  reporting.write_json(workdir.metrics, metrics)
+  reporting.plot_curves(history.history, workdir.curves,
+                        f"{config.model.name} on {info.name}")
+  logging.info("Classification report (%s, split %r):\n%s", info.name,
+               config.dataset.eval_split, report)
+  logging.info("Test accuracy %.4f, test loss %.4f. Outputs in %s: metrics.json, curves.png, "
+               "classification_report.txt, export/ (SavedModel), tensorboard/, checkpoints/.",
+               test_accuracy, test_loss, workdir.root)
+  return metrics

@@ -1,0 +1,68 @@
+"""Checks a whole config before any work starts, so mistakes surface in seconds.
+
+Each check names the key, the bad value and what would be accepted. The lists of valid
+names come from the modules that implement them, so they cannot drift apart.
+"""
+
+from kmodels import distribute, models, optimizers, precision
+from kmodels.errors import UserError
+
+DATA_SOURCES = ("tfds", "synthetic")
+TRAINERS = ("fit",)
+
+
+def _choice(key, value, choices):
+  if value not in choices:
+    raise UserError(f"{key}={value!r} is not valid. Choose one of: "
+                    f"{', '.join(map(str, choices))}.")
+
+
+def _positive(key, value, allow_none=False):
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise UserError(f"{key} must be a positive integer{' or None' if allow_none else ''}, "
+                    f"got {value!r}.")
+
+
+def _in_range(key, value, low, high, closed_high=False):
+  ok = isinstance(value, (int, float)) and low <= value and (
+      value <= high if closed_high else value < high)
+  if not ok:
+    raise UserError(f"{key} must be in [{low}, {high}{']' if closed_high else ')'}, "
+                    f"got {value!r}.")
+
+
+def validate(config):
+  """Raises UserError for the first invalid setting in `config`."""
+  if config.model.name not in models.REGISTRY:
+    raise UserError(f"Unknown model.name {config.model.name!r}. Registered models: "
+                    f"{', '.join(models.model_names())}.")
+  _choice("dataset.source", config.dataset.source, DATA_SOURCES)
+  _choice("trainer", config.trainer, TRAINERS)
+  _choice("distribution.strategy", config.distribution.strategy, tuple(distribute.STRATEGIES))
+  _choice("precision", config.precision, precision.PRECISIONS)
+  _choice("train.optimizer.name", config.train.optimizer.name,
+          tuple(optimizers.OPTIMIZERS))
+  for key in ("train.batch_size", "train.epochs", "train.steps_per_execution",
+              "dataset.shuffle_buffer", "dataset.synthetic_train_examples",
+              "dataset.synthetic_eval_examples"):
+    _positive(key, _get(config, key))
+  _positive("train.steps_per_epoch", config.train.steps_per_epoch, allow_none=True)
+  optimizer = config.train.optimizer
+  if not isinstance(optimizer.learning_rate, (int, float)) or optimizer.learning_rate <= 0:
+    raise UserError(f"train.optimizer.learning_rate must be > 0, got {optimizer.learning_rate!r}.")
+  _in_range("train.optimizer.momentum", optimizer.momentum, 0.0, 1.0)
+  _in_range("train.optimizer.time_decay", optimizer.time_decay, 0.0, float("inf"))
+  aug = config.dataset.augment
+  _in_range("dataset.augment.rotation_degrees", aug.rotation_degrees, 0.0, 180.0, True)
+  _in_range("dataset.augment.zoom", aug.zoom, 0.0, 1.0)
+  _in_range("dataset.augment.shift", aug.shift, 0.0, 1.0, True)
+  _in_range("dataset.augment.shear", aug.shear, 0.0, 90.0)
+
+
+def _get(config, dotted_key):
+  value = config
+  for part in dotted_key.split("."):
+    value = value[part]
+  return value
