@@ -50,8 +50,21 @@ def get_builder(name, data_dir=None):
   return builder
 
 
+# The raw class attribute: tfds' logging decorator makes a new object on every lookup.
+_REAL_DOWNLOAD_AND_PREPARE = vars(tfds.core.DatasetBuilder)["download_and_prepare"]
+
+
 def is_prepared(builder):
   return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+
+
+def _download_is_mocked():
+  """True under `tfds.testing.mock_data`, whose download_and_prepare is a no-op.
+
+  There is then nothing on disk to find and nothing to download, so the offline checks
+  below must not run.
+  """
+  return vars(tfds.core.DatasetBuilder)["download_and_prepare"] is not _REAL_DOWNLOAD_AND_PREPARE
 
 
 def expected_archive_files(builder):
@@ -90,7 +103,7 @@ def _offline_help(builder):
 def ensure_prepared(dataset_config):
   """Returns a builder whose data is on disk, downloading it when allowed and possible."""
   builder = get_builder(dataset_config.name, dataset_config.data_dir)
-  if is_prepared(builder):
+  if is_prepared(builder) or _download_is_mocked():
     return builder
   if not dataset_config.download:
     raise UserError(_offline_help(builder) + "\n(dataset.download is False.)")

@@ -1,0 +1,175 @@
+"""Input pipeline, augmentation and offline preparation, on mock and real-format data."""
+
+import math
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from tests import testutil
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs import base
+from kmodels import data
+from kmodels.errors import UserError
+
+
+def _no_augmentation(**changes):
+  aug = base.augmentation(enabled=True, rotation_degrees=0.0, zoom=0.0, shift=0.0, shear=0.0,
+                          horizontal_flip=False)
+  aug.update(changes)
+  return aug
+
+
+class PipelineTest(parameterized.TestCase):
+
+  def test_mock_tfds_batches_are_static_scaled_and_cover_eval_once(self):
+    config = testutil.tiny_config(dataset__name="cifar10").dataset
+    with tfds.testing.mock_data(num_examples=37):
+      datasets = data.load(config, batch_size=8, seed=0)
+    self.assertEqual(datasets.info.image_shape, (32, 32, 3))
+    self.assertEqual(datasets.info.num_classes, 10)
+    self.assertEqual((datasets.info.train_examples, datasets.info.eval_examples), (37, 37))
+    # drop_remainder: a fully static batch shape (what XLA and TPUs need).
+    self.assertEqual(datasets.train.element_spec[0].shape, (8, 32, 32, 3))
+    images, _ = next(iter(datasets.train))
+    self.assertEqual(images.dtype, tf.float32)
+    self.assertBetween(float(tf.reduce_min(images)), 0.0, 1.0)
+    self.assertBetween(float(tf.reduce_max(images)), 0.0, 1.0)
+    eval_labels = np.concatenate([y.numpy() for _, y in datasets.eval])
+    self.assertLen(eval_labels, 37)  # 4 full batches + a partial one, nothing dropped
+
+  def test_training_order_is_reshuffled_every_epoch_and_seeded(self):
+    config = testutil.tiny_config(dataset__source="synthetic").dataset
+
+    def first_two_epochs(seed):
+      train = data.load(config, batch_size=8, seed=seed).train
+      batches = [y.numpy() for _, y in train.take(16)]  # 64 examples = 8 batches per epoch
+      return np.concatenate(batches[:8]), np.concatenate(batches[8:])
+
+    epoch1, epoch2 = first_two_epochs(seed=3)
+    self.assertCountEqual(epoch1.tolist(), epoch2.tolist())  # same examples, each once
+    self.assertFalse(np.array_equal(epoch1, epoch2))  # in a new order
+    np.testing.assert_array_equal(first_two_epochs(seed=3)[0], epoch1)
+
+  def test_synthetic_source_has_the_datasets_shapes(self):
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar10").dataset
+    datasets = data.load(config, batch_size=8, seed=0)
+    self.assertEqual(datasets.info.image_shape, (32, 32, 3))
+    self.assertEqual(datasets.info.num_classes, 10)
+    images, labels = next(iter(datasets.train))
+    self.assertEqual(images.shape, (8, 32, 32, 3))
+    self.assertTrue(np.all((labels.numpy() >= 0) & (labels.numpy() < 10)))
+    self.assertEqual(datasets.info.train_examples, config.synthetic_train_examples)
+
+  def test_batch_larger_than_dataset_is_a_user_error(self):
+    config = testutil.tiny_config(dataset__source="synthetic").dataset
+    with self.assertRaisesRegex(UserError, "batch_size 128 is larger than the 64"):
+      data.load(config, batch_size=128, seed=0)
+
+
+class AugmentationTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.images = tf.random.stateless_uniform([4, 12, 10, 3], seed=[1, 2])
+    self.seed = tf.constant([5, 6], tf.int64)
+
+  def test_zero_strength_is_identity(self):
+    out = data.augment_batch(self.images, _no_augmentation(), self.seed)
+    np.testing.assert_allclose(out, self.images, atol=1e-5)
+
+  def test_flip_mirrors_some_images_and_leaves_the_others(self):
+    out = data.augment_batch(self.images, _no_augmentation(horizontal_flip=True), self.seed)
+    flipped = tf.image.flip_left_right(self.images)
+    kinds = []
+    for i in range(4):
+      if np.allclose(out[i], flipped[i], atol=1e-5):
+        kinds.append("flipped")
+      else:
+        np.testing.assert_allclose(out[i], self.images[i], atol=1e-5)
+        kinds.append("kept")
+    images = tf.random.stateless_uniform([64, 12, 10, 3], seed=[1, 2])
+    out = data.augment_batch(images, _no_augmentation(horizontal_flip=True), self.seed)
+    n_flipped = sum(np.allclose(o, f, atol=1e-5)
+                    for o, f in zip(out, tf.image.flip_left_right(images)))
+    self.assertBetween(n_flipped, 16, 48)  # ~half of 64
+
+  def test_pure_shift_moves_pixels_by_whole_steps_with_nearest_fill(self):
+    transforms = data.random_affine_transforms(
+        64, 12, 10, _no_augmentation(shift=0.2), self.seed).numpy()
+    np.testing.assert_allclose(transforms[:, [0, 4]], 1.0, atol=1e-6)  # no scaling
+    np.testing.assert_allclose(transforms[:, [1, 3]], 0.0, atol=1e-6)  # no rotation/shear
+    self.assertLessEqual(np.abs(transforms[:, 2]).max(), 0.2 * 10 + 1e-5)
+    self.assertLessEqual(np.abs(transforms[:, 5]).max(), 0.2 * 12 + 1e-5)
+    # Fill mode nearest: a one-column shift repeats the edge column instead of black.
+    image = tf.reshape(tf.range(12 * 10 * 1, dtype=tf.float32), [1, 12, 10, 1])
+    shift_one_column = tf.constant([[1, 0, 1, 0, 1, 0, 0, 0]], tf.float32)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image, transforms=shift_one_column, output_shape=[12, 10], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="NEAREST")
+    np.testing.assert_allclose(out[0, :, :-1, 0], image[0, :, 1:, 0])
+    np.testing.assert_allclose(out[0, :, -1, 0], image[0, :, -1, 0])
+
+  def test_rotation_stays_within_the_configured_angle(self):
+    aug = _no_augmentation(rotation_degrees=18.0)
+    transforms = data.random_affine_transforms(256, 32, 32, aug, self.seed).numpy()
+    angles = np.degrees(np.arctan2(transforms[:, 3], transforms[:, 0]))
+    self.assertLessEqual(np.abs(angles).max(), 18.0 + 1e-4)
+    self.assertGreater(np.abs(angles).max(), 15.0)  # and actually uses the range
+
+  def test_same_seed_same_augmentation(self):
+    aug = base.augmentation(enabled=True)
+    a = data.augment_batch(self.images, aug, self.seed)
+    b = data.augment_batch(self.images, aug, self.seed)
+    c = data.augment_batch(self.images, aug, self.seed + 1)
+    np.testing.assert_array_equal(a, b)
+    self.assertFalse(np.allclose(a, c))
+
+
+class OfflinePreparationTest(absltest.TestCase):
+
+  def test_missing_archives_are_listed_by_name(self):
+    archive_dir = self.create_tempdir().full_path
+    open(os.path.join(archive_dir, "train-images-idx3-ubyte.gz"), "w").close()
+    with self.assertRaises(UserError) as ctx:
+      data.prepare_offline("mnist", archive_dir, self.create_tempdir().full_path)
+    message = str(ctx.exception)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+                 "train-labels-idx1-ubyte.gz"):
+      self.assertIn(name, message)
+    self.assertIn("found: train-images-idx3-ubyte.gz", message)
+
+  def test_unprepared_dataset_names_the_fix(self):
+    config = testutil.tiny_config(dataset__name="fashion_mnist", dataset__download=False,
+                                  dataset__data_dir=self.create_tempdir().full_path).dataset
+    with self.assertRaises(UserError) as ctx:
+      data.ensure_prepared(config)
+    self.assertIn("python -m launch.prepare_data --dataset=fashion_mnist", str(ctx.exception))
+    self.assertIn("apt-get install -y dataset-fashion-mnist", str(ctx.exception))
+
+  def test_unknown_dataset_lists_tested_ones(self):
+    with self.assertRaisesRegex(UserError, "Unknown dataset.name 'cifar11'.*fashion_mnist"):
+      data.get_builder("cifar11")
+
+  def test_closed_port_is_unreachable(self):
+    self.assertFalse(data._reachable("127.0.0.1", port=9))
+
+  def test_real_cifar10_builder_prepares_a_real_format_archive(self):
+    archive_dir, data_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
+    written = testutil.write_cifar10_archive(
+        os.path.join(archive_dir, "cifar-10-binary.tar.gz"), train_per_batch=3)
+    builder = data.prepare_offline("cifar10", archive_dir, data_dir)
+    self.assertEqual(builder.info.splits["train"].num_examples, 15)
+    self.assertEqual(builder.info.features["label"].names[0], "airplane")
+    read = builder.as_dataset(split="test", as_supervised=True).as_numpy_iterator()
+    # tfds reorders examples when it writes them; compare as sets of (label, pixels).
+    as_keys = lambda pairs: sorted((int(y), x.tobytes()) for x, y in pairs)
+    self.assertEqual(as_keys((x, y) for x, y in read),
+                     as_keys((x, y) for y, x in written["test"]))
+
+
+if __name__ == "__main__":
+  absltest.main()

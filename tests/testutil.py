@@ -1,0 +1,75 @@
+"""Helpers shared by the test modules: tiny configs, a real-format CIFAR archive, launchers."""
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+
+import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
+import numpy as np
+
+from configs import base
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  """The base config shrunk to seconds: small batches, few steps, one epoch.
+
+  Keyword overrides use "__" for dots: tiny_config(model__name="mlp").
+  """
+  config = base.get_config()
+  config.model.name = "shallownet"
+  config.dataset.name = "mnist"
+  config.dataset.shuffle_buffer = 64
+  config.dataset.synthetic_train_examples = 64
+  config.dataset.synthetic_eval_examples = 24
+  config.train.batch_size = 8
+  config.train.epochs = 1
+  config.train.steps_per_epoch = 2
+  for key, value in overrides.items():
+    *parents, leaf = key.split("__")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def write_cifar10_archive(path, train_per_batch=4, test_examples=6, seed=0):
+  """Writes a small cifar-10-binary.tar.gz in CIFAR's real binary layout.
+
+  Each record is one label byte followed by 3072 bytes: the red, green and blue planes
+  of a 32x32 image. Returns what was written: {"train": [...], "test": [...]} of
+  (label, HxWxC uint8 image) pairs.
+  """
+  rng = np.random.default_rng(seed)
+  names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+           "ship", "truck"]
+  members, written = {}, {"train": [], "test": []}
+
+  def records(count, split):
+    split_labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+    planes = rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)
+    images = planes.reshape(count, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW planes -> HWC
+    written[split] += list(zip(split_labels.tolist(), images))
+    return np.concatenate([split_labels[:, None], planes], axis=1).tobytes()
+
+  for i in range(1, 6):
+    members[f"data_batch_{i}.bin"] = records(train_per_batch, "train")
+  members["test_batch.bin"] = records(test_examples, "test")
+  members["batches.meta.txt"] = ("\n".join(names) + "\n\n").encode()
+  with tarfile.open(path, "w:gz") as tar:
+    for name, payload in members.items():
+      info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+      info.size = len(payload)
+      tar.addfile(info, io.BytesIO(payload))
+  return written
+
+
+def run_launcher(module, *args, timeout=600):
+  """Runs `python -m launch.<module> args...` from the repo root; returns CompletedProcess."""
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  return subprocess.run([sys.executable, "-m", f"launch.{module}", *args], cwd=REPO_ROOT,
+                        env=env, capture_output=True, text=True, timeout=timeout)

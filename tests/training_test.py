@@ -1,0 +1,111 @@
+"""The fit trainer end to end on tfds.testing.mock_data: outputs, resume, metrics."""
+
+import json
+import os
+
+from absl.testing import absltest
+
+from tests import testutil
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from kmodels import training
+from kmodels.errors import UserError
+from kmodels.workdir import Workdir
+
+
+class CrashAtEpoch(tf.keras.callbacks.Callback):
+  """Stands in for a crash: raises at the start of one epoch, after earlier ones saved."""
+
+  def __init__(self, epoch):
+    super().__init__()
+    self.epoch = epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if epoch == self.epoch:
+      raise KeyboardInterrupt(f"simulated crash at epoch {epoch}")
+
+
+class TrainAndEvaluateTest(absltest.TestCase):
+
+  def test_mock_tfds_run_writes_every_output(self):
+    workdir = Workdir(self.create_tempdir().full_path)
+    config = testutil.tiny_config(train__epochs=2)
+    with tfds.testing.mock_data(num_examples=20):
+      metrics = training.train_and_evaluate(config, workdir.root)
+
+    for path in (workdir.config_json, workdir.metrics, workdir.curves, workdir.report,
+                 workdir.history):
+      self.assertTrue(os.path.isfile(path), path)
+    self.assertTrue(tf.io.gfile.glob(os.path.join(workdir.tensorboard, "*", "events.*")))
+    self.assertTrue(tf.io.gfile.listdir(workdir.checkpoints))
+    with open(workdir.config_json) as f:
+      self.assertEqual(json.load(f)["model"]["name"], "shallownet")
+
+    with open(workdir.metrics) as f:
+      written = json.load(f)
+    self.assertEqual(written, json.loads(json.dumps(metrics)))
+    for key in ("test_accuracy", "test_loss", "history", "train_seconds", "images_per_second"):
+      self.assertIn(key, written)
+    self.assertEqual([h["epoch"] for h in written["history"]], [1, 2])
+    self.assertBetween(written["test_accuracy"], 0.0, 1.0)
+    self.assertGreater(written["images_per_second"], 0)
+    self.assertEqual(written["history"][0]["images"], 2 * 8)
+
+    with open(workdir.report) as f:
+      report = f.read()
+    self.assertIn("precision", report)
+    self.assertRegex(report, r"accuracy\s+[\d.]+\s+20\n")  # the whole mock test split
+
+    # The export is a SavedModel that predicts what the trained model predicts.
+    exported = tf.saved_model.load(workdir.export)
+    images = np.random.rand(3, 28, 28, 1).astype("float32")
+    probabilities = exported.signatures["serving_default"](tf.constant(images))
+    self.assertEqual(list(probabilities.values())[0].shape, (3, 10))
+
+  def test_interrupted_run_resumes_at_the_next_epoch(self):
+    workdir = Workdir(self.create_tempdir().full_path)
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=4)
+    original_callbacks = training._callbacks
+    try:
+      training._callbacks = lambda *args: original_callbacks(*args) + [CrashAtEpoch(2)]
+      with self.assertRaises(KeyboardInterrupt):
+        training.train_and_evaluate(config, workdir.root)
+    finally:
+      training._callbacks = original_callbacks
+    with open(workdir.history) as f:
+      self.assertEqual([h["epoch"] for h in json.load(f)], [1, 2])
+
+    with self.assertLogs(level="INFO") as logs:
+      metrics = training.train_and_evaluate(config, workdir.root)
+    self.assertTrue(any("continuing at epoch 3" in line for line in logs.output))
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2, 3, 4])
+    self.assertEqual([h["includes_compile"] for h in metrics["history"]],
+                     [True, False, True, False])
+
+  def test_rerunning_a_finished_run_does_not_train_again(self):
+    workdir = Workdir(self.create_tempdir().full_path)
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2)
+    first = training.train_and_evaluate(config, workdir.root)
+    second = training.train_and_evaluate(config, workdir.root)
+    self.assertEqual(second["history"], first["history"])
+    self.assertAlmostEqual(second["test_accuracy"], first["test_accuracy"], places=6)
+
+  def test_unwritable_workdir_is_a_user_error(self):
+    parent = self.create_tempdir().full_path
+    blocker = os.path.join(parent, "a_file")
+    open(blocker, "w").close()
+    with self.assertRaisesRegex(UserError, "Cannot write to workdir.*--workdir"):
+      training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"),
+                                  os.path.join(blocker, "run"))
+
+  def test_invalid_config_fails_before_touching_the_workdir(self):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    with self.assertRaisesRegex(UserError, "train.epochs must be a positive integer"):
+      training.train_and_evaluate(testutil.tiny_config(train__epochs=0), workdir)
+    self.assertFalse(os.path.exists(workdir))
+
+
+if __name__ == "__main__":
+  absltest.main()
