@@ -132,10 +132,16 @@ def prepare_offline(name, archive_dir, data_dir=None):
   if missing:
     raise UserError(
         f"{archive_dir} lacks {', '.join(missing)}. To prepare {name!r} offline it must "
-        f"hold: {', '.join(expected)} (found: {', '.join(sorted(os.listdir(archive_dir))) or 'nothing'}).")
+        f"hold: {', '.join(expected)} (found: {_listing(archive_dir)}).")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
   return builder
+
+
+def _listing(directory, limit=8):
+  names = sorted(os.listdir(directory))
+  more = f" and {len(names) - limit} more" if len(names) > limit else ""
+  return (", ".join(names[:limit]) + more) or "nothing"
 
 
 # ------------------------------------------------------------------------- augmentation

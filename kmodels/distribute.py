@@ -35,10 +35,21 @@ STRATEGIES = {
 
 
 def parse_devices(devices):
-  """"cpu:0,gpu:1" -> ["/cpu:0", "/gpu:1"]; None or "" -> None."""
+  """"cpu:0,gpu:1" -> ["/cpu:0", "/gpu:1"], each checked to exist; None or "" -> None."""
   if not devices:
     return None
-  return ["/" + d.strip().lstrip("/") for d in devices.split(",") if d.strip()]
+  requested = ["/" + d.strip().lstrip("/") for d in devices.split(",") if d.strip()]
+  available = {_device_key(d.name): d.name for d in tf.config.list_logical_devices()}
+  missing = [d for d in requested if _device_key(d) not in available]
+  if missing:
+    raise UserError(f"distribution.devices {devices!r}: no device {', '.join(missing)} on "
+                    f"this machine. Available: {', '.join(available.values())}.")
+  return requested
+
+
+def _device_key(name):
+  spec = tf.DeviceSpec.from_string(name)
+  return (spec.device_type or "").upper(), spec.device_index
 
 
 def get_strategy(distribution_config):

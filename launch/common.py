@@ -3,9 +3,41 @@
 import contextlib
 import sys
 
+from absl import flags
 from absl import logging
 
 from kmodels.errors import UserError
+
+
+def _fail(message):
+  sys.stderr.write(f"\nkmodels: error: {message}\n")
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl flag parsing that reports bad config files and overrides without a traceback.
+
+  Pass as `app.run(main, flags_parser=parse_flags)`. ml_collections loads the config file
+  and applies `--config.a.b=v` overrides while flags are parsed, so a typo in a key, a
+  value of the wrong type, a missing file or a syntax error in it all surface here.
+  """
+  try:
+    remaining = flags.FLAGS(argv)
+    for name in flags.FLAGS:
+      # A config that failed to load is a proxy raising on first attribute access; touch
+      # one here so its error is reported like the others, not deep inside training.
+      getattr(flags.FLAGS[name].value, "keys", None)
+    return remaining
+  except flags.Error as e:
+    _fail(f"{e}\nPass --helpshort to see the flags.")
+  except (KeyError, AttributeError) as e:  # an override of a key the config lacks
+    detail = e
+    while isinstance(detail, BaseException) and detail.args:  # KeyError inside AttributeError
+      detail = detail.args[0]
+    _fail(f"unknown config key in an override: {str(detail).replace(chr(10), '. ')}\n"
+          "Overrides must name existing keys (see the config file); the config is locked.")
+  except (OSError, SyntaxError, ImportError, TypeError, ValueError) as e:
+    _fail(f"could not load the config: {type(e).__name__}: {e}")
 
 
 @contextlib.contextmanager
@@ -15,8 +47,7 @@ def user_errors_exit():
     yield
   except UserError as e:
     logging.flush()
-    sys.stderr.write(f"\nkmodels: error: {e}\n")
-    sys.exit(2)
+    _fail(e)
 
 
 def log_devices():

@@ -1,6 +1,7 @@
 """Helpers shared by the test modules: tiny configs, a real-format CIFAR archive, launchers."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,12 @@ def run_launcher(module, *args, timeout=600):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   return subprocess.run([sys.executable, "-m", f"launch.{module}", *args], cwd=REPO_ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_json(path, default):
+  """Reads a JSON file another process may be replacing; `default` if not there yet."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return default

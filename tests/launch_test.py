@@ -1,0 +1,130 @@
+"""The launchers as users run them: real processes, real exit codes, real kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from tests import testutil
+
+
+def _assert_user_error(test, proc, *fragments):
+  test.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+  test.assertIn("kmodels: error:", proc.stderr)
+  test.assertNotIn("Traceback", proc.stderr)
+  for fragment in fragments:
+    test.assertIn(fragment, proc.stderr)
+
+
+class TrainLauncherTest(parameterized.TestCase):
+
+  def test_synthetic_run_with_overrides_writes_outputs(self):
+    workdir = self.create_tempdir().full_path
+    proc = testutil.run_launcher(
+        "train", "--config=configs/base.py", f"--workdir={workdir}",
+        "--config.dataset.source=synthetic", "--config.dataset.synthetic_train_examples=64",
+        "--config.train.batch_size=16", "--config.train.epochs=2", "--config.model.name=mlp")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(os.path.join(workdir, "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual((config["train"]["epochs"], config["model"]["name"]), (2, "mlp"))
+    with open(os.path.join(workdir, "metrics.json")) as f:
+      self.assertLen(json.load(f)["history"], 2)
+    for name in ("curves.png", "classification_report.txt", "export/saved_model.pb"):
+      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    self.assertIn("Test accuracy", proc.stderr)
+
+  @parameterized.named_parameters(
+      ("unknown_model", ["--config.model.name=resnet999"], ["minivggnet (subclassed)"]),
+      ("unknown_key", ["--config.train.epoch=3"], ["'epoch'", 'Did you mean "epochs"']),
+      ("wrong_type", ["--config.train.epochs=abc"], ["--config.train.epochs=abc"]),
+      ("zero_batch", ["--config.train.batch_size=0"], ["train.batch_size must be a positive"]),
+      ("missing_config", ["--config=configs/no_such_config.py"], ["no_such_config.py"]),
+  )
+  def test_user_mistake_is_one_clear_message(self, args, fragments):
+    proc = testutil.run_launcher("train", "--config=configs/base.py",
+                                 f"--workdir={self.create_tempdir().full_path}", *args)
+    _assert_user_error(self, proc, *fragments)
+
+  def test_config_with_syntax_error(self):
+    path = self.create_tempfile("broken.py", "def get_config(:\n").full_path
+    proc = testutil.run_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
+    _assert_user_error(self, proc, "SyntaxError")
+
+  def test_unprepared_dataset_points_to_prepare_data(self):
+    proc = testutil.run_launcher(
+        "train", "--config=configs/fashion_mnist_quickstart.py",
+        f"--workdir={self.create_tempdir().full_path}",
+        f"--config.dataset.data_dir={self.create_tempdir().full_path}",
+        "--config.dataset.download=False")
+    _assert_user_error(self, proc, "launch.prepare_data --dataset=fashion_mnist",
+                       "dataset-fashion-mnist")
+
+  def test_kill_9_then_same_command_resumes(self):
+    workdir = self.create_tempdir().full_path
+    history = os.path.join(workdir, "history.json")
+    args = [sys.executable, "-m", "launch.train", "--config=configs/base.py",
+            f"--workdir={workdir}", "--config.dataset.source=synthetic",
+            "--config.dataset.synthetic_train_examples=4096", "--config.train.batch_size=32",
+            "--config.train.epochs=12"]
+    env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
+    proc = subprocess.Popen(args, cwd=testutil.REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(testutil.read_json(history, [])) < 2:
+      self.assertIsNone(proc.poll(), "training ended before it could be killed")
+      self.assertLess(time.monotonic(), deadline)
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before_kill = len(testutil.read_json(history, []))
+    self.assertBetween(done_before_kill, 2, 11)
+
+    rerun = subprocess.run(args, cwd=testutil.REPO_ROOT, env=env, capture_output=True,
+                           text=True, timeout=600)
+    self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
+    self.assertRegex(rerun.stderr, r"Resumed from the checkpoint of epoch (\d+)")
+    resumed_at = int(
+        rerun.stderr.split("Resumed from the checkpoint of epoch ")[1].split(";")[0])
+    self.assertGreaterEqual(resumed_at, done_before_kill - 1)  # at most the epoch in flight
+    epochs = [h["epoch"] for h in testutil.read_json(history, [])]
+    self.assertEqual(epochs, list(range(1, 13)))
+
+
+class PrepareDataLauncherTest(absltest.TestCase):
+
+  def test_tiny_cifar_archive_prepares_and_trains_through_real_builder(self):
+    archive_dir, data_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
+    testutil.write_cifar10_archive(os.path.join(archive_dir, "cifar-10-binary.tar.gz"))
+    proc = testutil.run_launcher("prepare_data", "--dataset=cifar10",
+                                 f"--archive_dir={archive_dir}", f"--data_dir={data_dir}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("train: 20, test: 6", proc.stderr)
+
+    workdir = self.create_tempdir().full_path
+    proc = testutil.run_launcher(
+        "train", "--config=configs/cifar_shallownet.py", f"--workdir={workdir}",
+        f"--config.dataset.data_dir={data_dir}", "--config.train.batch_size=4",
+        "--config.train.epochs=1", "--config.train.steps_per_epoch=1")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(os.path.join(workdir, "classification_report.txt")) as f:
+      report = f.read()
+    self.assertIn("airplane", report)  # label names from the archive's batches.meta.txt
+    self.assertRegex(report, r"accuracy\s+[\d.]+\s+6\n")
+
+  def test_archive_dir_with_wrong_files_lists_expected_names(self):
+    archive_dir = self.create_tempdir().full_path
+    self.create_tempfile(os.path.join(archive_dir, "cifar-10-python.tar.gz"))
+    proc = testutil.run_launcher("prepare_data", "--dataset=cifar10",
+                                 f"--archive_dir={archive_dir}")
+    _assert_user_error(self, proc, "lacks cifar-10-binary.tar.gz",
+                       "found: cifar-10-python.tar.gz")
+
+
+if __name__ == "__main__":
+  absltest.main()
