@@ -16,6 +16,7 @@ import urllib.parse
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from kmodels.errors import UserError
 
@@ -133,8 +134,17 @@ def prepare_offline(name, archive_dir, data_dir=None):
     raise UserError(
         f"{archive_dir} lacks {', '.join(missing)}. To prepare {name!r} offline it must "
         f"hold: {', '.join(expected)} (found: {_listing(archive_dir)}).")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
+  except NonMatchingChecksumError as e:
+    raise UserError(
+        f"The files in {archive_dir} are not byte-identical to the archives tfds "
+        f"{tfds.__version__} registered for {name!r}, and this tfds version verifies them. "
+        "Genuine upstream downloads pass; repacked copies (e.g. Debian's "
+        "dataset-fashion-mnist) do not. Either use the original files, or prepare once with "
+        "the full lane (tfds 4.9.4 does not verify; `bash launch/setup.sh`) and point "
+        "--config.dataset.data_dir at that data_dir: prepared data reads fine here.") from e
   return builder
 
 

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # Files only; training machines have no display.
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -37,6 +38,7 @@ def plot_curves(history, path, title):
       if any(v is not None for v in values):
         ax.plot(epochs, values, style, label=f"{'val' if prefix else 'train'}_{metric}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -27,7 +27,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$(sha256sum "$LOCK" pyproject.toml)" ]; t
     | grep -v "^WARNING: Location .* is ignored" >&2 || true
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
     | grep -v "^WARNING: Location .* is ignored" >&2 || true
-  "$VENV/bin/python" -c "import kmodels, tensorflow, tensorflow_datasets" \
+  TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" -c "import kmodels, tensorflow, tensorflow_datasets" 2>/dev/null \
     || { echo "[setup] install of $LOCK failed" >&2; exit 1; }
   sha256sum "$LOCK" pyproject.toml > "$STAMP"
 fi

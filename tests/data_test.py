@@ -161,6 +161,10 @@ class OfflinePreparationTest(absltest.TestCase):
     archive_dir, data_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
     written = testutil.write_cifar10_archive(
         os.path.join(archive_dir, "cifar-10-binary.tar.gz"), train_per_batch=3)
+    if testutil.TFDS_VERIFIES_ARCHIVES:
+      with self.assertRaisesRegex(UserError, testutil.CHECKSUM_MESSAGE + ".*full lane"):
+        data.prepare_offline("cifar10", archive_dir, data_dir)
+      return
     builder = data.prepare_offline("cifar10", archive_dir, data_dir)
     self.assertEqual(builder.info.splits["train"].num_examples, 15)
     self.assertEqual(builder.info.features["label"].names[0], "airplane")
