@@ -64,12 +64,13 @@ def _build_and_compile(config, info, strategy):
     model = models.build_model(config.model.name, info.image_shape, info.num_classes, **kwargs)
     model.compile(
         optimizer=optimizers.build_optimizer(config.train.optimizer),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(
+            from_logits=models.REGISTRY[config.model.name].logits),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         steps_per_execution=config.train.steps_per_execution,
         jit_compile=config.xla,
     )
-  model.summary(print_fn=logging.info, expand_nested=False)
+  models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
   return model
 
 
@@ -88,6 +89,7 @@ def _evaluate(model, datasets, workdir):
   """Test loss/accuracy plus the per-class report, written to the workdir."""
   test_loss, test_accuracy = model.evaluate(datasets.eval, verbose=0)
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
+  # argmax is the same on logits and on probabilities.
   predictions = np.argmax(model.predict(datasets.eval, verbose=0), axis=-1)
   report = reporting.classification_report(labels, predictions, datasets.info.label_names)
   with open(workdir.report, "w") as f:

@@ -6,20 +6,49 @@ keys of `config.model` are passed as keyword arguments.
 """
 
 import collections
+import functools
+
+import tensorflow as tf
 
 from kmodels.errors import UserError
 from kmodels.models import functional, sequential, subclassed
 
-ModelEntry = collections.namedtuple("ModelEntry", ["build", "style", "description"])
+ModelEntry = collections.namedtuple(
+    "ModelEntry", ["build", "style", "description", "logits"], defaults=[False])
+
+
+def _subclassed(cls):
+  return functools.partial(subclassed.build, cls)
+
 
 REGISTRY = {
+    # Seed A (CIFAR-10), and the same networks in the other two styles.
+    "shallownet": ModelEntry(sequential.shallownet, "sequential", "1 conv + linear (seed A)"),
+    "shallownet_functional": ModelEntry(functional.shallownet, "functional", "ShallowNet twin"),
+    "shallownet_subclass": ModelEntry(_subclassed(subclassed.ShallowNet), "subclassed",
+                                      "ShallowNet twin"),
+    "minigooglenet": ModelEntry(functional.minigooglenet, "functional",
+                                "Inception-style CIFAR net (seed A)"),
+    "minigooglenet_subclass": ModelEntry(_subclassed(subclassed.MiniGoogLeNet), "subclassed",
+                                         "MiniGoogLeNet from Inception/Downsample Layers"),
+    "minivggnet": ModelEntry(_subclassed(subclassed.MiniVGGNet), "subclassed",
+                             "two VGG stages + dense head (seed A)"),
+    "minivggnet_sequential": ModelEntry(sequential.minivggnet, "sequential", "MiniVGGNet twin"),
+    "minivggnet_functional": ModelEntry(functional.minivggnet, "functional", "MiniVGGNet twin"),
+    # Seed B (CIFAR-10).
+    "cifar_cnn_sequential": ModelEntry(sequential.cifar_cnn, "sequential",
+                                       "3 x conv/pool + dense (seed B)"),
+    "cifar_cnn_subclass": ModelEntry(_subclassed(subclassed.CifarModel), "subclassed",
+                                     "CifarModel of ConvolutionLayer/HeadLayer (seed B)"),
+    # Seed C (MNIST): the same MLP in the three styles.
     "mlp": ModelEntry(sequential.mlp, "sequential", "Flatten -> Dense 256 -> softmax (seed C)"),
-    "shallownet": ModelEntry(
-        sequential.shallownet, "sequential", "one conv + linear classifier (seed A)"),
-    "minigooglenet": ModelEntry(
-        functional.minigooglenet, "functional", "Inception-style CIFAR net (seed A)"),
-    "minivggnet": ModelEntry(
-        subclassed.minivggnet, "subclassed", "two VGG stages + dense head (seed A)"),
+    "mlp_functional": ModelEntry(functional.mlp, "functional", "the MLP, named mnist_model"),
+    "mlp_subclass": ModelEntry(_subclassed(subclassed.MLP), "subclassed", "the MLP"),
+    # Seed D (MNIST): logits models, trained with from_logits=True.
+    "cnnblocks": ModelEntry(sequential.cnnblocks, "sequential", "CNNBlock 32/64/128 (seed D)",
+                            logits=True),
+    "resnet_like": ModelEntry(_subclassed(subclassed.ResNetLike), "subclassed",
+                              "ResBlocks + GAP (seed D)", logits=True),
 }
 
 
@@ -38,3 +67,48 @@ def build_model(name, input_shape, num_classes, **kwargs):
   except TypeError as e:
     raise UserError(f"model {name!r} does not accept these model.* settings "
                     f"{sorted(kwargs)}: {e}") from e
+
+
+def summary_model(model, input_shape):
+  """A model whose summary shows output shapes, also for subclassed models.
+
+  A subclassed model's own summary says "multiple" for every shape, because Keras never
+  saw its graph. Calling `call` on a symbolic Input traces that graph (seed D's trick);
+  the wrapper shares the model's layers and weights.
+  """
+  if isinstance(model, tf.keras.Sequential) or model._is_graph_network:  # pylint: disable=protected-access
+    return model
+  inputs = tf.keras.Input(shape=input_shape, name="image")
+  return tf.keras.Model(inputs, model.call(inputs), name=model.name)
+
+
+def _creation_index(variable):
+  # Eager variables get a process-wide counter in their unique id ("Variable_41").
+  return int(variable._unique_id.rsplit("_", 1)[-1])  # pylint: disable=protected-access
+
+
+def _leaf_layers_with_weights(model):
+  """Leaf layers in the order their weights were created (= the order of the forward pass).
+
+  Functional models list layers topologically, which puts parallel branches' layers side
+  by side; creation order is the same in every style.
+  """
+  leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+            if layer.weights and not list(layer._flatten_layers(include_self=False))]  # pylint: disable=protected-access
+  return sorted(leaves, key=lambda layer: min(_creation_index(w) for w in layer.weights))
+
+
+def copy_weights(source, target):
+  """Copies weights between two builds of one architecture, whatever their styles.
+
+  `get_weights()` orders weights differently by style (subclassed models list every
+  trainable weight before the non-trainable ones), so this pairs the leaf layers in
+  creation order and copies layer by layer, checking shapes.
+  """
+  pairs = list(zip(_leaf_layers_with_weights(source), _leaf_layers_with_weights(target)))
+  for src, dst in pairs:
+    shapes = [w.shape for w in src.weights], [w.shape for w in dst.weights]
+    if shapes[0] != shapes[1]:
+      raise ValueError(f"{src.name} -> {dst.name}: weight shapes differ {shapes}")
+    dst.set_weights(src.get_weights())
+  return len(pairs)

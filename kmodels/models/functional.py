@@ -1,4 +1,4 @@
-"""Models written in the Functional style."""
+"""Models written in the Functional style: a graph of layers from Input to outputs."""
 
 import tensorflow as tf
 
@@ -32,3 +32,26 @@ def minigooglenet(input_shape, num_classes, dropout=0.5):
   for layer in blocks.classifier_head(num_classes):
     x = layer(x)
   return tf.keras.Model(inputs, x, name="minigooglenet")
+
+
+def _chain(input_shape, stack, name):
+  inputs = tf.keras.Input(shape=input_shape, name="image")
+  x = inputs
+  for layer in stack:
+    x = layer(x)
+  return tf.keras.Model(inputs, x, name=name)
+
+
+def mlp(input_shape, num_classes, hidden_units=256):
+  """The seed C MLP as a Functional model, named "mnist_model" as in the tutorial."""
+  return _chain(input_shape, blocks.mlp_layers(num_classes, hidden_units), "mnist_model")
+
+
+def shallownet(input_shape, num_classes):
+  """ShallowNet as a Functional model (the Sequential one's twin)."""
+  return _chain(input_shape, blocks.shallownet_layers(num_classes), "shallownet")
+
+
+def minivggnet(input_shape, num_classes, **kwargs):
+  """MiniVGGNet as a Functional model (the subclassed one's twin)."""
+  return _chain(input_shape, blocks.minivgg_layers(num_classes, **kwargs), "minivggnet")

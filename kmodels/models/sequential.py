@@ -1,4 +1,4 @@
-"""Models written in the Sequential style."""
+"""Models written in the Sequential style: a plain stack of layers, one input, one output."""
 
 import tensorflow as tf
 
@@ -7,31 +7,35 @@ from kmodels.models import blocks
 layers = tf.keras.layers
 
 
-def shallownet(input_shape, num_classes):
-  """ShallowNet (SEEDS.md A): one 3x3 conv, then a linear classifier.
+def _stack(input_shape, stack, name):
+  return tf.keras.Sequential([tf.keras.Input(shape=input_shape, name="image"), *stack],
+                             name=name)
 
-  328,586 parameters at 32x32x3 with 10 classes.
-  """
-  return tf.keras.Sequential(
-      [
-          tf.keras.Input(shape=input_shape, name="image"),
-          layers.Conv2D(32, (3, 3), padding="same"),
-          layers.Activation("relu"),
-          layers.Flatten(),
-          *blocks.classifier_head(num_classes),
-      ],
-      name="shallownet",
-  )
+
+def shallownet(input_shape, num_classes):
+  """ShallowNet (SEEDS.md A): 328,586 parameters at 32x32x3 with 10 classes."""
+  return _stack(input_shape, blocks.shallownet_layers(num_classes), "shallownet")
 
 
 def mlp(input_shape, num_classes, hidden_units=256):
-  """The seed C multi-layer perceptron: Flatten -> Dense(256, relu) -> Dense(classes)."""
-  return tf.keras.Sequential(
-      [
-          tf.keras.Input(shape=input_shape, name="image"),
-          layers.Flatten(),
-          layers.Dense(hidden_units, activation="relu"),
-          *blocks.classifier_head(num_classes),
-      ],
-      name="mlp",
-  )
+  """The seed C multi-layer perceptron."""
+  return _stack(input_shape, blocks.mlp_layers(num_classes, hidden_units), "mlp")
+
+
+def minivggnet(input_shape, num_classes, **kwargs):
+  """MiniVGGNet as a Sequential stack (the subclassed model's twin)."""
+  return _stack(input_shape, blocks.minivgg_layers(num_classes, **kwargs), "minivggnet")
+
+
+def cifar_cnn(input_shape, num_classes):
+  """The seed B CNN: three conv/pool stages and a dense head."""
+  return _stack(input_shape, blocks.cifar_cnn_layers(num_classes), "cifar_cnn")
+
+
+def cnnblocks(input_shape, num_classes):
+  """Seed D: CNNBlock 32 -> 64 -> 128 -> Flatten -> Dense(classes) logits (no softmax)."""
+  return _stack(input_shape, [blocks.CNNBlock(32), blocks.CNNBlock(64), blocks.CNNBlock(128),
+                              layers.Flatten(),
+                              # float32 logits: the loss reads them at full precision.
+                              layers.Dense(num_classes, dtype="float32", name="logits")],
+                "cnnblocks")
