@@ -92,6 +92,22 @@ class TrainAndEvaluateTest(absltest.TestCase):
     self.assertEqual(second["history"], first["history"])
     self.assertAlmostEqual(second["test_accuracy"], first["test_accuracy"], places=6)
 
+  def test_loss_reads_logits_exactly_for_logits_models(self):
+    info = training.data.DatasetInfo("mnist", (28, 28, 1), 10, list("0123456789"), 16, 8)
+    strategy = tf.distribute.get_strategy()
+    for name, logits in (("cnnblocks", True), ("resnet_like", True), ("mlp", False)):
+      config = testutil.tiny_config(model__name=name)
+      with self.assertLogs(level="INFO") as logs:
+        model = training._build_and_compile(config, info, strategy)
+      self.assertEqual(model.loss.get_config()["from_logits"], logits, name)
+      self.assertFalse(any("multiple" in line for line in logs.output))  # summary has shapes
+
+  def test_logits_model_trains_end_to_end(self):
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="cnnblocks")
+    metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertTrue(np.isfinite(metrics["test_loss"]))
+    self.assertBetween(metrics["test_accuracy"], 0.0, 1.0)
+
   def test_unwritable_workdir_is_a_user_error(self):
     parent = self.create_tempdir().full_path
     blocker = os.path.join(parent, "a_file")

@@ -1,5 +1,7 @@
 """Config validation: every rule rejects what it should, with a message that names the key."""
 
+import os
+
 from absl.testing import absltest
 from absl.testing import parameterized
 
@@ -7,21 +9,35 @@ from tests import testutil
 
 from kmodels import validation
 from kmodels.errors import UserError
-import configs.cifar_googlenet
-import configs.cifar_minivgg
-import configs.cifar_shallownet
-import configs.fashion_mnist_quickstart
-import configs.mnist_mlp
 from configs import base
+import configs.cifar_googlenet
+from ml_collections import config_flags
+
+CONFIG_DIR = os.path.join(testutil.REPO_ROOT, "configs")
+CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR)
+                      if f.endswith(".py") and f not in ("__init__.py", "seeds.py"))
 
 
 class ValidationTest(parameterized.TestCase):
 
-  @parameterized.parameters(base, configs.cifar_googlenet, configs.cifar_minivgg,
-                            configs.cifar_shallownet, configs.fashion_mnist_quickstart,
-                            configs.mnist_mlp)
-  def test_every_shipped_config_is_valid(self, module):
-    validation.validate(module.get_config())
+  @parameterized.parameters(CONFIG_FILES)
+  def test_every_shipped_config_loads_and_is_valid(self, filename):
+    path = os.path.join(CONFIG_DIR, filename)
+    config = config_flags.config_flags._LoadConfigModule("c", path).get_config()  # pylint: disable=protected-access
+    validation.validate(config)
+    with open(path) as f:
+      self.assertIn("python -m launch.train --config=configs/" + filename, f.read())
+
+  @parameterized.parameters(f for f in CONFIG_FILES if f.startswith("mnist_") or
+                            f.startswith("cifar_cnn"))
+  def test_seed_configs_have_a_valid_fashion_mnist_twin(self, filename):
+    module = config_flags.config_flags._LoadConfigModule(  # pylint: disable=protected-access
+        "c", os.path.join(CONFIG_DIR, filename))
+    config = module.get_config("fashion_mnist")
+    self.assertEqual(config.dataset.name, "fashion_mnist")
+    validation.validate(config)
+    with self.assertRaisesRegex(ValueError, "fashion_mnist"):
+      module.get_config("imagenet")
 
   @parameterized.parameters(
       ("model__name", "vgg99", "model.name 'vgg99'.*minivggnet \\(subclassed\\)"),
