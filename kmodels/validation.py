@@ -35,9 +35,7 @@ def _in_range(key, value, low, high, closed_high=False):
 
 def validate(config):
   """Raises UserError for the first invalid setting in `config`."""
-  if config.model.name not in models.REGISTRY:
-    raise UserError(f"Unknown model.name {config.model.name!r}. Registered models: "
-                    f"{', '.join(models.model_names())}.")
+  models.check_name(config.model.name)
   _choice("dataset.source", config.dataset.source, DATA_SOURCES)
   _choice("trainer", config.trainer, TRAINERS)
   _choice("distribution.strategy", config.distribution.strategy, tuple(distribute.STRATEGIES))

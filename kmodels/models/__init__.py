@@ -57,11 +57,16 @@ def model_names():
   return [f"{name} ({entry.style})" for name, entry in sorted(REGISTRY.items())]
 
 
-def build_model(name, input_shape, num_classes, **kwargs):
-  """Builds the registered model `name` for images of `input_shape` and `num_classes`."""
+def check_name(name):
+  """Raises UserError listing every registered model when `name` is not one of them."""
   if name not in REGISTRY:
     raise UserError(
         f"Unknown model.name {name!r}. Registered models: {', '.join(model_names())}.")
+
+
+def build_model(name, input_shape, num_classes, **kwargs):
+  """Builds the registered model `name` for images of `input_shape` and `num_classes`."""
+  check_name(name)
   try:
     return REGISTRY[name].build(tuple(input_shape), num_classes, **kwargs)
   except TypeError as e:
