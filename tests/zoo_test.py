@@ -38,6 +38,13 @@ class StylesTest(parameterized.TestCase):
       np.testing.assert_allclose(twin(images, training=False),
                                  reference(images, training=False), atol=1e-5)
 
+  def test_copy_weights_refuses_different_architectures(self):
+    mlp = models.build_model("mlp", MNIST, 10)
+    with self.assertRaisesRegex(ValueError, "not the same architecture"):
+      models.copy_weights(mlp, models.build_model("minivggnet", MNIST, 10))
+    with self.assertRaisesRegex(ValueError, "weight shapes differ"):
+      models.copy_weights(mlp, models.build_model("mlp_subclass", MNIST, 10, hidden_units=8))
+
   def test_functional_mlp_is_named_mnist_model(self):
     self.assertEqual(models.build_model("mlp_functional", MNIST, 10).name, "mnist_model")
 

@@ -110,7 +110,11 @@ def copy_weights(source, target):
   trainable weight before the non-trainable ones), so this pairs the leaf layers in
   creation order and copies layer by layer, checking shapes.
   """
-  pairs = list(zip(_leaf_layers_with_weights(source), _leaf_layers_with_weights(target)))
+  sources, targets = _leaf_layers_with_weights(source), _leaf_layers_with_weights(target)
+  if len(sources) != len(targets):  # zip would silently copy only a prefix
+    raise ValueError(f"{source.name} has {len(sources)} layers with weights, {target.name} "
+                     f"has {len(targets)}: not the same architecture.")
+  pairs = list(zip(sources, targets))
   for src, dst in pairs:
     shapes = [w.shape for w in src.weights], [w.shape for w in dst.weights]
     if shapes[0] != shapes[1]:
