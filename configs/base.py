@@ -43,10 +43,15 @@ def get_config():
   config.train.optimizer.momentum = 0.0  # sgd only
   config.train.optimizer.time_decay = 0.0  # lr / (1 + time_decay * step); 0 disables
 
-  config.trainer = "fit"  # fit (custom_loop and estimator come later)
+  config.trainer = "fit"  # fit (Keras model.fit) | custom_loop (GradientTape, seed B)
   config.distribution = ml_collections.ConfigDict()
-  config.distribution.strategy = "default"  # default | one_device | mirrored
+  # default | one_device | mirrored (one host) | multi_worker (TF_CONFIG) | tpu
+  config.distribution.strategy = "default"
   config.distribution.devices = config_dict.placeholder(str)  # "cpu:0,cpu:1"; None: all GPUs
+  config.distribution.collective = "auto"  # multi_worker all-reduce: auto | ring | nccl
+  # tpu: "local" on a Cloud TPU VM, the TPU's name, or "grpc://HOST:8470".
+  config.distribution.tpu = config_dict.placeholder(str)
+  config.distribution.connect_timeout_seconds = 60  # give up on a TPU that never answers
   config.precision = "float32"  # float32 | mixed_float16 | mixed_bfloat16
   config.xla = False  # compile the train step with XLA (jit_compile)
   return config

@@ -8,9 +8,9 @@ Training pipeline order, each step for a reason:
 """
 
 import collections
+import functools
 import math
 import os
-import socket
 import urllib.parse
 
 import numpy as np
@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+from kmodels import netcheck
 from kmodels.errors import UserError
 
 TESTED_DATASETS = ("fashion_mnist", "mnist", "cifar10")
@@ -29,7 +30,24 @@ _REACHABILITY_TIMEOUT_SECONDS = 5
 DatasetInfo = collections.namedtuple(
     "DatasetInfo", ["name", "image_shape", "num_classes", "label_names",
                     "train_examples", "eval_examples"])
-Datasets = collections.namedtuple("Datasets", ["train", "eval", "info"])
+
+
+class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info"])):
+  """The pipelines of one run.
+
+  make_train(input_context) builds the training pipeline of one input pipeline (one per
+  worker): its own shard of the examples, batched per replica. `eval` is one pass over
+  the evaluation split in global batches.
+  """
+
+  @property
+  def train(self):
+    """The whole training pipeline in global batches, for one process and no strategy."""
+    return self.make_train(None)
+
+  def distributed_train(self, strategy):
+    """The training pipeline as `strategy` wants it: one shard per worker."""
+    return strategy.distribute_datasets_from_function(self.make_train)
 
 
 # ----------------------------------------------------------------------------- builders
@@ -77,14 +95,6 @@ def _download_hosts(builder):
   return sorted({urllib.parse.urlparse(url).hostname for url in builder.url_infos})
 
 
-def _reachable(host, port=443):
-  try:
-    socket.create_connection((host, port), timeout=_REACHABILITY_TIMEOUT_SECONDS).close()
-    return True
-  except OSError:
-    return False
-
-
 def _offline_help(builder):
   name = builder.name
   lines = [
@@ -108,7 +118,8 @@ def ensure_prepared(dataset_config):
     return builder
   if not dataset_config.download:
     raise UserError(_offline_help(builder) + "\n(dataset.download is False.)")
-  unreachable = [h for h in _download_hosts(builder) if not _reachable(h)]
+  unreachable = [h for h in _download_hosts(builder)
+                 if not netcheck.reachable(h, 443, _REACHABILITY_TIMEOUT_SECONDS)]
   if unreachable:
     raise UserError(_offline_help(builder) + f"\n(No connection to {', '.join(unreachable)}.)")
   try:
@@ -211,7 +222,16 @@ def _scale(images):
   return tf.cast(images, tf.float32) / 255.0
 
 
-def _train_pipeline(ds, dataset_config, batch_size, seed):
+def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context):
+  pipeline_id = 0
+  batch_size = global_batch_size
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+    pipeline_id = input_context.input_pipeline_id
+    # Every worker lists the files in the same seeded order, so taking every n-th example
+    # gives disjoint shards: no example is read twice in an epoch. (Sharding by file
+    # would need at least one file per worker; fashion_mnist has one train file.)
+    ds = ds.shard(input_context.num_input_pipelines, pipeline_id)
   ds = ds.cache().shuffle(dataset_config.shuffle_buffer, seed=seed,
                           reshuffle_each_iteration=True)
   ds = ds.repeat().batch(batch_size, drop_remainder=True)
@@ -221,18 +241,31 @@ def _train_pipeline(ds, dataset_config, batch_size, seed):
     images, labels = batch
     images = _scale(images)
     if aug.enabled:
-      images = augment_batch(images, aug, tf.stack([tf.cast(seed, tf.int64), step]))
+      # Stateless seed: (run seed, input pipeline) x step -> the same images on a rerun,
+      # different transforms on each worker.
+      base_seed = tf.cast(seed, tf.int64) * 1_000_003 + pipeline_id
+      images = augment_batch(images, aug, tf.stack([base_seed, step]))
     return images, labels
 
   ds = ds.enumerate().map(scale_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  return _without_auto_shard(ds).prefetch(tf.data.AUTOTUNE)
+
+
+def _without_auto_shard(ds):
+  # The pipeline shards itself above; tf.distribute must not shard it a second time.
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  return ds.with_options(options)
 
 
 def _eval_pipeline(ds, batch_size):
-  # No drop_remainder: evaluation covers every test example exactly once.
+  # No drop_remainder: evaluation covers every test example exactly once. Under several
+  # workers tf.distribute shards the batches (DATA policy: one file is enough).
   ds = ds.cache().batch(batch_size)
   ds = ds.map(lambda x, y: (_scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _info_from_builder(builder, train_examples, eval_examples):
@@ -277,12 +310,13 @@ def load(dataset_config, batch_size, seed):
     seed: seeds file shuffling, the shuffle buffer, augmentation and synthetic data.
 
   Returns:
-    Datasets(train, eval, info): `train` repeats forever with static batch shapes;
-    `eval` is one pass over the evaluation split; images are float32 in [0, 1].
+    Datasets(make_train, eval, info): the training pipeline repeats forever with static
+    batch shapes; `eval` is one pass over the evaluation split; images are float32 in
+    [0, 1].
   """
   train, evaluation, info = _raw_splits(dataset_config, seed)
   if info.train_examples < batch_size:
     raise UserError(f"train.batch_size {batch_size} is larger than the {info.train_examples} "
                     f"examples of {info.name!r} split {dataset_config.train_split!r}.")
-  return Datasets(_train_pipeline(train, dataset_config, batch_size, seed),
-                  _eval_pipeline(evaluation, batch_size), info)
+  make_train = functools.partial(_train_pipeline, train, dataset_config, batch_size, seed)
+  return Datasets(make_train, _eval_pipeline(evaluation, batch_size), info)

@@ -1,13 +1,33 @@
 """One place that turns `config.distribution` into a `tf.distribute.Strategy`.
 
-Models, optimizers and metrics must be created inside `strategy.scope()`; the trainer
-does that. `train.batch_size` is global: each replica gets batch_size / replicas.
+Models, optimizers and metrics must be created inside `strategy.scope()`; the trainers
+do that. `train.batch_size` is global: each replica gets batch_size / replicas.
+
+Multi-worker jobs learn their cluster from the TF_CONFIG environment variable, the way
+Kubernetes TFJob and Vertex AI custom jobs start workers. MultiWorkerMirroredStrategy must
+be created before TensorFlow runs any op, which is why the launcher builds the strategy
+first.
 """
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import urllib.parse
 
 from absl import logging
 import tensorflow as tf
 
+from kmodels import netcheck
 from kmodels.errors import UserError
+
+COLLECTIVES = {
+    "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+    "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+    "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+}
 
 
 def _default(distribution_config):
@@ -27,11 +47,117 @@ def _mirrored(distribution_config):
   return tf.distribute.MirroredStrategy(parse_devices(distribution_config.devices))
 
 
+def _multi_worker(distribution_config):
+  cluster = read_tf_config()
+  if cluster is None:
+    logging.warning("TF_CONFIG is not set: multi_worker runs as a single worker.")
+  options = tf.distribute.experimental.CommunicationOptions(
+      implementation=COLLECTIVES[distribution_config.collective])
+  return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def _tpu(distribution_config):
+  target = distribution_config.tpu
+  if not target:
+    raise UserError("distribution.strategy=tpu needs distribution.tpu: 'local' on a Cloud "
+                    "TPU VM, the TPU's name, or its address grpc://HOST:PORT.")
+  _check_tpu_address(target, distribution_config.connect_timeout_seconds)
+  what = f"TPUClusterResolver(tpu={target!r}), connect_to_cluster, initialize_tpu_system"
+  try:
+    resolver = _with_deadline(lambda: _connect_tpu(target),
+                              distribution_config.connect_timeout_seconds, what)
+  except UserError:
+    raise
+  except Exception as e:  # resolver/gRPC/TF errors all mean the same thing to a user here
+    raise UserError(f"No TPU at distribution.tpu={target!r}: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}\nTried: {what}. On a Cloud "
+                    "TPU VM use --config.distribution.tpu=local; elsewhere give the TPU "
+                    "name or grpc://HOST:8470, or pick another distribution.strategy.") from e
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def _connect_tpu(target):
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=target)
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return resolver
+
+
+def _check_tpu_address(target, timeout_seconds):
+  """Fails fast when a grpc:// address has nobody listening (gRPC would wait for minutes)."""
+  if not target.startswith("grpc://"):
+    return
+  address = urllib.parse.urlparse(target)
+  if not address.hostname or not address.port:
+    raise UserError(f"distribution.tpu={target!r} is not an address; use grpc://HOST:PORT.")
+  if not netcheck.reachable(address.hostname, address.port, min(timeout_seconds, 10)):
+    raise UserError(f"Nothing answers at distribution.tpu={target!r} (tried a TCP connection "
+                    "to it). Check the TPU's address and that it is running.")
+
+
+def _with_deadline(fn, seconds, what):
+  """Runs fn() in a helper thread and gives up after `seconds` (gRPC may never answer)."""
+  outcome = {}
+
+  def run():
+    try:
+      outcome["value"] = fn()
+    except Exception as e:  # re-raised in the caller's thread
+      outcome["error"] = e
+
+  thread = threading.Thread(target=run, daemon=True, name="kmodels-connect")
+  thread.start()
+  thread.join(seconds)
+  if thread.is_alive():
+    raise UserError(f"No answer within {seconds} s from {what}. Check the address, or raise "
+                    "--config.distribution.connect_timeout_seconds.")
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["value"]
+
+
 STRATEGIES = {
     "default": _default,
     "one_device": _one_device,
     "mirrored": _mirrored,
+    "multi_worker": _multi_worker,
+    "tpu": _tpu,
 }
+
+
+def read_tf_config():
+  """The cluster description in TF_CONFIG, checked; None when TF_CONFIG is unset.
+
+  Returns:
+    The parsed dict: {"cluster": {"worker": ["host:port", ...], ...},
+    "task": {"type": "worker", "index": 0}}.
+  """
+  raw = os.environ.get("TF_CONFIG", "").strip()
+  if not raw:
+    return None
+  example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+             '"task": {"type": "worker", "index": 0}}')
+  try:
+    tf_config = json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise UserError(f"TF_CONFIG is not valid JSON ({e}). It should look like: {example}") from e
+  cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+  task = tf_config.get("task") if isinstance(tf_config, dict) else None
+  if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+    raise UserError(f"TF_CONFIG needs a 'cluster' and a 'task' entry, got {raw!r}. It should "
+                    f"look like: {example}")
+  task_type, index = task.get("type"), task.get("index", 0)
+  if task_type not in cluster:
+    raise UserError(f"TF_CONFIG task type {task_type!r} is not in its cluster "
+                    f"({', '.join(cluster)}).")
+  members = cluster[task_type]
+  if not isinstance(members, list) or not all(isinstance(m, str) and ":" in m for m in members):
+    raise UserError(f"TF_CONFIG cluster[{task_type!r}] must be a list of 'host:port' strings, "
+                    f"got {members!r}.")
+  if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(members):
+    raise UserError(f"TF_CONFIG task index {index!r} is out of range: cluster[{task_type!r}] "
+                    f"has {len(members)} entries (indices 0..{len(members) - 1}).")
+  return tf_config
 
 
 def parse_devices(devices):
@@ -52,20 +178,63 @@ def _device_key(name):
   return (spec.device_type or "").upper(), spec.device_index
 
 
+# Strategies with collective ops are made once per process and reused by later runs in
+# it: a second MirroredStrategy over the same devices restarts TF's collective instance
+# keys, and its first all-reduce then aborts on a shape mismatch with the first one's.
+_REUSED = ("mirrored", "multi_worker")
+_made = {}
+
+
 def get_strategy(distribution_config):
-  """Creates the strategy named by `distribution_config.strategy`."""
+  """The strategy named by `distribution_config.strategy` (one per process and setting)."""
   name = distribution_config.strategy
   if name not in STRATEGIES:
     raise UserError(f"Unknown distribution.strategy {name!r}. Choose one of: "
                     f"{', '.join(STRATEGIES)}.")
+  key = (name, distribution_config.devices, distribution_config.collective)
+  if name in _REUSED and key in _made:
+    return _made[key]
   try:
     strategy = STRATEGIES[name](distribution_config)
   except (ValueError, RuntimeError) as e:
     raise UserError(f"Could not create the {name!r} strategy with devices "
                     f"{distribution_config.devices!r}: {e}") from e
-  logging.info("Strategy %s with %d replica(s).", type(strategy).__name__,
-               strategy.num_replicas_in_sync)
+  logging.info("TensorFlow %s. Strategy %s with %d replica(s) on %s.", tf.__version__,
+               type(strategy).__name__, strategy.num_replicas_in_sync,
+               ", ".join(replica_devices(strategy)))
+  if name in _REUSED:
+    _made[key] = strategy
   return strategy
+
+
+def replica_devices(strategy):
+  """The devices this worker's replicas run on."""
+  try:
+    return strategy.extended.worker_devices
+  except RuntimeError:  # the default strategy: whatever TensorFlow places ops on
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+def is_chief(strategy):
+  """Whether this process writes the run's outputs (the one chief of a multi-worker job)."""
+  return strategy.extended.should_checkpoint
+
+
+@contextlib.contextmanager
+def writable_path(path, strategy):
+  """Where this worker writes a save that every worker must take part in.
+
+  The chief writes `path`. Other workers must still run the save (it may involve
+  collective ops), so they write to a private temporary directory, removed afterwards.
+  """
+  if is_chief(strategy):
+    yield path
+    return
+  scratch = tempfile.mkdtemp(prefix="kmodels-worker-")
+  try:
+    yield os.path.join(scratch, os.path.basename(path.rstrip("/")) or "out")
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def per_replica_batch_size(global_batch_size, strategy):

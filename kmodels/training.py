@@ -1,13 +1,20 @@
-"""The `fit` trainer: compile, train with resumable checkpoints, evaluate, report, export."""
+"""Runs one experiment: set up, train with the configured trainer, evaluate, report, export.
+
+Two trainers share everything around the training loop:
+  fit          Keras `model.fit` with BackupAndRestore (here);
+  custom_loop  a GradientTape loop under `strategy.run` (kmodels/custom_loop.py).
+"""
 
 import sys
 import time
+import typing
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, distribute, models, optimizers, precision, reporting, validation
+from kmodels import custom_loop, data, distribute, models, optimizers, precision, reporting, validation
+from kmodels.errors import UserError
 from kmodels.workdir import Workdir
 
 
@@ -19,6 +26,7 @@ class EpochHistory(tf.keras.callbacks.Callback):
   """
 
   def __init__(self, path, images_per_epoch):
+    """`path`: where to keep the history; None on workers that write nothing."""
     super().__init__()
     self.path = path
     self.images_per_epoch = images_per_epoch
@@ -27,7 +35,8 @@ class EpochHistory(tf.keras.callbacks.Callback):
     self._start = None
 
   def on_train_begin(self, logs=None):
-    self.epochs = {e["epoch"]: e for e in reporting.read_json(self.path, [])}
+    if self.path:
+      self.epochs = {e["epoch"]: e for e in reporting.read_json(self.path, [])}
 
   def on_epoch_begin(self, epoch, logs=None):
     if self.first_epoch is None:
@@ -44,7 +53,8 @@ class EpochHistory(tf.keras.callbacks.Callback):
                   # The first epoch of a process includes tracing and compilation.
                   includes_compile=epoch == self.first_epoch)
     self.epochs[epoch + 1] = record
-    reporting.write_json(self.path, self.history)
+    if self.path:
+      reporting.write_json(self.path, self.history)
 
   @property
   def history(self):
@@ -68,13 +78,15 @@ def _build_and_compile(config, info, strategy):
             from_logits=models.REGISTRY[config.model.name].logits),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         steps_per_execution=config.train.steps_per_execution,
-        jit_compile=config.xla,
+        # The custom loop compiles its own step; Keras' evaluate/predict stay as they are.
+        jit_compile=config.xla and config.trainer == "fit",
     )
   models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
   return model
 
 
 def _callbacks(workdir, history):
+  # Under multi_worker both Keras callbacks send non-chief workers to temporary dirs.
   return [
       # delete_checkpoint=False: re-running a finished command restores the final epoch and
       # only re-evaluates, instead of silently training from scratch a second time.
@@ -85,22 +97,81 @@ def _callbacks(workdir, history):
   ]
 
 
-def _evaluate(model, datasets, workdir):
-  """Test loss/accuracy plus the per-class report, written to the workdir."""
+def _check_fit_xla(config, strategy):
+  devices = distribute.replica_devices(strategy)
+  several = strategy.num_replicas_in_sync > 1 and len(devices) > 1
+  if config.xla and several and all("CPU" in d.upper() for d in devices):
+    # Keras compiles its whole step per replica, but places every replica's XLA cluster on
+    # CPU:0, which can't reach CPU:1's variables (xla/known_issues, "tf.Variable on a
+    # different device"). GPUs and TPUs are not affected.
+    raise UserError("xla=True with the fit trainer can't run over several CPU devices "
+                    f"({', '.join(devices)}). Use --config.trainer=custom_loop (it pins each "
+                    "replica's XLA cluster to its device) or --config.xla=False.")
+
+
+def fit(run):
+  """The `fit` trainer: Keras model.fit, resumable at epoch boundaries."""
+  _check_fit_xla(run.config, run.strategy)
+  run.model.fit(run.datasets.distributed_train(run.strategy), epochs=run.config.train.epochs,
+                steps_per_epoch=run.steps_per_epoch, validation_data=run.datasets.eval,
+                callbacks=_callbacks(run.workdir, run.history),
+                # A progress bar for people at a terminal; one line per epoch in logs.
+                verbose=1 if sys.stdout.isatty() else 2)
+
+
+TRAINERS = {"fit": fit, "custom_loop": custom_loop.train}  # names: validation.TRAINERS
+
+
+class Run(typing.NamedTuple):
+  """Everything a trainer needs; built once by train_and_evaluate."""
+  config: typing.Any
+  workdir: Workdir
+  strategy: tf.distribute.Strategy
+  datasets: data.Datasets
+  model: tf.keras.Model
+  history: EpochHistory
+  steps_per_epoch: int
+
+
+def _evaluate(model, datasets):
+  """Test loss/accuracy plus the per-class report."""
   test_loss, test_accuracy = model.evaluate(datasets.eval, verbose=0)
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
   # argmax is the same on logits and on probabilities.
   predictions = np.argmax(model.predict(datasets.eval, verbose=0), axis=-1)
   report = reporting.classification_report(labels, predictions, datasets.info.label_names)
-  with open(workdir.report, "w") as f:
-    f.write(report)
   return float(test_loss), float(test_accuracy), report
+
+
+def weights_fingerprint(model):
+  return float(sum(np.abs(w.astype(np.float64)).sum() for w in model.get_weights()))
+
+
+def _setup(config, workdir, strategy, datasets):
+  validation.validate(config)
+  # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
+  strategy = strategy or distribute.get_strategy(config.distribution)
+  workdir = Workdir(workdir)
+  if distribute.is_chief(strategy):
+    workdir.prepare(config)
+  per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
+  tf.keras.utils.set_random_seed(config.train.seed)
+  datasets = datasets or data.load(config.dataset, config.train.batch_size, config.train.seed)
+  info = datasets.info
+  steps_per_epoch = config.train.steps_per_epoch or info.train_examples // config.train.batch_size
+  logging.info("%s: %d train / %d eval examples, %s images, %d classes. Batch %d "
+               "(%d per replica x %d), %d steps per epoch, %d epochs, trainer %s.", info.name,
+               info.train_examples, info.eval_examples, info.image_shape, info.num_classes,
+               config.train.batch_size, per_replica, strategy.num_replicas_in_sync,
+               steps_per_epoch, config.train.epochs, config.trainer)
+  return workdir, strategy, datasets, steps_per_epoch
 
 
 def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
   """Trains `config.model` on `config.dataset` and writes every output into `workdir`.
 
-  Re-running with the same workdir resumes from the last completed epoch.
+  Re-running with the same workdir resumes from the last completed epoch. In a
+  multi-worker job every worker calls this; only the chief writes the workdir.
 
   Args:
     config: an experiment ConfigDict (see configs/base.py for every key).
@@ -111,30 +182,19 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
   Returns:
     The metrics dict also written to workdir/metrics.json.
   """
-  validation.validate(config)
-  workdir = Workdir(workdir)
-  workdir.prepare(config)
-  strategy = strategy or distribute.get_strategy(config.distribution)
-  per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
-  tf.keras.utils.set_random_seed(config.train.seed)
-  datasets = datasets or data.load(config.dataset, config.train.batch_size, config.train.seed)
-  info = datasets.info
-  steps_per_epoch = config.train.steps_per_epoch or info.train_examples // config.train.batch_size
-  logging.info("%s: %d train / %d eval examples, %s images, %d classes. Batch %d "
-               "(%d per replica x %d), %d steps per epoch, %d epochs.", info.name,
-               info.train_examples, info.eval_examples, info.image_shape, info.num_classes,
-               config.train.batch_size, per_replica, strategy.num_replicas_in_sync,
-               steps_per_epoch, config.train.epochs)
-
+  workdir, strategy, datasets, steps_per_epoch = _setup(config, workdir, strategy, datasets)
+  chief = distribute.is_chief(strategy)
   with precision.policy(config.precision):
-    model = _build_and_compile(config, info, strategy)
-    history = EpochHistory(workdir.history, steps_per_epoch * config.train.batch_size)
-    model.fit(datasets.train, epochs=config.train.epochs, steps_per_epoch=steps_per_epoch,
-              validation_data=datasets.eval, callbacks=_callbacks(workdir, history),
-              # A progress bar for people at a terminal; one line per epoch in logs.
-              verbose=1 if sys.stdout.isatty() else 2)
-    test_loss, test_accuracy, report = _evaluate(model, datasets, workdir)
-    model.save(workdir.export, save_format="tf", include_optimizer=False)
+    model = _build_and_compile(config, datasets.info, strategy)
+    history = EpochHistory(workdir.history if chief else None,
+                           steps_per_epoch * config.train.batch_size)
+    TRAINERS[config.trainer](Run(config, workdir, strategy, datasets, model, history,
+                                 steps_per_epoch))
+    test_loss, test_accuracy, report = _evaluate(model, datasets)
+    # Equal on every worker of a healthy multi-worker job; a quick check for users too.
+    logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
+    with distribute.writable_path(workdir.export, strategy) as export_dir:
+      model.save(export_dir, save_format="tf", include_optimizer=False)
 
   metrics = {
       "test_accuracy": test_accuracy,
@@ -144,12 +204,19 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
       "images_per_second": _images_per_second(history.history),
       "epochs_completed": len(history.history),
   }
+  if chief:
+    _write_reports(config, workdir, datasets.info, metrics, report)
+  return metrics
+
+
+def _write_reports(config, workdir, info, metrics, report):
   reporting.write_json(workdir.metrics, metrics)
-  reporting.plot_curves(history.history, workdir.curves,
+  with open(workdir.report, "w") as f:
+    f.write(report)
+  reporting.plot_curves(metrics["history"], workdir.curves,
                         f"{config.model.name} on {info.name}")
   logging.info("Classification report (%s, split %r):\n%s", info.name,
                config.dataset.eval_split, report)
   logging.info("Test accuracy %.4f, test loss %.4f. Outputs in %s: metrics.json, curves.png, "
                "classification_report.txt, export/ (SavedModel), tensorboard/, checkpoints/.",
-               test_accuracy, test_loss, workdir.root)
-  return metrics
+               metrics["test_accuracy"], metrics["test_loss"], workdir.root)

@@ -8,7 +8,7 @@ from kmodels import distribute, models, optimizers, precision
 from kmodels.errors import UserError
 
 DATA_SOURCES = ("tfds", "synthetic")
-TRAINERS = ("fit",)
+TRAINERS = ("fit", "custom_loop")
 
 
 def _choice(key, value, choices):
@@ -39,12 +39,14 @@ def validate(config):
   _choice("dataset.source", config.dataset.source, DATA_SOURCES)
   _choice("trainer", config.trainer, TRAINERS)
   _choice("distribution.strategy", config.distribution.strategy, tuple(distribute.STRATEGIES))
+  _choice("distribution.collective", config.distribution.collective,
+          tuple(distribute.COLLECTIVES))
   _choice("precision", config.precision, precision.PRECISIONS)
   _choice("train.optimizer.name", config.train.optimizer.name,
           tuple(optimizers.OPTIMIZERS))
   for key in ("train.batch_size", "train.epochs", "train.steps_per_execution",
               "dataset.shuffle_buffer", "dataset.synthetic_train_examples",
-              "dataset.synthetic_eval_examples"):
+              "dataset.synthetic_eval_examples", "distribution.connect_timeout_seconds"):
     _positive(key, _get(config, key))
   _positive("train.steps_per_epoch", config.train.steps_per_epoch, allow_none=True)
   optimizer = config.train.optimizer

@@ -48,9 +48,3 @@ def user_errors_exit():
   except UserError as e:
     logging.flush()
     _fail(e)
-
-
-def log_devices():
-  import tensorflow as tf  # after kmodels has chosen the Keras version
-  logging.info("TensorFlow %s; devices: %s", tf.__version__,
-               ", ".join(d.name for d in tf.config.list_logical_devices()))

@@ -27,7 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.INFO)
-  common.log_devices()
+  # Devices are logged with the strategy: multi_worker must be created before TF starts.
   with common.user_errors_exit():
     training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
-from kmodels import data
+from kmodels import data, netcheck
 from kmodels.errors import UserError
 
 
@@ -155,7 +155,7 @@ class OfflinePreparationTest(absltest.TestCase):
       data.get_builder("cifar11")
 
   def test_closed_port_is_unreachable(self):
-    self.assertFalse(data._reachable("127.0.0.1", port=9))
+    self.assertFalse(netcheck.reachable("127.0.0.1", 9, timeout_seconds=1))
 
   def test_real_cifar10_builder_prepares_a_real_format_archive(self):
     archive_dir, data_dir = self.create_tempdir().full_path, self.create_tempdir().full_path

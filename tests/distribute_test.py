@@ -1,8 +1,12 @@
 """Strategies from config, for real: MirroredStrategy over two logical CPU devices."""
 
+import os
+
 from absl.testing import absltest
+from absl.testing import parameterized
 
 from tests import testutil
+import numpy as np
 import tensorflow as tf
 
 # Two logical CPUs must be configured before TensorFlow initializes its devices, which
@@ -15,7 +19,7 @@ from kmodels import distribute, training  # noqa: E402
 from kmodels.errors import UserError  # noqa: E402
 
 
-class DistributeTest(absltest.TestCase):
+class DistributeTest(parameterized.TestCase):
 
   def test_mirrored_over_two_cpus_has_two_replicas(self):
     config = testutil.tiny_config(distribution__strategy="mirrored",
@@ -29,6 +33,12 @@ class DistributeTest(absltest.TestCase):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with self.assertRaisesRegex(UserError, "7 does not divide by the 2 replicas.*batch_size=6"):
       distribute.per_replica_batch_size(7, strategy)
+
+  def test_mirrored_is_made_once_per_process(self):
+    config = testutil.tiny_config(distribution__strategy="mirrored",
+                                  distribution__devices="cpu:0,cpu:1")
+    self.assertIs(distribute.get_strategy(config.distribution),
+                  distribute.get_strategy(config.distribution))
 
   def test_one_device_and_default(self):
     config = testutil.tiny_config(distribution__strategy="one_device",
@@ -52,6 +62,62 @@ class DistributeTest(absltest.TestCase):
     self.assertLen(metrics["history"], 2)
     self.assertLess(metrics["history"][1]["loss"], 50.0)
     self.assertBetween(metrics["test_accuracy"], 0.0, 1.0)
+
+  def _trained_weights(self, strategy, **overrides):
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+                                  train__steps_per_epoch=3, train__epochs=1,
+                                  train__optimizer__name="sgd",
+                                  train__optimizer__learning_rate=0.1,
+                                  distribution__strategy=strategy,
+                                  distribution__devices=("cpu:0,cpu:1" if strategy == "mirrored"
+                                                         else None), **overrides)
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(config, workdir)
+    return tf.keras.models.load_model(os.path.join(workdir, "export")).get_weights()
+
+  @parameterized.parameters(("fit", False), ("custom_loop", False), ("custom_loop", True))
+  def test_mirrored_over_two_cpus_matches_one_device(self, trainer, xla):
+    """Same global batch and seed: two replicas must learn exactly what one device does."""
+    single = self._trained_weights("default", trainer=trainer, xla=xla)
+    mirrored = self._trained_weights("mirrored", trainer=trainer, xla=xla)
+    self.assertLen(mirrored, len(single))
+    # A loss averaged per replica instead of over the global batch would double the step.
+    for a, b in zip(single, mirrored):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+  def test_fit_with_xla_over_cpu_replicas_explains_the_alternative(self):
+    config = testutil.tiny_config(dataset__source="synthetic", xla=True,
+                                  distribution__strategy="mirrored",
+                                  distribution__devices="cpu:0,cpu:1")
+    with self.assertRaisesRegex(UserError, "trainer=custom_loop"):
+      training.train_and_evaluate(config, self.create_tempdir().full_path)
+
+
+class TfConfigTest(parameterized.TestCase):
+
+  def _read(self, value):
+    with absltest.mock.patch.dict(os.environ, {"TF_CONFIG": value}):
+      return distribute.read_tf_config()
+
+  def test_valid_and_unset(self):
+    tf_config = self._read('{"cluster": {"worker": ["a:1", "b:2"]}, '
+                           '"task": {"type": "worker", "index": 1}}')
+    self.assertEqual(tf_config["task"]["index"], 1)
+    self.assertIsNone(self._read(""))
+
+  @parameterized.parameters(
+      ("{not json", "not valid JSON"),
+      ('{"cluster": {"worker": ["a:1"]}}', "needs a 'cluster' and a 'task'"),
+      ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+       "task type 'chief' is not in its cluster"),
+      ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+       "index 3 is out of range"),
+      ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}',
+       "list of 'host:port' strings"),
+  )
+  def test_malformed_tf_config_is_explained(self, value, message):
+    with self.assertRaisesRegex(UserError, message):
+      self._read(value)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 import numpy as np
@@ -91,3 +93,42 @@ def read_json(path, default):
       return json.load(f)
   except (FileNotFoundError, json.JSONDecodeError):
     return default
+
+
+def free_ports(count):
+  """`count` TCP ports nobody listens on right now (for TF_CONFIG on localhost)."""
+  sockets = [socket.socket() for _ in range(count)]
+  try:
+    for s in sockets:
+      s.bind(("localhost", 0))
+    return [s.getsockname()[1] for s in sockets]
+  finally:
+    for s in sockets:
+      s.close()
+
+
+def start_workers(args, num_workers=2, ports=None):
+  """Starts a localhost multi-worker `launch.train` job, one process per TF_CONFIG task.
+
+  Returns (processes, log_paths, ports); each process logs to its own file. Pass the
+  same ports again to restart the same job.
+  """
+  ports = ports or free_ports(num_workers)
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  processes, logs = [], []
+  log_dir = tempfile.mkdtemp(prefix="kmodels-workers-")
+  for index in range(num_workers):
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CONFIG=tf_config)
+    logs.append(os.path.join(log_dir, f"worker{index}.log"))
+    with open(logs[-1], "w") as log:
+      processes.append(subprocess.Popen(
+          [sys.executable, "-m", "launch.train", *args,
+           "--config.distribution.strategy=multi_worker"],
+          cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  return processes, logs, ports
+
+
+def read_text(path):
+  with open(path) as f:
+    return f.read()

@@ -1,0 +1,220 @@
+"""The `custom_loop` trainer (seed B): a GradientTape train step under `strategy.run`.
+
+What it does by hand that `model.fit` does for you, and why:
+- The loss is averaged over the *global* batch (`tf.nn.compute_average_loss`): replicas'
+  gradients are summed, so each must divide by the global batch for the sum to be the
+  single-device gradient. Regularization losses are divided by the replica count too.
+- Under mixed_float16 the loss is scaled before the backward pass and the gradients
+  unscaled after (LossScaleOptimizer, set by compile), so small float16 gradients don't
+  flush to zero; steps with overflowing gradients are skipped and the scale lowered.
+- Metrics are Keras metric objects made in the strategy scope: their variables are summed
+  over replicas when read, so the numbers cover the global batch.
+- `xla: True` compiles the forward and backward pass with XLA; the gradient all-reduce
+  and the optimizer update run outside it, where cross-replica calls are allowed.
+- tf.train.CheckpointManager over model + optimizer + epoch: checkpoints/ keeps the two
+  newest (resume after a crash), checkpoints/best/ the one with the lowest validation loss.
+"""
+
+import math
+import os
+import sys
+import time
+
+from absl import logging
+import tensorflow as tf
+
+from kmodels import distribute, models
+
+_KEEP_CHECKPOINTS = 2
+
+
+class _Metrics:
+  """Train and validation loss/accuracy, created inside the strategy scope."""
+
+  def __init__(self):
+    self.loss = tf.keras.metrics.Mean("loss")
+    self.accuracy = tf.keras.metrics.SparseCategoricalAccuracy("accuracy")
+    self.val_loss = tf.keras.metrics.Mean("val_loss")
+    self.val_accuracy = tf.keras.metrics.SparseCategoricalAccuracy("val_accuracy")
+
+  def all(self):
+    return [self.loss, self.accuracy, self.val_loss, self.val_accuracy]
+
+  def results(self):
+    return {m.name: float(m.result()) for m in self.all()}
+
+  def reset(self):
+    for metric in self.all():
+      metric.reset_state()
+
+
+def _uses_loss_scaling(optimizer):
+  return isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+
+
+def _build_optimizer_variables(optimizer, model):
+  # Creating slots now (not at the first step) lets a checkpoint restore them right away.
+  inner = optimizer.inner_optimizer if _uses_loss_scaling(optimizer) else optimizer
+  inner.build(model.trainable_variables)
+
+
+def make_train_step(model, optimizer, loss_fn, global_batch_size, metrics, jit_compile):
+  """The per-replica train step: forward, backward, update, metrics."""
+  scaling = _uses_loss_scaling(optimizer)
+
+  def compute_gradients(images, labels):
+    with tf.GradientTape() as tape:
+      outputs = model(images, training=True)
+      per_example_loss = loss_fn(labels, outputs)
+      loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
+      if model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+      scaled_loss = optimizer.get_scaled_loss(loss) if scaling else loss
+    gradients = tape.gradient(scaled_loss, model.trainable_variables)
+    if scaling:
+      gradients = optimizer.get_unscaled_gradients(gradients)
+    return per_example_loss, outputs, gradients
+
+  if jit_compile:
+    compute_gradients = tf.function(compute_gradients, jit_compile=True)
+
+  def train_step(batch):
+    images, labels = batch
+    with tf.device(_replica_device()):
+      per_example_loss, outputs, gradients = compute_gradients(images, labels)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    metrics.loss.update_state(per_example_loss)
+    metrics.accuracy.update_state(labels, outputs)
+
+  return train_step
+
+
+def _replica_device():
+  """This replica's device, so an XLA cluster runs where the replica's variables live."""
+  context = tf.distribute.get_replica_context()
+  strategy = context.strategy
+  if context.num_replicas_in_sync == 1 or isinstance(strategy, tf.distribute.TPUStrategy):
+    return None  # TensorFlow's own placement is right
+  devices = strategy.extended.worker_devices  # this worker's; replica ids are global
+  if len(devices) == 1:
+    return None
+  replica = tf.get_static_value(context.replica_id_in_sync_group)
+  return devices[replica % len(devices)]
+
+
+def make_eval_step(model, loss_fn, metrics):
+  def eval_step(batch):
+    images, labels = batch
+    outputs = model(images, training=False)
+    metrics.val_loss.update_state(loss_fn(labels, outputs))
+    metrics.val_accuracy.update_state(labels, outputs)
+  return eval_step
+
+
+class _Checkpoints:
+  """Latest (for resuming) and best (lowest validation loss) checkpoints of a run."""
+
+  def __init__(self, model, optimizer, directory):
+    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # epochs completed
+    self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
+                                          best_val_loss=self.best_val_loss)
+    self.latest = tf.train.CheckpointManager(self.checkpoint, directory, _KEEP_CHECKPOINTS)
+    self.best = tf.train.CheckpointManager(self.checkpoint, os.path.join(directory, "best"),
+                                           max_to_keep=1, checkpoint_name="best")
+
+  def restore_latest(self, directory):
+    """Restores the newest checkpoint in `directory` (the chief's); returns epochs done."""
+    path = tf.train.latest_checkpoint(directory)
+    if path:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+      logging.info("Restored %s (epoch %d, best val_loss %.4f).", path, int(self.epoch),
+                   float(self.best_val_loss))
+    return int(self.epoch)
+
+  def save(self, epochs_done, val_loss):
+    self.epoch.assign(epochs_done)
+    if val_loss < float(self.best_val_loss):
+      self.best_val_loss.assign(val_loss)
+      self.best.save(checkpoint_number=epochs_done)
+    self.latest.save(checkpoint_number=epochs_done)
+
+
+def _summary_writers(workdir, chief):
+  if not chief:
+    return tf.summary.create_noop_writer(), tf.summary.create_noop_writer()
+  return (tf.summary.create_file_writer(os.path.join(workdir.tensorboard, "train")),
+          tf.summary.create_file_writer(os.path.join(workdir.tensorboard, "validation")))
+
+
+def _write_summaries(writers, epoch, logs):
+  train_writer, validation_writer = writers
+  with train_writer.as_default(step=epoch):
+    tf.summary.scalar("epoch_loss", logs["loss"])
+    tf.summary.scalar("epoch_accuracy", logs["accuracy"])
+  with validation_writer.as_default(step=epoch):
+    tf.summary.scalar("epoch_loss", logs["val_loss"])
+    tf.summary.scalar("epoch_accuracy", logs["val_accuracy"])
+
+
+def _run_epoch(train_steps, iterator, steps_per_epoch, steps_per_call, progress):
+  done = 0
+  while done < steps_per_epoch:
+    steps = min(steps_per_call, steps_per_epoch - done)
+    train_steps(iterator, tf.constant(steps))
+    done += steps
+    if progress:
+      progress.update(done)
+
+
+def train(run):
+  """Trains run.model for run.config.train.epochs, resuming from the latest checkpoint."""
+  config, model, strategy = run.config, run.model, run.strategy
+  chief = distribute.is_chief(strategy)
+  optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(
+      from_logits=models.REGISTRY[config.model.name].logits,
+      reduction=tf.keras.losses.Reduction.NONE)
+  with strategy.scope():
+    metrics = _Metrics()
+    _build_optimizer_variables(optimizer, model)
+  train_step = make_train_step(model, optimizer, loss_fn, config.train.batch_size, metrics,
+                               config.xla)
+  eval_step = make_eval_step(model, loss_fn, metrics)
+
+  @tf.function
+  def train_steps(iterator, steps):
+    for _ in tf.range(steps):
+      strategy.run(train_step, args=(next(iterator),))
+
+  @tf.function
+  def evaluate(dataset):
+    for batch in dataset:
+      strategy.run(eval_step, args=(batch,))
+
+  train_iterator = iter(run.datasets.distributed_train(strategy))
+  eval_dataset = strategy.experimental_distribute_dataset(run.datasets.eval)
+  writers = _summary_writers(run.workdir, chief)
+  with distribute.writable_path(run.workdir.checkpoints, strategy) as checkpoint_dir:
+    checkpoints = _Checkpoints(model, optimizer, checkpoint_dir)
+    first_epoch = checkpoints.restore_latest(run.workdir.checkpoints)
+    run.history.on_train_begin()
+    for epoch in range(first_epoch, config.train.epochs):
+      run.history.on_epoch_begin(epoch)
+      metrics.reset()
+      start = time.perf_counter()
+      progress = (tf.keras.utils.Progbar(run.steps_per_epoch)
+                  if chief and sys.stdout.isatty() else None)
+      _run_epoch(train_steps, train_iterator, run.steps_per_epoch,
+                 config.train.steps_per_execution, progress)
+      train_seconds = time.perf_counter() - start
+      evaluate(eval_dataset)
+      logs = metrics.results()
+      run.history.on_epoch_end(epoch, logs)
+      checkpoints.save(epoch + 1, logs["val_loss"])
+      _write_summaries(writers, epoch, logs)
+      logging.info(
+          "Epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f; "
+          "%.0f images/s (%.1f s).", epoch + 1, config.train.epochs, logs["loss"],
+          logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
+          run.steps_per_epoch * config.train.batch_size / train_seconds, train_seconds)

@@ -1,0 +1,100 @@
+"""MultiWorkerMirroredStrategy for real: two `launch.train` processes on localhost.
+
+Each worker gets its TF_CONFIG the way TFJob or Vertex AI would set it. The tests check
+that workers stay in sync, that only the chief writes the workdir, and that a job whose
+worker is killed with SIGKILL resumes from its checkpoint when started again.
+"""
+
+import os
+import re
+import signal
+import time
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from tests import testutil
+
+_TIMEOUT_SECONDS = 300
+# What the chief leaves in a workdir; nothing of the other worker's may be in it.
+_CHIEF_OUTPUTS = {"config.json", "checkpoints", "tensorboard", "export", "metrics.json",
+                  "history.json", "curves.png", "classification_report.txt"}
+
+
+def _job_args(workdir, trainer, epochs):
+  return ["--config=configs/base.py", f"--workdir={workdir}",
+          "--config.dataset.source=synthetic", "--config.dataset.name=mnist",
+          "--config.dataset.synthetic_train_examples=256", "--config.model.name=mlp",
+          "--config.train.batch_size=16", "--config.train.steps_per_epoch=4",
+          f"--config.train.epochs={epochs}", f"--config.trainer={trainer}"]
+
+
+def _wait(processes, timeout=_TIMEOUT_SECONDS):
+  deadline = time.monotonic() + timeout
+  codes = []
+  for proc in processes:
+    try:
+      codes.append(proc.wait(max(1, deadline - time.monotonic())))
+    except Exception:  # timeout: don't leave workers behind
+      for p in processes:
+        p.kill()
+      raise
+  return codes
+
+
+def _fingerprint(log_text):
+  match = re.search(r"Weights fingerprint \(sum of \|w\|\): ([0-9.e+-]+)", log_text)
+  return float(match.group(1)) if match else None
+
+
+class MultiWorkerTest(parameterized.TestCase):
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_two_workers_train_in_sync_and_only_the_chief_writes(self, trainer):
+    workdir = self.create_tempdir().full_path
+    processes, logs, _ = testutil.start_workers(_job_args(workdir, trainer, epochs=2))
+    codes = _wait(processes)
+    texts = [testutil.read_text(log) for log in logs]
+    self.assertEqual(codes, [0, 0], texts[0][-3000:] + texts[1][-3000:])
+    for text in texts:
+      self.assertIn("with 2 replica(s)", text)
+    self.assertIsNotNone(_fingerprint(texts[0]))
+    self.assertEqual(_fingerprint(texts[0]), _fingerprint(texts[1]))
+    self.assertEqual(set(os.listdir(workdir)), _CHIEF_OUTPUTS)
+    leftovers = [os.path.join(root, d) for root, dirs, _ in os.walk(workdir) for d in dirs
+                 if "workertemp" in d or "kmodels-worker" in d]
+    self.assertEqual(leftovers, [])
+    metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), None)
+    self.assertLen(metrics["history"], 2)
+    self.assertIn("Test accuracy", texts[0])
+    self.assertNotIn("Test accuracy", texts[1])  # the report is the chief's alone
+
+  def test_job_resumes_after_a_worker_is_killed(self):
+    workdir = self.create_tempdir().full_path
+    args = _job_args(workdir, "fit", epochs=12)
+    processes, logs, ports = testutil.start_workers(args)
+    history_path = os.path.join(workdir, "history.json")
+    deadline = time.monotonic() + _TIMEOUT_SECONDS
+    while len(testutil.read_json(history_path, [])) < 2 and time.monotonic() < deadline:
+      self.assertIsNone(processes[0].poll(), testutil.read_text(logs[0])[-3000:])
+      time.sleep(0.2)
+    processes[1].send_signal(signal.SIGKILL)
+    # The chief notices its peer is gone (a failed collective) and stops by itself.
+    chief_code = _wait(processes[:1])[0]
+    processes[1].wait()
+    self.assertNotEqual(chief_code, 0)
+    done_before = len(testutil.read_json(history_path, []))
+    self.assertLess(done_before, 12)
+
+    processes, logs, _ = testutil.start_workers(args, ports=ports)
+    codes = _wait(processes)
+    chief_log = testutil.read_text(logs[0])
+    self.assertEqual(codes, [0, 0], chief_log[-3000:])
+    resumed_at = int(re.search(r"Resumed from the checkpoint of epoch (\d+)", chief_log)[1])
+    self.assertBetween(resumed_at, 2, done_before)
+    history = testutil.read_json(history_path, [])
+    self.assertEqual([h["epoch"] for h in history], list(range(1, 13)))
+
+
+if __name__ == "__main__":
+  absltest.main()
