@@ -43,7 +43,11 @@ def get_config():
   config.train.optimizer.momentum = 0.0  # sgd only
   config.train.optimizer.time_decay = 0.0  # lr / (1 + time_decay * step); 0 disables
 
-  config.trainer = "fit"  # fit (Keras model.fit) | custom_loop (GradientTape, seed B)
+  # fit (Keras model.fit) | custom_loop (GradientTape, seed B) | estimator (DNNClassifier)
+  # | keras_estimator (model.name through model_to_estimator); the last two: full lane only
+  config.trainer = "fit"
+  config.estimator = ml_collections.ConfigDict()
+  config.estimator.hidden_units = (256,)  # DNNClassifier layers (seed C's MLP: one of 256)
   config.distribution = ml_collections.ConfigDict()
   # default | one_device | mirrored (one host) | multi_worker (TF_CONFIG) | tpu
   config.distribution.strategy = "default"

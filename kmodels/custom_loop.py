@@ -157,11 +157,12 @@ def _write_summaries(writers, epoch, logs):
     tf.summary.scalar("epoch_accuracy", logs["val_accuracy"])
 
 
-def _run_epoch(train_steps, iterator, steps_per_epoch, steps_per_call, progress):
+def _run_epoch(train_steps, iterator, steps_per_epoch, steps_per_call, progress, timer):
   done = 0
   while done < steps_per_epoch:
     steps = min(steps_per_call, steps_per_epoch - done)
     train_steps(iterator, tf.constant(steps))
+    timer.step_done()  # counts the first call, which may run several steps
     done += steps
     if progress:
       progress.update(done)
@@ -206,7 +207,7 @@ def train(run):
       progress = (tf.keras.utils.Progbar(run.steps_per_epoch)
                   if chief and sys.stdout.isatty() else None)
       _run_epoch(train_steps, train_iterator, run.steps_per_epoch,
-                 config.train.steps_per_execution, progress)
+                 config.train.steps_per_execution, progress, run.timer)
       train_seconds = time.perf_counter() - start
       evaluate(eval_dataset)
       logs = metrics.results()

@@ -283,6 +283,17 @@ def _synthetic_split(info, num_examples, seed):
   return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
+def _num_examples(ds, builder, split):
+  # The dataset's own count (right under tfds.testing.mock_data too); inside a TF1 graph
+  # (an Estimator's input_fn) it may be symbolic, then the builder's split info counts.
+  # Under mock_data in a graph neither is known: None (the Estimator does not need it).
+  count = tf.get_static_value(ds.cardinality())
+  if count is not None:
+    return int(count)
+  splits = builder.info.splits
+  return splits[split].num_examples if split in splits else None
+
+
 def _raw_splits(dataset_config, seed):
   """(train, eval, info) as unbatched uint8 (image, label) datasets."""
   if dataset_config.source == "synthetic":
@@ -297,7 +308,9 @@ def _raw_splits(dataset_config, seed):
                              shuffle_files=True, read_config=read_config)
   evaluation = builder.as_dataset(split=dataset_config.eval_split, as_supervised=True)
   # Cardinality is known for tfds splits (and for tfds.testing.mock_data).
-  info = _info_from_builder(builder, int(train.cardinality()), int(evaluation.cardinality()))
+  info = _info_from_builder(
+      builder, _num_examples(train, builder, dataset_config.train_split),
+      _num_examples(evaluation, builder, dataset_config.eval_split))
   return train, evaluation, info
 
 
@@ -315,7 +328,7 @@ def load(dataset_config, batch_size, seed):
     [0, 1].
   """
   train, evaluation, info = _raw_splits(dataset_config, seed)
-  if info.train_examples < batch_size:
+  if info.train_examples is not None and info.train_examples < batch_size:
     raise UserError(f"train.batch_size {batch_size} is larger than the {info.train_examples} "
                     f"examples of {info.name!r} split {dataset_config.train_split!r}.")
   make_train = functools.partial(_train_pipeline, train, dataset_config, batch_size, seed)

@@ -42,9 +42,13 @@ def _one_device(distribution_config):
   return tf.distribute.OneDeviceStrategy(devices[0])
 
 
-def _mirrored(distribution_config):
-  # None: every visible GPU, or the CPU when there is none.
-  return tf.distribute.MirroredStrategy(parse_devices(distribution_config.devices))
+def _mirrored(distribution_config, for_estimator=False):
+  # Estimators hang in session.run with the default all-reduce over logical CPU devices;
+  # ReductionToOneDevice trains (DESIGN.md, "Estimator facts").
+  cross_device_ops = tf.distribute.ReductionToOneDevice() if for_estimator else None
+  # devices None: every visible GPU, or the CPU when there is none.
+  return tf.distribute.MirroredStrategy(parse_devices(distribution_config.devices),
+                                        cross_device_ops=cross_device_ops)
 
 
 def _multi_worker(distribution_config):
@@ -185,17 +189,23 @@ _REUSED = ("mirrored", "multi_worker")
 _made = {}
 
 
-def get_strategy(distribution_config):
-  """The strategy named by `distribution_config.strategy` (one per process and setting)."""
+def get_strategy(distribution_config, for_estimator=False):
+  """The strategy named by `distribution_config.strategy` (one per process and setting).
+
+  for_estimator: a strategy for tf.estimator's RunConfig(train_distribute=...).
+  """
   name = distribution_config.strategy
   if name not in STRATEGIES:
     raise UserError(f"Unknown distribution.strategy {name!r}. Choose one of: "
                     f"{', '.join(STRATEGIES)}.")
-  key = (name, distribution_config.devices, distribution_config.collective)
+  key = (name, distribution_config.devices, distribution_config.collective, for_estimator)
   if name in _REUSED and key in _made:
     return _made[key]
   try:
-    strategy = STRATEGIES[name](distribution_config)
+    if name == "mirrored":
+      strategy = _mirrored(distribution_config, for_estimator)
+    else:
+      strategy = STRATEGIES[name](distribution_config)
   except (ValueError, RuntimeError) as e:
     raise UserError(f"Could not create the {name!r} strategy with devices "
                     f"{distribution_config.devices!r}: {e}") from e

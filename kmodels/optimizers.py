@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 
-def _learning_rate(optimizer_config):
+def learning_rate(optimizer_config):
   """A constant rate, or seed A's time-based decay lr / (1 + decay * step)."""
   if optimizer_config.time_decay:
     return tf.keras.optimizers.schedules.InverseTimeDecay(
@@ -12,8 +12,8 @@ def _learning_rate(optimizer_config):
 
 
 OPTIMIZERS = {
-    "sgd": lambda c: tf.keras.optimizers.SGD(_learning_rate(c), momentum=c.momentum),
-    "adam": lambda c: tf.keras.optimizers.Adam(_learning_rate(c)),
+    "sgd": lambda c: tf.keras.optimizers.SGD(learning_rate(c), momentum=c.momentum),
+    "adam": lambda c: tf.keras.optimizers.Adam(learning_rate(c)),
 }
 
 

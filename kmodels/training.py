@@ -13,7 +13,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import custom_loop, data, distribute, models, optimizers, precision, reporting, validation
+from kmodels import (custom_loop, data, distribute, estimator, models, optimizers, precision,
+                     reporting, validation)
 from kmodels.errors import UserError
 from kmodels.workdir import Workdir
 
@@ -85,9 +86,10 @@ def _build_and_compile(config, info, strategy):
   return model
 
 
-def _callbacks(workdir, history):
+def _callbacks(workdir, history, timer):
   # Under multi_worker both Keras callbacks send non-chief workers to temporary dirs.
   return [
+      _FirstStepCallback(timer),
       # delete_checkpoint=False: re-running a finished command restores the final epoch and
       # only re-evaluates, instead of silently training from scratch a second time.
       tf.keras.callbacks.BackupAndRestore(workdir.checkpoints, delete_checkpoint=False),
@@ -114,12 +116,33 @@ def fit(run):
   _check_fit_xla(run.config, run.strategy)
   run.model.fit(run.datasets.distributed_train(run.strategy), epochs=run.config.train.epochs,
                 steps_per_epoch=run.steps_per_epoch, validation_data=run.datasets.eval,
-                callbacks=_callbacks(run.workdir, run.history),
+                callbacks=_callbacks(run.workdir, run.history, run.timer),
                 # A progress bar for people at a terminal; one line per epoch in logs.
                 verbose=1 if sys.stdout.isatty() else 2)
 
 
-TRAINERS = {"fit": fit, "custom_loop": custom_loop.train}  # names: validation.TRAINERS
+class FirstStepTimer:
+  """Seconds from the start of a run to the end of its first training step."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+    self.seconds = None
+    self.unix_time = None  # when it happened, for tools timing from their own start
+
+  def step_done(self):
+    if self.seconds is None:
+      self.seconds = time.perf_counter() - self.start
+      self.unix_time = time.time()
+
+
+class _FirstStepCallback(tf.keras.callbacks.Callback):
+
+  def __init__(self, timer):
+    super().__init__()
+    self.timer = timer
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.timer.step_done()
 
 
 class Run(typing.NamedTuple):
@@ -128,19 +151,46 @@ class Run(typing.NamedTuple):
   workdir: Workdir
   strategy: tf.distribute.Strategy
   datasets: data.Datasets
-  model: tf.keras.Model
   history: EpochHistory
   steps_per_epoch: int
+  timer: FirstStepTimer
+  model: typing.Optional[tf.keras.Model] = None  # Keras trainers only
 
 
-def _evaluate(model, datasets):
-  """Test loss/accuracy plus the per-class report."""
-  test_loss, test_accuracy = model.evaluate(datasets.eval, verbose=0)
-  labels = np.concatenate([y.numpy() for _, y in datasets.eval])
-  # argmax is the same on logits and on probabilities.
-  predictions = np.argmax(model.predict(datasets.eval, verbose=0), axis=-1)
-  report = reporting.classification_report(labels, predictions, datasets.info.label_names)
-  return float(test_loss), float(test_accuracy), report
+class Outcome(typing.NamedTuple):
+  """What every trainer returns: test metrics, predicted test classes, model size."""
+  test_loss: float
+  test_accuracy: float
+  predicted_classes: np.ndarray
+  parameters: int
+
+
+def _keras_trainer(train_fn):
+  """Builds the model, runs `train_fn(run)`, then evaluates and exports, for Keras models."""
+
+  def trainer(run):
+    with precision.policy(run.config.precision):
+      model = _build_and_compile(run.config, run.datasets.info, run.strategy)
+      train_fn(run._replace(model=model))
+      test_loss, test_accuracy = model.evaluate(run.datasets.eval, verbose=0)
+      # argmax is the same on logits and on probabilities.
+      classes = np.argmax(model.predict(run.datasets.eval, verbose=0), axis=-1)
+      # Equal on every worker of a healthy multi-worker job; a quick check for users too.
+      logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
+      with distribute.writable_path(run.workdir.export, run.strategy) as export_dir:
+        model.save(export_dir, save_format="tf", include_optimizer=False)
+    return Outcome(float(test_loss), float(test_accuracy), classes, model.count_params())
+
+  return trainer
+
+
+# Each takes a Run and returns an Outcome. Names: validation.TRAINERS.
+TRAINERS = {
+    "fit": _keras_trainer(fit),
+    "custom_loop": _keras_trainer(custom_loop.train),
+    "estimator": lambda run: Outcome(*estimator.train(run)),
+    "keras_estimator": lambda run: Outcome(*estimator.train(run)),
+}
 
 
 def weights_fingerprint(model):
@@ -150,7 +200,8 @@ def weights_fingerprint(model):
 def _setup(config, workdir, strategy, datasets):
   validation.validate(config)
   # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
-  strategy = strategy or distribute.get_strategy(config.distribution)
+  strategy = strategy or distribute.get_strategy(
+      config.distribution, for_estimator=config.trainer in estimator.TRAINERS)
   workdir = Workdir(workdir)
   if distribute.is_chief(strategy):
     workdir.prepare(config)
@@ -182,31 +233,40 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
   Returns:
     The metrics dict also written to workdir/metrics.json.
   """
+  timer = FirstStepTimer()
   workdir, strategy, datasets, steps_per_epoch = _setup(config, workdir, strategy, datasets)
   chief = distribute.is_chief(strategy)
-  with precision.policy(config.precision):
-    model = _build_and_compile(config, datasets.info, strategy)
-    history = EpochHistory(workdir.history if chief else None,
-                           steps_per_epoch * config.train.batch_size)
-    TRAINERS[config.trainer](Run(config, workdir, strategy, datasets, model, history,
-                                 steps_per_epoch))
-    test_loss, test_accuracy, report = _evaluate(model, datasets)
-    # Equal on every worker of a healthy multi-worker job; a quick check for users too.
-    logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
-    with distribute.writable_path(workdir.export, strategy) as export_dir:
-      model.save(export_dir, save_format="tf", include_optimizer=False)
-
+  history = EpochHistory(workdir.history if chief else None,
+                         steps_per_epoch * config.train.batch_size)
+  outcome = TRAINERS[config.trainer](Run(config, workdir, strategy, datasets, history,
+                                         steps_per_epoch, timer))
+  labels = np.concatenate([y.numpy() for _, y in datasets.eval])
+  report = reporting.classification_report(labels, outcome.predicted_classes,
+                                           datasets.info.label_names)
   metrics = {
-      "test_accuracy": test_accuracy,
-      "test_loss": test_loss,
+      "trainer": config.trainer,
+      "test_accuracy": outcome.test_accuracy,
+      "test_loss": outcome.test_loss,
+      "parameters": outcome.parameters,
       "history": history.history,
       "train_seconds": sum(h["seconds"] for h in history.history),
       "images_per_second": _images_per_second(history.history),
       "epochs_completed": len(history.history),
+      # From the start of the run (after imports) to the end of the first training step
+      # of this process: setup, data, model building, tracing and compilation.
+      "first_step_seconds": timer.seconds,
+      "first_step_unix_time": timer.unix_time,
   }
   if chief:
     _write_reports(config, workdir, datasets.info, metrics, report)
   return metrics
+
+
+def model_label(config):
+  """The trained model's name for people: the registry name, or the DNNClassifier's shape."""
+  if config.trainer == "estimator":
+    return f"DNNClassifier{list(config.estimator.hidden_units)}"
+  return config.model.name
 
 
 def _write_reports(config, workdir, info, metrics, report):
@@ -214,7 +274,7 @@ def _write_reports(config, workdir, info, metrics, report):
   with open(workdir.report, "w") as f:
     f.write(report)
   reporting.plot_curves(metrics["history"], workdir.curves,
-                        f"{config.model.name} on {info.name}")
+                        f"{model_label(config)} ({config.trainer}) on {info.name}")
   logging.info("Classification report (%s, split %r):\n%s", info.name,
                config.dataset.eval_split, report)
   logging.info("Test accuracy %.4f, test loss %.4f. Outputs in %s: metrics.json, curves.png, "

@@ -4,11 +4,11 @@ Each check names the key, the bad value and what would be accepted. The lists of
 names come from the modules that implement them, so they cannot drift apart.
 """
 
-from kmodels import distribute, models, optimizers, precision
+from kmodels import distribute, estimator, models, optimizers, precision
 from kmodels.errors import UserError
 
 DATA_SOURCES = ("tfds", "synthetic")
-TRAINERS = ("fit", "custom_loop")
+TRAINERS = ("fit", "custom_loop", *estimator.TRAINERS)
 
 
 def _choice(key, value, choices):
@@ -54,6 +54,8 @@ def validate(config):
     raise UserError(f"train.optimizer.learning_rate must be > 0, got {optimizer.learning_rate!r}.")
   _in_range("train.optimizer.momentum", optimizer.momentum, 0.0, 1.0)
   _in_range("train.optimizer.time_decay", optimizer.time_decay, 0.0, float("inf"))
+  if config.trainer in estimator.TRAINERS:
+    estimator.check_config(config)
   aug = config.dataset.augment
   _in_range("dataset.augment.rotation_degrees", aug.rotation_degrees, 0.0, 180.0, True)
   _in_range("dataset.augment.zoom", aug.zoom, 0.0, 1.0)

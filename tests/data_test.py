@@ -64,6 +64,23 @@ class PipelineTest(parameterized.TestCase):
     self.assertTrue(np.all((labels.numpy() >= 0) & (labels.numpy() < 10)))
     self.assertEqual(datasets.info.train_examples, config.synthetic_train_examples)
 
+  def test_each_worker_reads_its_own_shard_of_every_epoch(self):
+    """Two input pipelines (two workers), two replicas: disjoint shards that cover the split."""
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__shuffle_buffer=1000,
+                                  dataset__synthetic_train_examples=40).dataset
+    datasets = data.load(config, batch_size=8, seed=0)
+    shards = []
+    for pipeline in range(2):
+      context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                           num_replicas_in_sync=2)
+      train = datasets.make_train(context)
+      self.assertEqual(train.element_spec[0].shape[0], 4)  # per-replica batch
+      images = np.concatenate([x.numpy() for x, _ in train.take(5)])  # 20 = one epoch
+      shards.append({image.tobytes() for image in images})
+    self.assertLen(shards[0], 20)
+    self.assertLen(shards[1], 20)
+    self.assertEmpty(shards[0] & shards[1])  # no example read twice in an epoch
+
   def test_batch_larger_than_dataset_is_a_user_error(self):
     config = testutil.tiny_config(dataset__source="synthetic").dataset
     with self.assertRaisesRegex(UserError, "batch_size 128 is larger than the 64"):

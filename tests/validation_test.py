@@ -26,7 +26,7 @@ class ValidationTest(parameterized.TestCase):
     config = config_flags.config_flags._LoadConfigModule("c", path).get_config()  # pylint: disable=protected-access
     validation.validate(config)
     with open(path) as f:
-      self.assertIn("python -m launch.train --config=configs/" + filename, f.read())
+      self.assertRegex(f.read(), r"python -m launch\.(train|compare) --config=configs/" + filename)
 
   @parameterized.parameters(f for f in CONFIG_FILES if f.startswith("mnist_") or
                             f.startswith("cifar_cnn"))
@@ -45,6 +45,8 @@ class ValidationTest(parameterized.TestCase):
       ("trainer", "keras", "trainer='keras'.*fit"),
       ("distribution__strategy", "mesh", "distribution.strategy='mesh'.*mirrored"),
       ("precision", "float16", "precision='float16'.*mixed_bfloat16"),
+      ("distribution__collective", "mpi", "distribution.collective='mpi'.*ring"),
+      ("distribution__connect_timeout_seconds", 0, "connect_timeout_seconds must be a pos"),
       ("train__optimizer__name", "lamb", "train.optimizer.name='lamb'.*adam"),
       ("train__batch_size", 0, "train.batch_size must be a positive integer"),
       ("train__batch_size", -8, "train.batch_size must be a positive integer"),
@@ -57,6 +59,10 @@ class ValidationTest(parameterized.TestCase):
   def test_bad_value_is_rejected_with_the_key_named(self, key, value, message):
     with self.assertRaisesRegex(UserError, message):
       validation.validate(testutil.tiny_config(**{key: value}))
+
+  def test_trainer_names_are_the_trainers_that_exist(self):
+    from kmodels import training  # pylint: disable=g-import-not-at-top
+    self.assertEqual(validation.TRAINERS, tuple(training.TRAINERS))
 
   def test_time_decay_follows_overridden_epochs(self):
     config = configs.cifar_googlenet.get_config()

@@ -1,0 +1,21 @@
+"""The same MLP trained by every kmodels path on Fashion-MNIST (README "Compare the paths").
+
+Command (after preparing Fashion-MNIST, README "Data"):
+  python -m launch.compare --config=configs/compare_fashion_mnist.py --workdir=runs/compare
+Expected: see the README table (measured with its command, machine and date).
+Paths: Sequential, Functional and subclassed Keras models (fit), the custom GradientTape
+loop, tf.estimator.DNNClassifier and model_to_estimator; the last two need the full lane.
+"""
+
+import ml_collections
+
+from configs import seeds
+
+
+def get_config(dataset="fashion_mnist"):
+  # Seed C's recipe (Adam 1e-3, batch 128) on the MLP, with a short budget for all paths.
+  config = seeds.recipe("mlp", dataset, epochs=3, batch_size=128, arg=None)
+  config.estimator.hidden_units = (256,)  # the DNNClassifier twin of the MLP
+  config.compare = ml_collections.ConfigDict()
+  config.compare.paths = "sequential,functional,subclassed,custom_loop,estimator,keras_estimator"
+  return config

@@ -1,0 +1,156 @@
+"""Side by side: the same network trained by every path kmodels has, on the same data.
+
+Each path is one `python -m launch.train` process with the comparison's config, so every
+path pays its own start-up (imports, graph building, tracing) and none inherits a warm
+process from another. The network is seed C's MLP (Flatten -> Dense 256 ReLU -> Dense
+softmax) everywhere: as Sequential, Functional and subclassed Keras models, in the custom
+GradientTape loop, as a `tf.estimator.DNNClassifier` with hidden_units (256,), and as the
+Sequential model moved into an Estimator by `model_to_estimator`.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import logging
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from kmodels import estimator, reporting  # noqa: E402
+from kmodels.errors import UserError  # noqa: E402
+
+# path -> (trainer, model.name)
+PATHS = {
+    "sequential": ("fit", "mlp"),
+    "functional": ("fit", "mlp_functional"),
+    "subclassed": ("fit", "mlp_subclass"),
+    "custom_loop": ("custom_loop", "mlp"),
+    "estimator": ("estimator", "mlp"),  # DNNClassifier; model.name unused
+    "keras_estimator": ("keras_estimator", "mlp"),
+}
+COLUMNS = ["path", "trainer", "model", "parameters", "test_loss", "test_accuracy",
+           "train_seconds", "images_per_second", "first_step_seconds", "status"]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _estimator_missing():
+  try:
+    estimator.check_available("estimator")
+    return None
+  except UserError as e:
+    return str(e)
+
+
+def _run_path(path, config_file, overrides, workdir):
+  """Trains one path in its own process; returns its table row."""
+  trainer, model = PATHS[path]
+  row = {"path": path, "trainer": trainer,
+         "model": "DNNClassifier[256]" if trainer == "estimator" else model}
+  if trainer in estimator.TRAINERS and _estimator_missing():
+    return dict(row, status="skipped: tf.estimator needs the full lane (TF 2.15)")
+  path_dir = os.path.join(workdir, path)
+  os.makedirs(path_dir, exist_ok=True)
+  command = [sys.executable, "-m", "launch.train", f"--config={config_file}",
+             f"--workdir={path_dir}", *overrides, f"--config.trainer={trainer}",
+             f"--config.model.name={model}"]
+  launched = time.time()
+  with open(os.path.join(path_dir, "log.txt"), "w") as log:
+    code = subprocess.call(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                           env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  metrics = reporting.read_json(os.path.join(path_dir, "metrics.json"), None)
+  if code or metrics is None:
+    return dict(row, status=f"failed (exit {code}), see {path}/log.txt")
+  first_step = metrics.get("first_step_unix_time")
+  return dict(row, status="ok", parameters=metrics["parameters"],
+              test_loss=metrics["test_loss"], test_accuracy=metrics["test_accuracy"],
+              train_seconds=metrics["train_seconds"],
+              images_per_second=metrics["images_per_second"],
+              first_step_seconds=first_step - launched if first_step else None)
+
+
+def _format(value, column):
+  if value is None or value == "":
+    return "—"
+  if column == "test_accuracy":
+    return f"{100 * value:.2f} %"
+  if column in ("test_loss",):
+    return f"{value:.4f}"
+  if column in ("parameters",):
+    return f"{value:,}"
+  if isinstance(value, float):
+    return f"{value:.1f}" if column.endswith("seconds") else f"{value:.0f}"
+  return str(value)
+
+
+def markdown_table(rows):
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+  lines += ["| " + " | ".join(_format(r.get(c), c) for c in COLUMNS) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def _write_csv(rows, path):
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, COLUMNS)
+    writer.writeheader()
+    writer.writerows({c: r.get(c, "") for c in COLUMNS} for r in rows)
+
+
+def _bar_chart(rows, path, title):
+  done = [r for r in rows if r["status"] == "ok"]
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for ax, column, label in ((axes[0], "test_accuracy", "test accuracy"),
+                            (axes[1], "images_per_second", "training images / s"),
+                            (axes[2], "first_step_seconds", "seconds to first step")):
+    ax.bar([r["path"] for r in done], [r.get(column) or 0 for r in done], color="tab:blue")
+    ax.set_title(label)
+    ax.tick_params(axis="x", rotation=35)
+    ax.grid(axis="y", alpha=0.3)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def parse_paths(paths):
+  """"sequential,estimator" -> ["sequential", "estimator"], each checked."""
+  names = [p.strip() for p in paths.split(",") if p.strip()]
+  unknown = [p for p in names if p not in PATHS]
+  if unknown or not names:
+    raise UserError(f"compare.paths {paths!r}: unknown {', '.join(unknown) or '(empty)'}. "
+                    f"Choose from: {', '.join(PATHS)}.")
+  return names
+
+
+def run(config, config_file, overrides, workdir):
+  """Trains every path in `config.compare.paths`, writes comparison.{md,csv,png,json}.
+
+  Returns:
+    One dict per path with COLUMNS' keys.
+  """
+  paths = parse_paths(config.compare.paths)
+  os.makedirs(workdir, exist_ok=True)
+  rows = []
+  for i, path in enumerate(paths, 1):
+    logging.info("[%d/%d] %s: training (log in %s/log.txt)...", i, len(paths), path,
+                 os.path.join(workdir, path))
+    rows.append(_run_path(path, config_file, overrides, workdir))
+    logging.info("[%d/%d] %s: %s", i, len(paths), path, rows[-1]["status"])
+  title = (f"{config.dataset.name}: {config.train.epochs} epoch(s), batch "
+           f"{config.train.batch_size}, {config.train.optimizer.name} "
+           f"{config.train.optimizer.learning_rate}")
+  table = markdown_table(rows)
+  with open(os.path.join(workdir, "comparison.md"), "w") as f:
+    f.write(f"# Comparison: {title}\n\n{table}\n\nConfig: {config_file} "
+            f"{' '.join(overrides)}\n")
+  _write_csv(rows, os.path.join(workdir, "comparison.csv"))
+  _bar_chart(rows, os.path.join(workdir, "comparison.png"), title)
+  with open(os.path.join(workdir, "comparison.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  print(f"\n{title}\n\n{table}\n\nWritten: comparison.md, comparison.csv, comparison.png "
+        f"in {workdir}", flush=True)
+  return rows

@@ -1,0 +1,201 @@
+"""The legacy path: `tf.estimator.DNNClassifier`, and Keras models moved into an Estimator.
+
+Trainers:
+  estimator        DNNClassifier (hidden units from `config.estimator.hidden_units`) on a
+                   flattened image feature column;
+  keras_estimator  a registered Keras model through `tf.keras.estimator.model_to_estimator`.
+
+Both read the same tfds pipelines as the Keras trainers (built inside each `input_fn`,
+because an Estimator builds its own graph), train epoch by epoch, evaluate on the same
+test split, and export a SavedModel for serving. Full lane only: TensorFlow removed
+tf.estimator in 2.16. Nothing here touches tf.estimator at import time, so the current
+lane imports this module and gets a clear error only when an estimator trainer is chosen.
+"""
+
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from kmodels import data, distribute, models, optimizers
+from kmodels.errors import UserError
+
+TRAINERS = ("estimator", "keras_estimator")
+FEATURE = "image"  # the DNNClassifier feature key (Keras models use their input's name)
+
+
+ESTIMATOR_STRATEGIES = ("default", "one_device", "mirrored")
+
+
+def check_available(trainer):
+  """Raises a UserError on TensorFlow versions without tf.estimator (2.16 and later)."""
+  if not hasattr(tf, "estimator"):
+    raise UserError(
+        f"trainer={trainer} needs tf.estimator, which TensorFlow removed in 2.16; this is "
+        f"TensorFlow {tf.__version__}. Use the full lane (TF 2.15 with tensorflow-estimator):"
+        " `bash launch/setup.sh`, then run with .venv/bin/python.")
+
+
+def check_config(config):
+  """What the Estimator paths support, checked before any work (called by validation)."""
+  check_available(config.trainer)
+  if config.distribution.strategy not in ESTIMATOR_STRATEGIES:
+    raise UserError(f"trainer={config.trainer} runs with distribution.strategy "
+                    f"{', '.join(ESTIMATOR_STRATEGIES)}; got {config.distribution.strategy!r}.")
+  if config.precision != "float32" or config.xla:
+    raise UserError(f"trainer={config.trainer} trains in float32 without XLA (Estimators "
+                    "predate Keras mixed precision and jit_compile); set "
+                    "--config.precision=float32 --config.xla=False.")
+  hidden = config.estimator.hidden_units
+  if not hidden or not all(isinstance(h, int) and h > 0 for h in hidden):
+    raise UserError(f"estimator.hidden_units must be positive layer sizes, e.g. (256,); "
+                    f"got {hidden!r}.")
+
+
+class _FirstStepHook(tf.compat.v1.train.SessionRunHook):
+  """Records when the first training step of this process finished."""
+
+  def __init__(self, timer):
+    self.timer = timer
+
+  def after_run(self, run_context, run_values):
+    self.timer.step_done()
+
+
+def _run_config(strategy, model_dir, steps_per_epoch):
+  distributed = strategy if strategy.num_replicas_in_sync > 1 else None
+  return tf.estimator.RunConfig(
+      model_dir=model_dir, train_distribute=distributed,
+      save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=2,
+      log_step_count_steps=max(1, steps_per_epoch // 4))
+
+
+def _optimizer(optimizer_config):
+  # Estimators take TF1-style optimizers: Keras' legacy classes, made inside their graph.
+  classes = {"adam": tf.keras.optimizers.legacy.Adam, "sgd": tf.keras.optimizers.legacy.SGD}
+  kwargs = {"learning_rate": optimizers.learning_rate(optimizer_config)}  # decay too
+  if optimizer_config.name == "sgd":
+    kwargs["momentum"] = optimizer_config.momentum
+  return lambda: classes[optimizer_config.name](**kwargs)
+
+
+def _dnn_classifier(config, info, run_config):
+  logging.info("DNNClassifier: hidden units %s on a %s image feature, %d classes.",
+               list(config.estimator.hidden_units), info.image_shape, info.num_classes)
+  column = tf.feature_column.numeric_column(FEATURE, shape=info.image_shape)
+  return tf.estimator.DNNClassifier(
+      hidden_units=list(config.estimator.hidden_units), feature_columns=[column],
+      n_classes=info.num_classes, optimizer=_optimizer(config.train.optimizer),
+      config=run_config), FEATURE
+
+
+def compiled_keras_model(config, info):
+  """The registered Keras model of `config`, compiled as model_to_estimator needs it."""
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model = models.build_model(config.model.name, info.image_shape, info.num_classes, **kwargs)
+  model.compile(optimizer=_optimizer(config.train.optimizer)(),
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=models.REGISTRY[config.model.name].logits),
+                metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+  return model
+
+
+def keras_to_estimator(model, run_config):
+  """A compiled Keras model as an Estimator; returns (estimator, its feature key).
+
+  The conversion starts from the model's current weights. Afterwards the Keras model
+  object itself is no longer usable in eager mode (model_to_estimator rebuilt it in a
+  graph), so take anything needed from it first.
+  """
+  return (tf.keras.estimator.model_to_estimator(keras_model=model, config=run_config),
+          model.input_names[0])
+
+
+def _dnn_parameters(estimator):
+  # The network's weights live under dnn/; the optimizer's slots under training/.
+  names = [n for n in estimator.get_variable_names() if n.startswith("dnn/")]
+  return int(sum(np.prod(estimator.get_variable_value(n).shape) for n in names))
+
+
+def _input_fns(config, feature_key):
+  def features(images, labels):
+    return {feature_key: images}, labels
+
+  def train_input_fn(input_context=None):
+    # Under a strategy the Estimator passes an input_context and feeds one batch per
+    # replica, so the pipeline batches per replica, as for the Keras trainers.
+    datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+    return datasets.make_train(input_context).map(features)
+
+  def eval_input_fn():
+    return data.load(config.dataset, config.train.batch_size, config.train.seed).eval.map(
+        features)
+
+  return train_input_fn, eval_input_fn
+
+
+def _eval_logs(results):
+  # Canned estimators report 'average_loss' (per example); Keras models 'loss'.
+  loss = results.get("average_loss", results.get("loss"))
+  return {"val_loss": float(loss), "val_accuracy": float(results["accuracy"])}
+
+
+def _predicted_classes(estimator, eval_input_fn):
+  classes = []
+  for prediction in estimator.predict(eval_input_fn, yield_single_examples=False):
+    if "class_ids" in prediction:  # canned estimator
+      classes.append(prediction["class_ids"].reshape(-1))
+    else:  # a Keras model: its output layer's scores
+      classes.append(np.argmax(next(iter(prediction.values())), axis=-1))
+  return np.concatenate(classes)
+
+
+def _export(estimator, feature_key, info, export_dir):
+  def serving_input_fn():  # called by the export inside the Estimator's graph
+    images = tf.compat.v1.placeholder(tf.float32, [None, *info.image_shape], name=feature_key)
+    return tf.estimator.export.ServingInputReceiver({feature_key: images},
+                                                    {feature_key: images})
+
+  return estimator.export_saved_model(export_dir, serving_input_fn).decode()
+
+
+def train(run):
+  """Trains and evaluates with an Estimator, resuming from its checkpoints.
+
+  Returns:
+    (test_loss, test_accuracy, predicted test classes, parameters). Per-epoch evaluation
+    goes to run.history, as for the Keras trainers.
+  """
+  config, info = run.config, run.datasets.info
+  check_available(config.trainer)
+  run_config = _run_config(run.strategy, run.workdir.checkpoints, run.steps_per_epoch)
+  if config.trainer == "estimator":
+    estimator, feature_key = _dnn_classifier(config, info, run_config)
+    parameters = None  # known once the network exists, after training
+  else:
+    model = compiled_keras_model(config, info)
+    parameters = model.count_params()
+    estimator, feature_key = keras_to_estimator(model, run_config)
+  train_input_fn, eval_input_fn = _input_fns(config, feature_key)
+  done_steps = estimator.latest_checkpoint() and estimator.get_variable_value("global_step")
+  first_epoch = int(done_steps or 0) // run.steps_per_epoch
+  run.history.on_train_begin()
+  for epoch in range(first_epoch, config.train.epochs):
+    run.history.on_epoch_begin(epoch)
+    start = time.perf_counter()
+    estimator.train(train_input_fn, max_steps=(epoch + 1) * run.steps_per_epoch,
+                    hooks=[_FirstStepHook(run.timer)])
+    seconds = time.perf_counter() - start
+    logs = _eval_logs(estimator.evaluate(eval_input_fn))
+    run.history.on_epoch_end(epoch, logs)
+    logging.info("Epoch %d/%d: val_loss %.4f, val_accuracy %.4f; %.0f images/s (%.1f s).",
+                 epoch + 1, config.train.epochs, logs["val_loss"], logs["val_accuracy"],
+                 run.steps_per_epoch * config.train.batch_size / seconds, seconds)
+  final = _eval_logs(estimator.evaluate(eval_input_fn))
+  classes = _predicted_classes(estimator, eval_input_fn)
+  if distribute.is_chief(run.strategy):
+    path = _export(estimator, feature_key, info, run.workdir.export)
+    logging.info("Exported the Estimator's SavedModel to %s.", path)
+  return (final["val_loss"], final["val_accuracy"], classes,
+          parameters or _dnn_parameters(estimator))
