@@ -3,10 +3,27 @@
 import contextlib
 import sys
 
+from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 from kmodels.errors import UserError
+
+
+def define_config_and_workdir(config_help, workdir_help):
+  """The --config (a locked config file with --config.a.b=v overrides) and --workdir flags."""
+  config = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, workdir_help)
+  flags.mark_flags_as_required(["config", "workdir"])
+  return config, workdir
+
+
+def start(argv):
+  """What every launcher's main() does first: refuse stray arguments, log at INFO."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
 
 
 def _fail(message):

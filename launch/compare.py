@@ -12,22 +12,17 @@ import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is importe
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from kmodels import compare, validation
 from launch import common
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Comparison config (configs/compare_*.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the comparison's outputs.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.define_config_and_workdir(
+    "Comparison config (configs/compare_*.py).", "Directory for the comparison's outputs.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
+  common.start(argv)
   with common.user_errors_exit():
     config = _CONFIG.value
     validation.validate(config)  # each path re-checks its own trainer

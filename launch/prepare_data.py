@@ -23,9 +23,7 @@ flags.mark_flags_as_required(["dataset", "archive_dir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
+  common.start(argv)
   with common.user_errors_exit():
     builder = data.prepare_offline(_DATASET.value, _ARCHIVE_DIR.value, _DATA_DIR.value)
   splits = ", ".join(f"{k}: {v.num_examples}" for k, v in builder.info.splits.items())

@@ -10,23 +10,16 @@ Re-running the same command on the same workdir resumes from the last completed 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 
 from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
 from kmodels import training
 from launch import common
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every output of the run.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.define_config_and_workdir(
+    "Experiment config file (configs/*.py).", "Directory for every output of the run.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
+  common.start(argv)
   # Devices are logged with the strategy: multi_worker must be created before TF starts.
   with common.user_errors_exit():
     training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

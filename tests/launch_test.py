@@ -13,14 +13,6 @@ from absl.testing import parameterized
 from tests import testutil
 
 
-def _assert_user_error(test, proc, *fragments):
-  test.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
-  test.assertIn("kmodels: error:", proc.stderr)
-  test.assertNotIn("Traceback", proc.stderr)
-  for fragment in fragments:
-    test.assertIn(fragment, proc.stderr)
-
-
 class TrainLauncherTest(parameterized.TestCase):
 
   def test_synthetic_run_with_overrides_writes_outputs(self):
@@ -49,12 +41,12 @@ class TrainLauncherTest(parameterized.TestCase):
   def test_user_mistake_is_one_clear_message(self, args, fragments):
     proc = testutil.run_launcher("train", "--config=configs/base.py",
                                  f"--workdir={self.create_tempdir().full_path}", *args)
-    _assert_user_error(self, proc, *fragments)
+    testutil.assert_user_error(self, proc, *fragments)
 
   def test_config_with_syntax_error(self):
     path = self.create_tempfile("broken.py", "def get_config(:\n").full_path
     proc = testutil.run_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
-    _assert_user_error(self, proc, "SyntaxError")
+    testutil.assert_user_error(self, proc, "SyntaxError")
 
   def test_unprepared_dataset_points_to_prepare_data(self):
     proc = testutil.run_launcher(
@@ -62,7 +54,7 @@ class TrainLauncherTest(parameterized.TestCase):
         f"--workdir={self.create_tempdir().full_path}",
         f"--config.dataset.data_dir={self.create_tempdir().full_path}",
         "--config.dataset.download=False")
-    _assert_user_error(self, proc, "launch.prepare_data --dataset=fashion_mnist",
+    testutil.assert_user_error(self, proc, "launch.prepare_data --dataset=fashion_mnist",
                        "dataset-fashion-mnist")
 
   def test_kill_9_then_same_command_resumes(self):
@@ -104,7 +96,7 @@ class PrepareDataLauncherTest(absltest.TestCase):
     proc = testutil.run_launcher("prepare_data", "--dataset=cifar10",
                                  f"--archive_dir={archive_dir}", f"--data_dir={data_dir}")
     if testutil.TFDS_VERIFIES_ARCHIVES:
-      _assert_user_error(self, proc, testutil.CHECKSUM_MESSAGE)
+      testutil.assert_user_error(self, proc, testutil.CHECKSUM_MESSAGE)
       self.skipTest("this tfds rejects test-made archives (checked above); the full lane "
                     "trains through the real cifar10 builder")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -126,7 +118,7 @@ class PrepareDataLauncherTest(absltest.TestCase):
     self.create_tempfile(os.path.join(archive_dir, "cifar-10-python.tar.gz"))
     proc = testutil.run_launcher("prepare_data", "--dataset=cifar10",
                                  f"--archive_dir={archive_dir}")
-    _assert_user_error(self, proc, "lacks cifar-10-binary.tar.gz",
+    testutil.assert_user_error(self, proc, "lacks cifar-10-binary.tar.gz",
                        "found: cifar-10-python.tar.gz")
 
 

@@ -86,6 +86,15 @@ def run_launcher(module, *args, timeout=600):
                         env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def assert_user_error(test, proc, *fragments):
+  """A launcher refused a user mistake: exit 2, one `kmodels: error:` message, no traceback."""
+  test.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+  test.assertIn("kmodels: error:", proc.stderr)
+  test.assertNotIn("Traceback", proc.stderr)
+  for fragment in fragments:
+    test.assertIn(fragment, proc.stderr)
+
+
 def read_json(path, default):
   """Reads a JSON file another process may be replacing; `default` if not there yet."""
   try:
