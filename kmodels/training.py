@@ -69,7 +69,7 @@ def _images_per_second(history):
   return sum(h["images"] for h in steady) / seconds if seconds else 0.0
 
 
-def _build_and_compile(config, info, strategy):
+def build_and_compile(config, info, strategy):
   with strategy.scope():
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
     model = models.build_model(config.model.name, info.image_shape, info.num_classes, **kwargs)
@@ -170,7 +170,7 @@ def _keras_trainer(train_fn):
 
   def trainer(run):
     with precision.policy(run.config.precision):
-      model = _build_and_compile(run.config, run.datasets.info, run.strategy)
+      model = build_and_compile(run.config, run.datasets.info, run.strategy)
       train_fn(run._replace(model=model))
       test_loss, test_accuracy = model.evaluate(run.datasets.eval, verbose=0)
       # argmax is the same on logits and on probabilities.

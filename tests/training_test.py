@@ -98,7 +98,7 @@ class TrainAndEvaluateTest(absltest.TestCase):
     for name, logits in (("cnnblocks", True), ("resnet_like", True), ("mlp", False)):
       config = testutil.tiny_config(model__name=name)
       with self.assertLogs(level="INFO") as logs:
-        model = training._build_and_compile(config, info, strategy)
+        model = training.build_and_compile(config, info, strategy)
       self.assertEqual(model.loss.get_config()["from_logits"], logits, name)
       self.assertFalse(any("multiple" in line for line in logs.output))  # summary has shapes
 

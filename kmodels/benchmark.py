@@ -1,0 +1,174 @@
+"""Measurements behind `launch.benchmark`: training and input throughput, FLOPs, peak.
+
+Every number is measured in the calling process, on this machine, in one run, so ratios
+between them are fair: kmodels' training and input pipeline against the reference path of
+seed A (Keras' `ImageDataGenerator` feeding `model.fit`), and the achieved FLOP/s against
+a matmul peak measured right before.
+"""
+
+import resource
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from kmodels import data, precision, training
+
+# Seed A's ImageDataGenerator arguments (SEEDS.md A): the reference path's augmentation.
+SEED_A_AUGMENTATION = dict(rotation_range=18, zoom_range=0.15, width_shift_range=0.2,
+                           height_shift_range=0.2, shear_range=0.15, horizontal_flip=True,
+                           fill_mode="nearest")
+
+
+class _StepTimer(tf.keras.callbacks.Callback):
+  """Wall time of each fit epoch; the benchmark's first epoch is the warm-up."""
+
+  def __init__(self):
+    super().__init__()
+    self.epoch_seconds = []
+    self._start = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+def peak_rss_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_peak_flops(dtype, size=2048, seconds=2.0):
+  """FLOP/s of a square matmul in `dtype`: this machine's practical dense peak."""
+  a = tf.random.uniform([size, size], dtype=tf.float32)
+  a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+  matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[0, :1], tf.float32)))
+  matmul(a, b).numpy()  # trace and warm up
+  runs, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    matmul(a, b).numpy()
+    runs += 1
+  return 2 * size ** 3 * runs / (time.perf_counter() - start)
+
+
+def forward_flops_per_image(model, image_shape):
+  """FLOPs of one image's forward pass, counted by TensorFlow's profiler on the graph."""
+  spec = tf.TensorSpec([1, *image_shape], tf.float32)
+  graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  options["output"] = "none"
+  return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+
+
+def _fit_throughput(model, dataset, batch_size, steps):
+  """Images/s of model.fit over `steps` steps after a warm-up epoch of the same length."""
+  timer = _StepTimer()
+  model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+  return steps * batch_size / timer.epoch_seconds[1], timer.epoch_seconds[1] / steps
+
+
+def kmodels_training(model, datasets, batch_size, steps, synthetic_batch):
+  """kmodels' training throughput: the real pipeline, or one in-memory batch repeated."""
+  if synthetic_batch:
+    images, labels = next(iter(datasets.train))
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+  else:
+    dataset = datasets.train
+  return _fit_throughput(model, dataset, batch_size, steps)
+
+
+def reference_training(model, images, labels, batch_size, steps):
+  """Seed A's path: ImageDataGenerator.flow feeding model.fit, same model and batch."""
+  generator = tf.keras.preprocessing.image.ImageDataGenerator(**SEED_A_AUGMENTATION)
+  flow = generator.flow(images, labels, batch_size=batch_size, seed=0)
+  timer = _StepTimer()
+  model.fit(flow, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+  return steps * batch_size / timer.epoch_seconds[1], timer.epoch_seconds[1] / steps
+
+
+def pipeline_throughput(dataset, batch_size, batches):
+  """Images/s of an input pipeline alone (after one warm-up batch)."""
+  iterator = iter(dataset)
+  next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batches * batch_size / (time.perf_counter() - start)
+
+
+def reference_pipeline_throughput(images, labels, batch_size, batches):
+  generator = tf.keras.preprocessing.image.ImageDataGenerator(**SEED_A_AUGMENTATION)
+  return pipeline_throughput(generator.flow(images, labels, batch_size=batch_size, seed=0),
+                             batch_size, batches)
+
+
+def raw_training_arrays(datasets, count):
+  """`count` unaugmented training images in [0, 1] and their labels, as NumPy arrays."""
+  images, labels = [], []
+  for batch_images, batch_labels in datasets.eval.unbatch().batch(256):
+    images.append(batch_images.numpy())
+    labels.append(batch_labels.numpy())
+    if sum(len(x) for x in images) >= count:
+      break
+  images, labels = np.concatenate(images)[:count], np.concatenate(labels)[:count]
+  repeats = -(-count // len(images))  # small eval splits: repeat up to `count`
+  return np.concatenate([images] * repeats)[:count], np.concatenate([labels] * repeats)[:count]
+
+
+def _reference_model(config, info):
+  # Seed A's script as it ran: float32, no XLA, one step per call, the same model and loss.
+  reference = config.copy_and_resolve_references()
+  with reference.unlocked():
+    reference.precision, reference.xla, reference.train.steps_per_execution = "float32", False, 1
+  return training.build_and_compile(reference, info, tf.distribute.get_strategy())
+
+
+def run(config, steps, pipeline_batches, synthetic_batch, with_reference, process_start):
+  """Measures everything for `config`; returns a flat dict of results."""
+  datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+  info, batch = datasets.info, config.train.batch_size
+  with precision.policy(config.precision):
+    model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+    first_step = _FirstBatch()  # first: nothing else may count in the time to first step
+    model.fit(datasets.train, epochs=1, steps_per_epoch=1, callbacks=[first_step], verbose=0)
+    flops = forward_flops_per_image(model, info.image_shape)
+    images_per_second, step_seconds = kmodels_training(model, datasets, batch, steps,
+                                                       synthetic_batch)
+  peaks = {"float32": matmul_peak_flops(tf.float32), "bfloat16": matmul_peak_flops(tf.bfloat16)}
+  # A training step costs about three forward passes (forward, two backward products).
+  achieved = 3 * flops * images_per_second
+  peak_dtype = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
+  results = {
+      "model": config.model.name, "precision": config.precision, "xla": config.xla,
+      "batch_size": batch, "data": "one in-memory batch" if synthetic_batch else "pipeline",
+      "train_images_per_second": images_per_second, "step_seconds": step_seconds,
+      "pipeline_images_per_second": pipeline_throughput(datasets.train, batch,
+                                                        pipeline_batches),
+      "time_to_first_step_seconds": first_step.unix_time - process_start,
+      "forward_flops_per_image": flops, "achieved_gflops": achieved / 1e9,
+      "peak_gflops": {k: v / 1e9 for k, v in peaks.items()}, "peak_dtype": peak_dtype,
+      "fraction_of_peak": achieved / peaks[peak_dtype],
+  }
+  if with_reference:
+    images, labels = raw_training_arrays(datasets, 4 * batch)
+    reference = _reference_model(config, info)
+    results["reference_train_images_per_second"] = reference_training(
+        reference, images, labels, batch, steps)[0]
+    results["reference_pipeline_images_per_second"] = reference_pipeline_throughput(
+        images, labels, batch, pipeline_batches)
+    results["train_speedup"] = images_per_second / results["reference_train_images_per_second"]
+    results["pipeline_speedup"] = (results["pipeline_images_per_second"]
+                                   / results["reference_pipeline_images_per_second"])
+  results["peak_rss_mb"] = peak_rss_mb()
+  return results
+
+
+class _FirstBatch(tf.keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.unix_time = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.unix_time = self.unix_time or time.time()

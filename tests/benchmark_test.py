@@ -1,0 +1,44 @@
+"""launch.benchmark: every measurement is there and sane; FLOPs match a hand count."""
+
+import json
+import os
+
+from absl.testing import absltest
+
+from tests import testutil
+import tensorflow as tf
+
+from kmodels import benchmark, models
+
+
+class BenchmarkTest(absltest.TestCase):
+
+  def test_mlp_forward_flops_match_the_hand_count(self):
+    model = models.build_model("mlp", (28, 28, 1), 10)
+    matmuls = 2 * (784 * 256 + 256 * 10)  # multiply-adds of the two Dense layers
+    flops = benchmark.forward_flops_per_image(model, (28, 28, 1))
+    self.assertBetween(flops, matmuls, matmuls * 1.05)  # + biases, ReLU, softmax
+
+  def test_matmul_peak_is_measured(self):
+    self.assertGreater(benchmark.matmul_peak_flops(tf.float32, size=256, seconds=0.2), 1e8)
+
+  def test_launcher_writes_every_measurement(self):
+    workdir = self.create_tempdir().full_path
+    proc = testutil.run_launcher(
+        "benchmark", "--config=configs/base.py", f"--workdir={workdir}",
+        "--config.dataset.source=synthetic", "--config.dataset.name=cifar10",
+        "--config.dataset.augment.enabled=True", "--config.train.batch_size=16",
+        "--steps=2", "--pipeline_batches=2")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(os.path.join(workdir, "benchmark.json")) as f:
+      results = json.load(f)
+    for key in ("train_images_per_second", "pipeline_images_per_second",
+                "reference_train_images_per_second", "reference_pipeline_images_per_second",
+                "time_to_first_step_seconds", "forward_flops_per_image", "peak_rss_mb",
+                "fraction_of_peak", "train_speedup", "pipeline_speedup"):
+      self.assertGreater(results[key], 0, key)
+    self.assertIn("train_speedup", proc.stdout)
+
+
+if __name__ == "__main__":
+  absltest.main()
