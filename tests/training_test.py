@@ -102,6 +102,23 @@ class TrainAndEvaluateTest(absltest.TestCase):
       self.assertEqual(model.loss.get_config()["from_logits"], logits, name)
       self.assertFalse(any("multiple" in line for line in logs.output))  # summary has shapes
 
+  def test_fit_with_xla_compiles_the_train_step(self):
+    config = testutil.tiny_config(dataset__source="synthetic", xla=True)
+    info = training.data.DatasetInfo("mnist", (28, 28, 1), 10, list("0123456789"), 16, 8)
+    self.assertTrue(training.build_and_compile(config, info, tf.distribute.get_strategy())
+                    .jit_compile)
+    metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertTrue(np.isfinite(metrics["history"][0]["loss"]))
+
+  def test_fit_under_mixed_float16_scales_the_loss_itself(self):
+    config = testutil.tiny_config(dataset__source="synthetic", precision="mixed_float16")
+    info = training.data.DatasetInfo("mnist", (28, 28, 1), 10, list("0123456789"), 16, 8)
+    with training.precision.policy("mixed_float16"):
+      model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+    self.assertIsInstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertTrue(np.isfinite(metrics["test_loss"]))
+
   def test_logits_model_trains_end_to_end(self):
     config = testutil.tiny_config(dataset__source="synthetic", model__name="cnnblocks")
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
