@@ -50,8 +50,9 @@ def validate(config):
     _positive(key, _get(config, key))
   _positive("train.steps_per_epoch", config.train.steps_per_epoch, allow_none=True)
   optimizer = config.train.optimizer
-  if not isinstance(optimizer.learning_rate, (int, float)) or optimizer.learning_rate <= 0:
-    raise UserError(f"train.optimizer.learning_rate must be > 0, got {optimizer.learning_rate!r}.")
+  _in_range("train.optimizer.learning_rate", optimizer.learning_rate, 0.0, float("inf"))
+  if optimizer.learning_rate == 0:
+    raise UserError("train.optimizer.learning_rate must be > 0, got 0.")
   _in_range("train.optimizer.momentum", optimizer.momentum, 0.0, 1.0)
   _in_range("train.optimizer.time_decay", optimizer.time_decay, 0.0, float("inf"))
   if config.trainer in estimator.TRAINERS:

@@ -1,0 +1,71 @@
+"""Property test: any value for any config key is accepted or refused with a message.
+
+Each example sets one key of the base config to a random value the way an override would
+(ConfigDict's type check first, as `--config.key=value` does), then validates the whole
+config. A TypeError/ValueError from the type check is the flag parser's clean refusal; from
+validation only UserError may come out, never a crash.
+"""
+
+import math
+
+from absl.testing import absltest
+import hypothesis
+from hypothesis import strategies as st
+
+from tests import testutil  # noqa: F401  (imports kmodels first)
+from configs import base
+from kmodels import validation
+from kmodels.errors import UserError
+
+
+def _leaf_keys(config, prefix=""):
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      yield from _leaf_keys(value, f"{prefix}{key}.")
+    else:
+      yield prefix + key
+
+
+KEYS = sorted(_leaf_keys(base.get_config()))
+VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["fit", "custom_loop", "mirrored", "tpu", "mlp", "sgd", "cpu:0",
+                     "mixed_bfloat16", "synthetic", "ring"]),
+    st.tuples(st.integers(-5, 600)))
+
+
+def _set(config, dotted_key, value):
+  *parents, leaf = dotted_key.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+
+
+class ConfigFuzzTest(absltest.TestCase):
+
+  @hypothesis.settings(max_examples=400, deadline=None, derandomize=True)
+  @hypothesis.given(key=st.sampled_from(KEYS), value=VALUES)
+  @hypothesis.example(key="train.optimizer.learning_rate", value=math.nan)
+  @hypothesis.example(key="train.optimizer.learning_rate", value=math.inf)
+  @hypothesis.example(key="train.optimizer.momentum", value=math.nan)
+  def test_any_override_is_accepted_or_refused_with_a_message(self, key, value):
+    config = base.get_config()
+    try:
+      _set(config, key, value)
+    except (TypeError, ValueError):
+      return  # the flag parser reports these as "could not load the config: ..."
+    try:
+      validation.validate(config)
+    except UserError as e:
+      self.assertTrue(str(e))
+      return
+    # Accepted: then numbers that drive training must be usable.
+    for numeric in ("train.optimizer.learning_rate", "train.optimizer.momentum"):
+      if key == numeric:
+        self.assertTrue(math.isfinite(value), f"{key}={value!r} was accepted")
+
+
+if __name__ == "__main__":
+  absltest.main()
