@@ -197,7 +197,8 @@ def weights_fingerprint(model):
   return float(sum(np.abs(w.astype(np.float64)).sum() for w in model.get_weights()))
 
 
-def _setup(config, workdir, strategy, datasets):
+def _open(config, workdir, strategy):
+  """Validates, makes the strategy, and (on the chief) prepares and locks the workdir."""
   validation.validate(config)
   # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
   strategy = strategy or distribute.get_strategy(
@@ -205,6 +206,10 @@ def _setup(config, workdir, strategy, datasets):
   workdir = Workdir(workdir)
   if distribute.is_chief(strategy):
     workdir.prepare(config)
+  return workdir, strategy
+
+
+def _load(config, strategy, datasets):
   per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
   tf.keras.utils.set_random_seed(config.train.seed)
   datasets = datasets or data.load(config.dataset, config.train.batch_size, config.train.seed)
@@ -215,7 +220,7 @@ def _setup(config, workdir, strategy, datasets):
                info.train_examples, info.eval_examples, info.image_shape, info.num_classes,
                config.train.batch_size, per_replica, strategy.num_replicas_in_sync,
                steps_per_epoch, config.train.epochs, config.trainer)
-  return workdir, strategy, datasets, steps_per_epoch
+  return datasets, steps_per_epoch
 
 
 def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
@@ -234,7 +239,15 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
     The metrics dict also written to workdir/metrics.json.
   """
   timer = FirstStepTimer()
-  workdir, strategy, datasets, steps_per_epoch = _setup(config, workdir, strategy, datasets)
+  workdir, strategy = _open(config, workdir, strategy)
+  try:
+    datasets, steps_per_epoch = _load(config, strategy, datasets)
+    return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer)
+  finally:
+    workdir.release()
+
+
+def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer):
   chief = distribute.is_chief(strategy)
   history = EpochHistory(workdir.history if chief else None,
                          steps_per_epoch * config.train.batch_size)
