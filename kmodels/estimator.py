@@ -63,10 +63,11 @@ class _FirstStepHook(tf.compat.v1.train.SessionRunHook):
     self.timer.step_done()
 
 
-def _run_config(strategy, model_dir, steps_per_epoch):
+def _run_config(strategy, model_dir, steps_per_epoch, seed):
   distributed = strategy if strategy.num_replicas_in_sync > 1 else None
   return tf.estimator.RunConfig(
-      model_dir=model_dir, train_distribute=distributed,
+      # The Estimator's graph has its own seed; without it every run starts elsewhere.
+      model_dir=model_dir, train_distribute=distributed, tf_random_seed=seed,
       save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=2,
       log_step_count_steps=max(1, steps_per_epoch // 4))
 
@@ -169,7 +170,8 @@ def train(run):
   """
   config, info = run.config, run.datasets.info
   check_available(config.trainer)
-  run_config = _run_config(run.strategy, run.workdir.checkpoints, run.steps_per_epoch)
+  run_config = _run_config(run.strategy, run.workdir.checkpoints, run.steps_per_epoch,
+                           config.train.seed)
   if config.trainer == "estimator":
     estimator, feature_key = _dnn_classifier(config, info, run_config)
     parameters = None  # known once the network exists, after training

@@ -57,6 +57,13 @@ class EstimatorTest(parameterized.TestCase):
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
 
   @full_lane_only
+  def test_same_seed_same_dnn_classifier(self):
+    config = _config(dataset__source="synthetic")
+    first = training.train_and_evaluate(config, self.create_tempdir().full_path)
+    second = training.train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertEqual(first["test_loss"], second["test_loss"])
+
+  @full_lane_only
   def test_dnn_classifier_under_mirrored_over_two_cpus(self):
     config = _config(dataset__source="synthetic", distribution__strategy="mirrored",
                      distribution__devices="cpu:0,cpu:1")
