@@ -82,9 +82,7 @@ def reference_training(model, images, labels, batch_size, steps):
   """Seed A's path: ImageDataGenerator.flow feeding model.fit, same model and batch."""
   generator = tf.keras.preprocessing.image.ImageDataGenerator(**SEED_A_AUGMENTATION)
   flow = generator.flow(images, labels, batch_size=batch_size, seed=0)
-  timer = _StepTimer()
-  model.fit(flow, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
-  return steps * batch_size / timer.epoch_seconds[1], timer.epoch_seconds[1] / steps
+  return _fit_throughput(model, flow, batch_size, steps)
 
 
 def pipeline_throughput(dataset, batch_size, batches):
@@ -130,8 +128,9 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
   info, batch = datasets.info, config.train.batch_size
   with precision.policy(config.precision):
     model = training.build_and_compile(config, info, tf.distribute.get_strategy())
-    first_step = _FirstBatch()  # first: nothing else may count in the time to first step
-    model.fit(datasets.train, epochs=1, steps_per_epoch=1, callbacks=[first_step], verbose=0)
+    first_step = training.FirstStepTimer()  # first: nothing else may count in that time
+    model.fit(datasets.train, epochs=1, steps_per_epoch=1,
+              callbacks=[training.FirstStepCallback(first_step)], verbose=0)
     flops = forward_flops_per_image(model, info.image_shape)
     images_per_second, step_seconds = kmodels_training(model, datasets, batch, steps,
                                                        synthetic_batch)
@@ -163,12 +162,3 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
   results["peak_rss_mb"] = peak_rss_mb()
   return results
 
-
-class _FirstBatch(tf.keras.callbacks.Callback):
-
-  def __init__(self):
-    super().__init__()
-    self.unix_time = None
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.unix_time = self.unix_time or time.time()

@@ -89,7 +89,7 @@ def build_and_compile(config, info, strategy):
 def _callbacks(workdir, history, timer):
   # Under multi_worker both Keras callbacks send non-chief workers to temporary dirs.
   return [
-      _FirstStepCallback(timer),
+      FirstStepCallback(timer),
       # delete_checkpoint=False: re-running a finished command restores the final epoch and
       # only re-evaluates, instead of silently training from scratch a second time.
       tf.keras.callbacks.BackupAndRestore(workdir.checkpoints, delete_checkpoint=False),
@@ -135,7 +135,8 @@ class FirstStepTimer:
       self.unix_time = time.time()
 
 
-class _FirstStepCallback(tf.keras.callbacks.Callback):
+class FirstStepCallback(tf.keras.callbacks.Callback):
+  """Tells a FirstStepTimer when model.fit finished a training step."""
 
   def __init__(self, timer):
     super().__init__()
