@@ -173,9 +173,7 @@ def train(run):
   config, model, strategy = run.config, run.model, run.strategy
   chief = distribute.is_chief(strategy)
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(
-      from_logits=models.REGISTRY[config.model.name].logits,
-      reduction=tf.keras.losses.Reduction.NONE)
+  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE)
   with strategy.scope():
     metrics = _Metrics()
     _build_optimizer_variables(optimizer, model)

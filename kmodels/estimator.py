@@ -93,13 +93,9 @@ def _dnn_classifier(config, info, run_config):
 
 def compiled_keras_model(config, info):
   """The registered Keras model of `config`, compiled as model_to_estimator needs it."""
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  model = models.build_model(config.model.name, info.image_shape, info.num_classes, **kwargs)
-  model.compile(optimizer=_optimizer(config.train.optimizer)(),
-                loss=tf.keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=models.REGISTRY[config.model.name].logits),
-                metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-  return model
+  model = models.build_from_config(config.model, info.image_shape, info.num_classes)
+  return models.compile_classifier(model, config.model.name,
+                                   _optimizer(config.train.optimizer)())
 
 
 def keras_to_estimator(model, run_config):

@@ -71,17 +71,12 @@ def _images_per_second(history):
 
 def build_and_compile(config, info, strategy):
   with strategy.scope():
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    model = models.build_model(config.model.name, info.image_shape, info.num_classes, **kwargs)
-    model.compile(
-        optimizer=optimizers.build_optimizer(config.train.optimizer),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=models.REGISTRY[config.model.name].logits),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    model = models.build_from_config(config.model, info.image_shape, info.num_classes)
+    models.compile_classifier(
+        model, config.model.name, optimizers.build_optimizer(config.train.optimizer),
         steps_per_execution=config.train.steps_per_execution,
         # The custom loop compiles its own step; Keras' evaluate/predict stay as they are.
-        jit_compile=config.xla and config.trainer == "fit",
-    )
+        jit_compile=config.xla and config.trainer == "fit")
   models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
   return model
 

@@ -46,8 +46,7 @@ class ModelsTest(parameterized.TestCase):
   def test_trains_one_step_and_changes_weights(self, name):
     tf.keras.utils.set_random_seed(0)
     model = models.build_model(name, MNIST, 10)
-    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(
-        from_logits=models.REGISTRY[name].logits))
+    model.compile("adam", models.loss(name))
     before = [w.numpy().copy() for w in model.trainable_weights]
     loss = model.train_on_batch(np.random.rand(4, *MNIST).astype("float32"),
                                 np.array([0, 1, 2, 3]))

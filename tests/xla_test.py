@@ -16,8 +16,7 @@ CLASSES = 10
 
 
 def _train_step(model):
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(
-      from_logits=models.REGISTRY[model.name_in_registry].logits)
+  loss_fn = models.loss(model.name_in_registry)
   optimizer = tf.keras.optimizers.SGD(0.01)
   optimizer.build(model.trainable_variables)
 

@@ -74,6 +74,26 @@ def build_model(name, input_shape, num_classes, **kwargs):
                     f"{sorted(kwargs)}: {e}") from e
 
 
+def build_from_config(model_config, input_shape, num_classes):
+  """`config.model` -> a model: `name` picks the registry entry, other keys are its kwargs."""
+  kwargs = {k: v for k, v in model_config.items() if k != "name"}
+  return build_model(model_config.name, input_shape, num_classes, **kwargs)
+
+
+def loss(name, reduction=tf.keras.losses.Reduction.AUTO):
+  """Sparse cross-entropy that reads model `name`'s outputs right: logits or probabilities."""
+  return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=REGISTRY[name].logits,
+                                                       reduction=reduction)
+
+
+def compile_classifier(model, name, optimizer, **compile_kwargs):
+  """Compiles registered model `name` with its loss and the accuracy metric every run logs."""
+  model.compile(optimizer=optimizer, loss=loss(name),
+                metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                **compile_kwargs)
+  return model
+
+
 def summary_model(model, input_shape):
   """A model whose summary shows output shapes, also for subclassed models.
 
