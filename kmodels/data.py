@@ -248,13 +248,14 @@ def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context):
     return images, labels
 
   ds = ds.enumerate().map(scale_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
-  return _without_auto_shard(ds).prefetch(tf.data.AUTOTUNE)
-
-
-def _without_auto_shard(ds):
   # The pipeline shards itself above; tf.distribute must not shard it a second time.
+  return _auto_shard(ds, tf.data.experimental.AutoShardPolicy.OFF).prefetch(tf.data.AUTOTUNE)
+
+
+def _auto_shard(ds, policy):
+  """How tf.distribute may split `ds` over workers."""
   options = tf.data.Options()
-  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  options.experimental_distribute.auto_shard_policy = policy
   return ds.with_options(options)
 
 
@@ -263,9 +264,7 @@ def _eval_pipeline(ds, batch_size):
   # workers tf.distribute shards the batches (DATA policy: one file is enough).
   ds = ds.cache().batch(batch_size)
   ds = ds.map(lambda x, y: (_scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-  options = tf.data.Options()
-  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+  return _auto_shard(ds, tf.data.experimental.AutoShardPolicy.DATA).prefetch(tf.data.AUTOTUNE)
 
 
 def _info_from_builder(builder, train_examples, eval_examples):
@@ -307,7 +306,6 @@ def _raw_splits(dataset_config, seed):
   train = builder.as_dataset(split=dataset_config.train_split, as_supervised=True,
                              shuffle_files=True, read_config=read_config)
   evaluation = builder.as_dataset(split=dataset_config.eval_split, as_supervised=True)
-  # Cardinality is known for tfds splits (and for tfds.testing.mock_data).
   info = _info_from_builder(
       builder, _num_examples(train, builder, dataset_config.train_split),
       _num_examples(evaluation, builder, dataset_config.eval_split))
