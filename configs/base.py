@@ -37,11 +37,16 @@ def get_config():
   config.train.steps_per_epoch = config_dict.placeholder(int)  # None: one pass over train
   config.train.steps_per_execution = 1  # steps per tf.function call (fewer Python round trips)
   config.train.seed = 0
+  # Bit-identical reruns (tf.config.experimental.enable_op_determinism); cost: README.
+  config.train.deterministic = False
   config.train.optimizer = ml_collections.ConfigDict()
   config.train.optimizer.name = "adam"  # adam | sgd
   config.train.optimizer.learning_rate = 1e-3
   config.train.optimizer.momentum = 0.0  # sgd only
   config.train.optimizer.time_decay = 0.0  # lr / (1 + time_decay * step); 0 disables
+  # constant (with time_decay) | cosine: warm-up from lr/10, then cosine decay to 0
+  config.train.optimizer.schedule = "constant"
+  config.train.optimizer.warmup_fraction = 0.05  # cosine: share of the run spent warming up
 
   # fit (Keras model.fit) | custom_loop (GradientTape, seed B) | estimator (DNNClassifier)
   # | keras_estimator (model.name through model_to_estimator); the last two: full lane only

@@ -6,13 +6,17 @@ seed A (Keras' `ImageDataGenerator` feeding `model.fit`), and the achieved FLOP/
 a matmul peak measured right before.
 """
 
+import gc
 import resource
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, precision, training
+from kmodels import custom_loop, data, precision, training
+from kmodels.errors import UserError
+
+BENCHMARKED_TRAINERS = ("fit", "custom_loop")
 
 # Seed A's ImageDataGenerator arguments (SEEDS.md A): the reference path's augmentation.
 SEED_A_AUGMENTATION = dict(rotation_range=18, zoom_range=0.15, width_shift_range=0.2,
@@ -39,17 +43,24 @@ def peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_peak_flops(dtype, size=2048, seconds=2.0):
-  """FLOP/s of a square matmul in `dtype`: this machine's practical dense peak."""
+def matmul_peak_flops(dtype, size=2048, seconds=1.0, trials=3):
+  """FLOP/s of a square matmul in `dtype`: this machine's practical dense peak.
+
+  The best of `trials` timings: a peak is what the machine can do, and a single timing
+  on 2 shared cores varied by 30 % between runs.
+  """
   a = tf.random.uniform([size, size], dtype=tf.float32)
   a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
   matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[0, :1], tf.float32)))
   matmul(a, b).numpy()  # trace and warm up
-  runs, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds:
-    matmul(a, b).numpy()
-    runs += 1
-  return 2 * size ** 3 * runs / (time.perf_counter() - start)
+  best = 0.0
+  for _ in range(trials):
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+      matmul(a, b).numpy()
+      runs += 1
+    best = max(best, 2 * size ** 3 * runs / (time.perf_counter() - start))
+  return best
 
 
 def forward_flops_per_image(model, image_shape):
@@ -61,21 +72,51 @@ def forward_flops_per_image(model, image_shape):
   return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
 
 
-def _fit_throughput(model, dataset, batch_size, steps):
+def _fit_throughput(model, dataset, batch_size, steps, first_step=None):
   """Images/s of model.fit over `steps` steps after a warm-up epoch of the same length."""
   timer = _StepTimer()
-  model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+  callbacks = [timer] + ([training.FirstStepCallback(first_step)] if first_step else [])
+  model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
   return steps * batch_size / timer.epoch_seconds[1], timer.epoch_seconds[1] / steps
 
 
-def kmodels_training(model, datasets, batch_size, steps, synthetic_batch):
-  """kmodels' training throughput: the real pipeline, or one in-memory batch repeated."""
+def _custom_loop_throughput(model, dataset, config, steps, first_step):
+  """Images/s of the custom_loop trainer's step function, after a warm-up of `steps`."""
+  train_steps, _ = custom_loop.make_train_steps(model, tf.distribute.get_strategy(), config)
+  iterator = iter(dataset)
+  per_call = config.train.steps_per_execution
+  calls = max(1, steps // per_call)
+  for _ in range(2):  # a warm-up pass (tracing, compilation), then the timed one
+    start = time.perf_counter()
+    for _ in range(calls):
+      train_steps(iterator, tf.constant(per_call))
+      first_step.step_done()
+    float(model.optimizer.iterations)  # waits for the last step
+  seconds = time.perf_counter() - start
+  return calls * per_call * config.train.batch_size / seconds, seconds / (calls * per_call)
+
+
+def kmodels_training(model, datasets, config, steps, synthetic_batch, first_step):
+  """The configured trainer's throughput: the real pipeline, or one in-memory batch repeated.
+
+  Returns (images/s, seconds per step); `first_step` learns when the first step ended.
+  """
   if synthetic_batch:
     images, labels = next(iter(datasets.train))
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
   else:
     dataset = datasets.train
-  return _fit_throughput(model, dataset, batch_size, steps)
+  if config.trainer == "custom_loop":
+    return _custom_loop_throughput(model, dataset, config, steps, first_step)
+  return _fit_throughput(model, dataset, config.train.batch_size, steps, first_step)
+
+
+def check_trainer(config):
+  if config.trainer not in BENCHMARKED_TRAINERS:
+    raise UserError(
+        f"launch.benchmark measures the Keras trainers ({', '.join(BENCHMARKED_TRAINERS)}), "
+        f"not trainer {config.trainer!r}. launch.compare reports the Estimators' images/s "
+        "beside the Keras paths; or pass --config.trainer=fit.")
 
 
 def reference_training(model, images, labels, batch_size, steps):
@@ -124,41 +165,57 @@ def _reference_model(config, info):
 
 def run(config, steps, pipeline_batches, synthetic_batch, with_reference, process_start):
   """Measures everything for `config`; returns a flat dict of results."""
+  check_trainer(config)
+  training.seed_and_determinism(config.train)
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
   info, batch = datasets.info, config.train.batch_size
   with precision.policy(config.precision):
+    first_step = training.FirstStepTimer()
     model = training.build_and_compile(config, info, tf.distribute.get_strategy())
-    first_step = training.FirstStepTimer()  # first: nothing else may count in that time
-    model.fit(datasets.train, epochs=1, steps_per_epoch=1,
-              callbacks=[training.FirstStepCallback(first_step)], verbose=0)
+    images_per_second, step_seconds = kmodels_training(model, datasets, config, steps,
+                                                       synthetic_batch, first_step)
     flops = forward_flops_per_image(model, info.image_shape)
-    images_per_second, step_seconds = kmodels_training(model, datasets, batch, steps,
-                                                       synthetic_batch)
-  peaks = {"float32": matmul_peak_flops(tf.float32), "bfloat16": matmul_peak_flops(tf.bfloat16)}
-  # A training step costs about three forward passes (forward, two backward products).
-  achieved = 3 * flops * images_per_second
-  peak_dtype = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
   results = {
-      "model": config.model.name, "precision": config.precision, "xla": config.xla,
+      "model": config.model.name, "trainer": config.trainer, "precision": config.precision,
+      "xla": config.xla, "deterministic": config.train.deterministic,
+      "steps_per_execution": config.train.steps_per_execution,
       "batch_size": batch, "data": "one in-memory batch" if synthetic_batch else "pipeline",
       "train_images_per_second": images_per_second, "step_seconds": step_seconds,
       "pipeline_images_per_second": pipeline_throughput(datasets.train, batch,
                                                         pipeline_batches),
       "time_to_first_step_seconds": first_step.unix_time - process_start,
-      "forward_flops_per_image": flops, "achieved_gflops": achieved / 1e9,
-      "peak_gflops": {k: v / 1e9 for k, v in peaks.items()}, "peak_dtype": peak_dtype,
-      "fraction_of_peak": achieved / peaks[peak_dtype],
+      "forward_flops_per_image": flops,
   }
   if with_reference:
-    images, labels = raw_training_arrays(datasets, 4 * batch)
-    reference = _reference_model(config, info)
-    results["reference_train_images_per_second"] = reference_training(
-        reference, images, labels, batch, steps)[0]
-    results["reference_pipeline_images_per_second"] = reference_pipeline_throughput(
-        images, labels, batch, pipeline_batches)
-    results["train_speedup"] = images_per_second / results["reference_train_images_per_second"]
-    results["pipeline_speedup"] = (results["pipeline_images_per_second"]
-                                   / results["reference_pipeline_images_per_second"])
+    results.update(_reference_results(config, datasets, steps, pipeline_batches,
+                                      images_per_second, results["pipeline_images_per_second"]))
+  results.update(_fraction_of_peak(config.precision, flops, images_per_second))
   results["peak_rss_mb"] = peak_rss_mb()
   return results
 
+
+def _reference_results(config, datasets, steps, pipeline_batches, train_speed, pipeline_speed):
+  batch = config.train.batch_size
+  # Enough images for the warm-up and the timed epoch: a Keras Sequence is not repeated.
+  images, labels = raw_training_arrays(datasets, (2 * steps + 1) * batch)
+  reference = _reference_model(config, datasets.info)
+  train = reference_training(reference, images, labels, batch, steps)[0]
+  pipeline = reference_pipeline_throughput(images, labels, batch, pipeline_batches)
+  return {"reference_train_images_per_second": train,
+          "reference_pipeline_images_per_second": pipeline,
+          "train_speedup": train_speed / train, "pipeline_speedup": pipeline_speed / pipeline}
+
+
+def _fraction_of_peak(precision_name, flops, images_per_second):
+  """Achieved FLOP/s of training over the matmul peak of the precision's compute dtype.
+
+  Measured last, when no input pipeline threads are left competing for the cores.
+  """
+  gc.collect()
+  peaks = {"float32": matmul_peak_flops(tf.float32), "bfloat16": matmul_peak_flops(tf.bfloat16)}
+  # A training step costs about three forward passes (forward, two backward products).
+  achieved = 3 * flops * images_per_second
+  peak_dtype = "bfloat16" if precision_name == "mixed_bfloat16" else "float32"
+  return {"achieved_gflops": achieved / 1e9, "peak_dtype": peak_dtype,
+          "peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+          "fraction_of_peak": achieved / peaks[peak_dtype]}

@@ -23,7 +23,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
-from kmodels import distribute, models
+from kmodels import distribute, faults, models
 
 _KEEP_CHECKPOINTS = 2
 
@@ -89,6 +89,27 @@ def make_train_step(model, optimizer, loss_fn, global_batch_size, metrics, jit_c
   return train_step
 
 
+def make_train_steps(model, strategy, config):
+  """`train_steps(iterator, steps)`: a tf.function running `steps` distributed train steps.
+
+  Returns it with the metrics it updates. `model` must be compiled (its optimizer is used).
+  """
+  optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
+  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE)
+  with strategy.scope():
+    metrics = _Metrics()
+    _build_optimizer_variables(optimizer, model)
+  train_step = make_train_step(model, optimizer, loss_fn, config.train.batch_size, metrics,
+                               config.xla)
+
+  @tf.function
+  def train_steps(iterator, steps):
+    for _ in tf.range(steps):
+      strategy.run(train_step, args=(next(iterator),))
+
+  return train_steps, metrics
+
+
 def _replica_device():
   """This replica's device, so an XLA cluster runs where the replica's variables live."""
   context = tf.distribute.get_replica_context()
@@ -112,32 +133,41 @@ def make_eval_step(model, loss_fn, metrics):
 
 
 class _Checkpoints:
-  """Latest (for resuming) and best (lowest validation loss) checkpoints of a run."""
+  """Latest (for resuming) and best (lowest validation loss) checkpoints of a run.
+
+  Latest checkpoints are numbered by training steps done: an epoch end and a SIGTERM
+  mid-epoch both write one.
+  """
 
   def __init__(self, model, optimizer, directory):
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # epochs completed
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # training steps completed
     self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
-                                          best_val_loss=self.best_val_loss)
+                                          step=self.step, best_val_loss=self.best_val_loss)
     self.latest = tf.train.CheckpointManager(self.checkpoint, directory, _KEEP_CHECKPOINTS)
     self.best = tf.train.CheckpointManager(self.checkpoint, os.path.join(directory, "best"),
                                            max_to_keep=1, checkpoint_name="best")
 
   def restore_latest(self, directory):
-    """Restores the newest checkpoint in `directory` (the chief's); returns epochs done."""
+    """Restores the newest checkpoint in `directory` (the chief's); returns steps done."""
     path = tf.train.latest_checkpoint(directory)
     if path:
       self.checkpoint.restore(path).assert_existing_objects_matched()
-      logging.info("Restored %s (epoch %d, best val_loss %.4f).", path, int(self.epoch),
-                   float(self.best_val_loss))
-    return int(self.epoch)
+      logging.info("Restored %s (epoch %d, step %d, best val_loss %.4f).", path,
+                   int(self.epoch), int(self.step), float(self.best_val_loss))
+    return int(self.step)
 
-  def save(self, epochs_done, val_loss):
+  def save(self, epochs_done, steps_done, val_loss):
     self.epoch.assign(epochs_done)
     if val_loss < float(self.best_val_loss):
       self.best_val_loss.assign(val_loss)
       self.best.save(checkpoint_number=epochs_done)
-    self.latest.save(checkpoint_number=epochs_done)
+    self.save_step(steps_done)
+
+  def save_step(self, steps_done):
+    self.step.assign(steps_done)
+    self.latest.save(checkpoint_number=steps_done)
 
 
 def _summary_writers(workdir, chief):
@@ -157,15 +187,20 @@ def _write_summaries(writers, epoch, logs):
     tf.summary.scalar("epoch_accuracy", logs["val_accuracy"])
 
 
-def _run_epoch(train_steps, iterator, steps_per_epoch, steps_per_call, progress, timer):
-  done = 0
-  while done < steps_per_epoch:
-    steps = min(steps_per_call, steps_per_epoch - done)
+def _run_epoch(train_steps, iterator, run, epoch, first_step, metrics, progress, stop):
+  """Runs the steps of `epoch` from `first_step` on; `stop(done)` may end the run early."""
+  done, steps_per_call = first_step, run.config.train.steps_per_execution
+  while done < run.steps_per_epoch:
+    steps = min(steps_per_call, run.steps_per_epoch - done)
     train_steps(iterator, tf.constant(steps))
-    timer.step_done()  # counts the first call, which may run several steps
+    run.timer.step_done()  # counts the first call, which may run several steps
     done += steps
+    # Before the epoch's checkpoint: a diverged run keeps its last good weights.
+    faults.check_finite(metrics.loss.result(), epoch, done - 1, run.config)
     if progress:
       progress.update(done)
+    if done < run.steps_per_epoch:
+      stop(done)
 
 
 def train(run):
@@ -174,46 +209,50 @@ def train(run):
   chief = distribute.is_chief(strategy)
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
   loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE)
-  with strategy.scope():
-    metrics = _Metrics()
-    _build_optimizer_variables(optimizer, model)
-  train_step = make_train_step(model, optimizer, loss_fn, config.train.batch_size, metrics,
-                               config.xla)
+  train_steps, metrics = make_train_steps(model, strategy, config)
   eval_step = make_eval_step(model, loss_fn, metrics)
-
-  @tf.function
-  def train_steps(iterator, steps):
-    for _ in tf.range(steps):
-      strategy.run(train_step, args=(next(iterator),))
 
   @tf.function
   def evaluate(dataset):
     for batch in dataset:
       strategy.run(eval_step, args=(batch,))
 
-  train_iterator = iter(run.datasets.distributed_train(strategy))
   eval_dataset = strategy.experimental_distribute_dataset(run.datasets.eval)
   writers = _summary_writers(run.workdir, chief)
-  with distribute.writable_path(run.workdir.checkpoints, strategy) as checkpoint_dir:
+  steps_per_epoch = run.steps_per_epoch
+  with distribute.writable_path(run.workdir.checkpoints, strategy) as checkpoint_dir, \
+       faults.sigterm_flag(strategy) as sigterm:
     checkpoints = _Checkpoints(model, optimizer, checkpoint_dir)
-    first_epoch = checkpoints.restore_latest(run.workdir.checkpoints)
+    steps_done = checkpoints.restore_latest(run.workdir.checkpoints)
+    # The input pipeline skips the batches already trained on: a resumed run sees the
+    # same data as an uninterrupted one.
+    train_iterator = iter(run.datasets.distributed_train(strategy, steps_done))
+    first_epoch, first_step = divmod(steps_done, steps_per_epoch)
+
+    def stop_if_preempted(epoch, done):
+      if sigterm.received:
+        checkpoints.save_step(epoch * steps_per_epoch + done)
+        raise faults.preempted(epoch, done - 1, steps_per_epoch)
+
     run.history.on_train_begin()
     for epoch in range(first_epoch, config.train.epochs):
       run.history.on_epoch_begin(epoch)
       metrics.reset()
       start = time.perf_counter()
-      progress = (tf.keras.utils.Progbar(run.steps_per_epoch)
+      progress = (tf.keras.utils.Progbar(steps_per_epoch)
                   if chief and sys.stdout.isatty() else None)
-      _run_epoch(train_steps, train_iterator, run.steps_per_epoch,
-                 config.train.steps_per_execution, progress, run.timer)
+      _run_epoch(train_steps, train_iterator, run, epoch, first_step if epoch == first_epoch
+                 else 0, metrics, progress, lambda done: stop_if_preempted(epoch, done))
       train_seconds = time.perf_counter() - start
       evaluate(eval_dataset)
       logs = metrics.results()
       run.history.on_epoch_end(epoch, logs)
-      checkpoints.save(epoch + 1, logs["val_loss"])
+      checkpoints.save(epoch + 1, (epoch + 1) * steps_per_epoch, logs["val_loss"])
       _write_summaries(writers, epoch, logs)
       logging.info(
           "Epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f; "
           "%.0f images/s (%.1f s).", epoch + 1, config.train.epochs, logs["loss"],
           logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-          run.steps_per_epoch * config.train.batch_size / train_seconds, train_seconds)
+          steps_per_epoch * config.train.batch_size / train_seconds, train_seconds)
+      if sigterm.received:  # arrived during evaluation: the epoch is saved
+        raise faults.preempted(epoch, steps_per_epoch - 1, steps_per_epoch)

@@ -35,9 +35,10 @@ DatasetInfo = collections.namedtuple(
 class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info"])):
   """The pipelines of one run.
 
-  make_train(input_context) builds the training pipeline of one input pipeline (one per
-  worker): its own shard of the examples, batched per replica. `eval` is one pass over
-  the evaluation split in global batches.
+  make_train(input_context, start_step=0) builds the training pipeline of one input
+  pipeline (one per worker): its own shard of the examples, batched per replica, from
+  training step `start_step` on (a resumed run sees the batches an uninterrupted run would
+  have seen). `eval` is one pass over the evaluation split in global batches.
   """
 
   @property
@@ -45,9 +46,10 @@ class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info"]
     """The whole training pipeline in global batches, for one process and no strategy."""
     return self.make_train(None)
 
-  def distributed_train(self, strategy):
+  def distributed_train(self, strategy, start_step=0):
     """The training pipeline as `strategy` wants it: one shard per worker."""
-    return strategy.distribute_datasets_from_function(self.make_train)
+    return strategy.distribute_datasets_from_function(
+        lambda input_context: self.make_train(input_context, start_step))
 
 
 # ----------------------------------------------------------------------------- builders
@@ -222,12 +224,15 @@ def _scale(images):
   return tf.cast(images, tf.float32) / 255.0
 
 
-def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context):
+def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context,
+                    start_step=0):
   pipeline_id = 0
   batch_size = global_batch_size
+  batches_per_step = 1
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(global_batch_size)
     pipeline_id = input_context.input_pipeline_id
+    batches_per_step = input_context.num_replicas_in_sync // input_context.num_input_pipelines
     # Every worker lists the files in the same seeded order, so taking every n-th example
     # gives disjoint shards: no example is read twice in an epoch. (Sharding by file
     # would need at least one file per worker; fashion_mnist has one train file.)
@@ -247,7 +252,9 @@ def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context):
       images = augment_batch(images, aug, tf.stack([base_seed, step]))
     return images, labels
 
-  ds = ds.enumerate().map(scale_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
+  # Skipping uint8 batches before the augmentation costs a pass through the shuffle only.
+  ds = ds.enumerate().skip(start_step * batches_per_step)
+  ds = ds.map(scale_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
   # The pipeline shards itself above; tf.distribute must not shard it a second time.
   return _auto_shard(ds, tf.data.experimental.AutoShardPolicy.OFF).prefetch(tf.data.AUTOTUNE)
 

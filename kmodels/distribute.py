@@ -230,6 +230,10 @@ def is_chief(strategy):
   return strategy.extended.should_checkpoint
 
 
+def is_multi_worker(strategy):
+  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 @contextlib.contextmanager
 def writable_path(path, strategy):
   """Where this worker writes a save that every worker must take part in.

@@ -1,9 +1,23 @@
-"""The one exception type for mistakes a user can fix (bad config, missing data, ...)."""
+"""The exceptions that end a run with a message instead of a traceback."""
 
 
 class UserError(Exception):
   """A problem in the user's input, with a message that says what to do about it.
 
-  Launchers print the message without a traceback and exit with status 2; anything
+  Launchers print the message without a traceback and exit with `exit_status`; anything
   else that escapes is a bug in kmodels and keeps its traceback.
   """
+  exit_status = 2
+
+
+class TrainingDiverged(UserError):
+  """The loss became NaN or infinite; the last good checkpoint and metrics are kept."""
+  exit_status = 3
+
+
+class Preempted(UserError):
+  """SIGTERM arrived; a checkpoint of the current step was saved and the run stopped.
+
+  143 = 128 + SIGTERM, what a job killed by SIGTERM reports: schedulers restart on it.
+  """
+  exit_status = 143

@@ -72,10 +72,12 @@ def _run_config(strategy, model_dir, steps_per_epoch, seed):
       log_step_count_steps=max(1, steps_per_epoch // 4))
 
 
-def _optimizer(optimizer_config):
+def _optimizer(config, info):
   # Estimators take TF1-style optimizers: Keras' legacy classes, made inside their graph.
+  optimizer_config = config.train.optimizer
   classes = {"adam": tf.keras.optimizers.legacy.Adam, "sgd": tf.keras.optimizers.legacy.SGD}
-  kwargs = {"learning_rate": optimizers.learning_rate(optimizer_config)}  # decay too
+  kwargs = {"learning_rate": optimizers.learning_rate(  # the schedule too
+      optimizer_config, optimizers.total_steps(config.train, info))}
   if optimizer_config.name == "sgd":
     kwargs["momentum"] = optimizer_config.momentum
   return lambda: classes[optimizer_config.name](**kwargs)
@@ -87,7 +89,7 @@ def _dnn_classifier(config, info, run_config):
   column = tf.feature_column.numeric_column(FEATURE, shape=info.image_shape)
   return tf.estimator.DNNClassifier(
       hidden_units=list(config.estimator.hidden_units), feature_columns=[column],
-      n_classes=info.num_classes, optimizer=_optimizer(config.train.optimizer),
+      n_classes=info.num_classes, optimizer=_optimizer(config, info),
       config=run_config), FEATURE
 
 
@@ -95,7 +97,7 @@ def compiled_keras_model(config, info):
   """The registered Keras model of `config`, compiled as model_to_estimator needs it."""
   model = models.build_from_config(config.model, info.image_shape, info.num_classes)
   return models.compile_classifier(model, config.model.name,
-                                   _optimizer(config.train.optimizer)())
+                                   _optimizer(config, info)())
 
 
 def keras_to_estimator(model, run_config):

@@ -13,9 +13,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import (custom_loop, data, distribute, estimator, models, optimizers, precision,
-                     reporting, validation)
-from kmodels.errors import UserError
+from kmodels import (custom_loop, data, distribute, estimator, faults, models, optimizers,
+                     precision, reporting, validation)
+from kmodels.errors import TrainingDiverged, UserError
 from kmodels.workdir import Workdir
 
 
@@ -73,7 +73,9 @@ def build_and_compile(config, info, strategy):
   with strategy.scope():
     model = models.build_from_config(config.model, info.image_shape, info.num_classes)
     models.compile_classifier(
-        model, config.model.name, optimizers.build_optimizer(config.train.optimizer),
+        model, config.model.name,
+        optimizers.build_optimizer(config.train.optimizer,
+                                   optimizers.total_steps(config.train, info)),
         steps_per_execution=config.train.steps_per_execution,
         # The custom loop compiles its own step; Keras' evaluate/predict stay as they are.
         jit_compile=config.xla and config.trainer == "fit")
@@ -81,17 +83,24 @@ def build_and_compile(config, info, strategy):
   return model
 
 
-def _callbacks(workdir, history, timer):
+def _callbacks(run, sigterm):
   # Under multi_worker both Keras callbacks send non-chief workers to temporary dirs.
   return [
-      FirstStepCallback(timer),
-      # delete_checkpoint=False: re-running a finished command restores the final epoch and
-      # only re-evaluates, instead of silently training from scratch a second time.
-      tf.keras.callbacks.BackupAndRestore(workdir.checkpoints, delete_checkpoint=False),
-      history,
-      tf.keras.callbacks.TensorBoard(workdir.tensorboard, update_freq="epoch",
+      # First: a diverged step must raise before any other callback sees the epoch end.
+      faults.StopOnNonFiniteLoss(run.config),
+      FirstStepCallback(run.timer),
+      run.history,
+      tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
                                      profile_batch=0),
+      _backup(run, sigterm),  # last: the others have seen the epoch end when it stops
   ]
+
+
+def _backup(run, sigterm):
+  if distribute.is_multi_worker(run.strategy):  # epoch checkpoints only: see sigterm_flag
+    return tf.keras.callbacks.BackupAndRestore(run.workdir.checkpoints,
+                                               delete_checkpoint=False)
+  return faults.PreemptibleBackup(run.workdir.checkpoints, run.steps_per_epoch, sigterm)
 
 
 def _check_fit_xla(config, strategy):
@@ -107,13 +116,18 @@ def _check_fit_xla(config, strategy):
 
 
 def fit(run):
-  """The `fit` trainer: Keras model.fit, resumable at epoch boundaries."""
+  """The `fit` trainer: Keras model.fit, resumable at every epoch end and after SIGTERM."""
   _check_fit_xla(run.config, run.strategy)
-  run.model.fit(run.datasets.distributed_train(run.strategy), epochs=run.config.train.epochs,
-                steps_per_epoch=run.steps_per_epoch, validation_data=run.datasets.eval,
-                callbacks=_callbacks(run.workdir, run.history, run.timer),
-                # A progress bar for people at a terminal; one line per epoch in logs.
-                verbose=1 if sys.stdout.isatty() else 2)
+  start_step = faults.backup_resume_step(run.workdir.checkpoints, run.steps_per_epoch)
+  if start_step:
+    logging.info("Resuming after training step %d; the input pipeline skips the batches "
+                 "already trained on.", start_step)
+  with faults.sigterm_flag(run.strategy) as sigterm:
+    run.model.fit(run.datasets.distributed_train(run.strategy, start_step),
+                  epochs=run.config.train.epochs, steps_per_epoch=run.steps_per_epoch,
+                  validation_data=run.datasets.eval, callbacks=_callbacks(run, sigterm),
+                  # A progress bar for people at a terminal; one line per epoch in logs.
+                  verbose=1 if sys.stdout.isatty() else 2)
 
 
 class FirstStepTimer:
@@ -205,9 +219,15 @@ def _open(config, workdir, strategy):
   return workdir, strategy
 
 
+def seed_and_determinism(train_config):
+  tf.keras.utils.set_random_seed(train_config.seed)
+  if train_config.deterministic:
+    tf.config.experimental.enable_op_determinism()  # for the rest of the process
+
+
 def _load(config, strategy, datasets):
   per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
-  tf.keras.utils.set_random_seed(config.train.seed)
+  seed_and_determinism(config.train)
   datasets = datasets or data.load(config.dataset, config.train.batch_size, config.train.seed)
   info = datasets.info
   steps_per_epoch = config.train.steps_per_epoch or info.train_examples // config.train.batch_size
@@ -247,13 +267,21 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
   chief = distribute.is_chief(strategy)
   history = EpochHistory(workdir.history if chief else None,
                          steps_per_epoch * config.train.batch_size)
-  outcome = TRAINERS[config.trainer](Run(config, workdir, strategy, datasets, history,
-                                         steps_per_epoch, timer))
+  try:
+    outcome = TRAINERS[config.trainer](Run(config, workdir, strategy, datasets, history,
+                                           steps_per_epoch, timer))
+  except TrainingDiverged as e:
+    if chief:  # what was learned before the fault stays readable
+      reporting.write_json(workdir.metrics, {
+          "trainer": config.trainer, "status": "diverged", "error": str(e),
+          "history": history.history, "epochs_completed": len(history.history)})
+    raise
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
   report = reporting.classification_report(labels, outcome.predicted_classes,
                                            datasets.info.label_names)
   metrics = {
       "trainer": config.trainer,
+      "status": "completed",
       "test_accuracy": outcome.test_accuracy,
       "test_loss": outcome.test_loss,
       "parameters": outcome.parameters,

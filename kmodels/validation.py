@@ -55,6 +55,11 @@ def validate(config):
     raise UserError("train.optimizer.learning_rate must be > 0, got 0.")
   _in_range("train.optimizer.momentum", optimizer.momentum, 0.0, 1.0)
   _in_range("train.optimizer.time_decay", optimizer.time_decay, 0.0, float("inf"))
+  _choice("train.optimizer.schedule", optimizer.schedule, optimizers.SCHEDULES)
+  _in_range("train.optimizer.warmup_fraction", optimizer.warmup_fraction, 0.0, 1.0)
+  if optimizer.schedule == "cosine" and optimizer.time_decay:
+    raise UserError("train.optimizer.time_decay and schedule='cosine' both decay the "
+                    "learning rate; set time_decay=0 or schedule='constant'.")
   if config.trainer in estimator.TRAINERS:
     estimator.check_config(config)
   aug = config.dataset.augment

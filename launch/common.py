@@ -26,9 +26,9 @@ def start(argv):
   logging.set_verbosity(logging.INFO)
 
 
-def _fail(message):
+def _fail(message, status=2):
   sys.stderr.write(f"\nkmodels: error: {message}\n")
-  sys.exit(2)
+  sys.exit(status)
 
 
 def parse_flags(argv):
@@ -59,9 +59,12 @@ def parse_flags(argv):
 
 @contextlib.contextmanager
 def user_errors_exit():
-  """Turns a UserError into its message on stderr and exit status 2, without a traceback."""
+  """Turns a UserError into its message on stderr and its exit status, without a traceback.
+
+  2: a mistake in the input; 3: training diverged (kmodels.errors).
+  """
   try:
     yield
   except UserError as e:
     logging.flush()
-    _fail(e)
+    _fail(e, e.exit_status)

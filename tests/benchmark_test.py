@@ -28,7 +28,7 @@ class BenchmarkTest(absltest.TestCase):
         "benchmark", "--config=configs/base.py", f"--workdir={workdir}",
         "--config.dataset.source=synthetic", "--config.dataset.name=cifar10",
         "--config.dataset.augment.enabled=True", "--config.train.batch_size=16",
-        "--steps=2", "--pipeline_batches=2")
+        "--steps=5", "--pipeline_batches=2")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "benchmark.json")) as f:
       results = json.load(f)

@@ -63,7 +63,8 @@ class CustomLoopTest(parameterized.TestCase):
         training.train_and_evaluate(config, workdir.root)
     finally:
       custom_loop._run_epoch = original
-    self.assertEqual(tf.train.latest_checkpoint(workdir.checkpoints).rsplit("-", 1)[1], "2")
+    latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(workdir.checkpoints))
+    self.assertEqual(latest.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"), 2)
 
     with self.assertLogs(level="INFO") as logs:
       metrics = training.train_and_evaluate(config, workdir.root)

@@ -1,0 +1,144 @@
+"""What a run does when training is interrupted or goes wrong.
+
+Non-finite loss: the run stops at the first non-finite training loss, before the epoch's
+checkpoint is written, so the newest checkpoint holds the last good weights and
+history.json the epochs completed; the error names the epoch, the step and the causes.
+
+Preemption: SIGTERM (what a preempted VM, Kubernetes or a batch scheduler sends before
+killing) is remembered instead of ending the process; after the current step the run
+saves a checkpoint of that step and stops with exit status 143. The same command resumes
+at the next step, and the input pipeline skips the batches already trained on.
+"""
+
+import contextlib
+import math
+import os
+import signal
+import threading
+
+from absl import logging
+import tensorflow as tf
+
+from kmodels import distribute
+from kmodels.errors import Preempted, TrainingDiverged
+
+
+def diverged(loss, epoch, step, config):
+  """The TrainingDiverged error for a non-finite `loss` at 0-based `epoch` and `step`."""
+  causes = [f"a learning rate too high for this model (train.optimizer.learning_rate="
+            f"{config.train.optimizer.learning_rate}; try a tenth of it)"]
+  if config.precision == "mixed_float16":
+    causes.append("float16 overflow in the forward pass (try precision=mixed_bfloat16, "
+                  "whose range is float32's)")
+  causes.append("NaN or infinite values in the input data")
+  return TrainingDiverged(
+      f"Training diverged: the loss became {loss} at epoch {epoch + 1}, step {step + 1}. "
+      f"Likely causes: {'; '.join(causes)}. Nothing of that epoch was saved: the newest "
+      "checkpoint holds the last good weights and a rerun resumes from it (change the "
+      "config first, and use a new --workdir if you change the model).")
+
+
+def check_finite(loss, epoch, step, config):
+  loss = float(loss)
+  if not math.isfinite(loss):
+    raise diverged(loss, epoch, step, config)
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+  """Raises TrainingDiverged at the first step whose running loss is NaN or infinite.
+
+  Keras' TerminateOnNaN only sets stop_training: fit then still ends the epoch, and
+  BackupAndRestore would save the broken weights as the newest checkpoint.
+  """
+
+  def __init__(self, config):
+    super().__init__()
+    self.config = config
+    self._epoch = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if logs and "loss" in logs:
+      check_finite(logs["loss"], self._epoch, batch, self.config)
+
+
+class SigtermFlag:
+  """Set by SIGTERM while installed; the training loop checks it after every step."""
+
+  def __init__(self):
+    self.received = False
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+    logging.warning("SIGTERM received: saving a checkpoint after the current step.")
+
+
+@contextlib.contextmanager
+def sigterm_flag(strategy):
+  """A SigtermFlag installed as the SIGTERM handler for the block.
+
+  Not under multi_worker: workers would see SIGTERM at different steps while every
+  worker must take part in each step and save, so a step-level stop would hang the job;
+  SIGTERM ends such a worker as before and the job resumes from the last epoch.
+  Not outside the main thread either, where Python can't install handlers.
+  """
+  flag = SigtermFlag()
+  if (distribute.is_multi_worker(strategy)
+      or threading.current_thread() is not threading.main_thread()):
+    yield flag  # never set
+    return
+  previous = signal.signal(signal.SIGTERM, flag._handle)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def preempted(epoch, step, steps_per_epoch):
+  """The Preempted error after a checkpoint at 0-based `epoch` and `step`."""
+  done = epoch * steps_per_epoch + step + 1
+  return Preempted(f"Stopped by SIGTERM after epoch {epoch + 1}, step {step + 1} "
+                   f"({done} steps in all); that step is checkpointed. Run the same command "
+                   "again to resume from it.")
+
+
+class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
+  """BackupAndRestore that saves at each epoch's last step and, after SIGTERM, at once.
+
+  Saving by step (not by epoch) makes Keras resume a run mid-epoch, at the step after
+  the checkpoint. Put it last among the callbacks: the others see the epoch end first.
+  """
+
+  def __init__(self, directory, steps_per_epoch, sigterm):
+    # delete_checkpoint=False: re-running a finished command restores the final epoch and
+    # only re-evaluates, instead of silently training from scratch a second time.
+    super().__init__(directory, save_freq=steps_per_epoch, delete_checkpoint=False)
+    self.steps_per_epoch = steps_per_epoch
+    self.sigterm = sigterm
+
+  def on_train_batch_end(self, batch, logs=None):
+    last = batch == self.steps_per_epoch - 1
+    if last or self.sigterm.received:
+      self._backup(epoch=self._current_epoch, batch=batch)
+    if self.sigterm.received and not last:
+      raise preempted(self._current_epoch, batch, self.steps_per_epoch)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.sigterm.received:  # arrived during validation: the last step is saved
+      raise preempted(epoch, self.steps_per_epoch - 1, self.steps_per_epoch)
+
+
+def backup_resume_step(directory, steps_per_epoch):
+  """Training steps done according to the newest BackupAndRestore checkpoint in `directory`."""
+  path = tf.train.latest_checkpoint(os.path.join(directory, "chief"))
+  if not path:
+    return 0
+  reader = tf.train.load_checkpoint(path)
+  epoch, step = (int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                 for name in ("ckpt_saved_epoch", "ckpt_saved_batch"))
+  if step < 0:  # saved at an epoch end without step hooks (the multi-worker callback)
+    return (epoch + 1) * steps_per_epoch
+  return epoch * steps_per_epoch + step + 1

@@ -1,0 +1,147 @@
+"""Faults for real: SIGTERM mid-run, a diverging loss. Nothing learned is lost.
+
+A SIGTERM'd `launch.train` process checkpoints the step it is at and exits 143; the same
+command resumes there and ends with the weights of an uninterrupted run (deterministic
+ops, same seed, same data). A NaN batch stops training with the epoch and step named,
+the last good checkpoint and the history so far kept.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from tests import testutil
+from kmodels import data, faults, training
+from kmodels.errors import TrainingDiverged
+
+# Long enough epochs that a SIGTERM sent during epoch 2 lands mid-epoch.
+_RUN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
+              "--config.dataset.synthetic_train_examples=512",
+              "--config.dataset.synthetic_eval_examples=64",
+              "--config.dataset.augment.enabled=True", "--config.train.batch_size=16",
+              "--config.train.steps_per_epoch=60", "--config.train.epochs=3",
+              "--config.train.deterministic=True")
+_FINGERPRINT = re.compile(r"Weights fingerprint \(sum of \|w\|\): ([0-9.e+-]+)")
+
+
+def _fingerprint(output):
+  return float(_FINGERPRINT.findall(output)[-1])
+
+
+def _launch(workdir, trainer):
+  env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
+  return subprocess.Popen(
+      [sys.executable, "-m", "launch.train", *_RUN_FLAGS, f"--config.trainer={trainer}",
+       f"--workdir={workdir}"], cwd=testutil.REPO_ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_epochs(workdir, epochs, process, timeout=300):
+  history = os.path.join(workdir, "history.json")
+  deadline = time.time() + timeout
+  while len(testutil.read_json(history, [])) < epochs:
+    if process.poll() is not None or time.time() > deadline:
+      raise AssertionError("the run ended or stalled before epoch %d:\n%s"
+                           % (epochs, process.communicate()[0][-3000:]))
+    time.sleep(0.05)
+
+
+class SigtermTest(parameterized.TestCase):
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_sigterm_checkpoints_the_step_and_the_rerun_ends_like_an_unbroken_run(self, trainer):
+    unbroken = _launch(self.create_tempdir().full_path, trainer)
+    workdir = self.create_tempdir().full_path
+    broken = _launch(workdir, trainer)
+    _wait_for_epochs(workdir, 1, broken)
+    time.sleep(0.3)  # into epoch 2
+    broken.send_signal(signal.SIGTERM)
+    stopped = broken.communicate(timeout=300)[0]
+    self.assertEqual(broken.returncode, 143, stopped[-3000:])
+    self.assertIn("kmodels: error: Stopped by SIGTERM after epoch", stopped)
+    self.assertNotIn("Traceback", stopped)
+    steps_done = int(re.search(r"\((\d+) steps in all\)", stopped).group(1))
+    self.assertBetween(steps_done, 60, 179)
+    self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
+
+    resumed = testutil.run_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
+                                    f"--workdir={workdir}")
+    self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
+    if steps_done % 60:  # stopped mid-epoch: resumed at the next step, not the epoch start
+      self.assertRegex(resumed.stderr, rf"(Resuming after training step|step) {steps_done}\b")
+    unbroken_output = unbroken.communicate(timeout=300)[0]
+    self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
+    self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken_output),
+                           delta=1e-6 * _fingerprint(unbroken_output))
+    metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2, 3])
+
+
+# Pixels this large overflow the first layer to inf, and inf - inf makes the loss NaN. (NaN
+# pixels would not do: ReLU maps NaN to 0, so they never reach the loss.)
+_HUGE = 1e38
+
+
+def _poisoned(datasets, bad_step):
+  """`datasets` whose training batch number `bad_step` (0-based, global) overflows."""
+
+  def make_train(input_context=None, start_step=0):
+    ds = datasets.make_train(input_context, start_step).enumerate(start=start_step)
+    return ds.map(lambda step, batch: (
+        tf.where(step == bad_step, tf.fill(tf.shape(batch[0]), _HUGE), batch[0]),
+        batch[1]))
+
+  return datasets._replace(make_train=make_train)
+
+
+class DivergenceTest(parameterized.TestCase):
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_good_epoch(self, trainer):
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=3,
+                                  train__steps_per_epoch=4, trainer=trainer)
+    datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+    workdir = self.create_tempdir().full_path
+    with self.assertRaisesRegex(TrainingDiverged, r"loss became (nan|inf) at epoch 2, step 3\. "
+                                r"Likely causes: a learning rate too high"):
+      training.train_and_evaluate(config, workdir, datasets=_poisoned(datasets, 4 + 2))
+    metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
+    self.assertEqual(metrics["status"], "diverged")
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1])
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if trainer == "fit":
+      self.assertEqual(faults.backup_resume_step(checkpoints, 4), 4)
+      latest = tf.train.latest_checkpoint(os.path.join(checkpoints, "chief"))
+    else:
+      latest = tf.train.latest_checkpoint(checkpoints)
+      self.assertEqual(tf.train.load_checkpoint(latest).get_tensor(
+          "step/.ATTRIBUTES/VARIABLE_VALUE"), 4)
+    reader = tf.train.load_checkpoint(latest)
+    saved = [reader.get_tensor(name) for name, _ in tf.train.list_variables(latest)
+             if name.startswith("model/")]
+    floats = [w for w in saved if w.dtype.kind == "f"]
+    self.assertTrue(floats)
+    self.assertTrue(all(np.all(np.isfinite(w)) for w in floats))
+    self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
+
+  def test_launcher_exits_3_with_the_message(self):
+    workdir = self.create_tempdir().full_path
+    proc = testutil.run_launcher(
+        "train", "--config=configs/base.py", "--config.dataset.source=synthetic",
+        "--config.train.optimizer.name=sgd", "--config.train.optimizer.learning_rate=1e30",
+        "--config.train.steps_per_epoch=3", f"--workdir={workdir}")
+    self.assertEqual(proc.returncode, 3, proc.stderr[-3000:])
+    self.assertIn("kmodels: error: Training diverged", proc.stderr)
+    self.assertNotIn("Traceback", proc.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
