@@ -12,6 +12,24 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # output users came for; real errors still print.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+
+def _autograph_leaves_tf_keras_alone():
+  """Keeps AutoGraph from rewriting tf_keras' own code, as TF >= 2.16 does.
+
+  TF 2.15's AutoGraph skips the module prefix "keras" but not "tf_keras", where the
+  Keras 2 of this package lives. It then converted Keras' whole train step, AST by AST,
+  each time a function was traced: 26 s of a 28 s first `fit` call for a small CNN here
+  (cProfile: ast.generic_visit, autograph.pyct.transformer), ~1 s once skipped.
+  """
+  from tensorflow.python.autograph.core import config  # pylint: disable=g-direct-tensorflow-import
+  if not any(rule.matches("tf_keras") for rule in config.CONVERSION_RULES
+             if isinstance(rule, config.DoNotConvert)):
+    config.CONVERSION_RULES += (config.DoNotConvert("tf_keras"),)
+
+
+_autograph_leaves_tf_keras_alone()
+
 from kmodels.errors import UserError  # noqa: E402
 
 __version__ = "0.1.0"

@@ -25,8 +25,6 @@ import tensorflow as tf
 
 from kmodels import distribute, faults, models
 
-_KEEP_CHECKPOINTS = 2
-
 
 class _Metrics:
   """Train and validation loss/accuracy, created inside the strategy scope."""
@@ -145,13 +143,14 @@ class _Checkpoints:
     self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
                                           step=self.step, best_val_loss=self.best_val_loss)
-    self.latest = tf.train.CheckpointManager(self.checkpoint, directory, _KEEP_CHECKPOINTS)
+    self.latest = tf.train.CheckpointManager(self.checkpoint, directory,
+                                             faults.KEEP_CHECKPOINTS)
     self.best = tf.train.CheckpointManager(self.checkpoint, os.path.join(directory, "best"),
                                            max_to_keep=1, checkpoint_name="best")
 
-  def restore_latest(self, directory):
-    """Restores the newest checkpoint in `directory` (the chief's); returns steps done."""
-    path = tf.train.latest_checkpoint(directory)
+  def restore_latest(self, directory, repair):
+    """Restores the newest readable checkpoint in `directory` (the chief's): steps done."""
+    path = faults.newest_readable_checkpoint(directory, repair)
     if path:
       self.checkpoint.restore(path).assert_existing_objects_matched()
       logging.info("Restored %s (epoch %d, step %d, best val_loss %.4f).", path,
@@ -223,7 +222,8 @@ def train(run):
   with distribute.writable_path(run.workdir.checkpoints, strategy) as checkpoint_dir, \
        faults.sigterm_flag(strategy) as sigterm:
     checkpoints = _Checkpoints(model, optimizer, checkpoint_dir)
-    steps_done = checkpoints.restore_latest(run.workdir.checkpoints)
+    steps_done = checkpoints.restore_latest(
+        run.workdir.checkpoints, repair=not distribute.is_multi_worker(strategy))
     # The input pipeline skips the batches already trained on: a resumed run sees the
     # same data as an uninterrupted one.
     train_iterator = iter(run.datasets.distributed_train(strategy, steps_done))

@@ -8,9 +8,15 @@ Preemption: SIGTERM (what a preempted VM, Kubernetes or a batch scheduler sends 
 killing) is remembered instead of ending the process; after the current step the run
 saves a checkpoint of that step and stops with exit status 143. The same command resumes
 at the next step, and the input pipeline skips the batches already trained on.
+
+Unreadable checkpoints: TensorFlow writes a checkpoint's files first and then points the
+`checkpoint` state file at them, so a kill during a save leaves the previous one in
+charge. A newest checkpoint that is damaged later (a truncated copy, a full disk) is
+moved aside with a warning and the run resumes from the one before it.
 """
 
 import contextlib
+import glob
 import math
 import os
 import signal
@@ -21,6 +27,9 @@ import tensorflow as tf
 
 from kmodels import distribute
 from kmodels.errors import Preempted, TrainingDiverged
+
+# Checkpoints kept for resuming: the newest, and one to fall back to if it is unreadable.
+KEEP_CHECKPOINTS = 2
 
 
 def diverged(loss, epoch, step, config):
@@ -119,6 +128,14 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
     self.steps_per_epoch = steps_per_epoch
     self.sigterm = sigterm
 
+  def on_train_begin(self, logs=None):
+    super().on_train_begin(logs)
+    # Keras keeps one checkpoint; keep one more to fall back to. (No public argument:
+    # `_max_to_keep` is the attribute CheckpointManager reads when it deletes old ones.)
+    state = self._training_state
+    for manager in (state.read_checkpoint_manager, state.write_checkpoint_manager):
+      manager._max_to_keep = KEEP_CHECKPOINTS  # pylint: disable=protected-access
+
   def on_train_batch_end(self, batch, logs=None):
     last = batch == self.steps_per_epoch - 1
     if last or self.sigterm.received:
@@ -131,9 +148,9 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
       raise preempted(epoch, self.steps_per_epoch - 1, self.steps_per_epoch)
 
 
-def backup_resume_step(directory, steps_per_epoch):
-  """Training steps done according to the newest BackupAndRestore checkpoint in `directory`."""
-  path = tf.train.latest_checkpoint(os.path.join(directory, "chief"))
+def backup_resume_step(directory, steps_per_epoch, repair=True):
+  """Training steps done according to the newest readable BackupAndRestore checkpoint."""
+  path = newest_readable_checkpoint(os.path.join(directory, "chief"), repair)
   if not path:
     return 0
   reader = tf.train.load_checkpoint(path)
@@ -142,3 +159,44 @@ def backup_resume_step(directory, steps_per_epoch):
   if step < 0:  # saved at an epoch end without step hooks (the multi-worker callback)
     return (epoch + 1) * steps_per_epoch
   return epoch * steps_per_epoch + step + 1
+
+
+def _read_every_tensor(path):
+  reader = tf.train.load_checkpoint(path)
+  for name in reader.get_variable_to_shape_map():
+    reader.get_tensor(name)
+
+
+def newest_readable_checkpoint(directory, repair=True):
+  """The newest checkpoint in `directory` that reads back whole, or None.
+
+  With `repair`, unreadable newer ones are moved aside (logged with the reason) and the
+  `checkpoint` state file names the one returned. Multi-worker jobs pass repair=False:
+  every worker reads the chief's directory, and only one process may change it.
+  """
+  if not repair:
+    return tf.train.latest_checkpoint(directory)
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None:
+    return None
+  paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+  dropped = False
+  while paths:
+    try:
+      _read_every_tensor(paths[-1])
+      break
+    except (tf.errors.OpError, ValueError) as e:
+      bad = paths.pop()
+      reason = str(e).strip().splitlines()[0][:200]
+      logging.warning("Checkpoint %s is unreadable (%s); moved aside as %s.*.unreadable. "
+                      "Falling back to %s.", bad, reason, os.path.basename(bad),
+                      paths[-1] if paths else "no checkpoint: training starts over")
+      for file in glob.glob(bad + ".*"):
+        os.replace(file, file + ".unreadable")
+      dropped = True
+  if dropped:
+    if paths:
+      tf.train.update_checkpoint_state(directory, paths[-1], all_model_checkpoint_paths=paths)
+    else:
+      os.remove(os.path.join(directory, "checkpoint"))
+  return paths[-1] if paths else None

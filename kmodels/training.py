@@ -118,7 +118,8 @@ def _check_fit_xla(config, strategy):
 def fit(run):
   """The `fit` trainer: Keras model.fit, resumable at every epoch end and after SIGTERM."""
   _check_fit_xla(run.config, run.strategy)
-  start_step = faults.backup_resume_step(run.workdir.checkpoints, run.steps_per_epoch)
+  start_step = faults.backup_resume_step(run.workdir.checkpoints, run.steps_per_epoch,
+                                         repair=not distribute.is_multi_worker(run.strategy))
   if start_step:
     logging.info("Resuming after training step %d; the input pipeline skips the batches "
                  "already trained on.", start_step)
@@ -207,7 +208,7 @@ def weights_fingerprint(model):
   return float(sum(np.abs(w.astype(np.float64)).sum() for w in model.get_weights()))
 
 
-def _open(config, workdir, strategy):
+def _open(config, workdir, strategy, overwrite):
   """Validates, makes the strategy, and (on the chief) prepares and locks the workdir."""
   validation.validate(config)
   # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
@@ -215,7 +216,7 @@ def _open(config, workdir, strategy):
       config.distribution, for_estimator=config.trainer in estimator.TRAINERS)
   workdir = Workdir(workdir)
   if distribute.is_chief(strategy):
-    workdir.prepare(config)
+    workdir.prepare(config, overwrite)
   return workdir, strategy
 
 
@@ -239,7 +240,7 @@ def _load(config, strategy, datasets):
   return datasets, steps_per_epoch
 
 
-def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
+def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwrite=False):
   """Trains `config.model` on `config.dataset` and writes every output into `workdir`.
 
   Re-running with the same workdir resumes from the last completed epoch. In a
@@ -250,12 +251,14 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None):
     workdir: output directory; created if needed.
     strategy: a tf.distribute.Strategy; default: built from `config.distribution`.
     datasets: a `data.Datasets`; default: loaded from `config.dataset`.
+    overwrite: if `workdir` holds a run of another experiment, delete its outputs
+      (otherwise that is refused with a UserError).
 
   Returns:
     The metrics dict also written to workdir/metrics.json.
   """
   timer = FirstStepTimer()
-  workdir, strategy = _open(config, workdir, strategy)
+  workdir, strategy = _open(config, workdir, strategy, overwrite)
   try:
     datasets, steps_per_epoch = _load(config, strategy, datasets)
     return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer)

@@ -10,19 +10,23 @@ Re-running the same command on the same workdir resumes from the last completed 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 
 from absl import app
+from absl import flags
 
 from kmodels import training
 from launch import common
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir(
     "Experiment config file (configs/*.py).", "Directory for every output of the run.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "If --workdir holds a run of another experiment, delete its outputs "
+    "and start over (without it, that is refused).")
 
 
 def main(argv):
   common.start(argv)
   # Devices are logged with the strategy: multi_worker must be created before TF starts.
   with common.user_errors_exit():
-    training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    training.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

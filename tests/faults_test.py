@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tests import testutil
 from kmodels import data, faults, training
-from kmodels.errors import TrainingDiverged
+from kmodels.errors import TrainingDiverged, UserError
 
 # Long enough epochs that a SIGTERM sent during epoch 2 lands mid-epoch.
 _RUN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
@@ -141,6 +141,60 @@ class DivergenceTest(parameterized.TestCase):
     self.assertEqual(proc.returncode, 3, proc.stderr[-3000:])
     self.assertIn("kmodels: error: Training diverged", proc.stderr)
     self.assertNotIn("Traceback", proc.stderr)
+
+
+def _truncate_newest_checkpoint(directory):
+  newest = tf.train.latest_checkpoint(directory)
+  data_file = newest + ".data-00000-of-00001"
+  with open(data_file, "r+b") as f:
+    f.truncate(os.path.getsize(data_file) // 2)
+  return newest
+
+
+class UnreadableCheckpointTest(parameterized.TestCase):
+
+  @parameterized.parameters(("fit", "chief"), ("custom_loop", ""))
+  def test_a_truncated_newest_checkpoint_is_set_aside_for_the_one_before(self, trainer, sub):
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
+                                  trainer=trainer)
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(config, workdir)
+    directory = os.path.join(workdir, "checkpoints", sub)
+    truncated = _truncate_newest_checkpoint(directory)
+
+    with self.assertLogs(level="INFO") as logs:
+      metrics = training.train_and_evaluate(config, workdir)
+    log = "\n".join(logs.output)
+    self.assertIn(f"Checkpoint {truncated} is unreadable", log)
+    self.assertRegex(log, r"Resuming after training step 2\b|\(epoch 1, step 2,")
+    self.assertEqual(metrics["status"], "completed")
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
+    self.assertTrue(os.path.exists(truncated + ".index.unreadable"))
+
+
+class WorkdirOfAnotherExperimentTest(absltest.TestCase):
+
+  def test_another_experiment_is_refused_then_overwritten_on_request(self):
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"), workdir)
+    other = testutil.tiny_config(dataset__source="synthetic", model__name="mlp")
+    with self.assertRaisesRegex(UserError, r"holds a run of another experiment "
+                                r"\(model.name: 'shallownet' -> 'mlp'\).*--overwrite"):
+      training.train_and_evaluate(other, workdir)
+    self.assertTrue(os.listdir(os.path.join(workdir, "checkpoints")))  # nothing touched
+    self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
+
+    metrics = training.train_and_evaluate(other, workdir, overwrite=True)
+    self.assertEqual(metrics["status"], "completed")
+    self.assertEqual(testutil.read_json(os.path.join(workdir, "config.json"), {})
+                     ["model"]["name"], "mlp")
+
+  def test_more_epochs_continue_the_same_experiment(self):
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"), workdir)
+    metrics = training.train_and_evaluate(
+        testutil.tiny_config(dataset__source="synthetic", train__epochs=2), workdir)
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
 
 
 if __name__ == "__main__":
