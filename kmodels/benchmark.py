@@ -13,7 +13,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from kmodels import custom_loop, data, precision, training
+from kmodels import custom_loop, data, precision, training, validation
 from kmodels.errors import UserError
 
 BENCHMARKED_TRAINERS = ("fit", "custom_loop")
@@ -165,7 +165,8 @@ def _reference_model(config, info):
 
 def run(config, steps, pipeline_batches, synthetic_batch, with_reference, process_start):
   """Measures everything for `config`; returns a flat dict of results."""
-  check_trainer(config)
+  check_trainer(config)  # first: an Estimator config on the current lane fails validation
+  validation.validate(config)
   training.seed_and_determinism(config.train)
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
   info, batch = datasets.info, config.train.batch_size

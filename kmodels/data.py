@@ -254,15 +254,24 @@ def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context,
 
   # Skipping uint8 batches before the augmentation costs a pass through the shuffle only.
   ds = ds.enumerate().skip(start_step * batches_per_step)
-  ds = ds.map(scale_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(scale_and_augment, num_parallel_calls=_PARALLEL_CALLS)
   # The pipeline shards itself above; tf.distribute must not shard it a second time.
-  return _auto_shard(ds, tf.data.experimental.AutoShardPolicy.OFF).prefetch(tf.data.AUTOTUNE)
+  return _with_options(ds, tf.data.experimental.AutoShardPolicy.OFF).prefetch(_PREFETCH)
 
 
-def _auto_shard(ds, policy):
-  """How tf.distribute may split `ds` over workers."""
+# Fixed parallelism instead of tf.data's autotuner. With autotuning on (TF 2.15), deleting
+# an iterator waits for the autotuner's thread to wake from its sleep: 20-31 s at the end
+# of a `fit` here (gdb: ~RootDataset::Iterator waiting on Model::OptimizeLoop), and again
+# for every evaluation pass. Fixed values kept the pipeline's throughput (BUILD_NOTES).
+_PARALLEL_CALLS = 2
+_PREFETCH = 2
+
+
+def _with_options(ds, shard_policy):
+  """How tf.distribute may split `ds` over workers; no autotuner (see _PARALLEL_CALLS)."""
   options = tf.data.Options()
-  options.experimental_distribute.auto_shard_policy = policy
+  options.experimental_distribute.auto_shard_policy = shard_policy
+  options.autotune.enabled = False
   return ds.with_options(options)
 
 
@@ -270,8 +279,8 @@ def _eval_pipeline(ds, batch_size):
   # No drop_remainder: evaluation covers every test example exactly once. Under several
   # workers tf.distribute shards the batches (DATA policy: one file is enough).
   ds = ds.cache().batch(batch_size)
-  ds = ds.map(lambda x, y: (_scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-  return _auto_shard(ds, tf.data.experimental.AutoShardPolicy.DATA).prefetch(tf.data.AUTOTUNE)
+  ds = ds.map(lambda x, y: (_scale(x), y), num_parallel_calls=_PARALLEL_CALLS)
+  return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA).prefetch(_PREFETCH)
 
 
 def _info_from_builder(builder, train_examples, eval_examples):

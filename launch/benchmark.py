@@ -23,7 +23,7 @@ import kmodels  # noqa: F401,E402  (picks Keras 2 before TensorFlow is imported)
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from kmodels import benchmark, validation  # noqa: E402
+from kmodels import benchmark  # noqa: E402
 from launch import common  # noqa: E402
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir(
@@ -47,9 +47,7 @@ def _table(results):
 def main(argv):
   common.start(argv)
   with common.user_errors_exit():
-    config = _CONFIG.value
-    validation.validate(config)
-    results = benchmark.run(config, _STEPS.value, _PIPELINE_BATCHES.value,
+    results = benchmark.run(_CONFIG.value, _STEPS.value, _PIPELINE_BATCHES.value,
                             _SYNTHETIC_BATCH.value, _REFERENCE.value, _PROCESS_START)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   with open(os.path.join(_WORKDIR.value, "benchmark.json"), "w") as f:

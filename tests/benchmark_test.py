@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 from absl.testing import absltest
 
@@ -38,6 +39,21 @@ class BenchmarkTest(absltest.TestCase):
                 "fraction_of_peak", "train_speedup", "pipeline_speedup"):
       self.assertGreater(results[key], 0, key)
     self.assertIn("train_speedup", proc.stdout)
+
+  def test_custom_loop_trainer_is_measured_with_its_own_step(self):
+    config = testutil.tiny_config(dataset__source="synthetic", trainer="custom_loop",
+                                  train__steps_per_execution=2)
+    results = benchmark.run(config, steps=4, pipeline_batches=2, synthetic_batch=True,
+                            with_reference=False, process_start=time.time())
+    self.assertEqual(results["trainer"], "custom_loop")
+    self.assertGreater(results["train_images_per_second"], 0)
+    self.assertGreater(results["time_to_first_step_seconds"], 0)
+
+  def test_estimator_trainers_are_refused_with_where_to_look(self):
+    proc = testutil.run_launcher(
+        "benchmark", "--config=configs/base.py", f"--workdir={self.create_tempdir()}",
+        "--config.trainer=estimator", "--config.model.name=mlp")
+    testutil.assert_user_error(self, proc, "measures the Keras trainers", "launch.compare")
 
 
 if __name__ == "__main__":

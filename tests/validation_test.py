@@ -55,10 +55,31 @@ class ValidationTest(parameterized.TestCase):
       ("train__optimizer__learning_rate", 0.0, "learning_rate must be > 0"),
       ("train__optimizer__momentum", 1.5, "momentum must be in \\[0.0, 1.0\\)"),
       ("dataset__augment__zoom", -0.1, "augment.zoom must be in"),
+      ("train__optimizer__schedule", "step", "schedule='step'.*constant, cosine"),
+      ("train__optimizer__warmup_fraction", 1.0, "warmup_fraction must be in"),
   )
   def test_bad_value_is_rejected_with_the_key_named(self, key, value, message):
     with self.assertRaisesRegex(UserError, message):
       validation.validate(testutil.tiny_config(**{key: value}))
+
+  def test_cosine_and_time_decay_together_are_refused(self):
+    config = testutil.tiny_config(train__optimizer__schedule="cosine",
+                                  train__optimizer__time_decay=0.01)
+    with self.assertRaisesRegex(UserError, "time_decay and schedule='cosine' both decay"):
+      validation.validate(config)
+
+  def test_cosine_schedule_warms_up_then_decays_to_zero(self):
+    from kmodels import optimizers  # pylint: disable=g-import-not-at-top
+    config = testutil.tiny_config(train__optimizer__schedule="cosine",
+                                  train__optimizer__learning_rate=0.1,
+                                  train__optimizer__warmup_fraction=0.1)
+    schedule = optimizers.learning_rate(config.train.optimizer, steps=100)
+    self.assertAlmostEqual(float(schedule(0)), 0.01, places=6)
+    self.assertAlmostEqual(float(schedule(10)), 0.1, places=6)
+    self.assertLess(float(schedule(55)), 0.1)
+    self.assertAlmostEqual(float(schedule(100)), 0.0, places=6)
+    with self.assertRaisesRegex(UserError, "set train.steps_per_epoch"):
+      optimizers.learning_rate(config.train.optimizer, steps=None)
 
   def test_trainer_names_are_the_trainers_that_exist(self):
     from kmodels import training  # pylint: disable=g-import-not-at-top

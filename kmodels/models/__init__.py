@@ -35,6 +35,9 @@ REGISTRY = {
                              "two VGG stages + dense head (seed A)"),
     "minivggnet_sequential": ModelEntry(sequential.minivggnet, "sequential", "MiniVGGNet twin"),
     "minivggnet_functional": ModelEntry(functional.minivggnet, "functional", "MiniVGGNet twin"),
+    # Time to accuracy (issue 6): configs/fashion_mnist_fast.py.
+    "fastcnn": ModelEntry(functional.fastcnn, "functional",
+                          "2 x (conv/BN/pool) + dense, for time to accuracy"),
     # Seed B (CIFAR-10).
     "cifar_cnn_sequential": ModelEntry(sequential.cifar_cnn, "sequential",
                                        "3 x conv/pool + dense (seed B)"),
