@@ -185,7 +185,10 @@ def newest_readable_checkpoint(directory, repair=True):
     try:
       _read_every_tensor(paths[-1])
       break
-    except (tf.errors.OpError, ValueError) as e:
+    # Any failure reading it back means unreadable: TF's reader raises DataLossError,
+    # NotFoundError, or a bare IndexError ("Read less bytes than requested") for a
+    # truncated data file.
+    except Exception as e:  # pylint: disable=broad-except
       bad = paths.pop()
       reason = str(e).strip().splitlines()[0][:200]
       logging.warning("Checkpoint %s is unreadable (%s); moved aside as %s.*.unreadable. "
@@ -196,7 +199,8 @@ def newest_readable_checkpoint(directory, repair=True):
       dropped = True
   if dropped:
     if paths:
-      tf.train.update_checkpoint_state(directory, paths[-1], all_model_checkpoint_paths=paths)
+      tf.compat.v1.train.update_checkpoint_state(directory, paths[-1],
+                                                 all_model_checkpoint_paths=paths)
     else:
       os.remove(os.path.join(directory, "checkpoint"))
   return paths[-1] if paths else None
