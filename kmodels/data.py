@@ -167,6 +167,27 @@ def _listing(directory, limit=8):
   return (", ".join(names[:limit]) + more) or "nothing"
 
 
+def is_damaged_dataset_error(error):
+  """Whether a TF error from reading the data means its prepared files are damaged.
+
+  A corrupted record raises DataLossError; a truncated shard ends early, which tfds'
+  cardinality check reports as FailedPreconditionError "expected to contain N elements".
+  """
+  return (isinstance(error, tf.errors.DataLossError)
+          or "Input dataset was expected to contain" in str(error))
+
+
+def damaged_dataset_error(dataset_config, error):
+  """The UserError for a prepared dataset whose files fail to read (tf DataLossError)."""
+  builder = get_builder(dataset_config.name, dataset_config.data_dir)
+  detail = str(error).strip().splitlines()[0][:200]
+  return UserError(
+      f"The prepared {builder.name!r} dataset in {builder.data_dir} is damaged: {detail}. "
+      "(A truncated copy, or a disk that filled up while it was prepared.) Delete that "
+      f"directory and prepare it again: python -m launch.prepare_data --dataset={builder.name}"
+      " --archive_dir=DIR (README \"Data\"). Checkpoints written so far are kept.")
+
+
 # ------------------------------------------------------------------------- augmentation
 
 

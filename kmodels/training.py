@@ -279,6 +279,10 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
           "trainer": config.trainer, "status": "diverged", "error": str(e),
           "history": history.history, "epochs_completed": len(history.history)})
     raise
+  except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as e:
+    if not data.is_damaged_dataset_error(e):
+      raise
+    raise data.damaged_dataset_error(config.dataset, e) from e
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
   report = reporting.classification_report(labels, outcome.predicted_classes,
                                            datasets.info.label_names)

@@ -17,6 +17,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from tests import testutil
 from kmodels import data, faults, training
@@ -170,6 +171,37 @@ class UnreadableCheckpointTest(parameterized.TestCase):
     self.assertEqual(metrics["status"], "completed")
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
     self.assertTrue(os.path.exists(truncated + ".index.unreadable"))
+
+
+class SupervisedDummyMnist(tfds.testing.DummyMnist):
+  """tfds' DummyMnist with (image, label) supervised keys, as kmodels reads datasets."""
+
+  def _info(self):
+    info = super()._info()
+    return tfds.core.DatasetInfo(builder=self, features=info.features,
+                                 supervised_keys=("image", "label"))
+
+
+class DamagedDatasetTest(absltest.TestCase):
+
+  def test_a_truncated_prepared_shard_is_named_with_how_to_prepare_again(self):
+    # tfds' DummyMnist: a real builder that writes real TFRecord shards, offline, on
+    # both lanes (a test-made CIFAR archive only prepares on the full lane's tfds).
+    data_dir = self.create_tempdir().full_path
+    SupervisedDummyMnist(data_dir=data_dir).download_and_prepare()
+    shards = [os.path.join(root, name) for root, _, names in os.walk(data_dir)
+              for name in names if "train.tfrecord" in name]
+    self.assertTrue(shards)
+    for shard in shards:
+      with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    config = testutil.tiny_config(dataset__name="supervised_dummy_mnist", dataset__data_dir=data_dir,
+                                  train__batch_size=2, train__steps_per_epoch=None)
+    workdir = self.create_tempdir().full_path
+    with self.assertRaisesRegex(UserError, r"supervised_dummy_mnist' dataset in .* is damaged"
+                                r".*python -m launch.prepare_data --dataset=supervised_dummy"):
+      training.train_and_evaluate(config, workdir)
+    self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
 
 class WorkdirOfAnotherExperimentTest(absltest.TestCase):
