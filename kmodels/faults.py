@@ -16,6 +16,7 @@ moved aside with a warning and the run resumes from the one before it.
 """
 
 import contextlib
+import errno
 import glob
 import math
 import os
@@ -26,7 +27,7 @@ from absl import logging
 import tensorflow as tf
 
 from kmodels import distribute
-from kmodels.errors import Preempted, TrainingDiverged
+from kmodels.errors import Preempted, TrainingDiverged, UserError
 
 # Checkpoints kept for resuming: the newest, and one to fall back to if it is unreadable.
 KEEP_CHECKPOINTS = 2
@@ -204,3 +205,17 @@ def newest_readable_checkpoint(directory, repair=True):
     else:
       os.remove(os.path.join(directory, "checkpoint"))
   return paths[-1] if paths else None
+
+
+def is_disk_full(error):
+  """Whether `error` (an OSError or a TensorFlow error) says the disk is full."""
+  if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    return True
+  return isinstance(error, tf.errors.OpError) and "No space left on device" in str(error)
+
+
+def disk_full(root):
+  return UserError(
+      f"The disk holding {root} is full (no space left on device). Checkpoints completed "
+      "before are intact; one that failed mid-write is not used. Free some space and run "
+      "the same command again to resume.")

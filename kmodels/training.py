@@ -262,6 +262,10 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwri
   try:
     datasets, steps_per_epoch = _load(config, strategy, datasets)
     return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer)
+  except (OSError, tf.errors.OpError) as e:
+    if not faults.is_disk_full(e):
+      raise
+    raise faults.disk_full(workdir.root) from e
   finally:
     workdir.release()
 

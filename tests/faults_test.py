@@ -204,6 +204,38 @@ class DamagedDatasetTest(absltest.TestCase):
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
 
+class FullDiskTest(parameterized.TestCase):
+
+  def _small_disk(self, size):
+    """A tmpfs of `size` mounted on a temporary directory (needs root; else the test skips)."""
+    mount_point = self.create_tempdir().full_path
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              mount_point], capture_output=True, check=False)
+    if mounted.returncode:
+      self.skipTest(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    self.addCleanup(subprocess.run, ["umount", mount_point], check=False)
+    return mount_point
+
+  # Room for the first epoch's checkpoints, not for the second's. A checkpoint is about
+  # 3 MB (weights and Adam's two slots); the custom loop also keeps the best one.
+  @parameterized.parameters(("fit", "4500k"), ("custom_loop", "7500k"))
+  def test_a_full_disk_stops_with_a_message_and_the_checkpoints_so_far_resume(self, trainer,
+                                                                             disk_size):
+    workdir = os.path.join(self._small_disk(disk_size), "run")
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
+                                  trainer=trainer)
+    with self.assertRaisesRegex(UserError, r"disk holding .*run is full.*run the same "
+                                r"command again to resume"):
+      training.train_and_evaluate(config, workdir)
+    self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
+
+    subprocess.run(["mount", "-o", "remount,size=64m", os.path.dirname(workdir)], check=True)
+    with self.assertLogs(level="INFO") as logs:
+      metrics = training.train_and_evaluate(config, workdir)
+    self.assertRegex("\n".join(logs.output), r"Resuming after training step 2\b|step 2,")
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
+
+
 class WorkdirOfAnotherExperimentTest(absltest.TestCase):
 
   def test_another_experiment_is_refused_then_overwritten_on_request(self):
