@@ -1,9 +1,12 @@
-"""Faults for real: SIGTERM mid-run, a diverging loss. Nothing learned is lost.
+"""Faults for real; after each one nothing learned is lost.
 
-A SIGTERM'd `launch.train` process checkpoints the step it is at and exits 143; the same
-command resumes there and ends with the weights of an uninterrupted run (deterministic
-ops, same seed, same data). A NaN batch stops training with the epoch and step named,
-the last good checkpoint and the history so far kept.
+- SIGTERM to a real `launch.train` process: it checkpoints the step it is at and exits
+  143; the same command resumes there and ends with the weights of an uninterrupted run
+  (deterministic ops, same seed, same data), for fit and the custom loop.
+- A batch that overflows the loss: TrainingDiverged names the epoch and step; the last
+  good checkpoint and the history so far are kept.
+- A truncated newest checkpoint is set aside for the one before; a truncated dataset
+  shard, a full disk (a real tmpfs) and a workdir of another experiment end with a message.
 """
 
 import os
