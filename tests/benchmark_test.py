@@ -51,7 +51,7 @@ class BenchmarkTest(absltest.TestCase):
 
   def test_estimator_trainers_are_refused_with_where_to_look(self):
     proc = testutil.run_launcher(
-        "benchmark", "--config=configs/base.py", f"--workdir={self.create_tempdir()}",
+        "benchmark", "--config=configs/base.py", f"--workdir={self.create_tempdir().full_path}",
         "--config.trainer=estimator", "--config.model.name=mlp")
     testutil.assert_user_error(self, proc, "measures the Keras trainers", "launch.compare")
 

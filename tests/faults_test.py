@@ -26,12 +26,14 @@ from tests import testutil
 from kmodels import data, faults, training
 from kmodels.errors import TrainingDiverged, UserError
 
-# Long enough epochs that a SIGTERM sent during epoch 2 lands mid-epoch.
+# Long enough epochs (about a second here) that a SIGTERM sent early in epoch 2 lands
+# mid-epoch, well before the run ends.
+_STEPS_PER_EPOCH = 150
 _RUN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
               "--config.dataset.synthetic_train_examples=512",
               "--config.dataset.synthetic_eval_examples=64",
               "--config.dataset.augment.enabled=True", "--config.train.batch_size=16",
-              "--config.train.steps_per_epoch=60", "--config.train.epochs=3",
+              f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}", "--config.train.epochs=3",
               "--config.train.deterministic=True")
 _FINGERPRINT = re.compile(r"Weights fingerprint \(sum of \|w\|\): ([0-9.e+-]+)")
 
@@ -73,13 +75,14 @@ class SigtermTest(parameterized.TestCase):
     self.assertIn("kmodels: error: Stopped by SIGTERM after epoch", stopped)
     self.assertNotIn("Traceback", stopped)
     steps_done = int(re.search(r"\((\d+) steps in all\)", stopped).group(1))
-    self.assertBetween(steps_done, 60, 179)
+    self.assertBetween(steps_done, _STEPS_PER_EPOCH, 3 * _STEPS_PER_EPOCH - 1)
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
     resumed = testutil.run_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
                                     f"--workdir={workdir}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
-    if steps_done % 60:  # stopped mid-epoch: resumed at the next step, not the epoch start
+    if steps_done % _STEPS_PER_EPOCH:
+      # Stopped mid-epoch: resumed at the next step, not at the epoch's start.
       self.assertRegex(resumed.stderr, rf"(Resuming after training step|step) {steps_done}\b")
     unbroken_output = unbroken.communicate(timeout=300)[0]
     self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
