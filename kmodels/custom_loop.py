@@ -230,7 +230,7 @@ def train(run):
     first_epoch, first_step = divmod(steps_done, steps_per_epoch)
 
     def stop_if_preempted(epoch, done):
-      if sigterm.received:
+      if sigterm.stop_now():
         checkpoints.save_step(epoch * steps_per_epoch + done)
         raise faults.preempted(epoch, done - 1, steps_per_epoch)
 
@@ -254,5 +254,5 @@ def train(run):
           "%.0f images/s (%.1f s).", epoch + 1, config.train.epochs, logs["loss"],
           logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
           steps_per_epoch * config.train.batch_size / train_seconds, train_seconds)
-      if sigterm.received:  # arrived during evaluation: the epoch is saved
+      if sigterm.stop_now():  # arrived during evaluation: the epoch is saved
         raise faults.preempted(epoch, steps_per_epoch - 1, steps_per_epoch)

@@ -64,11 +64,23 @@ def get_builder(name, data_dir=None):
         f"Unknown dataset.name {name!r}. kmodels is tested with {', '.join(TESTED_DATASETS)};"
         " any tfds image classification dataset with 'image' and 'label' features works "
         "(see `tfds.list_builders()`).") from e
-  features = builder.info.features
+  _check_features(name, builder.info.features)
+  return builder
+
+
+def _check_features(name, features):
+  """Raises UserError unless `features` describe fixed-size images with class labels."""
   if "image" not in features or "label" not in features:
     raise UserError(f"Dataset {name!r} has features {sorted(features)}; kmodels needs an "
                     "'image' and a 'label' feature (an image classification dataset).")
-  return builder
+  shape = tuple(features["image"].shape)
+  if len(shape) != 3 or None in shape:
+    raise UserError(f"Dataset {name!r} has images of shape {shape}; kmodels trains on "
+                    "images of one fixed size (height, width, channels), as in mnist, "
+                    "fashion_mnist and cifar10. Resize them when you build the dataset.")
+  if getattr(features["label"], "num_classes", None) is None:
+    raise UserError(f"Dataset {name!r} has a {type(features['label']).__name__} label; "
+                    "kmodels needs a ClassLabel (a class index and a number of classes).")
 
 
 # The raw class attribute: tfds' logging decorator makes a new object on every lookup.
@@ -167,7 +179,16 @@ def _listing(directory, limit=8):
   return (", ".join(names[:limit]) + more) or "nothing"
 
 
-def is_damaged_dataset_error(error):
+def explain_read_error(error, dataset_config, info):
+  """The UserError for a TF error caused by the data on disk, or None for other errors."""
+  if _is_damaged_dataset_error(error):
+    return _damaged_dataset_error(dataset_config, error)
+  if _is_label_range_error(error):
+    return _label_range_error(dataset_config, info, error)
+  return None
+
+
+def _is_damaged_dataset_error(error):
   """Whether a TF error from reading the data means its prepared files are damaged.
 
   A corrupted record raises DataLossError; a truncated shard ends early, which tfds'
@@ -177,7 +198,7 @@ def is_damaged_dataset_error(error):
           or "Input dataset was expected to contain" in str(error))
 
 
-def damaged_dataset_error(dataset_config, error):
+def _damaged_dataset_error(dataset_config, error):
   """The UserError for a prepared dataset whose files fail to read (tf DataLossError)."""
   builder = get_builder(dataset_config.name, dataset_config.data_dir)
   detail = str(error).strip().splitlines()[0][:200]
@@ -245,7 +266,37 @@ def _scale(images):
   return tf.cast(images, tf.float32) / 255.0
 
 
-def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context,
+# Sparse cross-entropy fails on CPU for a label outside [0, num_classes), but returns NaN
+# on GPU; checking in the input pipeline gives every device the same clear error.
+_LABEL_CHECK = "kmodels: labels outside [0, num_classes)"
+
+
+def _checked(labels, num_classes):
+  """`labels`, or an InvalidArgumentError naming the out-of-range values when run."""
+  bad = tf.boolean_mask(labels, (labels < 0) | (labels >= num_classes))
+  check = tf.debugging.Assert(tf.size(bad) == 0, [_LABEL_CHECK, bad], summarize=5)
+  with tf.control_dependencies([check]):
+    return tf.identity(labels)
+
+
+def _is_label_range_error(error):
+  return isinstance(error, tf.errors.InvalidArgumentError) and _LABEL_CHECK in str(error)
+
+
+def _label_range_error(dataset_config, info, error):
+  """The UserError for labels the dataset's own metadata says can't exist."""
+  data_dir = get_builder(dataset_config.name, dataset_config.data_dir).data_dir
+  values = str(error).split(_LABEL_CHECK, 1)[1].split("\n")[0].strip(" ]").lstrip("[ ")
+  return UserError(
+      f"Dataset {info.name!r} has labels outside [0, {info.num_classes}) (found: {values}), "
+      f"but its metadata declares {info.num_classes} classes, so the model has "
+      f"{info.num_classes} outputs. Its records and its features.json disagree: if you built "
+      "it yourself, declare a ClassLabel with as many classes as the labels need and prepare "
+      f"it again; otherwise delete {data_dir} and prepare it "
+      "again (README \"Data\").")
+
+
+def _train_pipeline(ds, dataset_config, global_batch_size, seed, num_classes, input_context,
                     start_step=0):
   pipeline_id = 0
   batch_size = global_batch_size
@@ -271,7 +322,7 @@ def _train_pipeline(ds, dataset_config, global_batch_size, seed, input_context,
       # different transforms on each worker.
       base_seed = tf.cast(seed, tf.int64) * 1_000_003 + pipeline_id
       images = augment_batch(images, aug, tf.stack([base_seed, step]))
-    return images, labels
+    return images, _checked(labels, num_classes)
 
   # Skipping uint8 batches before the augmentation costs a pass through the shuffle only.
   ds = ds.enumerate().skip(start_step * batches_per_step)
@@ -296,11 +347,12 @@ def _with_options(ds, shard_policy):
   return ds.with_options(options)
 
 
-def _eval_pipeline(ds, batch_size):
+def _eval_pipeline(ds, batch_size, num_classes):
   # No drop_remainder: evaluation covers every test example exactly once. Under several
   # workers tf.distribute shards the batches (DATA policy: one file is enough).
   ds = ds.cache().batch(batch_size)
-  ds = ds.map(lambda x, y: (_scale(x), y), num_parallel_calls=_PARALLEL_CALLS)
+  ds = ds.map(lambda x, y: (_scale(x), _checked(y, num_classes)),
+              num_parallel_calls=_PARALLEL_CALLS)
   return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA).prefetch(_PREFETCH)
 
 
@@ -330,6 +382,13 @@ def _num_examples(ds, builder, split):
   return splits[split].num_examples if split in splits else None
 
 
+def _images_and_labels(builder, split, **as_dataset_kwargs):
+  # Not as_supervised: datasets built from files (a features.json, no builder class)
+  # often declare no supervised keys; every kmodels dataset has 'image' and 'label'.
+  return builder.as_dataset(split=split, **as_dataset_kwargs).map(
+      lambda example: (example["image"], example["label"]))
+
+
 def _raw_splits(dataset_config, seed):
   """(train, eval, info) as unbatched uint8 (image, label) datasets."""
   if dataset_config.source == "synthetic":
@@ -340,9 +399,9 @@ def _raw_splits(dataset_config, seed):
             _synthetic_split(info, info.eval_examples, seed + 1), info)
   builder = ensure_prepared(dataset_config)
   read_config = tfds.ReadConfig(shuffle_seed=seed)
-  train = builder.as_dataset(split=dataset_config.train_split, as_supervised=True,
-                             shuffle_files=True, read_config=read_config)
-  evaluation = builder.as_dataset(split=dataset_config.eval_split, as_supervised=True)
+  train = _images_and_labels(builder, dataset_config.train_split, shuffle_files=True,
+                             read_config=read_config)
+  evaluation = _images_and_labels(builder, dataset_config.eval_split)
   info = _info_from_builder(
       builder, _num_examples(train, builder, dataset_config.train_split),
       _num_examples(evaluation, builder, dataset_config.eval_split))
@@ -366,5 +425,6 @@ def load(dataset_config, batch_size, seed):
   if info.train_examples is not None and info.train_examples < batch_size:
     raise UserError(f"train.batch_size {batch_size} is larger than the {info.train_examples} "
                     f"examples of {info.name!r} split {dataset_config.train_split!r}.")
-  make_train = functools.partial(_train_pipeline, train, dataset_config, batch_size, seed)
-  return Datasets(make_train, _eval_pipeline(evaluation, batch_size), info)
+  make_train = functools.partial(_train_pipeline, train, dataset_config, batch_size, seed,
+                                 info.num_classes)
+  return Datasets(make_train, _eval_pipeline(evaluation, batch_size, info.num_classes), info)

@@ -7,7 +7,9 @@ history.json the epochs completed; the error names the epoch, the step and the c
 Preemption: SIGTERM (what a preempted VM, Kubernetes or a batch scheduler sends before
 killing) is remembered instead of ending the process; after the current step the run
 saves a checkpoint of that step and stops with exit status 143. The same command resumes
-at the next step, and the input pipeline skips the batches already trained on.
+at the next step, and the input pipeline skips the batches already trained on. In a
+multi-worker job the workers agree after every step whether any of them got SIGTERM, and
+all stop at that step together.
 
 Unreadable checkpoints: TensorFlow writes a checkpoint's files first and then points the
 `checkpoint` state file at them, so a kill during a save leaves the previous one in
@@ -75,30 +77,49 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
 
 
 class SigtermFlag:
-  """Set by SIGTERM while installed; the training loop checks it after every step."""
+  """Set by SIGTERM while installed; training loops ask `stop_now()` after each step.
 
-  def __init__(self):
+  In a multi-worker job SIGTERM may reach one worker (one preempted VM) or all of them
+  at different steps, while every worker must take part in each step and in each
+  checkpoint. There `stop_now` is one small all-reduce of the workers' flags, so they
+  all stop at the same step if any of them was told to; every worker must call it at the
+  same points of the loop.
+  """
+
+  def __init__(self, strategy):
     self.received = False
+    self._any_worker = (_any_replica_true(strategy) if distribute.is_multi_worker(strategy)
+                        else None)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.received = True
     logging.warning("SIGTERM received: saving a checkpoint after the current step.")
 
+  def stop_now(self):
+    """Whether this process, or under multi_worker any worker, has received SIGTERM."""
+    if self._any_worker is None:
+      return self.received
+    return bool(self._any_worker(tf.constant(self.received)))
+
+
+def _any_replica_true(strategy):
+  @tf.function
+  def any_true(flag):
+    per_replica = strategy.run(lambda f: tf.cast(f, tf.int32), args=(flag,))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0
+  return any_true
+
 
 @contextlib.contextmanager
 def sigterm_flag(strategy):
   """A SigtermFlag installed as the SIGTERM handler for the block.
 
-  Not under multi_worker: workers would see SIGTERM at different steps while every
-  worker must take part in each step and save, so a step-level stop would hang the job;
-  SIGTERM ends such a worker as before and the job resumes from the last epoch.
-  Not outside the main thread either, where Python can't install handlers.
+  Outside the main thread, where Python can't install handlers, the flag is never set.
   """
-  flag = SigtermFlag()
-  if (distribute.is_multi_worker(strategy)
-      or threading.current_thread() is not threading.main_thread()):
-    yield flag  # never set
+  flag = SigtermFlag(strategy)
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
     return
   previous = signal.signal(signal.SIGTERM, flag._handle)
   try:
@@ -139,13 +160,14 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
 
   def on_train_batch_end(self, batch, logs=None):
     last = batch == self.steps_per_epoch - 1
-    if last or self.sigterm.received:
+    stop = self.sigterm.stop_now()
+    if last or stop:
       self._backup(epoch=self._current_epoch, batch=batch)
-    if self.sigterm.received and not last:
+    if stop and not last:
       raise preempted(self._current_epoch, batch, self.steps_per_epoch)
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.sigterm.received:  # arrived during validation: the last step is saved
+    if self.sigterm.stop_now():  # arrived during validation: the last step is saved
       raise preempted(epoch, self.steps_per_epoch - 1, self.steps_per_epoch)
 
 
@@ -157,7 +179,7 @@ def backup_resume_step(directory, steps_per_epoch, repair=True):
   reader = tf.train.load_checkpoint(path)
   epoch, step = (int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
                  for name in ("ckpt_saved_epoch", "ckpt_saved_batch"))
-  if step < 0:  # saved at an epoch end without step hooks (the multi-worker callback)
+  if step < 0:  # saved by a plain BackupAndRestore(save_freq="epoch"), older kmodels
     return (epoch + 1) * steps_per_epoch
   return epoch * steps_per_epoch + step + 1
 

@@ -92,15 +92,9 @@ def _callbacks(run, sigterm):
       run.history,
       tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
                                      profile_batch=0),
-      _backup(run, sigterm),  # last: the others have seen the epoch end when it stops
+      # Last: the others have seen the epoch end when it stops the run.
+      faults.PreemptibleBackup(run.workdir.checkpoints, run.steps_per_epoch, sigterm),
   ]
-
-
-def _backup(run, sigterm):
-  if distribute.is_multi_worker(run.strategy):  # epoch checkpoints only: see sigterm_flag
-    return tf.keras.callbacks.BackupAndRestore(run.workdir.checkpoints,
-                                               delete_checkpoint=False)
-  return faults.PreemptibleBackup(run.workdir.checkpoints, run.steps_per_epoch, sigterm)
 
 
 def _check_fit_xla(config, strategy):
@@ -283,10 +277,11 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
           "trainer": config.trainer, "status": "diverged", "error": str(e),
           "history": history.history, "epochs_completed": len(history.history)})
     raise
-  except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as e:
-    if not data.is_damaged_dataset_error(e):
+  except tf.errors.OpError as e:
+    user_error = data.explain_read_error(e, config.dataset, datasets.info)
+    if user_error is None:
       raise
-    raise data.damaged_dataset_error(config.dataset, e) from e
+    raise user_error from e
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
   report = reporting.classification_report(labels, outcome.predicted_classes,
                                            datasets.info.label_names)

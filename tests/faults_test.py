@@ -6,11 +6,15 @@
 - A batch that overflows the loss: TrainingDiverged names the epoch and step; the last
   good checkpoint and the history so far are kept.
 - A truncated newest checkpoint is set aside for the one before; a truncated dataset
-  shard, a full disk (a real tmpfs) and a workdir of another experiment end with a message.
+  shard, labels beyond the dataset's declared classes, a full disk (a real tmpfs) and a
+  workdir of another experiment end with a message.
+- SIGTERM to one worker of a multi-worker job: tests/multi_worker_test.py.
 """
 
 import os
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,35 +183,87 @@ class UnreadableCheckpointTest(parameterized.TestCase):
     self.assertTrue(os.path.exists(truncated + ".index.unreadable"))
 
 
-class SupervisedDummyMnist(tfds.testing.DummyMnist):
-  """tfds' DummyMnist with (image, label) supervised keys, as kmodels reads datasets."""
+def _prepared_dummy_mnist(data_dir):
+  """Prepares tfds' DummyMnist in `data_dir`: a real builder writing real TFRecord shards,
+  offline, on both lanes (a test-made CIFAR archive only prepares on the full lane)."""
+  builder = tfds.testing.DummyMnist(data_dir=data_dir)
+  builder.download_and_prepare()
+  return builder.data_dir
 
-  def _info(self):
-    info = super()._info()
-    return tfds.core.DatasetInfo(builder=self, features=info.features,
-                                 supervised_keys=("image", "label"))
+
+def _copy_with_features(prepared_dir, data_dir, name, edit):
+  """A copy of a prepared dataset, renamed `name`, its features.json changed by
+  `edit(features)`: tfds reads it from its files, as it reads a dataset built by hand."""
+  target = os.path.join(data_dir, name, os.path.basename(prepared_dir))
+  os.makedirs(target)
+  old_name = os.path.basename(os.path.dirname(prepared_dir))
+  for file in os.listdir(prepared_dir):
+    with open(os.path.join(prepared_dir, file)) as f:
+      content = f.read() if file.endswith(".json") else None
+    new_path = os.path.join(target, file.replace(old_name, name))
+    if content is None:
+      shutil.copy(os.path.join(prepared_dir, file), new_path)
+      continue
+    content = json.loads(content.replace(f'"{old_name}"', f'"{name}"'))
+    if file == "features.json":
+      edit(content["featuresDict"]["features"])
+    with open(new_path, "w") as f:
+      json.dump(content, f)
 
 
-class DamagedDatasetTest(absltest.TestCase):
+class BadDataTest(absltest.TestCase):
 
   def test_a_truncated_prepared_shard_is_named_with_how_to_prepare_again(self):
-    # tfds' DummyMnist: a real builder that writes real TFRecord shards, offline, on
-    # both lanes (a test-made CIFAR archive only prepares on the full lane's tfds).
     data_dir = self.create_tempdir().full_path
-    SupervisedDummyMnist(data_dir=data_dir).download_and_prepare()
-    shards = [os.path.join(root, name) for root, _, names in os.walk(data_dir)
-              for name in names if "train.tfrecord" in name]
+    prepared = _prepared_dummy_mnist(data_dir)
+    shards = [os.path.join(prepared, name) for name in os.listdir(prepared)
+              if "train.tfrecord" in name]
     self.assertTrue(shards)
     for shard in shards:
       with open(shard, "r+b") as f:
         f.truncate(os.path.getsize(shard) // 2)
-    config = testutil.tiny_config(dataset__name="supervised_dummy_mnist", dataset__data_dir=data_dir,
+    config = testutil.tiny_config(dataset__name="dummy_mnist", dataset__data_dir=data_dir,
                                   train__batch_size=2, train__steps_per_epoch=None)
     workdir = self.create_tempdir().full_path
-    with self.assertRaisesRegex(UserError, r"supervised_dummy_mnist' dataset in .* is damaged"
-                                r".*python -m launch.prepare_data --dataset=supervised_dummy"):
+    with self.assertRaisesRegex(UserError, r"dummy_mnist' dataset in .* is damaged"
+                                r".*python -m launch.prepare_data --dataset=dummy_mnist"):
       training.train_and_evaluate(config, workdir)
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
+
+  def test_labels_beyond_the_declared_classes_are_named_before_training_on_them(self):
+    data_dir = self.create_tempdir().full_path
+
+    def declare_five_classes(features):
+      features["label"]["classLabel"]["numClasses"] = "5"  # the records hold 0..9
+
+    _copy_with_features(_prepared_dummy_mnist(data_dir), data_dir, "relabeled_mnist",
+                        declare_five_classes)
+    proc = testutil.run_launcher(
+        "train", "--config=configs/base.py", "--config.dataset.name=relabeled_mnist",
+        f"--config.dataset.data_dir={data_dir}", "--config.model.name=mlp",
+        "--config.train.batch_size=4", f"--workdir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(self, proc, "'relabeled_mnist' has labels outside [0, 5)",
+                               "declares 5 classes", "prepare it again")
+    self.assertRegex(proc.stderr, r"found: [5-9]")
+
+  def test_images_of_no_fixed_size_and_labels_without_classes_are_refused(self):
+    data_dir = self.create_tempdir().full_path
+    prepared = _prepared_dummy_mnist(data_dir)
+
+    def any_size(features):
+      features["image"]["image"]["shape"]["dimensions"] = ["-1", "-1", "1"]
+
+    def plain_integer_label(features):
+      features["label"] = {"pythonClassName": "tensorflow_datasets.core.features."
+                                              "tensor_feature.Tensor",
+                           "tensor": {"shape": {}, "dtype": "int64"}}
+
+    _copy_with_features(prepared, data_dir, "any_size_mnist", any_size)
+    _copy_with_features(prepared, data_dir, "unclassed_mnist", plain_integer_label)
+    with self.assertRaisesRegex(UserError, r"images of shape \(None, None, 1\).*fixed size"):
+      data.get_builder("any_size_mnist", data_dir)
+    with self.assertRaisesRegex(UserError, r"has a Tensor label; kmodels needs a ClassLabel"):
+      data.get_builder("unclassed_mnist", data_dir)
 
 
 class FullDiskTest(parameterized.TestCase):

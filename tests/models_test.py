@@ -74,6 +74,15 @@ class ModelsTest(parameterized.TestCase):
     with self.assertRaisesRegex(UserError, "does not accept.*'width'"):
       models.build_model("shallownet", CIFAR, 10, width=3)
 
+  @parameterized.parameters("cifar_cnn_sequential", "cifar_cnn_subclass")
+  def test_images_too_small_for_the_model_name_the_layer_and_other_models(self, name):
+    with self.assertRaisesRegex(UserError, rf"model '{name}' can't be built for images of "
+                                r"shape \(8, 8, 1\).*[Nn]egative dimension.*mlp, shallownet"):
+      models.build_model(name, (8, 8, 1), 10)
+    # The models it suggests do build for such images.
+    for small in ("mlp", "shallownet", "minivggnet", "fastcnn"):
+      models.build_model(small, (8, 8, 1), 10)
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -21,12 +21,13 @@ _CHIEF_OUTPUTS = {"config.json", "checkpoints", "tensorboard", "export", "metric
                   "history.json", "curves.png", "classification_report.txt"}
 
 
-def _job_args(workdir, trainer, epochs):
+def _job_args(workdir, trainer, epochs, steps_per_epoch=4):
   return ["--config=configs/base.py", f"--workdir={workdir}",
           "--config.dataset.source=synthetic", "--config.dataset.name=mnist",
           "--config.dataset.synthetic_train_examples=256", "--config.model.name=mlp",
-          "--config.train.batch_size=16", "--config.train.steps_per_epoch=4",
-          f"--config.train.epochs={epochs}", f"--config.trainer={trainer}"]
+          "--config.train.batch_size=16", f"--config.train.steps_per_epoch={steps_per_epoch}",
+          f"--config.train.epochs={epochs}", f"--config.trainer={trainer}",
+          "--config.train.deterministic=True"]
 
 
 def _wait(processes, timeout=_TIMEOUT_SECONDS):
@@ -94,6 +95,46 @@ class MultiWorkerTest(parameterized.TestCase):
     self.assertBetween(resumed_at, 2, done_before)
     history = testutil.read_json(history_path, [])
     self.assertEqual([h["epoch"] for h in history], list(range(1, 13)))
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_sigterm_to_one_worker_stops_the_job_at_one_step_and_it_resumes_there(self, trainer):
+    steps_per_epoch = 150  # epochs long enough that the SIGTERM lands mid-epoch
+    unbroken_workdir = self.create_tempdir().full_path
+    processes, logs, _ = testutil.start_workers(
+        _job_args(unbroken_workdir, trainer, 2, steps_per_epoch))
+    self.assertEqual(_wait(processes), [0, 0], testutil.read_text(logs[0])[-3000:])
+    unbroken = _fingerprint(testutil.read_text(logs[0]))
+
+    workdir = self.create_tempdir().full_path
+    args = _job_args(workdir, trainer, 2, steps_per_epoch)
+    processes, logs, ports = testutil.start_workers(args)
+    history_path = os.path.join(workdir, "history.json")
+    deadline = time.monotonic() + _TIMEOUT_SECONDS
+    while not testutil.read_json(history_path, []) and time.monotonic() < deadline:
+      self.assertIsNone(processes[0].poll(), testutil.read_text(logs[0])[-3000:])
+      time.sleep(0.1)
+    time.sleep(0.3)  # into epoch 2
+    # The non-chief only: the chief must learn it from its peer, at the same step.
+    processes[1].send_signal(signal.SIGTERM)
+    codes = _wait(processes)
+    texts = [testutil.read_text(log) for log in logs]
+    self.assertEqual(codes, [143, 143], texts[0][-3000:] + texts[1][-3000:])
+    stopped_at = [re.search(r"Stopped by SIGTERM after .*\((\d+) steps in all\)", text)
+                  for text in texts]
+    self.assertTrue(all(stopped_at), texts[0][-3000:])
+    steps_done = int(stopped_at[0][1])
+    self.assertEqual(steps_done, int(stopped_at[1][1]))
+    self.assertBetween(steps_done, steps_per_epoch, 2 * steps_per_epoch - 1)
+    for text in texts:
+      self.assertNotIn("Traceback", text)
+
+    processes, logs, _ = testutil.start_workers(args, ports=ports)
+    codes = _wait(processes)
+    chief_log = testutil.read_text(logs[0])
+    self.assertEqual(codes, [0, 0], chief_log[-3000:])
+    if steps_done % steps_per_epoch:  # resumed at the next step, not the epoch's start
+      self.assertRegex(chief_log, rf"(Resuming after training step|step) {steps_done}\b")
+    self.assertAlmostEqual(_fingerprint(chief_log), unbroken, delta=1e-6 * unbroken)
 
 
 if __name__ == "__main__":

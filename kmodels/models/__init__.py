@@ -75,6 +75,24 @@ def build_model(name, input_shape, num_classes, **kwargs):
   except TypeError as e:
     raise UserError(f"model {name!r} does not accept these model.* settings "
                     f"{sorted(kwargs)}: {e}") from e
+  except ValueError as e:  # Keras' shape checks, e.g. downsampling past a 1x1 feature map
+    raise UserError(
+        f"model {name!r} can't be built for images of shape {tuple(input_shape)} "
+        f"(model.* settings {kwargs or 'none'}): {_shape_error_detail(e)} Models that "
+        "downsample less take smaller images: mlp, shallownet, minivggnet, fastcnn.") from e
+
+
+def _shape_error_detail(error):
+  """The lines of a Keras build error that say which layer and which dimension failed."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  dimension = [line for line in lines if "dimension" in line.lower()][:1]
+  parts = []
+  for line in lines[:1] + dimension:
+    # TF appends the failing node's whole definition; the words before it say enough.
+    part = line.split(" for '{{node")[0].rstrip(".")[:300] + "."
+    if part not in parts:
+      parts.append(part)
+  return " ".join(parts)
 
 
 def build_from_config(model_config, input_shape, num_classes):
