@@ -4,7 +4,10 @@
   143; the same command resumes there and ends with the weights of an uninterrupted run
   (deterministic ops, same seed, same data), for fit and the custom loop.
 - A batch that overflows the loss: TrainingDiverged names the epoch and step; the last
-  good checkpoint and the history so far are kept.
+  good checkpoint and the history so far are kept. A batch whose float16 gradients
+  overflow is skipped by loss scaling, not reported.
+- SIGKILL while a checkpoint is being written: the previous one stays in charge and the
+  rerun resumes from it.
 - A truncated newest checkpoint is set aside for the one before; a truncated dataset
   shard, labels beyond the dataset's declared classes, a full disk (a real tmpfs) and a
   workdir of another experiment end with a message.
@@ -46,10 +49,10 @@ def _fingerprint(output):
   return float(_FINGERPRINT.findall(output)[-1])
 
 
-def _launch(workdir, trainer):
+def _launch(workdir, trainer, flags=_RUN_FLAGS):
   env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
   return subprocess.Popen(
-      [sys.executable, "-m", "launch.train", *_RUN_FLAGS, f"--config.trainer={trainer}",
+      [sys.executable, "-m", "launch.train", *flags, f"--config.trainer={trainer}",
        f"--workdir={workdir}"], cwd=testutil.REPO_ROOT, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True)
 
@@ -99,18 +102,29 @@ class SigtermTest(parameterized.TestCase):
 # Pixels this large overflow the first layer to inf, and inf - inf makes the loss NaN. (NaN
 # pixels would not do: ReLU maps NaN to 0, so they never reach the loss.)
 _HUGE = 1e38
+# Pixels this large keep float16 activations and the loss finite, but their gradients times
+# the initial loss scale (2**15) overflow float16.
+_LARGE_FOR_FLOAT16 = 100.0
 
 
-def _poisoned(datasets, bad_step):
-  """`datasets` whose training batch number `bad_step` (0-based, global) overflows."""
+def _poisoned(datasets, bad_step, value=_HUGE):
+  """`datasets` whose training batch number `bad_step` (0-based, global) is all `value`."""
 
   def make_train(input_context=None, start_step=0):
     ds = datasets.make_train(input_context, start_step).enumerate(start=start_step)
     return ds.map(lambda step, batch: (
-        tf.where(step == bad_step, tf.fill(tf.shape(batch[0]), _HUGE), batch[0]),
+        tf.where(step == bad_step, tf.fill(tf.shape(batch[0]), value), batch[0]),
         batch[1]))
 
   return datasets._replace(make_train=make_train)
+
+
+def _newest_checkpoint_value(workdir, trainer, suffix):
+  """The value of the variable whose name ends with `suffix` in the newest checkpoint."""
+  directory = os.path.join(workdir, "checkpoints", *(["chief"] if trainer == "fit" else []))
+  newest = tf.train.latest_checkpoint(directory)
+  names = [n for n, _ in tf.train.list_variables(newest) if n.endswith(suffix)]
+  return tf.train.load_checkpoint(newest).get_tensor(names[0])
 
 
 class DivergenceTest(parameterized.TestCase):
@@ -143,6 +157,21 @@ class DivergenceTest(parameterized.TestCase):
     self.assertTrue(all(np.all(np.isfinite(w)) for w in floats))
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
+  @parameterized.parameters("fit", "custom_loop")
+  def test_float16_gradient_overflow_is_left_to_loss_scaling(self, trainer):
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
+                                  train__steps_per_epoch=4, trainer=trainer,
+                                  precision="mixed_float16")
+    datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+    workdir = self.create_tempdir().full_path
+    metrics = training.train_and_evaluate(
+        config, workdir, datasets=_poisoned(datasets, 5, _LARGE_FOR_FLOAT16))
+    self.assertEqual(metrics["status"], "completed")
+    self.assertTrue(all(np.isfinite(h["loss"]) for h in metrics["history"]))
+    # The overflowing step was skipped and the scale halved (it starts at 2**15).
+    self.assertEqual(_newest_checkpoint_value(
+        workdir, trainer, "loss_scale/current_loss_scale/.ATTRIBUTES/VARIABLE_VALUE"), 2**14)
+
   def test_launcher_exits_3_with_the_message(self):
     workdir = self.create_tempdir().full_path
     proc = testutil.run_launcher(
@@ -152,6 +181,59 @@ class DivergenceTest(parameterized.TestCase):
     self.assertEqual(proc.returncode, 3, proc.stderr[-3000:])
     self.assertIn("kmodels: error: Training diverged", proc.stderr)
     self.assertNotIn("Traceback", proc.stderr)
+
+
+# Epochs of two steps, so a checkpoint is written every second or so, of a model whose
+# checkpoint (weights and Adam slots, ~10 MB) takes a while to write.
+_SAVE_OFTEN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
+                     "--config.dataset.name=mnist", "--config.model.name=minivggnet",
+                     "--config.train.batch_size=8", "--config.train.steps_per_epoch=2",
+                     "--config.train.epochs=12", "--config.dataset.synthetic_eval_examples=8")
+_COMPLETE_CHECKPOINT = re.compile(r"ckpt-\d+\.index$")
+
+
+def _kill_during_a_save(process, directory, timeout=300):
+  """SIGKILLs `process` as soon as it starts writing a checkpoint after a complete one.
+
+  TensorFlow writes a checkpoint into `ckpt-N_temp/` and moves it into place when done;
+  the kill lands while that directory exists. Returns the paths it saw in `directory`.
+  """
+  deadline = time.monotonic() + timeout
+  while process.poll() is None and time.monotonic() < deadline:
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    if any(_COMPLETE_CHECKPOINT.search(n) for n in names) and any(
+        n.endswith("_temp") for n in names):
+      process.kill()
+      process.wait()
+      return names
+    time.sleep(0.002)
+  raise AssertionError(f"no second checkpoint was started:\n{process.communicate()[0][-3000:]}")
+
+
+class KillDuringSaveTest(parameterized.TestCase):
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_a_kill_during_a_save_leaves_the_previous_checkpoint_in_charge(self, trainer):
+    workdir = self.create_tempdir().full_path
+    directory = os.path.join(workdir, "checkpoints", *(["chief"] if trainer == "fit" else []))
+    for _ in range(3):  # the save may finish before the kill lands; then try again
+      _kill_during_a_save(_launch(workdir, trainer, _SAVE_OFTEN_FLAGS), directory)
+      partial = [n for n in os.listdir(directory) if n.endswith("_temp")]
+      if partial:
+        break
+    self.assertTrue(partial, "every save finished before the kill landed")
+    # The state file still names a checkpoint that was complete before the kill.
+    newest = tf.train.latest_checkpoint(directory)
+    self.assertNotIn("_temp", newest)
+    tf.train.load_checkpoint(newest)
+
+    resumed = testutil.run_launcher("train", *_SAVE_OFTEN_FLAGS, f"--config.trainer={trainer}",
+                                    f"--workdir={workdir}")
+    self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
+    self.assertIn("Resumed from the checkpoint of epoch", resumed.stderr)
+    self.assertNotIn("unreadable", resumed.stderr)
+    metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
+    self.assertEqual([h["epoch"] for h in metrics["history"]], list(range(1, 13)))
 
 
 def _truncate_newest_checkpoint(directory):
