@@ -52,7 +52,9 @@ def parse_flags(argv):
     while isinstance(detail, BaseException) and detail.args:  # KeyError inside AttributeError
       detail = detail.args[0]
     _fail(f"unknown config key in an override: {str(detail).replace(chr(10), '. ')}\n"
-          "Overrides must name existing keys (see the config file); the config is locked.")
+          "Overrides must name existing keys (see the config file); the config is locked. "
+          "A model builder argument the config file does not set (model.*) goes in a "
+          "config file of your own that imports the one you use and sets it.")
   except (OSError, SyntaxError, ImportError, TypeError, ValueError) as e:
     _fail(f"could not load the config: {type(e).__name__}: {e}")
 

@@ -48,6 +48,16 @@ class DistributeTest(parameterized.TestCase):
     config.distribution.strategy = "default"
     self.assertIs(distribute.get_strategy(config.distribution), tf.distribute.get_strategy())
 
+  def test_mirrored_on_a_machine_with_one_device_runs_with_one_replica(self):
+    # A process of its own: this module's process has two logical CPUs.
+    proc = testutil.run_launcher(
+        "train", "--config=configs/base.py", "--config.dataset.source=synthetic",
+        "--config.distribution.strategy=mirrored", "--config.model.name=mlp",
+        "--config.train.steps_per_epoch=2", f"--workdir={self.create_tempdir().full_path}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("Strategy MirroredStrategy with 1 replica(s)", proc.stderr)
+    self.assertIn("Test accuracy", proc.stderr)
+
   def test_unknown_device_is_a_user_error(self):
     config = testutil.tiny_config(distribution__strategy="mirrored",
                                   distribution__devices="cpu:0,gpu:7")

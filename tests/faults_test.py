@@ -184,11 +184,14 @@ class DivergenceTest(parameterized.TestCase):
 
 
 # Epochs of two steps, so a checkpoint is written every second or so, of a model whose
-# checkpoint (weights and Adam slots, ~10 MB) takes a while to write.
+# checkpoint (weights and Adam slots, ~13 MB) takes a while to write. No dropout: its
+# random state is not checkpointed, so the resumed weights would differ from the unbroken.
 _SAVE_OFTEN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
-                     "--config.dataset.name=mnist", "--config.model.name=minivggnet",
-                     "--config.train.batch_size=8", "--config.train.steps_per_epoch=2",
-                     "--config.train.epochs=12", "--config.dataset.synthetic_eval_examples=8")
+                     "--config.dataset.name=mnist", "--config.model.name=cnnblocks",
+                     "--config.train.batch_size=8",
+                     "--config.train.steps_per_epoch=2", "--config.train.epochs=12",
+                     "--config.dataset.synthetic_eval_examples=8",
+                     "--config.train.deterministic=True")
 _COMPLETE_CHECKPOINT = re.compile(r"ckpt-\d+\.index$")
 
 
@@ -214,6 +217,7 @@ class KillDuringSaveTest(parameterized.TestCase):
 
   @parameterized.parameters("fit", "custom_loop")
   def test_a_kill_during_a_save_leaves_the_previous_checkpoint_in_charge(self, trainer):
+    unbroken = _launch(self.create_tempdir().full_path, trainer, _SAVE_OFTEN_FLAGS)
     workdir = self.create_tempdir().full_path
     directory = os.path.join(workdir, "checkpoints", *(["chief"] if trainer == "fit" else []))
     for _ in range(3):  # the save may finish before the kill lands; then try again
@@ -234,6 +238,10 @@ class KillDuringSaveTest(parameterized.TestCase):
     self.assertNotIn("unreadable", resumed.stderr)
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     self.assertEqual([h["epoch"] for h in metrics["history"]], list(range(1, 13)))
+    unbroken_output = unbroken.communicate(timeout=300)[0]
+    self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
+    self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken_output),
+                           delta=1e-6 * _fingerprint(unbroken_output))
 
 
 def _truncate_newest_checkpoint(directory):
