@@ -274,7 +274,8 @@ _LABEL_CHECK = "kmodels: labels outside [0, num_classes)"
 def _checked(labels, num_classes):
   """`labels`, or an InvalidArgumentError naming the out-of-range values when run."""
   bad = tf.boolean_mask(labels, (labels < 0) | (labels >= num_classes))
-  check = tf.debugging.Assert(tf.size(bad) == 0, [_LABEL_CHECK, bad], summarize=5)
+  # tf.equal, not ==: inside an Estimator's TF1 graph `tensor == 0` is Python identity.
+  check = tf.debugging.Assert(tf.equal(tf.size(bad), 0), [_LABEL_CHECK, bad], summarize=5)
   with tf.control_dependencies([check]):
     return tf.identity(labels)
 

@@ -119,10 +119,14 @@ def _poisoned(datasets, bad_step, value=_HUGE):
   return datasets._replace(make_train=make_train)
 
 
+def _checkpoint_dir(workdir, trainer):
+  """Where `trainer` keeps its resume checkpoints (Keras' BackupAndRestore: a chief/ dir)."""
+  return os.path.join(workdir, "checkpoints", *(["chief"] if trainer == "fit" else []))
+
+
 def _newest_checkpoint_value(workdir, trainer, suffix):
   """The value of the variable whose name ends with `suffix` in the newest checkpoint."""
-  directory = os.path.join(workdir, "checkpoints", *(["chief"] if trainer == "fit" else []))
-  newest = tf.train.latest_checkpoint(directory)
+  newest = tf.train.latest_checkpoint(_checkpoint_dir(workdir, trainer))
   names = [n for n, _ in tf.train.list_variables(newest) if n.endswith(suffix)]
   return tf.train.load_checkpoint(newest).get_tensor(names[0])
 
@@ -141,12 +145,10 @@ class DivergenceTest(parameterized.TestCase):
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     self.assertEqual(metrics["status"], "diverged")
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1])
-    checkpoints = os.path.join(workdir, "checkpoints")
+    latest = tf.train.latest_checkpoint(_checkpoint_dir(workdir, trainer))
     if trainer == "fit":
-      self.assertEqual(faults.backup_resume_step(checkpoints, 4), 4)
-      latest = tf.train.latest_checkpoint(os.path.join(checkpoints, "chief"))
+      self.assertEqual(faults.backup_resume_step(os.path.join(workdir, "checkpoints"), 4), 4)
     else:
-      latest = tf.train.latest_checkpoint(checkpoints)
       self.assertEqual(tf.train.load_checkpoint(latest).get_tensor(
           "step/.ATTRIBUTES/VARIABLE_VALUE"), 4)
     reader = tf.train.load_checkpoint(latest)
@@ -219,7 +221,7 @@ class KillDuringSaveTest(parameterized.TestCase):
   def test_a_kill_during_a_save_leaves_the_previous_checkpoint_in_charge(self, trainer):
     unbroken = _launch(self.create_tempdir().full_path, trainer, _SAVE_OFTEN_FLAGS)
     workdir = self.create_tempdir().full_path
-    directory = os.path.join(workdir, "checkpoints", *(["chief"] if trainer == "fit" else []))
+    directory = _checkpoint_dir(workdir, trainer)
     for _ in range(3):  # the save may finish before the kill lands; then try again
       _kill_during_a_save(_launch(workdir, trainer, _SAVE_OFTEN_FLAGS), directory)
       partial = [n for n in os.listdir(directory) if n.endswith("_temp")]
@@ -254,14 +256,13 @@ def _truncate_newest_checkpoint(directory):
 
 class UnreadableCheckpointTest(parameterized.TestCase):
 
-  @parameterized.parameters(("fit", "chief"), ("custom_loop", ""))
-  def test_a_truncated_newest_checkpoint_is_set_aside_for_the_one_before(self, trainer, sub):
+  @parameterized.parameters("fit", "custom_loop")
+  def test_a_truncated_newest_checkpoint_is_set_aside_for_the_one_before(self, trainer):
     config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
                                   trainer=trainer)
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(config, workdir)
-    directory = os.path.join(workdir, "checkpoints", sub)
-    truncated = _truncate_newest_checkpoint(directory)
+    truncated = _truncate_newest_checkpoint(_checkpoint_dir(workdir, trainer))
 
     with self.assertLogs(level="INFO") as logs:
       metrics = training.train_and_evaluate(config, workdir)
@@ -301,7 +302,7 @@ def _copy_with_features(prepared_dir, data_dir, name, edit):
       json.dump(content, f)
 
 
-class BadDataTest(absltest.TestCase):
+class BadDataTest(parameterized.TestCase):
 
   def test_a_truncated_prepared_shard_is_named_with_how_to_prepare_again(self):
     data_dir = self.create_tempdir().full_path
@@ -320,7 +321,10 @@ class BadDataTest(absltest.TestCase):
       training.train_and_evaluate(config, workdir)
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
-  def test_labels_beyond_the_declared_classes_are_named_before_training_on_them(self):
+  @parameterized.parameters("fit", "custom_loop", "estimator")
+  def test_labels_beyond_the_declared_classes_are_named_before_training_on_them(self, trainer):
+    if trainer == "estimator" and not hasattr(tf, "estimator"):
+      self.skipTest("tf.estimator exists only on the full lane (TF 2.15)")
     data_dir = self.create_tempdir().full_path
 
     def declare_five_classes(features):
@@ -331,7 +335,8 @@ class BadDataTest(absltest.TestCase):
     proc = testutil.run_launcher(
         "train", "--config=configs/base.py", "--config.dataset.name=relabeled_mnist",
         f"--config.dataset.data_dir={data_dir}", "--config.model.name=mlp",
-        "--config.train.batch_size=4", f"--workdir={self.create_tempdir().full_path}")
+        f"--config.trainer={trainer}", "--config.train.batch_size=4",
+        f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "'relabeled_mnist' has labels outside [0, 5)",
                                "declares 5 classes", "prepare it again")
     self.assertRegex(proc.stderr, r"found: [5-9]")
