@@ -137,10 +137,12 @@ def preempted(epoch, step, steps_per_epoch):
 
 
 class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
-  """BackupAndRestore that saves at each epoch's last step and, after SIGTERM, at once.
+  """BackupAndRestore that saves at each epoch's end and, after SIGTERM, at once.
 
   Saving by step (not by epoch) makes Keras resume a run mid-epoch, at the step after
-  the checkpoint. Put it last among the callbacks: the others see the epoch end first.
+  the checkpoint. Put it last among the callbacks: the epoch's checkpoint is written
+  after validation and after the history has recorded the epoch, so a kill in between
+  never leaves a checkpoint ahead of history.json.
   """
 
   def __init__(self, directory, steps_per_epoch, sigterm):
@@ -158,16 +160,24 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
     for manager in (state.read_checkpoint_manager, state.write_checkpoint_manager):
       manager._max_to_keep = KEEP_CHECKPOINTS  # pylint: disable=protected-access
 
+  def _backup(self, epoch, batch=0):
+    # Keras records the batch in on_train_batch_begin: with steps_per_execution > 1 that
+    # is the first step of the call, while the weights hold its last. Saved as it was,
+    # a resume would train the call's other steps again.
+    self._training_state._ckpt_saved_epoch.assign(epoch)  # pylint: disable=protected-access
+    self._training_state._ckpt_saved_batch.assign(batch)  # pylint: disable=protected-access
+    super()._backup(epoch, batch)
+
   def on_train_batch_end(self, batch, logs=None):
-    last = batch == self.steps_per_epoch - 1
-    stop = self.sigterm.stop_now()
-    if last or stop:
+    # Every worker asks at every step, the last included (see SigtermFlag).
+    if self.sigterm.stop_now() and batch < self.steps_per_epoch - 1:
       self._backup(epoch=self._current_epoch, batch=batch)
-    if stop and not last:
       raise preempted(self._current_epoch, batch, self.steps_per_epoch)
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.sigterm.stop_now():  # arrived during validation: the last step is saved
+    # Saved as the epoch's last step, so the resume starts the next epoch.
+    self._backup(epoch=epoch, batch=self.steps_per_epoch - 1)
+    if self.sigterm.stop_now():  # arrived at the last step or during validation
       raise preempted(epoch, self.steps_per_epoch - 1, self.steps_per_epoch)
 
 

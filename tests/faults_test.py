@@ -41,7 +41,8 @@ _RUN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
               "--config.dataset.synthetic_eval_examples=64",
               "--config.dataset.augment.enabled=True", "--config.train.batch_size=16",
               f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}", "--config.train.epochs=3",
-              "--config.train.deterministic=True")
+              # Several steps per call: the checkpoint must hold the call's last step.
+              "--config.train.steps_per_execution=3", "--config.train.deterministic=True")
 _FINGERPRINT = re.compile(r"Weights fingerprint \(sum of \|w\|\): ([0-9.e+-]+)")
 
 
