@@ -10,6 +10,7 @@ import gc
 import resource
 import time
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -119,6 +120,16 @@ def check_trainer(config):
         "beside the Keras paths; or pass --config.trainer=fit.")
 
 
+def _note_one_device(strategy):
+  # Per-device speed is what the reference comparison and the peak fraction are about;
+  # a multi-device run's images/s is in launch.train's metrics.json.
+  if strategy not in ("default", "one_device"):
+    logging.warning(
+        "launch.benchmark measures one device: distribution.strategy=%r is not applied. "
+        "For images/s over several devices, run launch.train with this config and read "
+        "images_per_second in the workdir's metrics.json.", strategy)
+
+
 def reference_training(model, images, labels, batch_size, steps):
   """Seed A's path: ImageDataGenerator.flow feeding model.fit, same model and batch."""
   generator = tf.keras.preprocessing.image.ImageDataGenerator(**SEED_A_AUGMENTATION)
@@ -167,6 +178,7 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
   """Measures everything for `config`; returns a flat dict of results."""
   check_trainer(config)  # first: an Estimator config on the current lane fails validation
   validation.validate(config)
+  _note_one_device(config.distribution.strategy)
   training.seed_and_determinism(config.train)
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
   info, batch = datasets.info, config.train.batch_size

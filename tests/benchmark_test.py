@@ -49,6 +49,15 @@ class BenchmarkTest(absltest.TestCase):
     self.assertGreater(results["train_images_per_second"], 0)
     self.assertGreater(results["time_to_first_step_seconds"], 0)
 
+  def test_a_multi_device_config_is_measured_on_one_device_and_says_so(self):
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  distribution__strategy="mirrored")
+    with self.assertLogs(level="WARNING") as logs:
+      results = benchmark.run(config, steps=2, pipeline_batches=2, synthetic_batch=True,
+                              with_reference=False, process_start=time.time())
+    self.assertIn("measures one device: distribution.strategy='mirrored'", "".join(logs.output))
+    self.assertGreater(results["train_images_per_second"], 0)
+
   def test_estimator_trainers_are_refused_with_where_to_look(self):
     proc = testutil.run_launcher(
         "benchmark", "--config=configs/base.py", f"--workdir={self.create_tempdir().full_path}",

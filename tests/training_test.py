@@ -115,8 +115,10 @@ class TrainAndEvaluateTest(absltest.TestCase):
   def test_fit_under_mixed_float16_scales_the_loss_itself(self):
     config = testutil.tiny_config(dataset__source="synthetic", precision="mixed_float16")
     info = training.data.DatasetInfo("mnist", (28, 28, 1), 10, list("0123456789"), 16, 8)
-    with training.precision.policy("mixed_float16"):
-      model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+    with self.assertLogs(level="WARNING") as logs:  # this machine has no GPU
+      with training.precision.policy("mixed_float16"):
+        model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+    self.assertIn("--config.precision=mixed_bfloat16", logs.output[0])
     self.assertIsInstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
     self.assertTrue(np.isfinite(metrics["test_loss"]))
