@@ -203,6 +203,9 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
     results.update(_reference_results(config, datasets, steps, pipeline_batches,
                                       images_per_second, results["pipeline_images_per_second"]))
   results.update(_fraction_of_peak(config.precision, flops, images_per_second))
+  if with_reference:
+    results.update(reference_efficiency(flops, results["reference_train_images_per_second"],
+                                        results["peak_gflops"], results["peak_dtype"]))
   results["peak_rss_mb"] = peak_rss_mb()
   return results
 
@@ -232,3 +235,17 @@ def _fraction_of_peak(precision_name, flops, images_per_second):
   return {"achieved_gflops": achieved / 1e9, "peak_dtype": peak_dtype,
           "peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
           "fraction_of_peak": achieved / peaks[peak_dtype]}
+
+
+def reference_efficiency(flops, reference_images_per_second, peak_gflops, peak_dtype):
+  """How close the reference runs to the float32 peak, and the speed-up this leaves.
+
+  The reference trains in float32, so its achieved FLOP/s is measured against the float32
+  peak. `train_speedup_ceiling` is kmodels' ratio at 100 % of its own precision's peak:
+  no engineering of the same model on this machine gets past it. (On a CPU whose bfloat16
+  matmuls are 2x its float32 ones, a reference at 80 % of its peak caps the ratio at 2.5x.)
+  """
+  achieved_gflops = 3 * flops * reference_images_per_second / 1e9
+  return {"reference_achieved_gflops": achieved_gflops,
+          "reference_fraction_of_peak": achieved_gflops / peak_gflops["float32"],
+          "train_speedup_ceiling": peak_gflops[peak_dtype] / achieved_gflops}

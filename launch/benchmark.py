@@ -7,8 +7,9 @@ Prints a table and writes benchmark.json into the workdir: steady-state training
 and step time (warm-up excluded), the input pipeline alone, time to first step from
 process start, peak RSS, forward FLOPs per image and the fraction of this machine's
 measured matmul peak, and (--reference) seed A's ImageDataGenerator + model.fit path for
-the same model and batch with the ratios. --synthetic_batch feeds one in-memory batch
-(no input pipeline).
+the same model and batch with the ratios, the reference's fraction of the float32 peak
+and the ratio's ceiling on this machine (kmodels at 100 % of its precision's peak).
+--synthetic_batch feeds one in-memory batch (no input pipeline).
 """
 
 import time

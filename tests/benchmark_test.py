@@ -23,6 +23,15 @@ class BenchmarkTest(absltest.TestCase):
   def test_matmul_peak_is_measured(self):
     self.assertGreater(benchmark.matmul_peak_flops(tf.float32, size=256, seconds=0.2), 1e8)
 
+  def test_the_reference_is_held_to_the_float32_peak_and_kmodels_to_its_own(self):
+    # 1 GFLOP per image forward, so 3 GFLOP per trained image: 50 img/s is 150 GFLOP/s.
+    efficiency = benchmark.reference_efficiency(
+        flops=1e9, reference_images_per_second=50,
+        peak_gflops={"float32": 200.0, "bfloat16": 400.0}, peak_dtype="bfloat16")
+    self.assertAlmostEqual(efficiency["reference_achieved_gflops"], 150.0)
+    self.assertAlmostEqual(efficiency["reference_fraction_of_peak"], 0.75)
+    self.assertAlmostEqual(efficiency["train_speedup_ceiling"], 400.0 / 150.0)
+
   def test_launcher_writes_every_measurement(self):
     workdir = self.create_tempdir().full_path
     proc = testutil.run_launcher(
@@ -36,8 +45,13 @@ class BenchmarkTest(absltest.TestCase):
     for key in ("train_images_per_second", "pipeline_images_per_second",
                 "reference_train_images_per_second", "reference_pipeline_images_per_second",
                 "time_to_first_step_seconds", "forward_flops_per_image", "peak_rss_mb",
-                "fraction_of_peak", "train_speedup", "pipeline_speedup"):
+                "fraction_of_peak", "train_speedup", "pipeline_speedup",
+                "reference_fraction_of_peak", "train_speedup_ceiling"):
       self.assertGreater(results[key], 0, key)
+    # The ratio measured is the ceiling's share that kmodels reached.
+    self.assertAlmostEqual(results["train_speedup"],
+                           results["train_speedup_ceiling"] * results["fraction_of_peak"],
+                           delta=1e-6 * results["train_speedup"])
     self.assertIn("train_speedup", proc.stdout)
 
   def test_custom_loop_trainer_is_measured_with_its_own_step(self):
