@@ -253,10 +253,40 @@ def augment_batch(images, aug, seed):
   """Applies one random affine transform per image of a float [B, H, W, C] batch."""
   batch, height, width = images.shape[0], images.shape[1], images.shape[2]
   transforms = random_affine_transforms(batch, height, width, aug, seed)
-  out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=images, transforms=transforms, output_shape=[height, width],
-      fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
-  return tf.ensure_shape(out, images.shape)
+  return tf.ensure_shape(warp_bilinear(images, transforms), images.shape)
+
+
+def _warp_bilinear(images, transforms):
+  """`ImageProjectiveTransformV3(BILINEAR, fill_mode=NEAREST)` for affine `transforms`.
+
+  Written as gathers so that XLA fuses it into one loop: the source coordinates are
+  computed once per pixel instead of once per channel, and no intermediate tensor is
+  written. In tf.data it produced 1.7-2.1x the op's images/s with the same output to
+  1e-5 (BUILD_NOTES "Speed"); tests compare the two.
+  """
+  batch, height, width, channels = images.shape
+  out_y, out_x = tf.meshgrid(tf.range(height, dtype=tf.float32),
+                             tf.range(width, dtype=tf.float32), indexing="ij")
+  out_x, out_y = tf.reshape(out_x, [1, -1]), tf.reshape(out_y, [1, -1])
+  a = [transforms[:, i:i + 1] for i in range(6)]  # rows [a0 a1 a2; a3 a4 a5]
+  # Fill mode "nearest": a source point outside the image reads its nearest edge pixel.
+  src_x = tf.clip_by_value(a[0] * out_x + a[1] * out_y + a[2], 0.0, width - 1.0)
+  src_y = tf.clip_by_value(a[3] * out_x + a[4] * out_y + a[5], 0.0, height - 1.0)
+  x0, y0 = tf.floor(src_x), tf.floor(src_y)
+  weight_x, weight_y = (src_x - x0)[..., None], (src_y - y0)[..., None]
+  x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+  x1, y1 = tf.minimum(x0 + 1, width - 1), tf.minimum(y0 + 1, height - 1)
+  pixels = tf.reshape(images, [batch, height * width, channels])
+
+  def at(y, x):
+    return tf.gather(pixels, y * width + x, batch_dims=1)
+
+  top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * weight_x
+  bottom = at(y1, x0) + (at(y1, x1) - at(y1, x0)) * weight_x
+  return tf.reshape(top + (bottom - top) * weight_y, [batch, height, width, channels])
+
+
+warp_bilinear = tf.function(_warp_bilinear, jit_compile=True)
 
 
 # --------------------------------------------------------------------------- pipelines

@@ -124,11 +124,21 @@ class AugmentationTest(parameterized.TestCase):
     # Fill mode nearest: a one-column shift repeats the edge column instead of black.
     image = tf.reshape(tf.range(12 * 10 * 1, dtype=tf.float32), [1, 12, 10, 1])
     shift_one_column = tf.constant([[1, 0, 1, 0, 1, 0, 0, 0]], tf.float32)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image, transforms=shift_one_column, output_shape=[12, 10], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="NEAREST")
+    out = data.warp_bilinear(image, shift_one_column)
     np.testing.assert_allclose(out[0, :, :-1, 0], image[0, :, 1:, 0])
     np.testing.assert_allclose(out[0, :, -1, 0], image[0, :, -1, 0])
+
+  @parameterized.parameters((64, 32, 32, 3), (16, 28, 28, 1), (4, 12, 10, 3))
+  def test_warp_computes_what_tensorflows_projective_transform_op_does(self, *shape):
+    # Strong transforms, so that many source points fall between pixels and outside.
+    aug = base.augmentation(enabled=True, rotation_degrees=40.0, zoom=0.4, shift=0.3,
+                            shear=20.0)
+    images = tf.random.stateless_uniform(shape, seed=[3, 4])
+    transforms = data.random_affine_transforms(*shape[:3], aug, self.seed)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="NEAREST")
+    np.testing.assert_allclose(data.warp_bilinear(images, transforms), expected, atol=1e-5)
 
   def test_rotation_stays_within_the_configured_angle(self):
     aug = _no_augmentation(rotation_degrees=18.0)
