@@ -6,7 +6,10 @@ seed A (Keras' `ImageDataGenerator` feeding `model.fit`), and the achieved FLOP/
 a matmul peak measured right before.
 """
 
+import collections
 import gc
+import glob
+import os
 import resource
 import time
 
@@ -112,6 +115,50 @@ def kmodels_training(model, datasets, config, steps, synthetic_batch, first_step
   return _fit_throughput(model, dataset, config.train.batch_size, steps, first_step)
 
 
+# Executor bookkeeping events that enclose the op kernels they run (counted once, as ops).
+_ENCLOSING_EVENTS = frozenset({"Process", "ParallelFor", "DoCompute", "Root", "Start"})
+
+
+def op_time_shares(run_steps, logdir, top=12):
+  """Share of TensorFlow's op-kernel time per op type while `run_steps()` trains.
+
+  Traced with TensorFlow's profiler (the trace stays in `logdir` for TensorBoard's
+  profile tab). Shares are of summed kernel time on TF's compute threads, which can
+  overlap: they say where a step goes, not a wall-time split. Returns the `top` op
+  types, largest first, and "other" for the rest.
+  """
+  tf.profiler.experimental.start(logdir)
+  try:
+    run_steps()
+  finally:
+    tf.profiler.experimental.stop()
+  # Imported here: the profiler's protobufs are only needed when a trace is read.
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+  space = xplane_pb2.XSpace()
+  newest = max(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True),
+               key=os.path.getmtime)
+  with open(newest, "rb") as f:
+    space.ParseFromString(f.read())
+  return _shares_by_op_type(space, top)
+
+
+def _shares_by_op_type(space, top):
+  seconds = collections.Counter()
+  for plane in space.planes:
+    for line in plane.lines:
+      if not line.name.startswith("tf_Compute"):
+        continue
+      for event in line.events:
+        # Kernel events are named "<node name>:<op type>".
+        op_type = plane.event_metadata[event.metadata_id].name.rsplit(":", 1)[-1]
+        if op_type not in _ENCLOSING_EVENTS:
+          seconds[op_type] += event.duration_ps * 1e-12
+  total = sum(seconds.values()) or 1.0
+  shares = {op: t / total for op, t in seconds.most_common(top)}
+  shares["other"] = max(0.0, 1.0 - sum(shares.values()))
+  return shares
+
+
 def check_trainer(config):
   if config.trainer not in BENCHMARKED_TRAINERS:
     raise UserError(
@@ -174,8 +221,13 @@ def _reference_model(config, info):
   return training.build_and_compile(reference, info, tf.distribute.get_strategy())
 
 
-def run(config, steps, pipeline_batches, synthetic_batch, with_reference, process_start):
-  """Measures everything for `config`; returns a flat dict of results."""
+def run(config, steps, pipeline_batches, synthetic_batch, with_reference, process_start,
+        op_profile_dir=None):
+  """Measures everything for `config`; returns a dict of results.
+
+  With `op_profile_dir`, also traces `steps` more training steps there and adds
+  "op_time_shares" (see `op_time_shares`).
+  """
   check_trainer(config)  # first: an Estimator config on the current lane fails validation
   validation.validate(config)
   _note_one_device(config.distribution.strategy)
@@ -188,6 +240,9 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
     images_per_second, step_seconds = kmodels_training(model, datasets, config, steps,
                                                        synthetic_batch, first_step)
     flops = forward_flops_per_image(model, info.image_shape)
+    shares = op_profile_dir and op_time_shares(
+        lambda: kmodels_training(model, datasets, config, steps, synthetic_batch,
+                                 training.FirstStepTimer()), op_profile_dir)
   results = {
       "model": config.model.name, "trainer": config.trainer, "precision": config.precision,
       "xla": config.xla, "deterministic": config.train.deterministic,
@@ -206,6 +261,8 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
   if with_reference:
     results.update(reference_efficiency(flops, results["reference_train_images_per_second"],
                                         results["peak_gflops"], results["peak_dtype"]))
+  if shares:
+    results["op_time_shares"] = shares
   results["peak_rss_mb"] = peak_rss_mb()
   return results
 

@@ -9,7 +9,9 @@ process start, peak RSS, forward FLOPs per image and the fraction of this machin
 measured matmul peak, and (--reference) seed A's ImageDataGenerator + model.fit path for
 the same model and batch with the ratios, the reference's fraction of the float32 peak
 and the ratio's ceiling on this machine (kmodels at 100 % of its precision's peak).
---synthetic_batch feeds one in-memory batch (no input pipeline).
+--synthetic_batch feeds one in-memory batch (no input pipeline); --op_profile traces more
+steps with TensorFlow's profiler and prints each op type's share of kernel time (the trace
+is in WORKDIR/op_profile for TensorBoard).
 """
 
 import time
@@ -35,11 +37,14 @@ _SYNTHETIC_BATCH = flags.DEFINE_bool("synthetic_batch", False,
                                      "Train on one in-memory batch: no input pipeline.")
 _REFERENCE = flags.DEFINE_bool("reference", True,
                                "Also measure seed A's ImageDataGenerator + model.fit path.")
+_OP_PROFILE = flags.DEFINE_bool("op_profile", False,
+                                "Also trace training and report each op type's time share.")
 
 
 def _table(results):
   rows = [(key, value) for key, value in results.items() if not isinstance(value, dict)]
-  rows += [(f"peak_gflops[{k}]", v) for k, v in results["peak_gflops"].items()]
+  for name in ("peak_gflops", "op_time_shares"):
+    rows += [(f"{name}[{k}]", v) for k, v in results.get(name, {}).items()]
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}"
                    for k, v in rows)
@@ -48,8 +53,10 @@ def _table(results):
 def main(argv):
   common.start(argv)
   with common.user_errors_exit():
-    results = benchmark.run(_CONFIG.value, _STEPS.value, _PIPELINE_BATCHES.value,
-                            _SYNTHETIC_BATCH.value, _REFERENCE.value, _PROCESS_START)
+    results = benchmark.run(
+        _CONFIG.value, _STEPS.value, _PIPELINE_BATCHES.value, _SYNTHETIC_BATCH.value,
+        _REFERENCE.value, _PROCESS_START,
+        op_profile_dir=os.path.join(_WORKDIR.value, "op_profile") if _OP_PROFILE.value else None)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   with open(os.path.join(_WORKDIR.value, "benchmark.json"), "w") as f:
     json.dump(results, f, indent=2)

@@ -12,6 +12,9 @@ import tensorflow as tf
 from kmodels import benchmark, models
 
 
+_ENCLOSING = {"Process", "ParallelFor", "DoCompute"}  # executor events, not ops
+
+
 class BenchmarkTest(absltest.TestCase):
 
   def test_mlp_forward_flops_match_the_hand_count(self):
@@ -62,6 +65,18 @@ class BenchmarkTest(absltest.TestCase):
     self.assertEqual(results["trainer"], "custom_loop")
     self.assertGreater(results["train_images_per_second"], 0)
     self.assertGreater(results["time_to_first_step_seconds"], 0)
+
+  def test_op_profile_names_the_op_types_a_step_spends_its_time_in(self):
+    config = testutil.tiny_config(dataset__source="synthetic")
+    results = benchmark.run(config, steps=4, pipeline_batches=2, synthetic_batch=True,
+                            with_reference=False, process_start=time.time(),
+                            op_profile_dir=self.create_tempdir().full_path)
+    shares = results["op_time_shares"]
+    self.assertAlmostEqual(sum(shares.values()), 1.0, places=6)
+    # ShallowNet is one convolution and one Dense layer: their kernels must show up.
+    self.assertTrue(any("Conv2D" in op for op in shares), shares)
+    self.assertTrue(any("MatMul" in op for op in shares), shares)
+    self.assertFalse(_ENCLOSING & set(shares), shares)
 
   def test_a_multi_device_config_is_measured_on_one_device_and_says_so(self):
     config = testutil.tiny_config(dataset__source="synthetic",
