@@ -3,7 +3,7 @@
 Training pipeline order, each step for a reason:
   cache (uint8, 4x smaller than float) -> shuffle (a new order every epoch) -> repeat
   -> batch(drop_remainder: static shapes for XLA/TPU and equal per-replica batches)
-  -> scale + augment whole batches (one vectorized op per batch, not per image)
+  -> scale + augment whole batches (one XLA-fused warp per batch, not per image)
   -> prefetch (overlap input with the train step).
 """
 
@@ -216,8 +216,9 @@ def random_affine_transforms(batch_size, height, width, aug, seed):
   """Per-image affine maps (output pixel -> input pixel), as ImageDataGenerator draws them.
 
   Rotation, shear and zoom act about the image centre, then a shift is added; a
-  horizontal flip mirrors the output. Returned as [batch, 8] projective transform rows
-  for `ImageProjectiveTransformV3`. `seed` is a stateless seed (shape [2]).
+  horizontal flip mirrors the output. Returned as [batch, 8] rows in the layout of TF's
+  projective transforms (`warp_bilinear` reads the first six). `seed` is a stateless
+  seed (shape [2]).
   """
   seeds = tf.random.experimental.stateless_split(seed, num=7)
 
