@@ -140,6 +140,16 @@ class AugmentationTest(parameterized.TestCase):
         interpolation="BILINEAR", fill_mode="NEAREST")
     np.testing.assert_allclose(data.warp_bilinear(images, transforms), expected, atol=1e-5)
 
+  def test_uint8_batches_are_scaled_in_the_warp_as_floats_would_be(self):
+    images = tf.random.stateless_uniform([8, 12, 10, 3], seed=[3, 4], maxval=256,
+                                         dtype=tf.int32)
+    aug = base.augmentation(enabled=True)
+    scaled_in_warp = data.augment_batch(tf.cast(images, tf.uint8), aug, self.seed,
+                                        scale=1 / 255)
+    scaled_first = data.augment_batch(tf.cast(images, tf.float32) / 255, aug, self.seed)
+    self.assertEqual(scaled_in_warp.dtype, tf.float32)
+    np.testing.assert_allclose(scaled_in_warp, scaled_first, atol=1e-6)
+
   def test_rotation_stays_within_the_configured_angle(self):
     aug = _no_augmentation(rotation_degrees=18.0)
     transforms = data.random_affine_transforms(256, 32, 32, aug, self.seed).numpy()
