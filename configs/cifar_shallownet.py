@@ -2,8 +2,10 @@
 
 Command (needs CIFAR-10 prepared, see README "Data"):
   python -m launch.train --config=configs/cifar_shallownet.py --workdir=runs/cifar_shallownet
-Expected: 57-59 % test accuracy (seed A). Time on 2 CPU cores: not measured yet (CIFAR-10
-cannot be downloaded on the build machine).
+Expected: 57-59 % test accuracy (seed A). Time on 2 CPU cores, with
+--config.precision=mixed_bfloat16: training ran at 17-18 k img/s here (launch.benchmark on
+CIFAR-10-shaped synthetic data, README "Performance", 2026-11-25), about 3 s per epoch,
+4 min for the 60 epochs with evaluation; CIFAR-10 itself cannot be downloaded here.
 """
 
 from configs import base
