@@ -41,7 +41,7 @@ class BenchmarkTest(absltest.TestCase):
         "benchmark", "--config=configs/base.py", f"--workdir={workdir}",
         "--config.dataset.source=synthetic", "--config.dataset.name=cifar10",
         "--config.dataset.augment.enabled=True", "--config.train.batch_size=16",
-        "--steps=5", "--pipeline_batches=2")
+        "--steps=5", "--pipeline_batches=2", "--op_profile")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "benchmark.json")) as f:
       results = json.load(f)
@@ -56,6 +56,10 @@ class BenchmarkTest(absltest.TestCase):
                            results["train_speedup_ceiling"] * results["fraction_of_peak"],
                            delta=1e-6 * results["train_speedup"])
     self.assertIn("train_speedup", proc.stdout)
+    # --op_profile: the shares are printed and saved, the trace is kept for TensorBoard.
+    self.assertIn("op_time_shares[", proc.stdout)
+    self.assertAlmostEqual(sum(results["op_time_shares"].values()), 1.0, places=6)
+    self.assertTrue(os.listdir(os.path.join(workdir, "op_profile")))
 
   def test_custom_loop_trainer_is_measured_with_its_own_step(self):
     config = testutil.tiny_config(dataset__source="synthetic", trainer="custom_loop",
