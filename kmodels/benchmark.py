@@ -240,9 +240,11 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
     images_per_second, step_seconds = kmodels_training(model, datasets, config, steps,
                                                        synthetic_batch, first_step)
     flops = forward_flops_per_image(model, info.image_shape)
-    shares = op_profile_dir and op_time_shares(
-        lambda: kmodels_training(model, datasets, config, steps, synthetic_batch,
-                                 training.FirstStepTimer()), op_profile_dir)
+    shares = None
+    if op_profile_dir:
+      shares = op_time_shares(
+          lambda: kmodels_training(model, datasets, config, steps, synthetic_batch,
+                                   training.FirstStepTimer()), op_profile_dir)
   results = {
       "model": config.model.name, "trainer": config.trainer, "precision": config.precision,
       "xla": config.xla, "deterministic": config.train.deterministic,
