@@ -299,11 +299,11 @@ warp_bilinear = tf.function(_warp_bilinear, jit_compile=True)
 # --------------------------------------------------------------------------- pipelines
 
 
-_PIXEL_SCALE = 1 / 255  # uint8 pixels -> floats in [0, 1]
+_PIXEL_MAX = 255.0  # uint8 pixels / _PIXEL_MAX -> floats in [0, 1]
 
 
 def _scale(images):
-  return tf.cast(images, tf.float32) * _PIXEL_SCALE
+  return tf.cast(images, tf.float32) / _PIXEL_MAX
 
 
 # Sparse cross-entropy fails on CPU for a label outside [0, num_classes), but returns NaN
@@ -361,7 +361,7 @@ def _train_pipeline(ds, dataset_config, global_batch_size, seed, num_classes, in
       # Stateless seed: (run seed, input pipeline) x step -> the same images on a rerun,
       # different transforms on each worker. Scaled in the warp: one pass over uint8.
       base_seed = tf.cast(seed, tf.int64) * 1_000_003 + pipeline_id
-      images = augment_batch(images, aug, tf.stack([base_seed, step]), scale=_PIXEL_SCALE)
+      images = augment_batch(images, aug, tf.stack([base_seed, step]), scale=1 / _PIXEL_MAX)
     else:
       images = _scale(images)
     return images, _checked(labels, num_classes)
