@@ -225,8 +225,8 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
         op_profile_dir=None):
   """Measures everything for `config`; returns a dict of results.
 
-  With `op_profile_dir`, also traces `steps` more training steps there and adds
-  "op_time_shares" (see `op_time_shares`).
+  With `op_profile_dir`, also traces the trainer's warm-up and timed passes once more
+  (2 x `steps` steps) there and adds "op_time_shares" (see `op_time_shares`).
   """
   check_trainer(config)  # first: an Estimator config on the current lane fails validation
   validation.validate(config)
