@@ -8,8 +8,6 @@ a matmul peak measured right before.
 
 import collections
 import gc
-import glob
-import os
 import resource
 import time
 
@@ -17,7 +15,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import custom_loop, data, precision, training, validation
+from kmodels import custom_loop, data, precision, storage, training, validation
 from kmodels.errors import UserError
 
 BENCHMARKED_TRAINERS = ("fit", "custom_loop")
@@ -135,9 +133,10 @@ def op_time_shares(run_steps, logdir, top=12):
   # Imported here: the profiler's protobufs are only needed when a trace is read.
   from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
   space = xplane_pb2.XSpace()
-  newest = max(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True),
-               key=os.path.getmtime)
-  with open(newest, "rb") as f:
+  traces = [storage.join(directory, name) for directory, _, files in tf.io.gfile.walk(logdir)
+            for name in files if name.endswith(".xplane.pb")]
+  newest = max(traces, key=lambda path: tf.io.gfile.stat(path).mtime_nsec)
+  with tf.io.gfile.GFile(newest, "rb") as f:
     space.ParseFromString(f.read())
   return _shares_by_op_type(space, top)
 

@@ -9,7 +9,7 @@ Sequential model moved into an Estimator by `model_to_estimator`.
 """
 
 import csv
-import json
+import io
 import os
 import subprocess
 import sys
@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kmodels import estimator, reporting  # noqa: E402
+from kmodels import estimator, reporting, storage  # noqa: E402
 from kmodels.errors import UserError  # noqa: E402
 
 # path -> (trainer, model.name)
@@ -53,16 +53,17 @@ def _run_path(path, config_file, overrides, workdir):
          "model": "DNNClassifier[256]" if trainer == "estimator" else model}
   if trainer in estimator.TRAINERS and _estimator_missing():
     return dict(row, status="skipped: tf.estimator needs the full lane (TF 2.15)")
-  path_dir = os.path.join(workdir, path)
-  os.makedirs(path_dir, exist_ok=True)
+  path_dir = storage.join(workdir, path)
+  storage.makedirs(path_dir)
   command = [sys.executable, "-m", "launch.train", f"--config={config_file}",
              f"--workdir={path_dir}", *overrides, f"--config.trainer={trainer}",
              f"--config.model.name={model}"]
   launched = time.time()
-  with open(os.path.join(path_dir, "log.txt"), "w") as log:
+  with storage.local_copy_for_writing(storage.join(path_dir, "log.txt")) as log_path, \
+       open(log_path, "w") as log:
     code = subprocess.call(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                            env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-  metrics = reporting.read_json(os.path.join(path_dir, "metrics.json"), None)
+  metrics = reporting.read_json(storage.join(path_dir, "metrics.json"), None)
   if code or metrics is None:
     return dict(row, status=f"failed (exit {code}), see {path}/log.txt")
   first_step = metrics.get("first_step_unix_time")
@@ -94,10 +95,11 @@ def markdown_table(rows):
 
 
 def _write_csv(rows, path):
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, COLUMNS)
-    writer.writeheader()
-    writer.writerows({c: r.get(c, "") for c in COLUMNS} for r in rows)
+  text = io.StringIO(newline="")
+  writer = csv.DictWriter(text, COLUMNS)
+  writer.writeheader()
+  writer.writerows({c: r.get(c, "") for c in COLUMNS} for r in rows)
+  storage.write_atomic(path, text.getvalue())
 
 
 def _bar_chart(rows, path, title):
@@ -112,7 +114,7 @@ def _bar_chart(rows, path, title):
     ax.grid(axis="y", alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path, dpi=100)
   plt.close(fig)
 
 
@@ -133,24 +135,24 @@ def run(config, config_file, overrides, workdir):
     One dict per path with COLUMNS' keys.
   """
   paths = parse_paths(config.compare.paths)
-  os.makedirs(workdir, exist_ok=True)
+  storage.check_reachable(workdir, "Workdir")
+  storage.makedirs(workdir)
   rows = []
   for i, path in enumerate(paths, 1):
     logging.info("[%d/%d] %s: training (log in %s/log.txt)...", i, len(paths), path,
-                 os.path.join(workdir, path))
+                 storage.join(workdir, path))
     rows.append(_run_path(path, config_file, overrides, workdir))
     logging.info("[%d/%d] %s: %s", i, len(paths), path, rows[-1]["status"])
   title = (f"{config.dataset.name}: {config.train.epochs} epoch(s), batch "
            f"{config.train.batch_size}, {config.train.optimizer.name} "
            f"{config.train.optimizer.learning_rate}")
   table = markdown_table(rows)
-  with open(os.path.join(workdir, "comparison.md"), "w") as f:
-    f.write(f"# Comparison: {title}\n\n{table}\n\nConfig: {config_file} "
-            f"{' '.join(overrides)}\n")
-  _write_csv(rows, os.path.join(workdir, "comparison.csv"))
-  _bar_chart(rows, os.path.join(workdir, "comparison.png"), title)
-  with open(os.path.join(workdir, "comparison.json"), "w") as f:
-    json.dump(rows, f, indent=2)
+  storage.write_atomic(storage.join(workdir, "comparison.md"),
+                       f"# Comparison: {title}\n\n{table}\n\nConfig: {config_file} "
+                       f"{' '.join(overrides)}\n")
+  _write_csv(rows, storage.join(workdir, "comparison.csv"))
+  _bar_chart(rows, storage.join(workdir, "comparison.png"), title)
+  reporting.write_json(storage.join(workdir, "comparison.json"), rows)
   print(f"\n{title}\n\n{table}\n\nWritten: comparison.md, comparison.csv, comparison.png "
         f"in {workdir}", flush=True)
   return rows

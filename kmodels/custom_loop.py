@@ -16,14 +16,13 @@ What it does by hand that `model.fit` does for you, and why:
 """
 
 import math
-import os
 import sys
 import time
 
 from absl import logging
 import tensorflow as tf
 
-from kmodels import distribute, faults, models
+from kmodels import distribute, faults, models, storage
 
 
 class _Metrics:
@@ -145,7 +144,7 @@ class _Checkpoints:
                                           step=self.step, best_val_loss=self.best_val_loss)
     self.latest = tf.train.CheckpointManager(self.checkpoint, directory,
                                              faults.KEEP_CHECKPOINTS)
-    self.best = tf.train.CheckpointManager(self.checkpoint, os.path.join(directory, "best"),
+    self.best = tf.train.CheckpointManager(self.checkpoint, storage.join(directory, "best"),
                                            max_to_keep=1, checkpoint_name="best")
 
   def restore_latest(self, directory, repair):
@@ -172,8 +171,8 @@ class _Checkpoints:
 def _summary_writers(workdir, chief):
   if not chief:
     return tf.summary.create_noop_writer(), tf.summary.create_noop_writer()
-  return (tf.summary.create_file_writer(os.path.join(workdir.tensorboard, "train")),
-          tf.summary.create_file_writer(os.path.join(workdir.tensorboard, "validation")))
+  return (tf.summary.create_file_writer(storage.join(workdir.tensorboard, "train")),
+          tf.summary.create_file_writer(storage.join(workdir.tensorboard, "validation")))
 
 
 def _write_summaries(writers, epoch, logs):

@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from kmodels import netcheck
+from kmodels import netcheck, storage
 from kmodels.errors import UserError
 
 TESTED_DATASETS = ("fashion_mnist", "mnist", "cifar10")
@@ -88,7 +88,7 @@ _REAL_DOWNLOAD_AND_PREPARE = vars(tfds.core.DatasetBuilder)["download_and_prepar
 
 
 def is_prepared(builder):
-  return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+  return storage.exists(storage.join(str(builder.data_dir), "dataset_info.json"))
 
 
 def _download_is_mocked():
@@ -112,7 +112,7 @@ def _download_hosts(builder):
 def _offline_help(builder):
   name = builder.name
   lines = [
-      f"Dataset {name!r} is not prepared in {os.path.dirname(os.path.dirname(builder.data_dir))}"
+      f"Dataset {name!r} is not prepared in {storage.dirname(storage.dirname(str(builder.data_dir)))}"
       " and cannot be downloaded from here.",
       "Prepare it offline from its original download files "
       f"({', '.join(expected_archive_files(builder))}):",
@@ -127,6 +127,8 @@ def _offline_help(builder):
 
 def ensure_prepared(dataset_config):
   """Returns a builder whose data is on disk, downloading it when allowed and possible."""
+  if dataset_config.data_dir:
+    storage.check_reachable(dataset_config.data_dir, "dataset.data_dir")
   builder = get_builder(dataset_config.name, dataset_config.data_dir)
   if is_prepared(builder) or _download_is_mocked():
     return builder
@@ -149,6 +151,8 @@ def prepare_offline(name, archive_dir, data_dir=None):
   Returns the prepared builder. Raises UserError listing the expected file names when
   some are missing.
   """
+  if data_dir:
+    storage.check_reachable(data_dir, "--data_dir")
   builder = get_builder(name, data_dir)
   expected = expected_archive_files(builder)
   if not os.path.isdir(archive_dir):

@@ -18,7 +18,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, distribute, models, optimizers
+from kmodels import data, distribute, faults, models, optimizers
 from kmodels.errors import UserError
 
 TRAINERS = ("estimator", "keras_estimator")
@@ -68,7 +68,7 @@ def _run_config(strategy, model_dir, steps_per_epoch, seed):
   return tf.estimator.RunConfig(
       # The Estimator's graph has its own seed; without it every run starts elsewhere.
       model_dir=model_dir, train_distribute=distributed, tf_random_seed=seed,
-      save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=2,
+      save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=faults.KEEP_CHECKPOINTS,
       log_step_count_steps=max(1, steps_per_epoch // 4))
 
 

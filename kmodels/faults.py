@@ -19,16 +19,15 @@ moved aside with a warning and the run resumes from the one before it.
 
 import contextlib
 import errno
-import glob
 import math
-import os
 import signal
 import threading
+import time
 
 from absl import logging
 import tensorflow as tf
 
-from kmodels import distribute
+from kmodels import distribute, storage
 from kmodels.errors import Preempted, TrainingDiverged, UserError
 
 # Checkpoints kept for resuming: the newest, and one to fall back to if it is unreadable.
@@ -183,7 +182,7 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
 
 def backup_resume_step(directory, steps_per_epoch, repair=True):
   """Training steps done according to the newest readable BackupAndRestore checkpoint."""
-  path = newest_readable_checkpoint(os.path.join(directory, "chief"), repair)
+  path = newest_readable_checkpoint(storage.join(directory, "chief"), repair)
   if not path:
     return 0
   reader = tf.train.load_checkpoint(path)
@@ -200,12 +199,42 @@ def _read_every_tensor(path):
     reader.get_tensor(name)
 
 
+# What a damaged checkpoint raises when read back: TF's reader gives DataLossError or
+# NotFoundError (a missing data file), or a bare IndexError ("Read less bytes than
+# requested") for a truncated one. Anything else (an I/O hiccup, storage that does not
+# answer) says nothing about the checkpoint, which is then left where it is.
+_DAMAGED = (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError,
+            tf.errors.OutOfRangeError, IndexError, ValueError)
+TRANSIENT_READ_ATTEMPTS = 3
+
+
+def _is_readable(path):
+  """True, or False with the reason; raises a UserError if reading keeps failing otherwise."""
+  for attempt in range(TRANSIENT_READ_ATTEMPTS):
+    try:
+      _read_every_tensor(path)
+      return True, None
+    except _DAMAGED as e:
+      return False, str(e).strip().splitlines()[0][:200] if str(e).strip() else repr(e)
+    except Exception as e:  # pylint: disable=broad-except  (transient: retried, then raised)
+      error = e
+      logging.warning("Reading checkpoint %s failed (%s: %s); attempt %d of %d.", path,
+                      type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
+                      attempt + 1, TRANSIENT_READ_ATTEMPTS)
+      time.sleep(2 ** attempt)
+  raise UserError(f"Could not read checkpoint {path}: {type(error).__name__}: {error}. This "
+                  "does not look like a damaged checkpoint (nothing was set aside): check "
+                  "that its storage is reachable and run the same command again.") from error
+
+
 def newest_readable_checkpoint(directory, repair=True):
   """The newest checkpoint in `directory` that reads back whole, or None.
 
   With `repair`, unreadable newer ones are moved aside (logged with the reason) and the
-  `checkpoint` state file names the one returned. Multi-worker jobs pass repair=False:
-  every worker reads the chief's directory, and only one process may change it.
+  `checkpoint` state file is rewritten as tf.train.CheckpointManager writes it (relative
+  paths and their save times), so the next manager adopts the survivor, keeps it as a
+  fallback and a moved or copied workdir still resumes. Multi-worker jobs pass
+  repair=False: every worker reads the chief's directory, and only one may change it.
   """
   if not repair:
     return tf.train.latest_checkpoint(directory)
@@ -213,30 +242,37 @@ def newest_readable_checkpoint(directory, repair=True):
   if state is None:
     return None
   paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+  timestamps = list(state.all_model_checkpoint_timestamps) or [0.0] * len(paths)
   dropped = False
   while paths:
-    try:
-      _read_every_tensor(paths[-1])
+    readable, reason = _is_readable(paths[-1])
+    if readable:
       break
-    # Any failure reading it back means unreadable: TF's reader raises DataLossError,
-    # NotFoundError, or a bare IndexError ("Read less bytes than requested") for a
-    # truncated data file.
-    except Exception as e:  # pylint: disable=broad-except
-      bad = paths.pop()
-      reason = str(e).strip().splitlines()[0][:200]
-      logging.warning("Checkpoint %s is unreadable (%s); moved aside as %s.*.unreadable. "
-                      "Falling back to %s.", bad, reason, os.path.basename(bad),
-                      paths[-1] if paths else "no checkpoint: training starts over")
-      for file in glob.glob(bad + ".*"):
-        os.replace(file, file + ".unreadable")
-      dropped = True
+    bad = paths.pop()
+    timestamps.pop()
+    logging.warning("Checkpoint %s is unreadable (%s); moved aside as %s.*.unreadable. "
+                    "Falling back to %s.", bad, reason, storage.basename(bad),
+                    paths[-1] if paths else "no checkpoint: training starts over")
+    for file in storage.glob(bad + ".*"):
+      storage.rename(file, file + ".unreadable")
+    dropped = True
   if dropped:
-    if paths:
-      tf.compat.v1.train.update_checkpoint_state(directory, paths[-1],
-                                                 all_model_checkpoint_paths=paths)
-    else:
-      os.remove(os.path.join(directory, "checkpoint"))
+    _rewrite_state(directory, paths, timestamps, state.last_preserved_timestamp)
   return paths[-1] if paths else None
+
+
+def _rewrite_state(directory, paths, timestamps, last_preserved_timestamp):
+  state_file = storage.join(directory, "checkpoint")
+  if not paths:
+    storage.remove(state_file)
+    return
+  names = [storage.basename(p) for p in paths]
+  # Save times must be after last_preserved_timestamp, or the manager ignores them.
+  floor = min(timestamps) - 1 if all(timestamps) else 0.0
+  tf.compat.v1.train.update_checkpoint_state(
+      directory, names[-1], all_model_checkpoint_paths=names,
+      all_model_checkpoint_timestamps=[t or time.time() for t in timestamps],
+      last_preserved_timestamp=min(last_preserved_timestamp, floor))
 
 
 def is_disk_full(error):

@@ -1,8 +1,6 @@
 """What a run leaves for people to read: curves.png, the classification report, JSON files."""
 
 import json
-import os
-import tempfile
 
 import matplotlib
 
@@ -11,21 +9,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kmodels import storage  # noqa: E402
+
 
 def write_json(path, value):
-  """Writes JSON atomically, so a crash mid-write never leaves a half file behind."""
-  directory = os.path.dirname(path) or "."
-  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(f.name, path)
+  """Writes JSON atomically (local path or URL): never half a file, even after a crash."""
+  storage.write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path, default):
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return default
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_text(path))
 
 
 def plot_curves(history, path, title):
@@ -44,7 +39,7 @@ def plot_curves(history, path, title):
     ax.legend()
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path, dpi=100)
   plt.close(fig)
 
 

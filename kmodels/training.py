@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import (custom_loop, data, distribute, estimator, faults, models, optimizers,
-                     precision, reporting, validation)
+                     precision, reporting, storage, validation)
 from kmodels.errors import TrainingDiverged, UserError
 from kmodels.workdir import Workdir
 
@@ -314,8 +314,7 @@ def model_label(config):
 
 def _write_reports(config, workdir, info, metrics, report):
   reporting.write_json(workdir.metrics, metrics)
-  with open(workdir.report, "w") as f:
-    f.write(report)
+  storage.write_atomic(workdir.report, report)
   reporting.plot_curves(metrics["history"], workdir.curves,
                         f"{model_label(config)} ({config.trainer}) on {info.name}")
   logging.info("Classification report (%s, split %r):\n%s", info.name,

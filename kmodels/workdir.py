@@ -1,24 +1,23 @@
-"""The workdir: one place that names every file a run writes (docs and tests rely on them)."""
+"""The workdir: one place that names every file a run writes (docs and tests rely on them).
 
-import contextlib
+A workdir is a local directory or a URL (gs://bucket/run); every access goes through
+kmodels.storage. One run at a time may use it (kmodels.locks says how, per filesystem).
+"""
+
 import json
-import os
-import shutil
-import socket
-import tempfile
-import time
 
 from absl import logging
+import tensorflow as tf
 
-from kmodels import reporting
+from kmodels import locks, reporting, storage
 from kmodels.errors import UserError
 
 
 class Workdir:
-  """Paths of a run's outputs under `root`."""
+  """Paths of a run's outputs under `root` (a local path or a URL)."""
 
   def __init__(self, root):
-    self.root = os.path.abspath(os.path.expanduser(root))
+    self.root = storage.absolute(root)
     self.config_json = self._path("config.json")
     self.checkpoints = self._path("checkpoints")  # BackupAndRestore: resume after a crash
     self.tensorboard = self._path("tensorboard")
@@ -28,9 +27,10 @@ class Workdir:
     self.curves = self._path("curves.png")
     self.report = self._path("classification_report.txt")
     self.lock = self._path(".lock")  # {"pid", "host", "started"} of the run using it
+    self._held_lock = None
 
   def _path(self, name):
-    return os.path.join(self.root, name)
+    return storage.join(self.root, name)
 
   def prepare(self, config, overwrite=False):
     """Creates the directory, proves it is writable, takes the lock, records the config.
@@ -39,13 +39,16 @@ class Workdir:
     or with `overwrite` emptied of that run's outputs first. Call release() when the run
     ends (also when it fails).
     """
+    storage.check_reachable(self.root, "Workdir")
     try:
-      os.makedirs(self.root, exist_ok=True)
-      tempfile.TemporaryFile(dir=self.root).close()
-    except OSError as e:
-      raise UserError(f"Cannot write to workdir {self.root}: {e.strerror}. Pick a directory "
+      storage.makedirs(self.root)
+      probe = self._path(".write-probe")
+      storage.write_atomic(probe, "")
+      storage.remove(probe)
+    except (OSError, tf.errors.OpError) as e:
+      raise UserError(f"Cannot write to workdir {self.root}: {_reason(e)}. Pick a directory "
                       "you can write to with --workdir=DIR.") from e
-    self._acquire_lock()
+    self._held_lock = locks.acquire(self.lock, self.root)
     resolved = json.loads(config.to_json_best_effort())
     try:
       self._check_same_experiment(resolved, overwrite)
@@ -69,44 +72,21 @@ class Workdir:
     logging.warning("--overwrite: deleting the outputs of the previous run in %s (%s).",
                     self.root, listed)
     for path in self.run_outputs():
-      if os.path.isdir(path):
-        shutil.rmtree(path)
-      elif os.path.exists(path):
-        os.remove(path)
+      storage.remove(path)
 
   def run_outputs(self):
     return [self.config_json, self.checkpoints, self.tensorboard, self.export, self.metrics,
             self.history, self.curves, self.report]
 
-  def _acquire_lock(self):
-    """One run per workdir: two would overwrite each other's checkpoints and results."""
-    owner = {"pid": os.getpid(), "host": socket.gethostname(),
-             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-      try:
-        fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-      except FileExistsError:
-        holder = reporting.read_json(self.lock, None)
-        if holder is not None and not _is_stale(holder):
-          raise UserError(
-              f"Workdir {self.root} is in use by another run (pid {holder.get('pid')} on "
-              f"{holder.get('host')}, since {holder.get('started')}). Wait for it to end or "
-              f"use another --workdir; if that run is gone, delete {self.lock}.") from None
-        logging.warning("Removing the stale lock of a run that is gone: %s", holder)
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(self.lock)
-        continue
-      with os.fdopen(fd, "w") as f:
-        json.dump(owner, f)
-      return
-    raise UserError(f"Could not lock workdir {self.root}; another run keeps taking it.")
-
   def release(self):
     """Drops the lock if this process holds it."""
-    holder = reporting.read_json(self.lock, None)
-    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(self.lock)
+    if self._held_lock is not None:
+      self._held_lock.release()
+      self._held_lock = None
+
+
+def _reason(error):
+  return getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
 
 
 # Config keys that make two runs different experiments. Others may change on a resume:
@@ -131,17 +111,3 @@ def _differences(previous, current):
   keys = sorted(k for k in set(old) | set(new)
                 if any(k == d or k.startswith(d + ".") for d in RUN_DEFINING))
   return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
-
-
-def _is_stale(holder):
-  """A lock is stale when its process, on this host, no longer exists."""
-  if holder.get("host") != socket.gethostname():
-    return False  # can't tell from here; the message says how to remove it
-  try:
-    os.kill(int(holder["pid"]), 0)
-  except ProcessLookupError:
-    return True
-  except (PermissionError, KeyError, TypeError, ValueError):
-    return False
-  return False
-

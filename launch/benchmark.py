@@ -18,15 +18,12 @@ import time
 
 _PROCESS_START = time.time()  # before the imports: time to first step counts them
 
-import json  # noqa: E402
-import os  # noqa: E402
-
 import kmodels  # noqa: F401,E402  (picks Keras 2 before TensorFlow is imported)
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from kmodels import benchmark  # noqa: E402
+from kmodels import benchmark, reporting, storage  # noqa: E402
 from launch import common  # noqa: E402
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir(
@@ -56,10 +53,9 @@ def main(argv):
     results = benchmark.run(
         _CONFIG.value, _STEPS.value, _PIPELINE_BATCHES.value, _SYNTHETIC_BATCH.value,
         _REFERENCE.value, _PROCESS_START,
-        op_profile_dir=os.path.join(_WORKDIR.value, "op_profile") if _OP_PROFILE.value else None)
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, "benchmark.json"), "w") as f:
-    json.dump(results, f, indent=2)
+        op_profile_dir=storage.join(_WORKDIR.value, "op_profile") if _OP_PROFILE.value else None)
+  storage.makedirs(_WORKDIR.value)
+  reporting.write_json(storage.join(_WORKDIR.value, "benchmark.json"), results)
   print(_table(results), flush=True)
 
 

@@ -8,6 +8,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from kmodels import storage
 from kmodels.errors import UserError
 
 
@@ -20,10 +21,17 @@ def define_config_and_workdir(config_help, workdir_help):
 
 
 def start(argv):
-  """What every launcher's main() does first: refuse stray arguments, log at INFO."""
+  """What every launcher's main() does first.
+
+  Refuses stray arguments, logs at INFO, and sets up gs:// before TensorFlow touches it:
+  bounded retries, and the route to a local emulator when STORAGE_EMULATOR_HOST is set.
+  """
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.INFO)
+  with user_errors_exit():
+    storage.bound_gcs_retries()
+    storage.route_gs_to_emulator()
 
 
 def _fail(message, status=2):

