@@ -11,6 +11,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress
 # output users came for; real errors still print.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's gs:// filesystem reads its retry settings once, when TensorFlow is imported.
+# Its default (10 retries, back-off from 1 s to 32 s) reports unreachable storage after
+# more than 3 minutes; this caps it at about 30 s. Users' own settings win.
+GCS_RETRY_DEFAULTS = {"GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "500000",
+                      "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": "8000000",
+                      "GCS_RETRY_CONFIG_MAX_RETRIES": "5"}
+for _name, _value in GCS_RETRY_DEFAULTS.items():
+  os.environ.setdefault(_name, _value)
 
 
 

@@ -57,6 +57,10 @@ class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info"]
 
 def get_builder(name, data_dir=None):
   """The tfds builder for `name`, with a clear error for unknown or non-image datasets."""
+  if data_dir and storage.has_scheme(data_dir):
+    # tfds lists DATA_DIR/NAME for prepared versions and copes with a missing local
+    # folder, but not with gfile's NotFoundError for a prefix with no objects in a bucket.
+    storage.makedirs(storage.join(data_dir, name.split(":")[0].split("/")[0]))
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:

@@ -39,7 +39,11 @@ def _one_device(distribution_config):
   devices = parse_devices(distribution_config.devices) or ["/cpu:0"]
   if len(devices) != 1:
     raise UserError(f"distribution.strategy=one_device takes one device, got {devices}.")
-  return tf.distribute.OneDeviceStrategy(devices[0])
+  # A one-device MirroredStrategy, not OneDeviceStrategy: the same placement, and Keras'
+  # BackupAndRestore (the fit trainer's resume) refuses OneDeviceStrategy outright
+  # ("NotImplementedError: ... only supports ... MirroredStrategy").
+  logging.info("one_device: MirroredStrategy over %s alone (resumable fit).", devices[0])
+  return tf.distribute.MirroredStrategy(devices)
 
 
 def _mirrored(distribution_config, for_estimator=False):

@@ -238,9 +238,14 @@ def newest_readable_checkpoint(directory, repair=True):
   """
   if not repair:
     return tf.train.latest_checkpoint(directory)
-  state = tf.train.get_checkpoint_state(directory)
-  if state is None:
+  state_file = storage.join(directory, "checkpoint")
+  if not storage.exists(state_file):  # raises if the storage does not answer
     return None
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None:  # TensorFlow logs read errors here and returns None
+    raise UserError(f"Could not read {state_file}: its storage did not answer or it is "
+                    "damaged (see the warning above). Nothing was changed; check the "
+                    "storage and run the same command again.")
   paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
   timestamps = list(state.all_model_checkpoint_timestamps) or [0.0] * len(paths)
   dropped = False

@@ -127,11 +127,6 @@ def copy_tree(source: str, target: str) -> None:
 # --- gs:// against a local emulator -------------------------------------------------------
 
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
-# TensorFlow's GCS client retries up to 10 times with exponential back-off from 1 s:
-# minutes before an unreachable server is reported. These bound it to ~1 minute.
-_BOUNDED_RETRIES = {"GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "500000",
-                    "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": "8000000",
-                    "GCS_RETRY_CONFIG_MAX_RETRIES": "5"}
 _proxy = None
 
 
@@ -166,16 +161,9 @@ def route_gs_to_emulator() -> bool:
   os.environ["CURL_CA_BUNDLE"] = os.path.join(certdir, "ca.pem")
   os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
   os.environ["NO_GCE_CHECK"] = "true"  # never ask a GCE metadata server for credentials
-  bound_gcs_retries()
   logging.info("gs:// goes to the GCS emulator at %s (%s is set), through a local TLS "
                "proxy on port %s.", endpoint, EMULATOR_VARIABLE, port)
   return True
-
-
-def bound_gcs_retries() -> None:
-  """Caps TensorFlow's GCS retries so unreachable storage fails in about a minute."""
-  for name, value in _BOUNDED_RETRIES.items():
-    os.environ.setdefault(name, value)
 
 
 def check_reachable(url: str, what: str) -> None:
@@ -186,13 +174,13 @@ def check_reachable(url: str, what: str) -> None:
   root = f"{scheme}://{rest.split('/')[0]}"
   start = time.monotonic()
   try:
-    found = tf.io.gfile.isdir(root)
-  except (tf.errors.OpError, OSError) as e:
-    raise UserError(_unreachable(url, what, e, time.monotonic() - start)) from e
-  if not found:
+    tf.io.gfile.stat(root)  # isdir/exists would turn every error into False
+  except tf.errors.NotFoundError as e:
     raise UserError(f"{what} {url}: the bucket {root} does not exist (or these credentials "
                     "cannot see it). Create it, e.g. `gcloud storage buckets create "
-                    f"{root}`, or fix the URL.")
+                    f"{root}`, or fix the URL.") from e
+  except (tf.errors.OpError, OSError) as e:
+    raise UserError(_unreachable(url, what, e, time.monotonic() - start)) from e
 
 
 def _unreachable(url, what, error, seconds):

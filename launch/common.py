@@ -23,14 +23,13 @@ def define_config_and_workdir(config_help, workdir_help):
 def start(argv):
   """What every launcher's main() does first.
 
-  Refuses stray arguments, logs at INFO, and sets up gs:// before TensorFlow touches it:
-  bounded retries, and the route to a local emulator when STORAGE_EMULATOR_HOST is set.
+  Refuses stray arguments, logs at INFO, and routes gs:// to a local emulator when
+  STORAGE_EMULATOR_HOST is set (before TensorFlow first touches gs://).
   """
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.INFO)
   with user_errors_exit():
-    storage.bound_gcs_retries()
     storage.route_gs_to_emulator()
 
 

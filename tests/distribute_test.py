@@ -48,6 +48,19 @@ class DistributeTest(parameterized.TestCase):
     config.distribution.strategy = "default"
     self.assertIs(distribute.get_strategy(config.distribution), tf.distribute.get_strategy())
 
+  @parameterized.parameters("fit", "custom_loop")
+  def test_one_device_trains_and_resumes(self, trainer):
+    # fit used to crash at the first step: BackupAndRestore refuses OneDeviceStrategy.
+    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
+                                  distribution__strategy="one_device",
+                                  distribution__devices="cpu:1")
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(config, workdir)
+    config.train.epochs = 2
+    metrics = training.train_and_evaluate(config, workdir)
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
+    self.assertEqual(metrics["status"], "completed")
+
   def test_mirrored_on_a_machine_with_one_device_runs_with_one_replica(self):
     # A process of its own: this module's process has two logical CPUs.
     proc = testutil.run_launcher(

@@ -14,14 +14,16 @@
 - SIGTERM to one worker of a multi-worker job: tests/multi_worker_test.py.
 """
 
-import os
+import glob
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -284,6 +286,57 @@ class UnreadableCheckpointTest(parameterized.TestCase):
     self.assertEqual(metrics["status"], "completed")
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
     self.assertTrue(os.path.exists(truncated + ".index.unreadable"))
+
+
+  def _two_checkpoints(self):
+    directory = self.create_tempdir().full_path
+    variable = tf.Variable(1.0)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), directory,
+                                         faults.KEEP_CHECKPOINTS)
+    for value in (2.0, 3.0):
+      variable.assign(value)
+      manager.save()
+    return directory, variable, manager.checkpoints
+
+  def test_the_survivor_is_adopted_and_the_next_save_keeps_it(self):
+    directory, variable, (survivor, newest) = self._two_checkpoints()
+    _truncate_newest_checkpoint(directory)
+    self.assertEqual(faults.newest_readable_checkpoint(directory), survivor)
+    state = testutil.read_text(os.path.join(directory, "checkpoint"))
+    self.assertNotIn(directory, state)  # relative paths: the directory may move
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), directory,
+                                         faults.KEEP_CHECKPOINTS)
+    self.assertEqual(manager.checkpoints, [survivor])
+    manager.save(checkpoint_number=3)  # numbered as the trainers number theirs
+    self.assertLen(manager.checkpoints, 2)
+    self.assertEqual(manager.checkpoints[0], survivor)
+    self.assertTrue(os.path.exists(survivor + ".index"))
+    self.assertTrue(os.path.exists(newest + ".index.unreadable"))
+
+  def test_a_transient_read_error_sets_nothing_aside(self):
+    directory, _, (_, newest) = self._two_checkpoints()
+    hiccup = tf.errors.UnavailableError(None, None, "connection reset")
+    real_read = faults._read_every_tensor
+    with mock.patch.object(faults, "_read_every_tensor", side_effect=[hiccup, real_read]):
+      self.assertEqual(faults.newest_readable_checkpoint(directory), newest)
+    with mock.patch.object(faults, "_read_every_tensor", side_effect=hiccup):
+      with self.assertRaisesRegex(UserError, "does not look like a damaged checkpoint"):
+        faults.newest_readable_checkpoint(directory)
+    self.assertEqual(tf.train.latest_checkpoint(directory), newest)
+    self.assertEqual(glob.glob(os.path.join(directory, "*.unreadable")), [])
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_a_moved_workdir_resumes(self, trainer):
+    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer)
+    first = os.path.join(self.create_tempdir().full_path, "run")
+    training.train_and_evaluate(config, first)
+    moved = os.path.join(self.create_tempdir().full_path, "moved")
+    shutil.move(first, moved)
+    config.train.epochs = 2
+    metrics = training.train_and_evaluate(config, moved)
+    self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
+    self.assertFalse(metrics["history"][1]["includes_compile"] is None)
+    self.assertEqual(len(glob.glob(os.path.join(moved, "history.json"))), 1)
 
 
 def _prepared_dummy_mnist(data_dir):

@@ -3,12 +3,14 @@
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -210,6 +212,19 @@ class GcsServer:
     with urllib.request.urlopen(request, timeout=10) as response:
       return response.read()
 
+  def read_json(self, bucket, name, default):
+    try:
+      return json.loads(self.read(bucket, name))
+    except (urllib.error.HTTPError, json.JSONDecodeError):
+      return default
+
+  def upload(self, bucket, name, payload):
+    query = urllib.parse.urlencode({"uploadType": "media", "name": name})
+    request = urllib.request.Request(f"{self.url}/upload/storage/v1/b/{bucket}/o?{query}",
+                                     data=payload, method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+      pass
+
   def env(self):
     return {"STORAGE_EMULATOR_HOST": self.url}
 
@@ -217,3 +232,12 @@ class GcsServer:
     if self._process.poll() is None:
       self._process.kill()
       self._process.wait()
+
+
+_FINGERPRINT = re.compile(r"Weights fingerprint \(sum of \|w\|\): ([0-9.e+-]+)")
+
+
+def weights_fingerprint(output):
+  """The last weights fingerprint a training run logged, or None."""
+  found = _FINGERPRINT.findall(output)
+  return float(found[-1]) if found else None
