@@ -14,7 +14,8 @@ all stop at that step together.
 Unreadable checkpoints: TensorFlow writes a checkpoint's files first and then points the
 `checkpoint` state file at them, so a kill during a save leaves the previous one in
 charge. A newest checkpoint that is damaged later (a truncated copy, a full disk) is
-moved aside with a warning and the run resumes from the one before it.
+moved aside with a warning and the run resumes from the one before it; a read error that
+does not say "damaged" (storage that hiccups or does not answer) sets nothing aside.
 """
 
 import contextlib
