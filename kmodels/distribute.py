@@ -42,8 +42,12 @@ def _one_device(distribution_config):
   # A one-device MirroredStrategy, not OneDeviceStrategy: the same placement, and Keras'
   # BackupAndRestore (the fit trainer's resume) refuses OneDeviceStrategy outright
   # ("NotImplementedError: ... only supports ... MirroredStrategy").
+  # With one device there is nothing to all-reduce: ReductionToOneDevice keeps it off the
+  # collective ops, whose group keys clash with a two-device MirroredStrategy made earlier
+  # in the same process ("joining a group with size 1, but that group has size 2").
   logging.info("one_device: MirroredStrategy over %s alone (resumable fit).", devices[0])
-  return tf.distribute.MirroredStrategy(devices)
+  return tf.distribute.MirroredStrategy(
+      devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _mirrored(distribution_config, for_estimator=False):
