@@ -87,6 +87,11 @@ def _check_features(name, features):
                     "kmodels needs a ClassLabel (a class index and a number of classes).")
 
 
+# tfds 4.9.4 (full lane) looks for ready-made copies of every dataset on Google's public
+# bucket gs://tfds-data; newer tfds no longer does. Here that was a useless request to
+# Google (and a GCE metadata-server lookup) on every load; kmodels reads only data_dir.
+tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
+
 # The raw class attribute: tfds' logging decorator makes a new object on every lookup.
 _REAL_DOWNLOAD_AND_PREPARE = vars(tfds.core.DatasetBuilder)["download_and_prepare"]
 
@@ -310,8 +315,12 @@ warp_bilinear = tf.function(_warp_bilinear, jit_compile=True)
 _PIXEL_MAX = 255.0  # uint8 pixels / _PIXEL_MAX -> floats in [0, 1]
 
 
-def _scale(images):
+def scale_pixels(images):
+  """What evaluation does to pixels (0-255, any dtype): float32 in [0, 1]. Serving too."""
   return tf.cast(images, tf.float32) / _PIXEL_MAX
+
+
+_scale = scale_pixels
 
 
 # Sparse cross-entropy fails on CPU for a label outside [0, num_classes), but returns NaN

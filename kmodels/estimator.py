@@ -18,7 +18,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, distribute, faults, models, optimizers
+from kmodels import data, distribute, faults, models, optimizers, serving
 from kmodels.errors import UserError
 
 TRAINERS = ("estimator", "keras_estimator")
@@ -152,9 +152,11 @@ def _predicted_classes(estimator, eval_input_fn):
 
 def _export(estimator, feature_key, info, export_dir):
   def serving_input_fn():  # called by the export inside the Estimator's graph
-    images = tf.compat.v1.placeholder(tf.float32, [None, *info.image_shape], name=feature_key)
-    return tf.estimator.export.ServingInputReceiver({feature_key: images},
-                                                    {feature_key: images})
+    # The same uint8 images as the Keras exports take, scaled inside as evaluation does.
+    images = tf.compat.v1.placeholder(tf.uint8, [None, *info.image_shape],
+                                      name=serving.INPUT_NAME)
+    return tf.estimator.export.ServingInputReceiver({feature_key: data.scale_pixels(images)},
+                                                    {serving.INPUT_NAME: images})
 
   return estimator.export_saved_model(export_dir, serving_input_fn).decode()
 
@@ -196,6 +198,8 @@ def train(run):
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):
     path = _export(estimator, feature_key, info, run.workdir.export)
+    serving.write_card(run.workdir.export, info,
+                       serving.Card.from_config(config, final["val_accuracy"]))
     logging.info("Exported the Estimator's SavedModel to %s.", path)
   return (final["val_loss"], final["val_accuracy"], classes,
           parameters or _dnn_parameters(estimator))

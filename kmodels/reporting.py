@@ -67,3 +67,32 @@ def classification_report(labels, predictions, label_names):
   rows.append(f"{'weighted avg':>{width}}  " + " ".join(
       f"{v:9.4f}" for v in weights @ stats[:, :3]) + f" {total:9d}")
   return "\n".join(rows) + "\n"
+
+
+def confusion_matrix(labels, predictions, num_classes):
+  """counts[true, predicted] over the examples."""
+  counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+  np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
+  return counts
+
+
+def plot_confusion_matrix(labels, predictions, label_names, path, title):
+  """A PNG of the confusion matrix: rows true classes, columns predicted, with the names."""
+  counts = confusion_matrix(labels, predictions, len(label_names))
+  size = max(5.0, 0.6 * len(label_names) + 2)
+  fig, ax = plt.subplots(figsize=(size + 1, size))
+  image = ax.imshow(counts, cmap="Blues")
+  fig.colorbar(image, ax=ax, fraction=0.046)
+  ticks = range(len(label_names))
+  ax.set_xticks(ticks, label_names, rotation=45, ha="right")
+  ax.set_yticks(ticks, label_names)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  threshold = counts.max() / 2 if counts.size else 0
+  for (row, column), count in np.ndenumerate(counts):
+    ax.text(column, row, str(count), ha="center", va="center", fontsize=8,
+            color="white" if count > threshold else "black")
+  ax.set_title(title)
+  fig.tight_layout()
+  storage.save_figure(fig, path, dpi=100)
+  plt.close(fig)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import (custom_loop, data, distribute, estimator, faults, models, optimizers,
-                     precision, reporting, storage, validation)
+                     precision, reporting, serving, storage, validation)
 from kmodels.errors import TrainingDiverged, UserError
 from kmodels.workdir import Workdir
 
@@ -183,7 +183,9 @@ def _keras_trainer(train_fn):
       # Equal on every worker of a healthy multi-worker job; a quick check for users too.
       logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
       with distribute.writable_path(run.workdir.export, run.strategy) as export_dir:
-        model.save(export_dir, save_format="tf", include_optimizer=False)
+        serving.export_keras(model, run.datasets.info, export_dir,
+                             serving.Card.from_config(run.config, float(test_accuracy)),
+                             logits=models.REGISTRY[run.config.model.name].logits)
     return Outcome(float(test_loss), float(test_accuracy), classes, model.count_params())
 
   return trainer
@@ -302,23 +304,20 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
   }
   if chief:
     _write_reports(config, workdir, datasets.info, metrics, report)
+    reporting.plot_confusion_matrix(
+        labels, outcome.predicted_classes, datasets.info.label_names, workdir.confusion,
+        f"{serving.model_label(config)} on {datasets.info.name} ({config.dataset.eval_split})")
   return metrics
-
-
-def model_label(config):
-  """The trained model's name for people: the registry name, or the DNNClassifier's shape."""
-  if config.trainer == "estimator":
-    return f"DNNClassifier{list(config.estimator.hidden_units)}"
-  return config.model.name
 
 
 def _write_reports(config, workdir, info, metrics, report):
   reporting.write_json(workdir.metrics, metrics)
   storage.write_atomic(workdir.report, report)
   reporting.plot_curves(metrics["history"], workdir.curves,
-                        f"{model_label(config)} ({config.trainer}) on {info.name}")
+                        f"{serving.model_label(config)} ({config.trainer}) on {info.name}")
   logging.info("Classification report (%s, split %r):\n%s", info.name,
                config.dataset.eval_split, report)
   logging.info("Test accuracy %.4f, test loss %.4f. Outputs in %s: metrics.json, curves.png, "
-               "classification_report.txt, export/ (SavedModel), tensorboard/, checkpoints/.",
+               "classification_report.txt, confusion_matrix.png, export/ (SavedModel), "
+               "tensorboard/, checkpoints/.",
                metrics["test_accuracy"], metrics["test_loss"], workdir.root)

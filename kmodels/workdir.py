@@ -26,6 +26,7 @@ class Workdir:
     self.history = self._path("history.json")  # per-epoch logs, kept across restarts
     self.curves = self._path("curves.png")
     self.report = self._path("classification_report.txt")
+    self.confusion = self._path("confusion_matrix.png")
     self.lock = self._path(".lock")  # {"pid", "host", "started"} of the run using it
     self._held_lock = None
 
@@ -76,13 +77,23 @@ class Workdir:
 
   def run_outputs(self):
     return [self.config_json, self.checkpoints, self.tensorboard, self.export, self.metrics,
-            self.history, self.curves, self.report]
+            self.history, self.curves, self.report, self.confusion, self.evaluation()]
+
+  def evaluation(self, split=None):
+    """Where launch.evaluate writes its outputs for `split` (all splits: None)."""
+    base = self._path("evaluation")
+    return storage.join(base, _safe_name(split)) if split else base
 
   def release(self):
     """Drops the lock if this process holds it."""
     if self._held_lock is not None:
       self._held_lock.release()
       self._held_lock = None
+
+
+def _safe_name(split):
+  """test[:100] -> test_100: a split as a directory name."""
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in split).strip("_") or "split"
 
 
 def _reason(error):

@@ -39,11 +39,14 @@ class EstimatorTest(parameterized.TestCase):
     for path in (workdir.metrics, workdir.curves, workdir.report, workdir.history):
       self.assertTrue(os.path.exists(path), path)
     self.assertTrue(tf.train.latest_checkpoint(workdir.checkpoints))
-    (version,) = os.listdir(workdir.export)  # export_saved_model's timestamped directory
+    # export_saved_model's timestamped directory, beside the model card
+    (version,) = [d for d in os.listdir(workdir.export) if d.isdigit()]
     served = tf.saved_model.load(os.path.join(workdir.export, version))
     predict = served.signatures["predict"]
-    outputs = predict(image=tf.zeros([3, 28, 28, 1]))
+    outputs = predict(images=tf.zeros([3, 28, 28, 1], tf.uint8))  # the Keras exports' input
     self.assertEqual(outputs["probabilities"].shape, (3, 10))
+    card = testutil.read_json(os.path.join(workdir.export, "model_card.json"), None)
+    self.assertEqual(card["test_accuracy"], metrics["test_accuracy"])
 
   @full_lane_only
   def test_rerun_resumes_from_the_estimators_checkpoints(self):

@@ -30,7 +30,8 @@ _QUICK_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
                 "--config.model.name=mlp", "--config.train.batch_size=16",
                 "--config.train.steps_per_epoch=3")
 _OUTPUTS = {"config.json", "metrics.json", "history.json", "curves.png",
-            "classification_report.txt", "export", "tensorboard", "checkpoints"}
+            "classification_report.txt", "confusion_matrix.png", "export", "tensorboard",
+            "checkpoints"}
 
 
 def setUpModule():

@@ -18,7 +18,8 @@ from tests import testutil
 _TIMEOUT_SECONDS = 300
 # What the chief leaves in a workdir; nothing of the other worker's may be in it.
 _CHIEF_OUTPUTS = {"config.json", "checkpoints", "tensorboard", "export", "metrics.json",
-                  "history.json", "curves.png", "classification_report.txt"}
+                  "history.json", "curves.png", "classification_report.txt",
+                  "confusion_matrix.png"}
 
 
 def _job_args(workdir, trainer, epochs, steps_per_epoch=4):

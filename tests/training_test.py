@@ -60,11 +60,12 @@ class TrainAndEvaluateTest(absltest.TestCase):
     self.assertIn("precision", report)
     self.assertRegex(report, r"accuracy\s+[\d.]+\s+20\n")  # the whole mock test split
 
-    # The export is a SavedModel that predicts what the trained model predicts.
+    # The export serves uint8 images with named outputs (tests/serving_test.py: more).
     exported = tf.saved_model.load(workdir.export)
-    images = np.random.rand(3, 28, 28, 1).astype("float32")
-    probabilities = exported.signatures["serving_default"](tf.constant(images))
-    self.assertEqual(list(probabilities.values())[0].shape, (3, 10))
+    images = np.random.randint(0, 256, size=(3, 28, 28, 1)).astype("uint8")
+    outputs = exported.signatures["serving_default"](images=tf.constant(images))
+    self.assertEqual(outputs["probabilities"].shape, (3, 10))
+    self.assertEqual(outputs["class_name"].shape, (3,))
 
   def test_interrupted_run_resumes_at_the_next_epoch(self):
     workdir = Workdir(self.create_tempdir().full_path)

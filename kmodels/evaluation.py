@@ -1,0 +1,101 @@
+"""Re-evaluates a finished or interrupted run on any split, from any of its checkpoints.
+
+The model is rebuilt from the run's config.json and restored from a checkpoint: the
+newest one (`latest`), the custom loop's lowest-validation-loss one (`best`), or a path.
+Outputs go to WORKDIR/evaluation/<split>/: metrics.json, classification_report.txt and
+confusion_matrix.png.
+"""
+
+import json
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from kmodels import data, estimator, models, optimizers, precision, reporting, storage
+from kmodels.errors import UserError
+from kmodels.workdir import Workdir
+
+CHECKPOINTS = ("latest", "best")
+
+
+def load_config(workdir):
+  """The resolved config a run recorded in its workdir."""
+  if not storage.exists(workdir.config_json):
+    raise UserError(f"{workdir.root} holds no run (no config.json). Pass the --workdir of a "
+                    "run made by launch.train.")
+  return ml_collections.ConfigDict(json.loads(storage.read_text(workdir.config_json)))
+
+
+def checkpoint_path(workdir, config, which):
+  """The checkpoint `which` (latest, best or a path) of the run in `workdir`."""
+  if which not in CHECKPOINTS:
+    if not tf.io.gfile.glob(which + ".index"):
+      raise UserError(f"--checkpoint={which}: no checkpoint there (expected {which}.index). "
+                      f"Use {' or '.join(CHECKPOINTS)}, or a path like "
+                      f"{storage.join(workdir.checkpoints, 'ckpt-12')}.")
+    return which
+  if which == "best" and config.trainer != "custom_loop":
+    raise UserError(f"--checkpoint=best: the {config.trainer} trainer keeps no best "
+                    "checkpoint (the custom_loop trainer does). Use --checkpoint=latest.")
+  directory = {"latest": storage.join(workdir.checkpoints, "chief") if config.trainer == "fit"
+               else workdir.checkpoints,
+               "best": storage.join(workdir.checkpoints, "best")}[which]
+  path = tf.train.latest_checkpoint(directory)
+  if not path:
+    raise UserError(f"No {which} checkpoint in {directory}: the run saved none yet (it "
+                    "checkpoints at every epoch end).")
+  return path
+
+
+def _restored_model(config, info, path):
+  model = models.build_from_config(config.model, info.image_shape, info.num_classes)
+  # An optimizer only because compile wants one; evaluation never steps it.
+  models.compile_classifier(model, config.model.name, optimizers.build_optimizer(
+      config.train.optimizer, steps=1))
+  status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  model(tf.zeros([1, *info.image_shape]), training=False)  # creates (and so restores) weights
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise UserError(f"Checkpoint {path} does not fit the model of this run's config.json "
+                    f"({config.model.name}): {str(e).splitlines()[0][:300]}") from e
+  return model
+
+
+def evaluate(workdir_root, split=None, which="latest"):
+  """Evaluates the run in `workdir_root` on `split`; returns the metrics it wrote."""
+  workdir = Workdir(workdir_root)
+  config = load_config(workdir)
+  if config.trainer in estimator.TRAINERS:
+    raise UserError(f"launch.evaluate re-evaluates Keras runs; this run used trainer="
+                    f"{config.trainer}. Its export/ serves the same uint8 images, and running "
+                    "its launch.train command again re-evaluates it.")
+  split = split or config.dataset.eval_split
+  config.dataset.eval_split = split
+  datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+  info = datasets.info
+  path = checkpoint_path(workdir, config, which)
+  logging.info("Evaluating %s (%s) on %s split %r.", path, config.model.name, info.name, split)
+  with precision.policy(config.precision):
+    model = _restored_model(config, info, path)
+    loss, accuracy = model.evaluate(datasets.eval, verbose=0)
+    predicted = np.argmax(model.predict(datasets.eval, verbose=0), axis=-1)
+  labels = np.concatenate([y.numpy() for _, y in datasets.eval])
+  return _write(workdir.evaluation(split), info, split, path, labels, predicted,
+                float(loss), float(accuracy))
+
+
+def _write(directory, info, split, path, labels, predicted, loss, accuracy):
+  storage.makedirs(directory)
+  metrics = {"dataset": info.name, "split": split, "checkpoint": path, "examples": len(labels),
+             "loss": loss, "accuracy": accuracy}
+  reporting.write_json(storage.join(directory, "metrics.json"), metrics)
+  report = reporting.classification_report(labels, predicted, info.label_names)
+  storage.write_atomic(storage.join(directory, "classification_report.txt"), report)
+  reporting.plot_confusion_matrix(labels, predicted, info.label_names,
+                                  storage.join(directory, "confusion_matrix.png"),
+                                  f"{info.name} {split}: {storage.basename(path)}")
+  logging.info("Classification report (%s, split %r):\n%s", info.name, split, report)
+  return dict(metrics, directory=directory)

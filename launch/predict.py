@@ -1,0 +1,68 @@
+r"""Classifies images with a trained run's serving export.
+
+  python -m launch.predict --model=runs/quickstart shoe.png photos/
+  python -m launch.predict --model=runs/quickstart/export --top_k=1 --output=pred.csv photos/
+  python -m launch.predict --model=runs/quickstart --split=test[:100]    # with accuracy
+  python -m launch.predict --model=runs/quickstart --describe            # the model card
+
+Prints the top-k classes with probabilities for each image. Images of another size or
+colour mode are converted (one line says so); files that are not images are reported
+and skipped; exit 2 when none could be read.
+"""
+
+import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
+
+import json
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from kmodels import predicting
+from kmodels.errors import UserError
+from launch import common
+
+_MODEL = flags.DEFINE_string("model", None, "A launch.train workdir, or its export/ directory.")
+_TOP_K = flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
+_OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to FILE.csv|.json.")
+_SPLIT = flags.DEFINE_string("split", None, "Predict this split of the run's own dataset "
+                             "(e.g. test[:100]) and report accuracy; needs a workdir.")
+_DESCRIBE = flags.DEFINE_bool("describe", False, "Print the export's model card and exit.")
+flags.mark_flag_as_required("model")
+
+
+def _predict(predictor, paths):
+  labels = None
+  if _SPLIT.value:
+    sources, images, labels = predicting.split_images(_MODEL.value, _SPLIT.value)
+  elif paths:
+    sources, images = predicting.read_images(paths, predictor.image_shape)
+  else:
+    raise UserError("Name image files or directories to classify, or pass --split=SPLIT "
+                    "or --describe.")
+  probabilities = predictor.probabilities(images)
+  rows = predicting.top_k_rows(sources, probabilities, predictor.label_names, _TOP_K.value,
+                               labels)
+  for row in rows:
+    print(predicting.format_row(row))
+  if labels is not None:
+    accuracy = float(np.mean(probabilities.argmax(-1) == labels))
+    print(f"accuracy {accuracy:.4f} over {len(labels)} images of {_SPLIT.value}")
+  if _OUTPUT.value:
+    predicting.write_rows(rows, _OUTPUT.value)
+    print(f"Written: {_OUTPUT.value}")
+
+
+def main(argv):
+  # Positional arguments are the images: no common.start(argv) check for stray ones.
+  common.start(argv[:1])
+  with common.user_errors_exit():
+    predictor = predicting.Predictor(_MODEL.value)
+    if _DESCRIBE.value:
+      print(json.dumps(predictor.card or {"model_card": "none in this export"}, indent=2))
+      return
+    _predict(predictor, argv[1:])
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=common.parse_flags)

@@ -1,0 +1,294 @@
+"""The serving export, proved from outside: clients that import nothing of kmodels.
+
+Each check runs a fresh Python process (TensorFlow only, started outside the repository)
+or `saved_model_cli` against an export, and compares what it answers with what the model
+predicted in this process or with the run's metrics.json.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from tests import testutil
+from kmodels import data, models, precision, serving, training
+from kmodels.workdir import Workdir
+
+_CLIENT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+export, inputs, out = sys.argv[1:4]
+loaded = tf.saved_model.load(export)
+arrays = dict(np.load(inputs, allow_pickle=False))
+results, specs = {}, {}
+for name, signature in loaded.signatures.items():
+  if name not in arrays:
+    continue
+  outputs = signature(images=tf.constant(arrays[name]))
+  for key, value in outputs.items():
+    value = value.numpy()
+    results[f"{name}/{key}"] = value.astype(bytes) if value.dtype == object else value
+  specs[name] = {"inputs": [s.dtype.name for s in signature.structured_input_signature[1].values()],
+                 "outputs": {k: v.dtype.name for k, v in signature.structured_outputs.items()}}
+np.savez(out, **results)
+print(json.dumps({"specs": specs, "kmodels_imported": "kmodels" in sys.modules}))
+"""
+
+
+def _run_client(python, export_dir, inputs):
+  """Calls each signature named in `inputs` from a fresh `python`; returns (outputs, specs)."""
+  scratch = tempfile_dir()
+  inputs_path, outputs_path = os.path.join(scratch, "in.npz"), os.path.join(scratch, "out.npz")
+  np.savez(inputs_path, **inputs)
+  proc = subprocess.run([python, "-c", _CLIENT, export_dir, inputs_path, outputs_path],
+                        cwd=scratch, capture_output=True, text=True, timeout=300,
+                        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+  if proc.returncode:
+    raise AssertionError(proc.stderr[-3000:])
+  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert not report["kmodels_imported"]
+  with np.load(outputs_path) as outputs:
+    return {k: outputs[k] for k in outputs.files}, report["specs"]
+
+
+def tempfile_dir():
+  import tempfile  # pylint: disable=g-import-not-at-top
+  return tempfile.mkdtemp(prefix="kmodels-serving-")
+
+
+def _encode(image, format_name):
+  buffer = io.BytesIO()
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+      buffer, format=format_name)
+  return buffer.getvalue()
+
+
+class ExportTest(parameterized.TestCase):
+
+  @parameterized.parameters(("float32", "shallownet"), ("mixed_bfloat16", "shallownet"),
+                            ("mixed_float16", "cnnblocks"), ("float32", "cnnblocks"))
+  def test_every_signature_answers_what_the_model_predicts(self, policy, name):
+    info = data.DatasetInfo("test", (28, 28, 1), 10, [f"class{i}" for i in range(10)], 8, 8)
+    export_dir = os.path.join(self.create_tempdir().full_path, "export")
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
+    with precision.policy(policy):
+      model = models.build_model(name, info.image_shape, info.num_classes)
+      expected = tf.cast(model(data.scale_pixels(images), training=False), tf.float32)
+      logits = models.REGISTRY[name].logits
+      expected = (tf.nn.softmax(expected) if logits else expected).numpy()
+      serving.export_keras(model, info, export_dir,
+                           serving.Card(policy, "fit", name, 0.5, {}), logits=logits)
+    png = [_encode(i, "PNG") for i in images]
+    outputs, specs = _run_client(sys.executable, export_dir, {
+        "serving_default": images, "serving_float": images.astype(np.float32),
+        "serving_bytes": np.array(png, dtype=object).astype(bytes)})
+    atol = 1e-5 if policy == "float32" else 1e-3
+    for signature in serving.SIGNATURES:
+      np.testing.assert_allclose(outputs[f"{signature}/probabilities"], expected, atol=atol)
+      np.testing.assert_array_equal(outputs[f"{signature}/class_id"], expected.argmax(-1))
+      self.assertEqual([n.decode() for n in outputs[f"{signature}/class_name"]],
+                       [f"class{i}" for i in expected.argmax(-1)])
+    self.assertEqual(specs["serving_default"], {
+        "inputs": ["uint8"],
+        "outputs": {"probabilities": "float32", "class_id": "int64", "class_name": "string"}})
+    self.assertEqual(specs["serving_float"]["inputs"], ["float32"])
+    self.assertEqual(specs["serving_bytes"]["inputs"], ["string"])
+    card = serving.read_card(export_dir)
+    self.assertEqual((card["training_precision"], card["input"]["dtype"]), (policy, "uint8"))
+
+  def test_real_png_and_jpeg_files_of_another_size_and_colour(self):
+    info = data.DatasetInfo("test", (28, 28, 1), 10, [str(i) for i in range(10)], 8, 8)
+    export_dir = os.path.join(self.create_tempdir().full_path, "export")
+    model = models.build_model("mlp", info.image_shape, info.num_classes)
+    serving.export_keras(model, info, export_dir, serving.Card("float32", "fit", "mlp", None,
+                                                               {}), logits=False)
+    rgb = np.random.default_rng(1).integers(0, 256, (56, 56, 3), dtype=np.uint8)
+    grey = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28),
+                                                             Image.Resampling.BILINEAR))
+    files = [_encode(rgb, "PNG"), _encode(rgb, "JPEG")]
+    outputs, _ = _run_client(sys.executable, export_dir,
+                             {"serving_bytes": np.array(files, dtype=object).astype(bytes),
+                              "serving_default": np.stack([grey[..., None]] * 2)})
+    self.assertEqual(outputs["serving_bytes/probabilities"].shape, (2, 10))
+    # Decoded to one channel and resized inside: close to the same image done by hand.
+    np.testing.assert_allclose(outputs["serving_bytes/probabilities"],
+                               outputs["serving_default/probabilities"], atol=0.05)
+
+
+class TrainedExportTest(parameterized.TestCase):
+
+  @parameterized.parameters(("fit", "mixed_bfloat16"), ("custom_loop", "float32"))
+  def test_accuracy_over_the_test_split_equals_metrics_json(self, trainer, policy):
+    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
+                                  precision=policy, train__epochs=2)
+    workdir = Workdir(self.create_tempdir().full_path)
+    metrics = training.train_and_evaluate(config, workdir.root)
+    datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+    batches = list(datasets.eval.as_numpy_iterator())
+    images = np.round(np.concatenate([x for x, _ in batches]) * 255).astype(np.uint8)
+    labels = np.concatenate([y for _, y in batches])
+    outputs, _ = _run_client(sys.executable, workdir.export, {"serving_default": images})
+    accuracy = float(np.mean(outputs["serving_default/class_id"] == labels))
+    self.assertAlmostEqual(accuracy, metrics["test_accuracy"], delta=0.001)
+    self.assertEqual(serving.read_card(workdir.export)["test_accuracy"],
+                     metrics["test_accuracy"])
+
+  def test_saved_model_cli_runs_the_export_on_a_npy_of_uint8_images(self):
+    workdir = Workdir(self.create_tempdir().full_path)
+    training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"),
+                                workdir.root)
+    scratch = self.create_tempdir().full_path
+    images = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.save(os.path.join(scratch, "images.npy"), images)
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run(
+        [cli, "run", "--dir", workdir.export, "--tag_set", "serve", "--signature_def",
+         "serving_default", "--inputs", f"images={scratch}/images.npy", "--outdir",
+         os.path.join(scratch, "out")], capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    probabilities = np.load(os.path.join(scratch, "out", "probabilities.npy"))
+    class_id = np.load(os.path.join(scratch, "out", "class_id.npy"))
+    self.assertEqual(probabilities.shape, (4, 10))
+    np.testing.assert_array_equal(class_id, probabilities.argmax(-1))
+    show = subprocess.run([cli, "show", "--dir", workdir.export, "--tag_set", "serve",
+                           "--signature_def", "serving_default"],
+                          capture_output=True, text=True, timeout=300)
+    self.assertIn("DT_UINT8", show.stdout)
+    self.assertIn("class_name", show.stdout)
+
+
+class PredictAndEvaluateLauncherTest(absltest.TestCase):
+  """launch.predict and launch.evaluate as users run them, on one trained run each."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = tempfile_dir()
+    proc = testutil.run_launcher(
+        "train", "--config=configs/base.py", f"--workdir={cls.workdir}",
+        "--config.dataset.source=synthetic", "--config.dataset.name=fashion_mnist",
+        "--config.model.name=mlp", "--config.train.steps_per_epoch=5",
+        "--config.trainer=custom_loop")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cls.metrics = testutil.read_json(os.path.join(cls.workdir, "metrics.json"), None)
+
+  def test_a_training_run_writes_its_confusion_matrix(self):
+    with open(os.path.join(self.workdir, "confusion_matrix.png"), "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+  def test_predict_files_of_any_size_and_mode_and_skips_what_is_no_image(self):
+    images = self.create_tempdir().full_path
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(
+        os.path.join(images, "grey.png"))
+    Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(
+        os.path.join(images, "colour.jpg"))
+    self.create_tempfile(os.path.join(images, "notes.txt"), "not an image")
+    output = os.path.join(self.create_tempdir().full_path, "predictions.json")
+    proc = testutil.run_launcher("predict", f"--model={self.workdir}", "--top_k=2",
+                                 f"--output={output}", images)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("colour.jpg: 48x64 RGB -> 28x28 L", proc.stderr)
+    self.assertIn("notes.txt: not an image", proc.stderr)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(images)]
+    self.assertLen(lines, 2)
+    self.assertRegex(lines[0], r"colour.jpg: 1\. \S+ 0\.\d{4}  2\. \S+ 0\.\d{4}$")
+    rows = testutil.read_json(output, None)
+    self.assertEqual([len(r["top_k"]) for r in rows], [2, 2])
+    best, second = rows[0]["top_k"]
+    self.assertGreaterEqual(best["probability"], second["probability"])
+
+  def test_predict_with_nothing_readable_exits_2(self):
+    not_image = self.create_tempfile("x.png", "text, not a PNG").full_path
+    proc = testutil.run_launcher("predict", f"--model={self.workdir}", not_image)
+    testutil.assert_user_error(self, proc, "could be read as an image")
+
+  def test_predict_a_split_reports_the_runs_accuracy_and_describe_prints_the_card(self):
+    csv_path = os.path.join(self.create_tempdir().full_path, "p.csv")
+    proc = testutil.run_launcher("predict", f"--model={self.workdir}", "--split=test",
+                                 f"--output={csv_path}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    accuracy = float(proc.stdout.split("accuracy ")[1].split()[0])
+    self.assertAlmostEqual(accuracy, self.metrics["test_accuracy"], delta=0.001)
+    self.assertIn("(label: ", proc.stdout)
+    with open(csv_path) as f:
+      self.assertEqual(f.readline().strip(), "source,rank,class,class_id,probability,label")
+    proc = testutil.run_launcher("predict", f"--model={self.workdir}/export", "--describe")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    card = json.loads(proc.stdout)
+    self.assertEqual((card["dataset"], card["input"]["dtype"], card["trainer"]),
+                     ("fashion_mnist", "uint8", "custom_loop"))
+    self.assertIn("Ankle boot", card["label_names"])
+
+  def test_evaluate_latest_and_best_checkpoints(self):
+    proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    written = testutil.read_json(os.path.join(self.workdir, "evaluation", "test",
+                                              "metrics.json"), None)
+    self.assertAlmostEqual(written["accuracy"], self.metrics["test_accuracy"], delta=1e-6)
+    self.assertAlmostEqual(written["loss"], self.metrics["test_loss"], delta=1e-4)
+    for name in ("classification_report.txt", "confusion_matrix.png"):
+      self.assertTrue(os.path.exists(os.path.join(self.workdir, "evaluation", "test", name)))
+    proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}", "--checkpoint=best")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("checkpoints/best/best-1", proc.stdout)
+
+  def test_evaluate_mistakes_are_one_message(self):
+    proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}",
+                                 "--checkpoint=/no/such/ckpt-3")
+    testutil.assert_user_error(self, proc, "no checkpoint there")
+    proc = testutil.run_launcher("evaluate", f"--workdir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(self, proc, "holds no run (no config.json)")
+
+
+_FULL_LANE_PYTHON = os.path.join(testutil.REPO_ROOT, ".venv", "bin", "python")
+_EXPORT_ON_THIS_LANE = textwrap.dedent("""
+    import sys
+    import kmodels
+    import numpy as np
+    import tensorflow as tf
+    from kmodels import data, models, serving
+    info = data.DatasetInfo("test", (28, 28, 1), 10, [str(i) for i in range(10)], 8, 8)
+    model = models.build_model("shallownet", info.image_shape, info.num_classes)
+    images = np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.save(sys.argv[2], model(data.scale_pixels(images), training=False).numpy())
+    np.save(sys.argv[3], images)
+    serving.export_keras(model, info, sys.argv[1], serving.Card("float32", "fit", "x", None, {}),
+                         logits=False)
+    print(tf.__version__)
+""")
+
+
+class CrossLaneTest(absltest.TestCase):
+
+  def test_an_export_of_the_full_lane_serves_on_this_lane(self):
+    if tf.__version__.startswith("2.15"):
+      self.skipTest("this is the full lane; the current lane's run loads its export")
+    if not os.path.exists(_FULL_LANE_PYTHON):
+      self.skipTest("no full-lane venv (.venv) here: `bash launch/setup.sh` makes one")
+    scratch = self.create_tempdir().full_path
+    export_dir, expected, images = (os.path.join(scratch, n)
+                                    for n in ("export", "expected.npy", "images.npy"))
+    proc = subprocess.run([_FULL_LANE_PYTHON, "-c", _EXPORT_ON_THIS_LANE, export_dir,
+                           expected, images], cwd=testutil.REPO_ROOT, capture_output=True,
+                          text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertTrue(proc.stdout.strip().startswith("2.15"))
+    outputs, _ = _run_client(sys.executable, export_dir,
+                             {"serving_default": np.load(images)})
+    np.testing.assert_allclose(outputs["serving_default/probabilities"], np.load(expected),
+                               atol=1e-5)
+
+
+if __name__ == "__main__":
+  absltest.main()
