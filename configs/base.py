@@ -54,14 +54,16 @@ def get_config():
   config.estimator = ml_collections.ConfigDict()
   config.estimator.hidden_units = (256,)  # DNNClassifier layers (seed C's MLP: one of 256)
   config.distribution = ml_collections.ConfigDict()
-  # default | one_device | mirrored (one host) | multi_worker (TF_CONFIG) | tpu
-  config.distribution.strategy = "default"
+  # auto (a TPU if configured or attached, mirrored over 2+ GPUs, else default) | default
+  # | one_device | mirrored (one host) | multi_worker (TF_CONFIG) | tpu
+  config.distribution.strategy = "auto"
   config.distribution.devices = config_dict.placeholder(str)  # "cpu:0,cpu:1"; None: all GPUs
   config.distribution.collective = "auto"  # multi_worker all-reduce: auto | ring | nccl
   # tpu: "local" on a Cloud TPU VM, the TPU's name, or "grpc://HOST:8470".
   config.distribution.tpu = config_dict.placeholder(str)
   config.distribution.connect_timeout_seconds = 60  # give up on a TPU that never answers
-  config.precision = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+  # auto (fast on this hardware: kmodels/precision.py) | float32 | mixed_float16 | mixed_bfloat16
+  config.precision = "auto"
   config.xla = False  # compile the train step with XLA (jit_compile)
   return config
 

@@ -23,5 +23,5 @@ def get_config():
   config.train.optimizer.learning_rate = 3e-3
   config.train.optimizer.schedule = "cosine"
   config.train.optimizer.warmup_fraction = 0.125  # half of the first epoch
-  config.precision = "mixed_bfloat16"
+  config.precision = "auto"  # bf16 where the CPU has it natively, float32 elsewhere
   return config

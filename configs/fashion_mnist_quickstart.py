@@ -17,5 +17,5 @@ def get_config():
   config.train.epochs = 4
   config.train.optimizer.name = "adam"
   config.train.optimizer.learning_rate = 1e-3
-  config.precision = "mixed_bfloat16"
+  config.precision = "auto"  # bf16 where the CPU has it natively, float32 elsewhere
   return config

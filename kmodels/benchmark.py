@@ -169,7 +169,7 @@ def check_trainer(config):
 def _note_one_device(strategy):
   # Per-device speed is what the reference comparison and the peak fraction are about;
   # a multi-device run's images/s is in launch.train's metrics.json.
-  if strategy not in ("default", "one_device"):
+  if strategy not in ("auto", "default", "one_device"):
     logging.warning(
         "launch.benchmark measures one device: distribution.strategy=%r is not applied. "
         "For images/s over several devices, run launch.train with this config and read "
@@ -229,6 +229,7 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
   """
   check_trainer(config)  # first: an Estimator config on the current lane fails validation
   validation.validate(config)
+  config = training.with_resolved_precision(config)
   _note_one_device(config.distribution.strategy)
   training.seed_and_determinism(config.train)
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
@@ -246,6 +247,7 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
                                    training.FirstStepTimer()), op_profile_dir)
   results = {
       "model": config.model.name, "trainer": config.trainer, "precision": config.precision,
+      "precision_requested": config.precision_requested,
       "xla": config.xla, "deterministic": config.train.deterministic,
       "steps_per_execution": config.train.steps_per_execution,
       "batch_size": batch, "data": "one in-memory batch" if synthetic_batch else "pipeline",

@@ -11,7 +11,9 @@ import collections
 import functools
 import math
 import os
+import tarfile
 import urllib.parse
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -183,6 +185,16 @@ def prepare_offline(name, archive_dir, data_dir=None):
         "dataset-fashion-mnist) do not. Either use the original files, or prepare once with "
         "the full lane (tfds 4.9.4 does not verify; `bash launch/setup.sh`) and point "
         "--config.dataset.data_dir at that data_dir: prepared data reads fine here.") from e
+  except (ValueError, EOFError, OSError, zlib.error, tarfile.TarError,
+          tf.errors.OpError) as e:
+    # tfds parses the archives while it prepares; damaged ones fail deep inside it
+    # (an empty image file: "cannot reshape array of size 0 ...").
+    raise UserError(
+        f"The files in {archive_dir} have the names {name!r} needs but could not be read "
+        f"as its archives ({type(e).__name__}: {str(e).splitlines()[0][:200]}). They are "
+        "damaged or not the original downloads: fetch them again "
+        f"({', '.join(expected)}) and rerun. Nothing was written to the data_dir that "
+        "a training run would read (tfds prepares into a temporary directory).") from e
   return builder
 
 

@@ -128,7 +128,41 @@ def _with_deadline(fn, seconds, what):
   return outcome["value"]
 
 
+def choose_strategy(devices, tpu_configured, tpu_attached):
+  """What `strategy: auto` means with these physical devices: (strategy name, why).
+
+  A pure function of what it is given, so the GPU and TPU branches are testable here.
+  """
+  gpus = [d for d in devices if d.device_type == "GPU"]
+  if tpu_configured:
+    return "tpu", "distribution.tpu is set"
+  if tpu_attached:
+    return "tpu", "this machine has a TPU attached (/dev/accel*); using distribution.tpu=local"
+  if len(gpus) >= 2:
+    return "mirrored", f"{len(gpus)} GPUs: MirroredStrategy over all of them"
+  what = "1 GPU" if gpus else "no GPU or TPU"
+  return "default", f"{what}: the default strategy"
+
+
+def _tpu_attached():
+  """A Cloud TPU VM shows its chips as /dev/accel0, ... (and often sets TPU_NAME)."""
+  return os.path.exists("/dev/accel0") or bool(os.environ.get("TPU_NAME"))
+
+
+def _resolve_auto(distribution_config):
+  devices = tf.config.list_physical_devices()
+  name, reason = choose_strategy(devices, bool(distribution_config.tpu), _tpu_attached())
+  logging.info("distribution.strategy=auto -> %s: %s. Devices found: %s.", name, reason,
+               ", ".join(d.name for d in devices))
+  resolved = distribution_config.copy_and_resolve_references()
+  resolved.strategy = name
+  if name == "tpu" and not resolved.tpu:
+    resolved.tpu = "local"
+  return resolved
+
+
 STRATEGIES = {
+    "auto": _resolve_auto,  # resolved to one of the others by get_strategy
     "default": _default,
     "one_device": _one_device,
     "mirrored": _mirrored,
@@ -206,6 +240,9 @@ def get_strategy(distribution_config, for_estimator=False):
   if name not in STRATEGIES:
     raise UserError(f"Unknown distribution.strategy {name!r}. Choose one of: "
                     f"{', '.join(STRATEGIES)}.")
+  if name == "auto":
+    distribution_config = _resolve_auto(distribution_config)
+    name = distribution_config.strategy
   key = (name, distribution_config.devices, distribution_config.collective, for_estimator)
   if name in _REUSED and key in _made:
     return _made[key]

@@ -25,7 +25,7 @@ TRAINERS = ("estimator", "keras_estimator")
 FEATURE = "image"  # the DNNClassifier feature key (Keras models use their input's name)
 
 
-ESTIMATOR_STRATEGIES = ("default", "one_device", "mirrored")
+ESTIMATOR_STRATEGIES = ("auto", "default", "one_device", "mirrored")
 
 
 def check_available(trainer):
@@ -43,7 +43,7 @@ def check_config(config):
   if config.distribution.strategy not in ESTIMATOR_STRATEGIES:
     raise UserError(f"trainer={config.trainer} runs with distribution.strategy "
                     f"{', '.join(ESTIMATOR_STRATEGIES)}; got {config.distribution.strategy!r}.")
-  if config.precision != "float32" or config.xla:
+  if config.precision not in ("float32", "auto") or config.xla:
     raise UserError(f"trainer={config.trainer} trains in float32 without XLA (Estimators "
                     "predate Keras mixed precision and jit_compile); set "
                     "--config.precision=float32 --config.xla=False.")

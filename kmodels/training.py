@@ -210,10 +210,24 @@ def _open(config, workdir, strategy, overwrite):
   # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
   strategy = strategy or distribute.get_strategy(
       config.distribution, for_estimator=config.trainer in estimator.TRAINERS)
+  config = with_resolved_precision(config, strategy)
   workdir = Workdir(workdir)
   if distribute.is_chief(strategy):
     workdir.prepare(config, overwrite)
-  return workdir, strategy
+  return config, workdir, strategy
+
+
+def with_resolved_precision(config, strategy=None):
+  """A copy of `config` whose `precision` is what the run uses (`auto` resolved), with the
+  requested value kept as `precision_requested` (config.json and metrics.json show both)."""
+  resolved = config.copy_and_resolve_references()
+  if "precision_requested" not in config:  # not resolved before (benchmark resolves too)
+    with resolved.unlocked():
+      resolved.precision_requested = config.precision
+      resolved.precision = precision.resolve(config.precision, config.trainer)
+  if strategy is not None:
+    precision.agree_across_workers(resolved.precision, strategy)
+  return resolved
 
 
 def seed_and_determinism(train_config):
@@ -254,7 +268,7 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwri
     The metrics dict also written to workdir/metrics.json.
   """
   timer = FirstStepTimer()
-  workdir, strategy = _open(config, workdir, strategy, overwrite)
+  config, workdir, strategy = _open(config, workdir, strategy, overwrite)
   try:
     datasets, steps_per_epoch = _load(config, strategy, datasets)
     return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer)
@@ -289,6 +303,8 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
                                            datasets.info.label_names)
   metrics = {
       "trainer": config.trainer,
+      "precision": config.precision,
+      "precision_requested": config.precision_requested,
       "status": "completed",
       "test_accuracy": outcome.test_accuracy,
       "test_loss": outcome.test_loss,

@@ -1,14 +1,16 @@
 """What every launcher does around its one library call."""
 
 import contextlib
+import os
 import sys
+import traceback
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from kmodels import storage
+from kmodels import cpus, storage
 from kmodels.errors import UserError
 
 
@@ -23,12 +25,15 @@ def define_config_and_workdir(config_help, workdir_help):
 def start(argv):
   """What every launcher's main() does first.
 
-  Refuses stray arguments, logs at INFO, and routes gs:// to a local emulator when
-  STORAGE_EMULATOR_HOST is set (before TensorFlow first touches gs://).
+  Refuses stray arguments, logs at INFO, sizes TensorFlow's thread pools to the CPUs the
+  process may use, and routes gs:// to a local emulator when STORAGE_EMULATOR_HOST is set
+  (both before TensorFlow runs anything).
   """
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}. Settings are flags "
+          "(--config.a.b=value); pass --helpshort to see them.")
   logging.set_verbosity(logging.INFO)
+  cpus.size_thread_pools()
   with user_errors_exit():
     storage.route_gs_to_emulator()
 
@@ -38,12 +43,39 @@ def _fail(message, status=2):
   sys.exit(status)
 
 
+def _config_file(argv):
+  for arg in argv:
+    if arg.startswith("--config="):
+      return os.path.abspath(arg.split("=", 1)[1])
+  return None
+
+
+def _raised_by_config_file(error, argv):
+  """The message for an exception the user's config file raised itself, or None.
+
+  Such a bug must not be reported as a bad override: name the file, line and exception.
+  """
+  config_file = _config_file(argv)
+  seen = error
+  while seen is not None and config_file:
+    frames = [f for f in traceback.extract_tb(seen.__traceback__)
+              if os.path.abspath(f.filename) == config_file]
+    if frames and not isinstance(seen, flags.Error):
+      frame = frames[-1]
+      return (f"the config file {frame.filename} raised {type(seen).__name__}: {seen} "
+              f"at line {frame.lineno} (`{frame.line}`), while building the config. That "
+              "is a bug in the config file itself (not in an override): fix that line.")
+    seen = seen.__cause__ or seen.__context__
+  return None
+
+
 def parse_flags(argv):
   """absl flag parsing that reports bad config files and overrides without a traceback.
 
   Pass as `app.run(main, flags_parser=parse_flags)`. ml_collections loads the config file
   and applies `--config.a.b=v` overrides while flags are parsed, so a typo in a key, a
-  value of the wrong type, a missing file or a syntax error in it all surface here.
+  value of the wrong type, a missing file, a syntax error in it, or a bug in its
+  get_config() all surface here.
   """
   try:
     remaining = flags.FLAGS(argv)
@@ -52,18 +84,23 @@ def parse_flags(argv):
       # one here so its error is reported like the others, not deep inside training.
       getattr(flags.FLAGS[name].value, "keys", None)
     return remaining
-  except flags.Error as e:
-    _fail(f"{e}\nPass --helpshort to see the flags.")
-  except (KeyError, AttributeError) as e:  # an override of a key the config lacks
-    detail = e
-    while isinstance(detail, BaseException) and detail.args:  # KeyError inside AttributeError
+  except (flags.Error, KeyError, AttributeError, OSError, SyntaxError, ImportError,
+          TypeError, ValueError) as e:
+    _fail(_raised_by_config_file(e, argv) or _flag_error_message(e))
+
+
+def _flag_error_message(error):
+  if isinstance(error, flags.Error):
+    return f"{error}\nPass --helpshort to see the flags."
+  if isinstance(error, (KeyError, AttributeError)):  # an override of a key the config lacks
+    detail = error
+    while isinstance(detail, BaseException) and detail.args:  # KeyError in AttributeError
       detail = detail.args[0]
-    _fail(f"unknown config key in an override: {str(detail).replace(chr(10), '. ')}\n"
-          "Overrides must name existing keys (see the config file); the config is locked. "
-          "A model builder argument the config file does not set (model.*) goes in a "
-          "config file of your own that imports the one you use and sets it.")
-  except (OSError, SyntaxError, ImportError, TypeError, ValueError) as e:
-    _fail(f"could not load the config: {type(e).__name__}: {e}")
+    return (f"unknown config key in an override: {str(detail).replace(chr(10), '. ')}\n"
+            "Overrides must name existing keys (see the config file); the config is locked. "
+            "A model builder argument the config file does not set (model.*) goes in a "
+            "config file of your own that imports the one you use and sets it.")
+  return f"could not load the config: {type(error).__name__}: {error}"
 
 
 @contextlib.contextmanager

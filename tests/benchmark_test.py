@@ -9,7 +9,7 @@ from absl.testing import absltest
 from tests import testutil
 import tensorflow as tf
 
-from kmodels import benchmark, models
+from kmodels import benchmark, models, precision
 
 
 _ENCLOSING = {"Process", "ParallelFor", "DoCompute"}  # executor events, not ops
@@ -56,6 +56,10 @@ class BenchmarkTest(absltest.TestCase):
                            results["train_speedup_ceiling"] * results["fraction_of_peak"],
                            delta=1e-6 * results["train_speedup"])
     self.assertIn("train_speedup", proc.stdout)
+    # base.py asks for precision=auto: the launcher says what it chose and records both.
+    self.assertEqual(results["precision_requested"], "auto")
+    self.assertEqual(results["precision"], precision.choose().precision)
+    self.assertIn(f"precision=auto -> {results['precision']}", proc.stderr)
     # --op_profile: the shares are printed and saved, the trace is kept for TensorBoard.
     self.assertIn("op_time_shares[", proc.stdout)
     self.assertAlmostEqual(sum(results["op_time_shares"].values()), 1.0, places=6)

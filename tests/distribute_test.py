@@ -61,6 +61,27 @@ class DistributeTest(parameterized.TestCase):
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
     self.assertEqual(metrics["status"], "completed")
 
+  @parameterized.parameters(
+      (0, False, False, "default"), (1, False, False, "default"), (2, False, False, "mirrored"),
+      (8, False, False, "mirrored"), (0, True, False, "tpu"), (0, False, True, "tpu"),
+      (4, True, False, "tpu"))
+  def test_auto_picks_by_devices(self, gpus, tpu_configured, tpu_attached, expected):
+    # GPUs and TPUs can't run here: device records as TensorFlow lists them stand in
+    # (untested on real hardware); the CPU branch runs for real below.
+    devices = [tf.config.PhysicalDevice("/physical_device:CPU:0", "CPU")] + [
+        tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(gpus)]
+    name, reason = distribute.choose_strategy(devices, tpu_configured, tpu_attached)
+    self.assertEqual(name, expected)
+    self.assertTrue(reason)
+
+  def test_auto_on_this_machine_is_the_default_strategy_and_says_why(self):
+    config = testutil.tiny_config(distribution__strategy="auto")
+    with self.assertLogs(level="INFO") as logs:
+      strategy = distribute.get_strategy(config.distribution)
+    self.assertIs(strategy, tf.distribute.get_strategy())
+    self.assertTrue(any("strategy=auto -> default: no GPU or TPU" in l and "Devices found" in l
+                        for l in logs.output), logs.output)
+
   def test_mirrored_on_a_machine_with_one_device_runs_with_one_replica(self):
     # A process of its own: this module's process has two logical CPUs.
     proc = testutil.run_launcher(

@@ -1,5 +1,6 @@
 """The launchers as users run them: real processes, real exit codes, real kill -9."""
 
+import gzip
 import json
 import os
 import signal
@@ -42,6 +43,30 @@ class TrainLauncherTest(parameterized.TestCase):
     proc = testutil.run_launcher("train", "--config=configs/base.py",
                                  f"--workdir={self.create_tempdir().full_path}", *args)
     testutil.assert_user_error(self, proc, *fragments)
+
+  @parameterized.named_parameters(
+      ("raises", "  raise ValueError('my own bug')\n", "raised ValueError: my own bug at line 4"),
+      ("reads_a_missing_key", "  config.train.lr_typo += 1\n  return config\n",
+       "raised AttributeError"))
+  def test_a_bug_in_the_config_file_names_its_line_not_an_override(self, body, fragment):
+    path = self.create_tempfile(
+        "mine.py", "from configs import base\ndef get_config():\n"
+        "  config = base.get_config()\n" + body).full_path
+    proc = testutil.run_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
+    testutil.assert_user_error(self, proc, fragment, f"the config file {path}",
+                               "bug in the config file itself")
+    self.assertNotIn("in an override:", proc.stderr)
+
+  @parameterized.named_parameters(
+      ("train", "train", ["--config=configs/base.py", "--workdir=/tmp/unused"]),
+      ("compare", "compare", ["--config=configs/compare_fashion_mnist.py",
+                              "--workdir=/tmp/unused"]),
+      ("benchmark", "benchmark", ["--config=configs/base.py", "--workdir=/tmp/unused"]),
+      ("prepare_data", "prepare_data", ["--dataset=mnist", "--archive_dir=/tmp/unused"]),
+      ("evaluate", "evaluate", ["--workdir=/tmp/unused"]))
+  def test_stray_positional_arguments_are_exit_2(self, launcher, flags):
+    proc = testutil.run_launcher(launcher, *flags, "stray")
+    testutil.assert_user_error(self, proc, "unexpected arguments: stray")
 
   def test_config_with_syntax_error(self):
     path = self.create_tempfile("broken.py", "def get_config(:\n").full_path
@@ -112,6 +137,19 @@ class PrepareDataLauncherTest(absltest.TestCase):
       report = f.read()
     self.assertIn("airplane", report)  # label names from the archive's batches.meta.txt
     self.assertRegex(report, r"accuracy\s+[\d.]+\s+6\n")
+
+  def test_damaged_archives_under_the_expected_names_are_one_message(self):
+    archive_dir = self.create_tempdir().full_path
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+      with gzip.open(os.path.join(archive_dir, name), "wb"):
+        pass  # an empty archive: right name, nothing inside
+    proc = testutil.run_launcher("prepare_data", "--dataset=fashion_mnist",
+                                 f"--archive_dir={archive_dir}",
+                                 f"--data_dir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(
+        self, proc, testutil.CHECKSUM_MESSAGE if testutil.TFDS_VERIFIES_ARCHIVES
+        else "could not be read as its archives")
 
   def test_archive_dir_with_wrong_files_lists_expected_names(self):
     archive_dir = self.create_tempdir().full_path

@@ -44,6 +44,7 @@ def tiny_config(**overrides):
   config.train.batch_size = 8
   config.train.epochs = 1
   config.train.steps_per_epoch = 2
+  config.precision = "float32"  # the same numbers on every CPU kind (auto: precision_test)
   for key, value in overrides.items():
     *parents, leaf = key.split("__")
     node = config
