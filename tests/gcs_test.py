@@ -138,8 +138,11 @@ class SharedBucketTest(absltest.TestCase):
 
   def test_two_workers_share_a_bucket_workdir_and_resume_after_a_kill(self):
     prefix = "multi"
-    args = [*_QUICK_FLAGS, f"--workdir=gs://{_BUCKET}/{prefix}", "--config.train.epochs=12",
-            "--config.train.steps_per_epoch=4", "--config.train.deterministic=True"]
+    # Kept short: on 2 cores shared with another test module, a long job risked TF's
+    # coordination-service heartbeat timeout (10 s) once in CI.
+    args = [*_QUICK_FLAGS, f"--workdir=gs://{_BUCKET}/{prefix}", "--config.train.epochs=6",
+            "--config.train.steps_per_epoch=4", "--config.train.deterministic=True",
+            "--config.precision=float32"]
     processes, logs, ports = testutil.start_workers(args)
     deadline = time.monotonic() + 300
     while len(_server.read_json(_BUCKET, f"{prefix}/history.json", [])) < 2:
@@ -153,9 +156,9 @@ class SharedBucketTest(absltest.TestCase):
     codes = [p.wait(300) for p in processes]
     chief_log = testutil.read_text(logs[0])
     self.assertEqual(codes, [0, 0], chief_log[-3000:] + testutil.read_text(logs[1])[-3000:])
-    self.assertRegex(chief_log, r"Resumed from the checkpoint of epoch ([2-9]|1[01])\b")
+    self.assertRegex(chief_log, r"Resumed from the checkpoint of epoch [1-5]\b")
     history = _server.read_json(_BUCKET, f"{prefix}/history.json", [])
-    self.assertEqual([h["epoch"] for h in history], list(range(1, 13)))
+    self.assertEqual([h["epoch"] for h in history], list(range(1, 7)))
     self.assertEqual(_top_level(prefix), _OUTPUTS)  # the chief's outputs, nothing else
     stray = [n for n in _server.objects(_BUCKET)
              if "workertemp" in n or "kmodels-worker" in n]
