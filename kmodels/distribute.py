@@ -51,12 +51,17 @@ def _one_device(distribution_config):
 
 
 def _mirrored(distribution_config, for_estimator=False):
-  # Estimators hang in session.run with the default all-reduce over logical CPU devices;
-  # ReductionToOneDevice trains (DESIGN.md, "Estimator facts").
-  cross_device_ops = tf.distribute.ReductionToOneDevice() if for_estimator else None
   # devices None: every visible GPU, or the CPU when there is none.
-  return tf.distribute.MirroredStrategy(parse_devices(distribution_config.devices),
-                                        cross_device_ops=cross_device_ops)
+  devices = parse_devices(distribution_config.devices)
+  count = len(devices) if devices else max(1, len(tf.config.list_logical_devices("GPU")))
+  # Estimators hang in session.run with the default all-reduce over logical CPU devices;
+  # ReductionToOneDevice trains. Over one device there is nothing to all-reduce, and
+  # collective ops of group size 1 clashed with a two-device strategy made later in the
+  # same process (found by tests/matrix_test.py).
+  one_device_ops = for_estimator or count == 1
+  return tf.distribute.MirroredStrategy(
+      devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if one_device_ops
+      else None)
 
 
 def _multi_worker(distribution_config):

@@ -1,0 +1,128 @@
+"""Every strategy x trainer x precision either trains or is refused before any work.
+
+Strategies: default, one_device, mirrored over 1 and over 2 logical CPUs, multi_worker with
+two localhost processes, tpu (no TPU here). Trainers: fit, custom_loop, estimator,
+keras_estimator. Precisions: auto, float32, mixed_bfloat16, mixed_float16. A cell that
+trains must finish and write its outputs; a refused one must raise UserError (exit 2 in
+the launchers) before its workdir exists. Anything else (a crash, a half run) fails.
+
+`python -m tests.matrix_test` also writes the table of answers to $KMODELS_MATRIX_TABLE
+(a Markdown file) when that is set: README "Run at scale" shows it.
+"""
+
+import itertools
+import os
+
+from absl.testing import absltest
+
+from tests import testutil
+import tensorflow as tf
+
+# Two logical CPUs for mirrored-over-2, before TensorFlow initializes its devices.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from kmodels import training  # noqa: E402
+from kmodels.errors import UserError  # noqa: E402
+
+STRATEGIES = {  # column name -> distribution overrides
+    "default": {"distribution__strategy": "default"},
+    "one_device": {"distribution__strategy": "one_device", "distribution__devices": "cpu:0"},
+    "mirrored (1 CPU)": {"distribution__strategy": "mirrored", "distribution__devices": "cpu:0"},
+    "mirrored (2 CPUs)": {"distribution__strategy": "mirrored",
+                          "distribution__devices": "cpu:0,cpu:1"},
+    # No distribution.tpu: refused at once. (tpu=local without a TPU: tests/tpu_test.py,
+    # in a process of its own, as connecting to a cluster changes the process's context.)
+    "tpu (none here)": {"distribution__strategy": "tpu"},
+}
+TRAINERS = ("fit", "custom_loop", "estimator", "keras_estimator")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+_results = {}
+
+
+def _cell(test, strategy, trainer, policy):
+  """Runs one in-process cell; returns 'trains' or 'refused: <first line of the reason>'."""
+  config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer, precision=policy,
+                                model__name="mlp", train__batch_size=8,
+                                **STRATEGIES[strategy])
+  workdir = os.path.join(test.create_tempdir().full_path, "run")
+  try:
+    metrics = training.train_and_evaluate(config, workdir)
+  except UserError as e:
+    test.assertFalse(os.path.exists(workdir), f"{strategy}/{trainer}/{policy}: refused "
+                     "after the workdir was made")
+    return "refused: " + _reason(str(e))
+  test.assertEqual(metrics["status"], "completed")
+  for name in ("metrics.json", "history.json", "curves.png", "export"):
+    test.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+  return f"trains ({metrics['precision']})"
+
+
+class MatrixTest(absltest.TestCase):
+
+  def test_in_process_strategies(self):
+    for strategy, trainer, policy in itertools.product(STRATEGIES, TRAINERS, PRECISIONS):
+      with self.subTest(strategy=strategy, trainer=trainer, precision=policy):
+        _results[(strategy, trainer, policy)] = _cell(self, strategy, trainer, policy)
+    # What must train on every lane, and what must be refused.
+    for strategy in ("default", "one_device", "mirrored (1 CPU)", "mirrored (2 CPUs)"):
+      for trainer, policy in itertools.product(("fit", "custom_loop"), PRECISIONS):
+        self.assertStartsWith(_results[(strategy, trainer, policy)], "trains")
+    for trainer, policy in itertools.product(TRAINERS, PRECISIONS):
+      self.assertStartsWith(_results[("tpu (none here)", trainer, policy)], "refused")
+
+  def test_multi_worker_processes(self):
+    for trainer, policy in itertools.product(TRAINERS, PRECISIONS):
+      with self.subTest(trainer=trainer, precision=policy):
+        _results[("multi_worker (2 processes)", trainer, policy)] = self._job(trainer, policy)
+
+  def _job(self, trainer, policy):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    args = ["--config=configs/base.py", f"--workdir={workdir}",
+            "--config.dataset.source=synthetic", "--config.dataset.name=mnist",
+            "--config.dataset.synthetic_train_examples=64", "--config.model.name=mlp",
+            "--config.train.batch_size=8", "--config.train.steps_per_epoch=2",
+            f"--config.trainer={trainer}", f"--config.precision={policy}"]
+    processes, logs, _ = testutil.start_workers(args)
+    codes = [p.wait(300) for p in processes]
+    text = testutil.read_text(logs[0])
+    if codes == [2, 2]:
+      self.assertFalse(os.path.exists(workdir))
+      return "refused: " + _reason(text.split("kmodels: error: ")[1])
+    self.assertEqual(codes, [0, 0], text[-3000:])
+    metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), None)
+    self.assertEqual(metrics["status"], "completed")
+    if trainer in ("fit", "custom_loop"):
+      return f"trains ({metrics['precision']})"
+    raise AssertionError(f"an Estimator trained under multi_worker: {trainer}")
+
+  @classmethod
+  def tearDownClass(cls):
+    super().tearDownClass()
+    path = os.environ.get("KMODELS_MATRIX_TABLE")
+    if path and _results:
+      with open(path, "w") as f:
+        f.write(markdown_table(_results) + "\n")
+
+
+def _reason(message):
+  """The gist of a refusal for the table: up to the first ':', ';', '(' or sentence end."""
+  for separator in (":", ";", " (", ". ", "\n"):
+    message = message.split(separator)[0]
+  return message.strip()[:110]
+
+
+def markdown_table(results):
+  """Rows: strategy x trainer; columns: precisions."""
+  strategies = list(dict.fromkeys(s for s, _, _ in results))
+  lines = ["| strategy | trainer | " + " | ".join(PRECISIONS) + " |",
+           "|---|---|" + "---|" * len(PRECISIONS)]
+  for strategy, trainer in itertools.product(strategies, TRAINERS):
+    if (strategy, trainer, PRECISIONS[0]) in results:
+      cells = [results[(strategy, trainer, p)].replace("|", "/") for p in PRECISIONS]
+      lines.append(f"| {strategy} | {trainer} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  absltest.main()
