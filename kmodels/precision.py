@@ -15,6 +15,8 @@ import typing
 from absl import logging
 import tensorflow as tf
 
+from kmodels.errors import UserError
+
 AUTO = "auto"
 PRECISIONS = (AUTO, "float32", "mixed_float16", "mixed_bfloat16")
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -112,7 +114,6 @@ def agree_across_workers(resolved, strategy):
 
   chosen = [PRECISIONS[i] for i, n in enumerate(count_by_precision(one_hot).numpy()) if n]
   if len(chosen) > 1:
-    from kmodels.errors import UserError  # pylint: disable=g-import-not-at-top
     raise UserError(f"precision=auto resolved differently on the workers of this job "
                     f"({' and '.join(chosen)}): their hardware differs. Set "
                     "--config.precision to one value for every worker.")

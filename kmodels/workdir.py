@@ -44,7 +44,8 @@ class Workdir:
     try:
       storage.makedirs(self.root)
       probe = self._path(".write-probe")
-      storage.write_atomic(probe, "")
+      with tf.io.gfile.GFile(probe, "w") as f:
+        f.write("")
       storage.remove(probe)
     except (OSError, tf.errors.OpError) as e:
       raise UserError(f"Cannot write to workdir {self.root}: {_reason(e)}. Pick a directory "

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 from absl.testing import absltest
@@ -46,7 +47,7 @@ print(json.dumps({"specs": specs, "kmodels_imported": "kmodels" in sys.modules})
 
 def _run_client(python, export_dir, inputs):
   """Calls each signature named in `inputs` from a fresh `python`; returns (outputs, specs)."""
-  scratch = tempfile_dir()
+  scratch = tempfile.mkdtemp(prefix="kmodels-serving-")
   inputs_path, outputs_path = os.path.join(scratch, "in.npz"), os.path.join(scratch, "out.npz")
   np.savez(inputs_path, **inputs)
   proc = subprocess.run([python, "-c", _CLIENT, export_dir, inputs_path, outputs_path],
@@ -58,11 +59,6 @@ def _run_client(python, export_dir, inputs):
   assert not report["kmodels_imported"]
   with np.load(outputs_path) as outputs:
     return {k: outputs[k] for k in outputs.files}, report["specs"]
-
-
-def tempfile_dir():
-  import tempfile  # pylint: disable=g-import-not-at-top
-  return tempfile.mkdtemp(prefix="kmodels-serving-")
 
 
 def _encode(image, format_name):
@@ -172,7 +168,7 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.workdir = tempfile_dir()
+    cls.workdir = tempfile.mkdtemp(prefix="kmodels-serving-")
     proc = testutil.run_launcher(
         "train", "--config=configs/base.py", f"--workdir={cls.workdir}",
         "--config.dataset.source=synthetic", "--config.dataset.name=fashion_mnist",

@@ -1,7 +1,8 @@
 """Building blocks shared by the model definitions.
 
 The MiniGoogLeNet modules follow Zhang et al. 2017 ("Understanding deep learning requires
-rethinking generalization"), as specified in SEEDS.md section A.
+rethinking generalization"), as the seed A CIFAR-10 tutorial builds them (conv modules,
+inception modules of two branches, downsample modules).
 """
 
 import tensorflow as tf

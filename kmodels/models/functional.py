@@ -8,7 +8,7 @@ layers = tf.keras.layers
 
 
 def minigooglenet(input_shape, num_classes, dropout=0.5):
-  """MiniGoogLeNet (SEEDS.md A), 1,656,250 parameters at 32x32x3 with 10 classes.
+  """MiniGoogLeNet (seed A, the CIFAR-10 tutorial), 1,656,250 parameters at 32x32x3 with 10 classes.
 
   The seed ends in a 7x7 average pool, which at 32x32 inputs covers the whole final
   feature map. The pool here always covers the whole final map, so it is exactly the

@@ -13,7 +13,7 @@ def _stack(input_shape, stack, name):
 
 
 def shallownet(input_shape, num_classes):
-  """ShallowNet (SEEDS.md A): 328,586 parameters at 32x32x3 with 10 classes."""
+  """ShallowNet (seed A, the CIFAR-10 tutorial): 328,586 parameters at 32x32x3 with 10 classes."""
   return _stack(input_shape, blocks.shallownet_layers(num_classes), "shallownet")
 
 

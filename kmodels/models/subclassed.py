@@ -65,7 +65,7 @@ class ShallowNet(_ConfigModel):
 
 @blocks.serializable
 class MiniVGGNet(_ConfigModel):
-  """MiniVGGNet (SEEDS.md A): two [conv-relu-bn]x2 + max-pool stages, then a dense head."""
+  """MiniVGGNet (seed A, the CIFAR-10 tutorial): two [conv-relu-bn]x2 + max-pool stages, then a dense head."""
 
   _config_keys = ("num_classes", "filters", "dense_units", "dropout")
 
