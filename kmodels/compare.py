@@ -5,7 +5,9 @@ path pays its own start-up (imports, graph building, tracing) and none inherits 
 process from another. The network is seed C's MLP (Flatten -> Dense 256 ReLU -> Dense
 softmax) everywhere: as Sequential, Functional and subclassed Keras models, in the custom
 GradientTape loop, as a `tf.estimator.DNNClassifier` with hidden_units (256,), and as the
-Sequential model moved into an Estimator by `model_to_estimator`.
+Sequential model moved into an Estimator by `model_to_estimator`; then the trained
+DNNClassifier migrated to Keras by `launch.migrate` (its accuracy on the test split, and
+predict speed of the Estimator and of the Keras model beside each other).
 """
 
 import csv
@@ -32,9 +34,12 @@ PATHS = {
     "custom_loop": ("custom_loop", "mlp"),
     "estimator": ("estimator", "mlp"),  # DNNClassifier; model.name unused
     "keras_estimator": ("keras_estimator", "mlp"),
+    # Not trained: the "estimator" path's model_dir through launch.migrate.
+    "estimator_migrated": ("migrate", "mlp"),
 }
 COLUMNS = ["path", "trainer", "model", "parameters", "test_loss", "test_accuracy",
-           "train_seconds", "images_per_second", "first_step_seconds", "status"]
+           "train_seconds", "images_per_second", "first_step_seconds",
+           "predict_images_per_second", "status"]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -46,23 +51,30 @@ def _estimator_missing():
     return str(e)
 
 
+def _launch(module, args, path_dir):
+  """Runs `python -m launch.<module> args` with its output in path_dir/log.txt; exit code."""
+  storage.makedirs(path_dir)
+  with storage.local_copy_for_writing(storage.join(path_dir, "log.txt")) as log_path, \
+       open(log_path, "w") as log:
+    return subprocess.call([sys.executable, "-m", f"launch.{module}", *args], cwd=REPO_ROOT,
+                           stdout=log, stderr=subprocess.STDOUT,
+                           env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+
+
 def _run_path(path, config_file, overrides, workdir):
   """Trains one path in its own process; returns its table row."""
   trainer, model = PATHS[path]
   row = {"path": path, "trainer": trainer,
          "model": "DNNClassifier[256]" if trainer == "estimator" else model}
-  if trainer in estimator.TRAINERS and _estimator_missing():
+  if (trainer in estimator.TRAINERS or trainer == "migrate") and _estimator_missing():
     return dict(row, status="skipped: tf.estimator needs the full lane (TF 2.15)")
   path_dir = storage.join(workdir, path)
-  storage.makedirs(path_dir)
-  command = [sys.executable, "-m", "launch.train", f"--config={config_file}",
-             f"--workdir={path_dir}", *overrides, f"--config.trainer={trainer}",
-             f"--config.model.name={model}"]
+  if trainer == "migrate":
+    return _migrated_row(row, workdir, path_dir)
   launched = time.time()
-  with storage.local_copy_for_writing(storage.join(path_dir, "log.txt")) as log_path, \
-       open(log_path, "w") as log:
-    code = subprocess.call(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                           env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  code = _launch("train", [f"--config={config_file}", f"--workdir={path_dir}", *overrides,
+                           f"--config.trainer={trainer}", f"--config.model.name={model}"],
+                 path_dir)
   metrics = reporting.read_json(storage.join(path_dir, "metrics.json"), None)
   if code or metrics is None:
     return dict(row, status=f"failed (exit {code}), see {path}/log.txt")
@@ -72,6 +84,32 @@ def _run_path(path, config_file, overrides, workdir):
               train_seconds=metrics["train_seconds"],
               images_per_second=metrics["images_per_second"],
               first_step_seconds=first_step - launched if first_step else None)
+
+
+def _migrated_row(row, workdir, path_dir):
+  """The "estimator" path's DNNClassifier migrated to Keras, proven on the test split."""
+  source = storage.join(workdir, "estimator")
+  row["model"] = "DNNClassifier[256] as Keras"
+  if not storage.exists(storage.join(source, "metrics.json")):
+    return dict(row, status="skipped: needs the estimator path (list it before)")
+  code = _launch("migrate", [f"--estimator_dir={source}", f"--workdir={path_dir}"], path_dir)
+  record = reporting.read_json(storage.join(path_dir, "migration.json"), None)
+  if code or record is None:
+    return dict(row, status=f"failed (exit {code}), see estimator_migrated/log.txt")
+  proof = record["proof"]
+  return dict(row, status="ok", test_accuracy=proof["keras_accuracy"],
+              predict_images_per_second=proof["keras_predict_images_per_second"],
+              estimator_predict_images_per_second=proof["estimator_predict_images_per_second"],
+              max_abs_difference=proof["max_abs_difference"])
+
+
+def _with_estimator_predict_speed(rows):
+  """The estimator row's predict speed, measured by the migration beside the Keras one."""
+  migrated = next((r for r in rows if r.get("estimator_predict_images_per_second")), None)
+  for row in rows:
+    if migrated and row["path"] == "estimator":
+      row["predict_images_per_second"] = migrated["estimator_predict_images_per_second"]
+  return rows
 
 
 def _format(value, column):
@@ -96,7 +134,7 @@ def markdown_table(rows):
 
 def _write_csv(rows, path):
   text = io.StringIO(newline="")
-  writer = csv.DictWriter(text, COLUMNS)
+  writer = csv.DictWriter(text, COLUMNS, extrasaction="ignore")
   writer.writeheader()
   writer.writerows({c: r.get(c, "") for c in COLUMNS} for r in rows)
   storage.write_atomic(path, text.getvalue())
@@ -143,6 +181,7 @@ def run(config, config_file, overrides, workdir):
                  storage.join(workdir, path))
     rows.append(_run_path(path, config_file, overrides, workdir))
     logging.info("[%d/%d] %s: %s", i, len(paths), path, rows[-1]["status"])
+  rows = _with_estimator_predict_speed(rows)
   title = (f"{config.dataset.name}: {config.train.epochs} epoch(s), batch "
            f"{config.train.batch_size}, {config.train.optimizer.name} "
            f"{config.train.optimizer.learning_rate}")

@@ -4,6 +4,9 @@ TensorFlow sizes its pools from the CPU affinity mask (`taskset`, `docker --cpus
 but not from a cgroup CPU quota (`docker --cpus=2`, Kubernetes CPU limits): in a container
 limited to 2 of 64 cores it starts 64 threads per pool that then queue for 2 cores' worth
 of time. `size_thread_pools` caps both pools at the usable count when that is lower.
+
+The quota is read from this process's own cgroup (/proc/self/cgroup names it), then from the
+cgroup filesystem's root (what a container with its own cgroup namespace sees).
 """
 
 import math
@@ -12,22 +15,51 @@ import os
 from absl import logging
 import tensorflow as tf
 
-_CGROUP_V2 = "/sys/fs/cgroup/cpu.max"
-_CGROUP_V1 = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+_CGROUP_ROOT = "/sys/fs/cgroup"
+# Environment variables TensorFlow reads for its pool sizes: set, they are the user's choice.
+_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
-def cgroup_cpu_limit(v2_path=_CGROUP_V2, v1_paths=_CGROUP_V1):
-  """The CPU quota of this process's cgroup in CPUs (may be fractional), or None."""
+def own_cgroup_files(proc_cgroup="/proc/self/cgroup", root=_CGROUP_ROOT):
+  """[(v2 cpu.max path, (v1 quota path, v1 period path))] to try, own cgroup first."""
+  own_v2 = own_v1 = "/"
+  try:
+    with open(proc_cgroup) as f:
+      for line in f:  # "0::/path" (v2) or "4:cpu,cpuacct:/path" (v1)
+        _, controllers, path = line.strip().split(":", 2)
+        if not controllers:
+          own_v2 = path
+        elif "cpu" in controllers.split(","):
+          own_v1 = path
+  except (OSError, ValueError):
+    pass
+  candidates = []
+  for v2, v1 in ((own_v2, own_v1), ("/", "/")):
+    v1_dir = os.path.join(root, "cpu", v1.lstrip("/"))
+    candidates.append((os.path.join(root, v2.lstrip("/"), "cpu.max"),
+                       (os.path.join(v1_dir, "cpu.cfs_quota_us"),
+                        os.path.join(v1_dir, "cpu.cfs_period_us"))))
+  return list(dict.fromkeys(candidates))
+
+
+def cgroup_cpu_limit(v2_path=None, v1_paths=None):
+  """The CPU quota of this process's cgroup in CPUs (may be fractional), or None.
+
+  Without paths, tries this process's own cgroup, then the root (see own_cgroup_files).
+  """
+  if v2_path is None and v1_paths is None:
+    limits = (cgroup_cpu_limit(v2, v1) for v2, v1 in own_cgroup_files())
+    return next((limit for limit in limits if limit is not None), None)
   try:
     with open(v2_path) as f:
       quota, period = f.read().split()[:2]
     return None if quota == "max" else int(quota) / int(period)
-  except (OSError, ValueError):
+  except (OSError, ValueError, TypeError):
     pass
   try:
     quota, period = (int(open(p).read()) for p in v1_paths)
     return None if quota <= 0 else quota / period
-  except (OSError, ValueError):
+  except (OSError, ValueError, TypeError):
     return None
 
 
@@ -39,9 +71,13 @@ def usable_cpus(limit=None):
 
 
 def size_thread_pools():
-  """Caps TensorFlow's intra- and inter-op pools at the usable CPUs (call before any op)."""
+  """Caps TensorFlow's intra- and inter-op pools at the usable CPUs (call before any op).
+
+  Pool sizes the user chose (TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS, or set
+  through tf.config.threading before) are kept.
+  """
   usable, present = usable_cpus(), os.cpu_count() or 1
-  if usable >= present:
+  if usable >= present or any(os.environ.get(v) for v in _THREAD_VARIABLES):
     return None
   if tf.config.threading.get_intra_op_parallelism_threads() == 0:  # 0: the user set none
     tf.config.threading.set_intra_op_parallelism_threads(usable)

@@ -18,7 +18,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, distribute, faults, models, optimizers, serving
+from kmodels import data, distribute, estimator_reading, faults, models, optimizers, serving
 from kmodels.errors import UserError
 
 TRAINERS = ("estimator", "keras_estimator")
@@ -180,8 +180,9 @@ def train(run):
     parameters = model.count_params()
     estimator, feature_key = keras_to_estimator(model, run_config)
   train_input_fn, eval_input_fn = _input_fns(config, feature_key)
-  done_steps = estimator.latest_checkpoint() and estimator.get_variable_value("global_step")
-  first_epoch = int(done_steps or 0) // run.steps_per_epoch
+  latest = estimator.latest_checkpoint()
+  done_steps = estimator_reading.global_step(latest) if latest else None
+  first_epoch = (done_steps or 0) // run.steps_per_epoch
   run.history.on_train_begin()
   for epoch in range(first_epoch, config.train.epochs):
     run.history.on_epoch_begin(epoch)

@@ -1,7 +1,8 @@
 """Classifies image files, or a split of a run's dataset, with a run's serving export.
 
-Everything goes through the export's `serving_default` signature (uint8 images), the
-same one any other client calls, so what `launch.predict` prints is what a server says.
+Everything goes through the export's uint8-image signature (`serving_default`, or
+`serving_images` in an Estimator migrated by launch.migrate), the same one any other client
+calls, so what `launch.predict` prints is what a server says.
 """
 
 import csv
@@ -27,14 +28,13 @@ class Predictor:
     self.export_dir = find_export(path)
     self.card = serving.read_card(self.export_dir)
     loaded = tf.saved_model.load(self.export_dir)
-    self._signature = loaded.signatures.get("serving_default")
-    spec = self._signature and self._signature.structured_input_signature[1].get(
-        serving.INPUT_NAME)
-    if spec is None or spec.dtype != tf.uint8:
-      raise UserError(f"{self.export_dir} is not a kmodels serving export (its "
-                      "serving_default does not take uint8 `images`); exports made before "
-                      "kmodels 0.1.0's serving signatures: run the same launch.train command "
-                      "again to re-export.")
+    self._signature, spec = _uint8_images_signature(loaded)
+    if spec is None:
+      raise UserError(f"{self.export_dir} has no signature taking uint8 `images` (a kmodels "
+                      "export's serving_default does). A migrated Estimator that was not "
+                      "trained by kmodels takes its own features: call its serving_default "
+                      "with saved_model_cli or TF Serving. Exports made before kmodels "
+                      "0.1.0: run the same launch.train command again to re-export.")
     self.image_shape = tuple(spec.shape[1:])
     self._loaded = loaded  # keeps the signature's variables alive
 
@@ -52,6 +52,16 @@ class Predictor:
   @property
   def label_names(self):
     return (self.card or {}).get("label_names")
+
+
+def _uint8_images_signature(loaded):
+  """(signature, input spec) of the export's uint8-image signature, or (None, None)."""
+  for name in ("serving_default", "serving_images"):
+    signature = loaded.signatures.get(name)
+    spec = signature and signature.structured_input_signature[1].get(serving.INPUT_NAME)
+    if spec is not None and spec.dtype == tf.uint8:
+      return signature, spec
+  return None, None
 
 
 def find_export(path):

@@ -11,6 +11,12 @@ from tests import testutil
 from kmodels import cpus
 
 
+# Prints what size_thread_pools did and the intra-op pool size TensorFlow was given.
+_SIZE_POOLS = ("import kmodels, tensorflow as tf; from kmodels import cpus; "
+               "print(cpus.size_thread_pools(), "
+               "tf.config.threading.get_intra_op_parallelism_threads())")
+
+
 class CpusTest(absltest.TestCase):
 
   def test_cgroup_v2_and_v1_quotas(self):
@@ -21,6 +27,45 @@ class CpusTest(absltest.TestCase):
     quota = self.create_tempfile("quota", "200000").full_path
     period = self.create_tempfile("period", "100000").full_path
     self.assertEqual(cpus.cgroup_cpu_limit(v2_path="/no", v1_paths=(quota, period)), 2.0)
+
+  def test_the_own_cgroup_is_found_from_proc_self_cgroup(self):
+    proc_cgroup = self.create_tempfile(
+        "cgroup", "4:cpu,cpuacct:/kubepods/pod1\n1:memory:/other\n0::/user.slice/job\n")
+    files = cpus.own_cgroup_files(proc_cgroup.full_path, root="/cg")
+    self.assertEqual(files, [
+        ("/cg/user.slice/job/cpu.max",
+         ("/cg/cpu/kubepods/pod1/cpu.cfs_quota_us", "/cg/cpu/kubepods/pod1/cpu.cfs_period_us")),
+        ("/cg/cpu.max", ("/cg/cpu/cpu.cfs_quota_us", "/cg/cpu/cpu.cfs_period_us"))])
+
+  def test_a_launcher_in_a_cgroup_with_a_one_cpu_quota_sizes_its_pools_to_one(self):
+    """A real cgroup v1 CPU quota (as `docker --cpus=1` sets), where this machine allows."""
+    parent = "/sys/fs/cgroup/cpu"
+    if os.cpu_count() < 2 or not os.access(parent, os.W_OK) or not os.path.exists(
+        os.path.join(parent, "cpu.cfs_quota_us")):
+      self.skipTest("needs a writable cgroup v1 cpu hierarchy (root) and 2+ CPUs")
+    group = os.path.join(parent, f"kmodels-test-{os.getpid()}")
+    os.mkdir(group)
+    try:
+      with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
+        f.write(str(int(open(os.path.join(group, "cpu.cfs_period_us")).read())))  # 1 CPU
+      proc = subprocess.run(
+          ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"',
+           sys.executable, _SIZE_POOLS], cwd=testutil.REPO_ROOT, capture_output=True,
+          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
+    finally:
+      os.rmdir(group)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    self.assertEqual(proc.stdout.split()[-2:], ["1", "1"])
+
+  def test_pool_sizes_the_user_set_are_kept(self):
+    if os.cpu_count() < 2:
+      self.skipTest("needs a machine with 2 CPUs or more")
+    proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", _SIZE_POOLS],
+                          cwd=testutil.REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT,
+                                   TF_NUM_INTRAOP_THREADS="2"))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    self.assertEqual(proc.stdout.split()[-2:], ["None", "0"])
 
   def test_usable_is_affinity_capped_by_the_quota(self):
     affinity = len(os.sched_getaffinity(0))
@@ -33,10 +78,7 @@ class CpusTest(absltest.TestCase):
   def test_a_launcher_pinned_to_one_cpu_sizes_tensorflows_pools_to_it(self):
     if os.cpu_count() < 2:
       self.skipTest("needs a machine with 2 CPUs or more")
-    script = ("import kmodels, tensorflow as tf; from kmodels import cpus; "
-              "print(cpus.size_thread_pools(), "
-              "tf.config.threading.get_intra_op_parallelism_threads())")
-    proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", script],
+    proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", _SIZE_POOLS],
                           cwd=testutil.REPO_ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])

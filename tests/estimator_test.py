@@ -18,7 +18,7 @@ from kmodels import data, estimator, training, validation  # noqa: E402
 from kmodels.errors import UserError  # noqa: E402
 from kmodels.workdir import Workdir  # noqa: E402
 
-HAS_ESTIMATOR = hasattr(tf, "estimator")
+HAS_ESTIMATOR = testutil.HAS_ESTIMATOR
 full_lane_only = absltest.skipUnless(HAS_ESTIMATOR, "tf.estimator exists only in TF <= 2.15")
 
 
@@ -126,7 +126,7 @@ class CompareTest(absltest.TestCase):
         "compare", "--config=configs/compare_fashion_mnist.py", f"--workdir={workdir}",
         "--config.dataset.source=synthetic", "--config.train.batch_size=16",
         "--config.train.steps_per_epoch=2", "--config.train.epochs=1",
-        "--config.compare.paths=sequential,custom_loop,estimator")
+        "--config.compare.paths=sequential,custom_loop,estimator,estimator_migrated")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     for name in ("comparison.md", "comparison.csv", "comparison.png"):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
@@ -134,11 +134,17 @@ class CompareTest(absltest.TestCase):
     self.assertIn("| path | trainer |", proc.stdout)
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()
             if line.startswith("| ") and not line.startswith("| path")}
-    self.assertEqual(set(rows), {"sequential", "custom_loop", "estimator"})
+    self.assertEqual(set(rows), {"sequential", "custom_loop", "estimator",
+                                 "estimator_migrated"})
     self.assertIn("| ok |", rows["sequential"])
     self.assertIn("| ok |", rows["custom_loop"])
-    self.assertIn("| ok |" if HAS_ESTIMATOR else "skipped: tf.estimator needs the full lane",
-                  rows["estimator"])
+    for path in ("estimator", "estimator_migrated"):
+      self.assertIn("| ok |" if HAS_ESTIMATOR else "skipped: tf.estimator needs the full lane",
+                    rows[path])
+    if HAS_ESTIMATOR:  # the migrated DNNClassifier keeps its accuracy, and predicts faster
+      accuracy = {p: rows[p].split("|")[6].strip() for p in ("estimator", "estimator_migrated")}
+      self.assertEqual(accuracy["estimator"], accuracy["estimator_migrated"])
+      self.assertNotEqual(rows["estimator_migrated"].split("|")[10].strip(), "—")
 
   def test_unknown_path_is_a_user_error(self):
     proc = testutil.run_launcher(

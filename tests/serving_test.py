@@ -23,44 +23,6 @@ from tests import testutil
 from kmodels import data, models, precision, serving, training
 from kmodels.workdir import Workdir
 
-_CLIENT = """
-import json, sys
-import numpy as np
-import tensorflow as tf
-export, inputs, out = sys.argv[1:4]
-loaded = tf.saved_model.load(export)
-arrays = dict(np.load(inputs, allow_pickle=False))
-results, specs = {}, {}
-for name, signature in loaded.signatures.items():
-  if name not in arrays:
-    continue
-  outputs = signature(images=tf.constant(arrays[name]))
-  for key, value in outputs.items():
-    value = value.numpy()
-    results[f"{name}/{key}"] = value.astype(bytes) if value.dtype == object else value
-  specs[name] = {"inputs": [s.dtype.name for s in signature.structured_input_signature[1].values()],
-                 "outputs": {k: v.dtype.name for k, v in signature.structured_outputs.items()}}
-np.savez(out, **results)
-print(json.dumps({"specs": specs, "kmodels_imported": "kmodels" in sys.modules}))
-"""
-
-
-def _run_client(python, export_dir, inputs):
-  """Calls each signature named in `inputs` from a fresh `python`; returns (outputs, specs)."""
-  scratch = tempfile.mkdtemp(prefix="kmodels-serving-")
-  inputs_path, outputs_path = os.path.join(scratch, "in.npz"), os.path.join(scratch, "out.npz")
-  np.savez(inputs_path, **inputs)
-  proc = subprocess.run([python, "-c", _CLIENT, export_dir, inputs_path, outputs_path],
-                        cwd=scratch, capture_output=True, text=True, timeout=300,
-                        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-  if proc.returncode:
-    raise AssertionError(proc.stderr[-3000:])
-  report = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert not report["kmodels_imported"]
-  with np.load(outputs_path) as outputs:
-    return {k: outputs[k] for k in outputs.files}, report["specs"]
-
-
 def _encode(image, format_name):
   buffer = io.BytesIO()
   Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
@@ -84,7 +46,7 @@ class ExportTest(parameterized.TestCase):
       serving.export_keras(model, info, export_dir,
                            serving.Card(policy, "fit", name, 0.5, {}), logits=logits)
     png = [_encode(i, "PNG") for i in images]
-    outputs, specs = _run_client(sys.executable, export_dir, {
+    outputs, specs = testutil.run_serving_client(sys.executable, export_dir, {
         "serving_default": images, "serving_float": images.astype(np.float32),
         "serving_bytes": np.array(png, dtype=object).astype(bytes)})
     atol = 1e-5 if policy == "float32" else 1e-3
@@ -94,10 +56,10 @@ class ExportTest(parameterized.TestCase):
       self.assertEqual([n.decode() for n in outputs[f"{signature}/class_name"]],
                        [f"class{i}" for i in expected.argmax(-1)])
     self.assertEqual(specs["serving_default"], {
-        "inputs": ["uint8"],
+        "inputs": {"images": "uint8"},
         "outputs": {"probabilities": "float32", "class_id": "int64", "class_name": "string"}})
-    self.assertEqual(specs["serving_float"]["inputs"], ["float32"])
-    self.assertEqual(specs["serving_bytes"]["inputs"], ["string"])
+    self.assertEqual(specs["serving_float"]["inputs"], {"images": "float32"})
+    self.assertEqual(specs["serving_bytes"]["inputs"], {"images": "string"})
     card = serving.read_card(export_dir)
     self.assertEqual((card["training_precision"], card["input"]["dtype"]), (policy, "uint8"))
 
@@ -111,7 +73,7 @@ class ExportTest(parameterized.TestCase):
     grey = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28),
                                                              Image.Resampling.BILINEAR))
     files = [_encode(rgb, "PNG"), _encode(rgb, "JPEG")]
-    outputs, _ = _run_client(sys.executable, export_dir,
+    outputs, _ = testutil.run_serving_client(sys.executable, export_dir,
                              {"serving_bytes": np.array(files, dtype=object).astype(bytes),
                               "serving_default": np.stack([grey[..., None]] * 2)})
     self.assertEqual(outputs["serving_bytes/probabilities"].shape, (2, 10))
@@ -132,7 +94,7 @@ class TrainedExportTest(parameterized.TestCase):
     batches = list(datasets.eval.as_numpy_iterator())
     images = np.round(np.concatenate([x for x, _ in batches]) * 255).astype(np.uint8)
     labels = np.concatenate([y for _, y in batches])
-    outputs, _ = _run_client(sys.executable, workdir.export, {"serving_default": images})
+    outputs, _ = testutil.run_serving_client(sys.executable, workdir.export, {"serving_default": images})
     accuracy = float(np.mean(outputs["serving_default/class_id"] == labels))
     self.assertAlmostEqual(accuracy, metrics["test_accuracy"], delta=0.001)
     self.assertEqual(serving.read_card(workdir.export)["test_accuracy"],
@@ -280,7 +242,7 @@ class CrossLaneTest(absltest.TestCase):
                           env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertTrue(proc.stdout.strip().startswith("2.15"))
-    outputs, _ = _run_client(sys.executable, export_dir,
+    outputs, _ = testutil.run_serving_client(sys.executable, export_dir,
                              {"serving_default": np.load(images)})
     np.testing.assert_allclose(outputs["serving_default/probabilities"], np.load(expected),
                                atol=1e-5)

@@ -16,6 +16,7 @@ import urllib.request
 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
@@ -28,6 +29,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # cannot match. Tests of offline preparation expect whichever behaviour this lane has.
 TFDS_VERIFIES_ARCHIVES = tuple(int(p) for p in tfds.__version__.split(".")[:3]) > (4, 9, 4)
 CHECKSUM_MESSAGE = "not byte-identical to the archives tfds"
+
+# tf.estimator exists on the full lane only (TF <= 2.15).
+HAS_ESTIMATOR = hasattr(tf, "estimator")
 
 
 def tiny_config(**overrides):
@@ -102,6 +106,50 @@ def assert_user_error(test, proc, *fragments):
   test.assertNotIn("Traceback", proc.stderr)
   for fragment in fragments:
     test.assertIn(fragment, proc.stderr)
+
+
+_SERVING_CLIENT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+export, inputs, out = sys.argv[1:4]
+loaded = tf.saved_model.load(export)
+arrays = dict(np.load(inputs, allow_pickle=False))
+results, specs = {}, {}
+for name, signature in loaded.signatures.items():
+  if name not in arrays:
+    continue
+  (argument,) = signature.structured_input_signature[1]  # each signature takes one input
+  outputs = signature(**{argument: tf.constant(arrays[name])})
+  for key, value in outputs.items():
+    value = value.numpy()
+    results[f"{name}/{key}"] = value.astype(bytes) if value.dtype == object else value
+  specs[name] = {"inputs": {k: s.dtype.name for k, s in signature.structured_input_signature[1].items()},
+                 "outputs": {k: v.dtype.name for k, v in signature.structured_outputs.items()}}
+np.savez(out, **results)
+print(json.dumps({"specs": specs, "kmodels_imported": "kmodels" in sys.modules}))
+"""
+
+
+def run_serving_client(python, export_dir, inputs):
+  """Calls each SavedModel signature named in `inputs` from a fresh `python` process.
+
+  The process runs outside the repo with plain TensorFlow (it must not import kmodels).
+  Returns (outputs as {"signature/output": array}, specs as {signature: {"inputs": {name:
+  dtype}, "outputs": {name: dtype}}}).
+  """
+  scratch = tempfile.mkdtemp(prefix="kmodels-serving-")
+  inputs_path, outputs_path = os.path.join(scratch, "in.npz"), os.path.join(scratch, "out.npz")
+  np.savez(inputs_path, **inputs)
+  proc = subprocess.run([python, "-c", _SERVING_CLIENT, export_dir, inputs_path, outputs_path],
+                        cwd=scratch, capture_output=True, text=True, timeout=300,
+                        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+  if proc.returncode:
+    raise AssertionError(proc.stderr[-3000:])
+  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert not report["kmodels_imported"]
+  with np.load(outputs_path) as outputs:
+    return {k: outputs[k] for k in outputs.files}, report["specs"]
 
 
 def read_json(path, default):

@@ -1,0 +1,93 @@
+"""model_dirs as legacy tf.estimator users have them, made with plain TensorFlow 2.15.
+
+Nothing here imports kmodels: these are the model_dirs `launch.migrate` must read whoever
+wrote them. `python -m tests.legacy_estimators MODEL_DIR` writes the canonical one (a
+DNNClassifier [128, 64] on a 784-value "pixels" feature, 10 classes) for tests that
+migrate in a full-lane process.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+
+def _data(key, shape, n_classes, examples=256, seed=0):
+  rng = np.random.default_rng(seed)
+  features = rng.standard_normal((examples, *shape)).astype(np.float32)
+  # Labels that depend on the features, so training moves every weight.
+  labels = (np.abs(features.reshape(examples, -1).sum(axis=1) * 3).astype(int) % n_classes)
+
+  def input_fn():
+    return tf.data.Dataset.from_tensor_slices(({key: features}, labels)).repeat().batch(32)
+
+  return input_fn
+
+
+def dnn_classifier(model_dir, hidden_units=(128, 64), activation="relu", batch_norm=False,
+                   dropout=None, n_classes=10, key="pixels", shape=(784,), steps=40):
+  """Trains a canned DNNClassifier `steps` steps in `model_dir`."""
+  column = tf.feature_column.numeric_column(key, shape=shape)
+  estimator = tf.estimator.DNNClassifier(
+      hidden_units=list(hidden_units), feature_columns=[column], n_classes=n_classes,
+      activation_fn=getattr(tf.nn, activation), batch_norm=batch_norm, dropout=dropout,
+      model_dir=model_dir, config=tf.estimator.RunConfig(tf_random_seed=1))
+  estimator.train(_data(key, shape, n_classes), steps=steps)
+  return estimator
+
+
+def linear_combined_classifier(model_dir):
+  column = tf.feature_column.numeric_column("x", shape=(4,))
+  estimator = tf.estimator.DNNLinearCombinedClassifier(
+      linear_feature_columns=[column], dnn_feature_columns=[column], dnn_hidden_units=[8],
+      model_dir=model_dir)
+  estimator.train(_data("x", (4,), 2), steps=5)
+
+
+def embedding_dnn_classifier(model_dir):
+  words = tf.feature_column.categorical_column_with_identity("word", num_buckets=20)
+  column = tf.feature_column.embedding_column(words, dimension=4)
+  estimator = tf.estimator.DNNClassifier(hidden_units=[8], feature_columns=[column],
+                                         model_dir=model_dir)
+  ids = np.arange(64).reshape(64, 1) % 20
+
+  def input_fn():
+    return tf.data.Dataset.from_tensor_slices(({"word": ids}, ids[:, 0] % 2)).repeat().batch(8)
+
+  estimator.train(input_fn, steps=5)
+
+
+def custom_model_fn_estimator(model_dir):
+  def model_fn(features, labels, mode):
+    logits = tf.compat.v1.layers.dense(features["x"], 3, name="my_logits")
+    loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits)
+    train_op = tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(
+        loss, global_step=tf.compat.v1.train.get_global_step())
+    return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+  tf.estimator.Estimator(model_fn, model_dir=model_dir).train(_data("x", (4,), 3), steps=5)
+
+
+def model_to_estimator(model_dir, json_path):
+  """A Keras model moved into an Estimator and trained there; its to_json() in json_path."""
+  inputs = tf.keras.Input(shape=(6,), name="features")
+  hidden = tf.keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+  outputs = tf.keras.layers.Dense(3, activation="softmax", name="scores")(hidden)
+  model = tf.keras.Model(inputs, outputs, name="legacy_keras")
+  model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+  with open(json_path, "w") as f:
+    f.write(model.to_json())
+  estimator = tf.keras.estimator.model_to_estimator(keras_model=model, model_dir=model_dir)
+  estimator.train(_data("features", (6,), 3), steps=20)
+
+
+def main():
+  dnn_classifier(sys.argv[1])
+  print(json.dumps({"model_dir": os.path.abspath(sys.argv[1]),
+                    "tensorflow": tf.__version__}))
+
+
+if __name__ == "__main__":
+  main()

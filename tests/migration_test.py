@@ -1,0 +1,251 @@
+"""launch.migrate: Estimator model_dirs to Keras, proven equal, served without kmodels.
+
+Full lane: DNNClassifiers written with plain TensorFlow (tests/legacy_estimators.py) in
+several shapes (hidden units, activations, batch norm, dropout, 2/3/4/10 classes, feature
+keys and shapes), a model_to_estimator model_dir, kmodels' own estimator and
+keras_estimator runs; unsupported Estimators are refused with exit 2. Each migrated export
+is called from a fresh process that imports nothing of kmodels. Current lane: a model_dir
+migrated by the full lane's Python serves here, and launch.migrate itself says why it
+needs the full lane.
+"""
+
+import os
+import subprocess
+import sys
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+
+from kmodels import estimator_reading, migration, training
+from tests import testutil
+
+full_lane_only = absltest.skipUnless(testutil.HAS_ESTIMATOR, "tf.estimator: full lane only")
+_FULL_LANE_PYTHON = os.path.join(testutil.REPO_ROOT, ".venv", "bin", "python")
+if testutil.HAS_ESTIMATOR:
+  from tests import legacy_estimators  # noqa: E402  (needs tf.estimator)
+
+_DNN_SHAPES = (  # name, DNNClassifier settings
+    ("relu_10_classes", dict(hidden_units=(128, 64), activation="relu", n_classes=10,
+                             key="pixels", shape=(784,))),
+    ("tanh_batch_norm_binary", dict(hidden_units=(16,), activation="tanh", batch_norm=True,
+                                    n_classes=2, key="x", shape=(4, 5))),
+    ("elu_dropout_3_classes", dict(hidden_units=(12, 8, 6), activation="elu", dropout=0.3,
+                                   n_classes=3, key="features", shape=(6,))),
+    ("leaky_relu_batch_norm_dropout", dict(hidden_units=(10, 10), activation="leaky_relu",
+                                           batch_norm=True, dropout=0.2, n_classes=4,
+                                           key="img", shape=(3, 3, 2))),
+)
+
+
+def _serve(export_dir, features):
+  """serving_default of `export_dir` on `features`, from a fresh TF-only process."""
+  outputs, specs = testutil.run_serving_client(sys.executable, export_dir,
+                                               {"serving_default": features})
+  return outputs, specs
+
+
+@full_lane_only
+class MigrateDnnClassifierTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_DNN_SHAPES)
+  def test_migrates_equal_and_serves_by_the_feature_key(self, settings):
+    model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
+    legacy_estimators.dnn_classifier(model_dir, **settings)
+    record = migration.migrate(model_dir, out)
+    self.assertEqual(record["kind"], "DNNClassifier")
+    self.assertEqual(record["hidden_units"], list(settings["hidden_units"]))
+    self.assertEqual(record["activation"], settings["activation"])
+    self.assertEqual(record["batch_norm"], settings.get("batch_norm", False))
+    self.assertAlmostEqual(record["dropout"] or 0, settings.get("dropout") or 0, places=6)
+    self.assertEqual(record["n_classes"], settings["n_classes"])
+    self.assertEqual((record["feature_key"], tuple(record["input_shape"])),
+                     (settings["key"], settings["shape"]))
+    self.assertEqual(record["step"], 40)
+    proof = record["proof"]
+    self.assertTrue(proof["equal"])
+    self.assertLessEqual(proof["max_abs_difference"], migration.MAX_DIFFERENCE)
+    self.assertEqual(proof["examples"], migration.RANDOM_CHECK_EXAMPLES)
+    with np.load(os.path.join(out, "proof.npz")) as arrays:
+      features, expected = arrays["features"], arrays["estimator_outputs"]
+    self.assertEqual(expected.shape, (len(features), settings["n_classes"]))
+    self.assertGreater(len(set(expected.argmax(-1))), 1, "a model that predicts one class "
+                       "proves little")
+    outputs, specs = _serve(os.path.join(out, "export"), features)
+    self.assertEqual(specs["serving_default"]["inputs"], {settings["key"]: "float32"})
+    np.testing.assert_allclose(outputs["serving_default/probabilities"], expected,
+                               atol=migration.MAX_DIFFERENCE)
+    np.testing.assert_array_equal(outputs["serving_default/class_id"], expected.argmax(-1))
+    self.assertTrue(os.path.exists(os.path.join(out, "keras", "saved_model.pb")))
+    self.assertTrue(os.path.exists(os.path.join(out, "weights.h5")))
+
+  def test_the_launcher_with_a_npz_and_saved_model_cli(self):
+    model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
+    legacy_estimators.dnn_classifier(model_dir, hidden_units=(32,), key="pixels",
+                                     shape=(784,))
+    check = os.path.join(self.create_tempdir().full_path, "check.npz")
+    rng = np.random.default_rng(3)
+    np.savez(check, pixels=rng.random((100, 784), dtype=np.float32),
+             labels=rng.integers(0, 10, 100))
+    proc = testutil.run_launcher("migrate", f"--estimator_dir={model_dir}",
+                                 f"--workdir={out}", f"--check_data={check}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("Migrated DNNClassifier (step 40)", proc.stdout)
+    self.assertIn("over 100 inputs", proc.stdout)
+    record = testutil.read_json(os.path.join(out, "migration.json"), None)
+    self.assertEqual(record["proof"]["estimator_accuracy"], record["proof"]["keras_accuracy"])
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", os.path.join(out, "export"), "--tag_set",
+                            "serve", "--signature_def", "serving_default"],
+                           capture_output=True, text=True, timeout=120)
+    self.assertEqual(shown.returncode, 0, shown.stderr[-2000:])
+    for fragment in ("inputs['pixels']", "(-1, 784)", "outputs['probabilities']",
+                     "outputs['class_id']"):
+      self.assertIn(fragment, shown.stdout)
+
+  def test_a_keras_model_off_by_more_than_the_tolerance_is_refused(self):
+    model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
+    legacy_estimators.dnn_classifier(model_dir, hidden_units=(16,), shape=(20,))
+    build = estimator_reading.DnnSource.build_keras_model
+
+    def slightly_off(source):
+      model = build(source)
+      model.get_layer("logits").bias.assign_add(np.full(10, 1e-3, np.float32) *
+                                                np.arange(10))
+      return model
+
+    with mock.patch.object(estimator_reading.DnnSource, "build_keras_model", slightly_off):
+      with self.assertRaisesRegex(migration.MigrationNotEqual, "Nothing was exported"):
+        migration.migrate(model_dir, out)
+    self.assertFalse(os.path.exists(os.path.join(out, "export")))
+    record = testutil.read_json(os.path.join(out, "migration.json"), None)
+    self.assertFalse(record["proof"]["equal"])
+    self.assertGreater(record["proof"]["max_abs_difference"], migration.MAX_DIFFERENCE)
+
+  def test_flags_stand_in_for_a_missing_graph(self):
+    model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
+    legacy_estimators.dnn_classifier(model_dir, hidden_units=(8,), activation="tanh",
+                                     key="x", shape=(2, 3))
+    os.remove(os.path.join(model_dir, "graph.pbtxt"))
+    with self.assertRaisesRegex(migration.UserError, "--feature_key"):
+      migration.migrate(model_dir, out)
+    record = migration.migrate(model_dir, out, overrides=estimator_reading.Overrides(
+        activation="tanh", feature_key="x", input_shape=(2, 3)))
+    self.assertTrue(record["proof"]["equal"])
+    self.assertEqual(record["read_from"]["activation"], "flag")
+
+
+@full_lane_only
+class UnsupportedTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("linear_combined", "linear_combined_classifier", "DNNLinearCombinedClassifier"),
+      ("embedding_column", "embedding_dnn_classifier", "embedding or categorical"),
+      ("custom_model_fn", "custom_model_fn_estimator", "a custom model_fn"))
+  def test_is_refused_with_what_is_not_supported(self, maker, message):
+    model_dir = self.create_tempdir().full_path
+    getattr(legacy_estimators, maker)(model_dir)
+    out = os.path.join(self.create_tempdir().full_path, "out")
+    with self.assertRaisesRegex(migration.UserError, message):
+      migration.migrate(model_dir, out)
+    self.assertFalse(os.path.exists(out))
+
+  def test_the_launcher_exits_2(self):
+    model_dir = self.create_tempdir().full_path
+    legacy_estimators.linear_combined_classifier(model_dir)
+    proc = testutil.run_launcher("migrate", f"--estimator_dir={model_dir}",
+                                 f"--workdir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(self, proc, "DNNLinearCombinedClassifier")
+
+
+@full_lane_only
+class MigrateKerasTest(absltest.TestCase):
+
+  def test_a_model_to_estimator_dir_goes_back_to_its_keras_model(self):
+    model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
+    json_path = os.path.join(self.create_tempdir().full_path, "model.json")
+    legacy_estimators.model_to_estimator(model_dir, json_path)
+    with self.assertRaisesRegex(migration.UserError, "--keras_model"):
+      migration.migrate(model_dir, out)
+    record = migration.migrate(model_dir, out, overrides=estimator_reading.Overrides(
+        keras_model=json_path))
+    self.assertEqual((record["kind"], record["feature_key"], record["step"]),
+                     ("model_to_estimator", "features", 20))
+    self.assertTrue(record["proof"]["equal"], record["proof"])
+    with np.load(os.path.join(out, "proof.npz")) as arrays:
+      features, expected = arrays["features"], arrays["estimator_outputs"]
+    outputs, _ = _serve(os.path.join(out, "export"), features)
+    np.testing.assert_allclose(outputs["serving_default/probabilities"], expected,
+                               atol=migration.MAX_DIFFERENCE)
+
+
+@full_lane_only
+class MigrateKmodelsRunTest(parameterized.TestCase):
+
+  @parameterized.parameters("estimator", "keras_estimator")
+  def test_a_kmodels_run_migrates_with_its_classes_and_images(self, trainer):
+    workdir = self.create_tempdir().full_path
+    config = testutil.tiny_config(trainer=trainer, model__name="mlp",
+                                  dataset__source="synthetic", estimator__hidden_units=(16,))
+    metrics = training.train_and_evaluate(config, workdir)
+    out = self.create_tempdir().full_path
+    record = migration.migrate(workdir, out)
+    proof = record["proof"]
+    self.assertTrue(proof["equal"], proof)
+    self.assertEqual(proof["examples"], 24)  # the synthetic eval split
+    self.assertAlmostEqual(proof["keras_accuracy"], metrics["test_accuracy"], places=6)
+    self.assertEqual(proof["keras_accuracy"], proof["estimator_accuracy"])
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
+    outputs, specs = testutil.run_serving_client(
+        sys.executable, os.path.join(out, "export"),
+        {"serving_images": images, "serving_default": images.astype(np.float32) / 255})
+    self.assertIn("class_name", specs["serving_default"]["outputs"])
+    np.testing.assert_allclose(outputs["serving_images/probabilities"],
+                               outputs["serving_default/probabilities"], atol=1e-6)
+    # The Estimator's own export answers the same (its uint8-image signature is "predict":
+    # a canned head's default one would need serialized tf.Examples).
+    estimator_export = os.path.join(workdir, "export", sorted(
+        n for n in os.listdir(os.path.join(workdir, "export")) if n.isdigit())[-1]) \
+        if trainer == "estimator" else None
+    if estimator_export:
+      original, _ = testutil.run_serving_client(sys.executable, estimator_export,
+                                                {"predict": images})
+      np.testing.assert_allclose(outputs["serving_images/probabilities"],
+                                 original["predict/probabilities"],
+                                 atol=migration.MAX_DIFFERENCE)
+
+
+class CurrentLaneTest(absltest.TestCase):
+
+  def test_a_model_dir_migrated_on_the_full_lane_serves_here(self):
+    if testutil.HAS_ESTIMATOR:
+      self.skipTest("this is the full lane; the current lane's run serves what it migrates")
+    if not os.path.exists(_FULL_LANE_PYTHON):
+      self.skipTest("no full-lane venv (.venv) here: `bash launch/setup.sh` makes one")
+    model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
+    env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
+    for command in ([_FULL_LANE_PYTHON, "-m", "tests.legacy_estimators", model_dir],
+                    [_FULL_LANE_PYTHON, "-m", "launch.migrate", f"--estimator_dir={model_dir}",
+                     f"--workdir={out}"]):
+      proc = subprocess.run(command, cwd=testutil.REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    record = testutil.read_json(os.path.join(out, "migration.json"), None)
+    self.assertLessEqual(record["proof"]["max_abs_difference"], migration.MAX_DIFFERENCE)
+    with np.load(os.path.join(out, "proof.npz")) as arrays:
+      features, expected = arrays["features"], arrays["estimator_outputs"]
+    outputs, _ = _serve(os.path.join(out, "export"), features)
+    np.testing.assert_allclose(outputs["serving_default/probabilities"], expected,
+                               atol=migration.MAX_DIFFERENCE)
+
+  def test_launch_migrate_says_it_needs_the_full_lane(self):
+    if testutil.HAS_ESTIMATOR:
+      self.skipTest("the full lane migrates")
+    proc = testutil.run_launcher("migrate", f"--estimator_dir={self.create_tempdir()}",
+                                 f"--workdir={self.create_tempdir()}")
+    testutil.assert_user_error(self, proc, "needs tf.estimator", "full lane")
+
+
+if __name__ == "__main__":
+  absltest.main()
