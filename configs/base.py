@@ -48,11 +48,13 @@ def get_config():
   config.train.optimizer.schedule = "constant"
   config.train.optimizer.warmup_fraction = 0.05  # cosine: share of the run spent warming up
 
-  # fit (Keras model.fit) | custom_loop (GradientTape, seed B) | estimator (DNNClassifier)
+  # fit (Keras model.fit) | custom_loop (GradientTape, the CIFAR training-loop tutorial) |
+  # estimator (DNNClassifier)
   # | keras_estimator (model.name through model_to_estimator); the last two: full lane only
   config.trainer = "fit"
   config.estimator = ml_collections.ConfigDict()
-  config.estimator.hidden_units = (256,)  # DNNClassifier layers (seed C's MLP: one of 256)
+  # DNNClassifier layers: one of 256, as the MNIST styles tutorial's MLP.
+  config.estimator.hidden_units = (256,)
   config.distribution = ml_collections.ConfigDict()
   # auto (a TPU if configured or attached, mirrored over 2+ GPUs, else default) | default
   # | one_device | mirrored (one host) | multi_worker (TF_CONFIG) | tpu
@@ -70,7 +72,7 @@ def get_config():
 
 def augmentation(enabled, rotation_degrees=18.0, zoom=0.15, shift=0.2, shear=0.15,
                  horizontal_flip=True):
-  """Random affine augmentation on batches; the defaults are seed A's strengths."""
+  """Random affine augmentation on batches, at the CIFAR styles tutorial's strengths."""
   return ml_collections.ConfigDict(dict(
       enabled=enabled, rotation_degrees=rotation_degrees, zoom=zoom, shift=shift,
       shear=shear, horizontal_flip=horizontal_flip))

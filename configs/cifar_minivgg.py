@@ -1,10 +1,10 @@
-"""MiniVGGNet (subclassed) on CIFAR-10 with seed A's recipe.
+"""MiniVGGNet (subclassed) on CIFAR-10 with the CIFAR styles tutorial's recipe.
 
 Command (needs CIFAR-10 prepared, see README "Data"):
   python -m launch.train --config=configs/cifar_minivgg.py --workdir=runs/cifar_minivgg
-Expected: 70-73 % test accuracy (seed A). Time on 2 CPU cores, with
+Expected: 70-73 % test accuracy (the CIFAR styles tutorial). Time on 2 CPU cores, with
 --config.precision=mixed_bfloat16: training ran at 3.8-4.1 k img/s here (launch.benchmark
-on CIFAR-10-shaped synthetic data, README "Performance", 2026-11-25), about 13 s per epoch,
+on CIFAR-10-shaped synthetic data, kmodels/docs/performance.md, 2026-11-25), about 13 s per epoch,
 15 min for the 60 epochs; CIFAR-10 itself cannot be downloaded on the build machine.
 """
 

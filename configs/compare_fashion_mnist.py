@@ -1,4 +1,4 @@
-"""The same MLP trained by every kmodels path on Fashion-MNIST (README "Compare the paths").
+"""The same MLP trained by every kmodels path on Fashion-MNIST (kmodels/docs/estimators.md).
 
 Command (after preparing Fashion-MNIST, README "Data"):
   python -m launch.compare --config=configs/compare_fashion_mnist.py --workdir=runs/compare
@@ -10,12 +10,13 @@ to Keras (launch.migrate); the Estimator paths need the full lane.
 
 import ml_collections
 
-from configs import seeds
+from configs import tutorials
 
 
 def get_config(dataset="fashion_mnist"):
-  # Seed C's recipe (Adam 1e-3, batch 128) on the MLP, with a short budget for all paths.
-  config = seeds.recipe("mlp", dataset, epochs=3, batch_size=128, arg=None)
+  # The MNIST styles tutorial's recipe (Adam 1e-3, batch 128) on the MLP, with a short budget for
+  # all paths.
+  config = tutorials.recipe("mlp", dataset, epochs=3, batch_size=128, arg=None)
   config.estimator.hidden_units = (256,)  # the DNNClassifier twin of the MLP
   config.compare = ml_collections.ConfigDict()
   config.compare.paths = ("sequential,functional,subclassed,custom_loop,estimator,keras_estimator,"

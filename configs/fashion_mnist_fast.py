@@ -1,8 +1,8 @@
-"""Time to accuracy on Fashion-MNIST: the fastest recipe measured here (issue 6).
+"""Time to accuracy on Fashion-MNIST: the fastest recipe measured here.
 
 Command (after preparing Fashion-MNIST, README "Data"):
   python -m launch.train --config=configs/fashion_mnist_fast.py --workdir=runs/fast
-Expected: see README "Performance" (accuracy and wall time from command start to the
+Expected: see kmodels/docs/performance.md (accuracy and wall time from command start to the
 final evaluation, measured on 2 CPU cores with the command and date).
 
 Choices, each measured (BUILD_NOTES "Time to accuracy"): bf16 compute; a small CNN

@@ -2,7 +2,8 @@
 
 Every number is measured in the calling process, on this machine, in one run, so ratios
 between them are fair: kmodels' training and input pipeline against the reference path of
-seed A (Keras' `ImageDataGenerator` feeding `model.fit`), and the achieved FLOP/s against
+the CIFAR styles tutorial (Keras' `ImageDataGenerator` feeding `model.fit`), and the achieved
+FLOP/s against
 a matmul peak measured right before.
 """
 
@@ -15,14 +16,14 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import custom_loop, data, precision, storage, training, validation
+from kmodels import (callbacks, custom_loop, data, precision, storage, trainers, training,
+                     validation)
 from kmodels.errors import UserError
 
-BENCHMARKED_TRAINERS = ("fit", "custom_loop")
 
-# Seed A's ImageDataGenerator arguments, from the CIFAR-10 Keras tutorial this reference
-# path reproduces: the augmentation it trained with.
-SEED_A_AUGMENTATION = dict(rotation_range=18, zoom_range=0.15, width_shift_range=0.2,
+# The CIFAR styles tutorial's ImageDataGenerator arguments, from the CIFAR-10 Keras tutorial this
+# reference path reproduces: the augmentation it trained with.
+TUTORIAL_AUGMENTATION = dict(rotation_range=18, zoom_range=0.15, width_shift_range=0.2,
                            height_shift_range=0.2, shear_range=0.15, horizontal_flip=True,
                            fill_mode="nearest")
 
@@ -78,8 +79,8 @@ def forward_flops_per_image(model, image_shape):
 def _fit_throughput(model, dataset, batch_size, steps, first_step=None):
   """Images/s of model.fit over `steps` steps after a warm-up epoch of the same length."""
   timer = _StepTimer()
-  callbacks = [timer] + ([training.FirstStepCallback(first_step)] if first_step else [])
-  model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+  step_callbacks = [timer] + ([callbacks.FirstStepCallback(first_step)] if first_step else [])
+  model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=step_callbacks, verbose=0)
   return steps * batch_size / timer.epoch_seconds[1], timer.epoch_seconds[1] / steps
 
 
@@ -160,9 +161,9 @@ def _shares_by_op_type(space, top):
 
 
 def check_trainer(config):
-  if config.trainer not in BENCHMARKED_TRAINERS:
+  if config.trainer not in trainers.benchmarkable():
     raise UserError(
-        f"launch.benchmark measures the Keras trainers ({', '.join(BENCHMARKED_TRAINERS)}), "
+        f"launch.benchmark measures the Keras trainers ({', '.join(trainers.benchmarkable())}), "
         f"not trainer {config.trainer!r}. launch.compare reports the Estimators' images/s "
         "beside the Keras paths; or pass --config.trainer=fit.")
 
@@ -178,8 +179,8 @@ def _note_one_device(strategy):
 
 
 def reference_training(model, images, labels, batch_size, steps):
-  """Seed A's path: ImageDataGenerator.flow feeding model.fit, same model and batch."""
-  generator = tf.keras.preprocessing.image.ImageDataGenerator(**SEED_A_AUGMENTATION)
+  """The CIFAR styles tutorial's path: ImageDataGenerator.flow feeding model.fit."""
+  generator = tf.keras.preprocessing.image.ImageDataGenerator(**TUTORIAL_AUGMENTATION)
   flow = generator.flow(images, labels, batch_size=batch_size, seed=0)
   return _fit_throughput(model, flow, batch_size, steps)
 
@@ -195,7 +196,7 @@ def pipeline_throughput(dataset, batch_size, batches):
 
 
 def reference_pipeline_throughput(images, labels, batch_size, batches):
-  generator = tf.keras.preprocessing.image.ImageDataGenerator(**SEED_A_AUGMENTATION)
+  generator = tf.keras.preprocessing.image.ImageDataGenerator(**TUTORIAL_AUGMENTATION)
   return pipeline_throughput(generator.flow(images, labels, batch_size=batch_size, seed=0),
                              batch_size, batches)
 
@@ -214,7 +215,8 @@ def raw_training_arrays(datasets, count):
 
 
 def _reference_model(config, info):
-  # Seed A's script as it ran: float32, no XLA, one step per call, the same model and loss.
+  # The CIFAR styles tutorial's script as it ran: float32, no XLA, one step per call, the same
+  # model and loss.
   reference = config.copy_and_resolve_references()
   with reference.unlocked():
     reference.precision, reference.xla, reference.train.steps_per_execution = "float32", False, 1
@@ -236,7 +238,7 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
   info, batch = datasets.info, config.train.batch_size
   with precision.policy(config.precision):
-    first_step = training.FirstStepTimer()
+    first_step = callbacks.FirstStepTimer()
     model = training.build_and_compile(config, info, tf.distribute.get_strategy())
     images_per_second, step_seconds = kmodels_training(model, datasets, config, steps,
                                                        synthetic_batch, first_step)
@@ -245,7 +247,7 @@ def run(config, steps, pipeline_batches, synthetic_batch, with_reference, proces
     if op_profile_dir:
       shares = op_time_shares(
           lambda: kmodels_training(model, datasets, config, steps, synthetic_batch,
-                                   training.FirstStepTimer()), op_profile_dir)
+                                   callbacks.FirstStepTimer()), op_profile_dir)
   results = {
       "model": config.model.name, "trainer": config.trainer, "precision": config.precision,
       "precision_requested": config.precision_requested,

@@ -2,8 +2,8 @@
 
 Each path is one `python -m launch.train` process with the comparison's config, so every
 path pays its own start-up (imports, graph building, tracing) and none inherits a warm
-process from another. The network is seed C's MLP (Flatten -> Dense 256 ReLU -> Dense
-softmax) everywhere: as Sequential, Functional and subclassed Keras models, in the custom
+process from another. The network is the MNIST styles tutorial's MLP (Flatten -> Dense 256 ReLU ->
+Dense softmax) everywhere: as Sequential, Functional and subclassed Keras models, in the custom
 GradientTape loop, as a `tf.estimator.DNNClassifier` with hidden_units (256,), and as the
 Sequential model moved into an Estimator by `model_to_estimator`; then the trained
 DNNClassifier migrated to Keras by `launch.migrate` (its accuracy on the test split, and
@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kmodels import estimator, reporting, storage  # noqa: E402
+from kmodels import estimator, reporting, storage, trainers  # noqa: E402
 from kmodels.errors import UserError  # noqa: E402
 
 # path -> (trainer, model.name)
@@ -66,7 +66,8 @@ def _run_path(path, config_file, overrides, workdir):
   trainer, model = PATHS[path]
   row = {"path": path, "trainer": trainer,
          "model": "DNNClassifier[256]" if trainer == "estimator" else model}
-  if (trainer in estimator.TRAINERS or trainer == "migrate") and _estimator_missing():
+  needs_estimator = trainer == "migrate" or trainers.is_estimator(trainer)
+  if needs_estimator and _estimator_missing():
     return dict(row, status="skipped: tf.estimator needs the full lane (TF 2.15)")
   path_dir = storage.join(workdir, path)
   if trainer == "migrate":
@@ -98,6 +99,7 @@ def _migrated_row(row, workdir, path_dir):
     return dict(row, status=f"failed (exit {code}), see estimator_migrated/log.txt")
   proof = record["proof"]
   return dict(row, status="ok", test_accuracy=proof["keras_accuracy"],
+              parameters=proof["parameters"],
               predict_images_per_second=proof["keras_predict_images_per_second"],
               estimator_predict_images_per_second=proof["estimator_predict_images_per_second"],
               max_abs_difference=proof["max_abs_difference"])

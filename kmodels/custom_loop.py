@@ -1,4 +1,5 @@
-"""The `custom_loop` trainer (seed B): a GradientTape train step under `strategy.run`.
+"""The `custom_loop` trainer (the CIFAR training-loop tutorial): a GradientTape train step under
+`strategy.run`.
 
 What it does by hand that `model.fit` does for you, and why:
 - The loss is averaged over the *global* batch (`tf.nn.compute_average_loss`): replicas'
@@ -17,11 +18,11 @@ What it does by hand that `model.fit` does for you, and why:
 
 import math
 import sys
-import time
 
 from absl import logging
 import tensorflow as tf
 
+from kmodels import callbacks as callbacks_lib
 from kmodels import distribute, faults, models, storage
 
 
@@ -168,46 +169,36 @@ class _Checkpoints:
     self.latest.save(checkpoint_number=steps_done)
 
 
-def _summary_writers(workdir, chief):
-  if not chief:
-    return tf.summary.create_noop_writer(), tf.summary.create_noop_writer()
-  return (tf.summary.create_file_writer(storage.join(workdir.tensorboard, "train")),
-          tf.summary.create_file_writer(storage.join(workdir.tensorboard, "validation")))
+class _SaveCheckpoints(tf.keras.callbacks.Callback):
+  """Each epoch end: the latest checkpoint, and the best one by validation loss."""
+
+  def __init__(self, checkpoints, steps_per_epoch):
+    super().__init__()
+    self.checkpoints, self.steps_per_epoch = checkpoints, steps_per_epoch
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.checkpoints.save(epoch + 1, (epoch + 1) * self.steps_per_epoch, logs["val_loss"])
 
 
-def _write_summaries(writers, epoch, logs):
-  train_writer, validation_writer = writers
-  with train_writer.as_default(step=epoch):
-    tf.summary.scalar("epoch_loss", logs["loss"])
-    tf.summary.scalar("epoch_accuracy", logs["accuracy"])
-  with validation_writer.as_default(step=epoch):
-    tf.summary.scalar("epoch_loss", logs["val_loss"])
-    tf.summary.scalar("epoch_accuracy", logs["val_accuracy"])
+def train_steps_of_epoch(train_steps, iterator, run, first_step, metrics, callbacks, stop):
+  """Runs the steps of one epoch from `first_step` on; `stop(done)` may end the run early.
 
-
-def _run_epoch(train_steps, iterator, run, epoch, first_step, metrics, progress, stop):
-  """Runs the steps of `epoch` from `first_step` on; `stop(done)` may end the run early."""
+  After each call (train.steps_per_execution steps) the callbacks see the running loss at
+  on_train_batch_end, as under model.fit: a NaN raises there, before any checkpoint.
+  """
   done, steps_per_call = first_step, run.config.train.steps_per_execution
   while done < run.steps_per_epoch:
     steps = min(steps_per_call, run.steps_per_epoch - done)
+    callbacks.on_train_batch_begin(done)
     train_steps(iterator, tf.constant(steps))
-    run.timer.step_done()  # counts the first call, which may run several steps
     done += steps
-    # Before the epoch's checkpoint: a diverged run keeps its last good weights.
-    faults.check_finite(metrics.loss.result(), epoch, done - 1, run.config)
-    if progress:
-      progress.update(done)
+    callbacks.on_train_batch_end(done - 1, {"loss": float(metrics.loss.result())})
     if done < run.steps_per_epoch:
       stop(done)
 
 
-def train(run):
-  """Trains run.model for run.config.train.epochs, resuming from the latest checkpoint."""
-  config, model, strategy = run.config, run.model, run.strategy
-  chief = distribute.is_chief(strategy)
-  optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
-  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE)
-  train_steps, metrics = make_train_steps(model, strategy, config)
+def make_evaluate(model, loss_fn, metrics, strategy):
+  """evaluate(distributed dataset): one pass, into metrics' val_loss and val_accuracy."""
   eval_step = make_eval_step(model, loss_fn, metrics)
 
   @tf.function
@@ -215,8 +206,21 @@ def train(run):
     for batch in dataset:
       strategy.run(eval_step, args=(batch,))
 
+  return evaluate
+
+
+def train(run):
+  """Trains run.model for run.config.train.epochs, resuming from the latest checkpoint.
+
+  The outer loop is fit's: run.callbacks (the epoch-end contract) through a CallbackList,
+  plus this trainer's checkpoints and a log line per epoch.
+  """
+  config, model, strategy = run.config, run.model, run.strategy
+  optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
+  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE)
+  train_steps, metrics = make_train_steps(model, strategy, config)
+  evaluate = make_evaluate(model, loss_fn, metrics, strategy)
   eval_dataset = strategy.experimental_distribute_dataset(run.datasets.eval)
-  writers = _summary_writers(run.workdir, chief)
   steps_per_epoch = run.steps_per_epoch
   with distribute.writable_path(run.workdir.checkpoints, strategy) as checkpoint_dir, \
        faults.sigterm_flag(strategy) as sigterm:
@@ -227,31 +231,27 @@ def train(run):
     # same data as an uninterrupted one.
     train_iterator = iter(run.datasets.distributed_train(strategy, steps_done))
     first_epoch, first_step = divmod(steps_done, steps_per_epoch)
+    callbacks = tf.keras.callbacks.CallbackList(
+        [*run.callbacks, _SaveCheckpoints(checkpoints, steps_per_epoch),
+         callbacks_lib.EpochLog(run.history, config.train.epochs)],
+        # A progress bar for people at a terminal, as fit shows; the log line otherwise.
+        add_progbar=distribute.is_chief(strategy) and sys.stdout.isatty(), model=model,
+        epochs=config.train.epochs, steps=steps_per_epoch, verbose=1)
 
     def stop_if_preempted(epoch, done):
       if sigterm.stop_now():
         checkpoints.save_step(epoch * steps_per_epoch + done)
         raise faults.preempted(epoch, done - 1, steps_per_epoch)
 
-    run.history.on_train_begin()
+    callbacks.on_train_begin()
     for epoch in range(first_epoch, config.train.epochs):
-      run.history.on_epoch_begin(epoch)
+      callbacks.on_epoch_begin(epoch)
       metrics.reset()
-      start = time.perf_counter()
-      progress = (tf.keras.utils.Progbar(steps_per_epoch)
-                  if chief and sys.stdout.isatty() else None)
-      _run_epoch(train_steps, train_iterator, run, epoch, first_step if epoch == first_epoch
-                 else 0, metrics, progress, lambda done: stop_if_preempted(epoch, done))
-      train_seconds = time.perf_counter() - start
+      train_steps_of_epoch(train_steps, train_iterator, run,
+                           first_step if epoch == first_epoch else 0, metrics, callbacks,
+                           lambda done, epoch=epoch: stop_if_preempted(epoch, done))
       evaluate(eval_dataset)
-      logs = metrics.results()
-      run.history.on_epoch_end(epoch, logs)
-      checkpoints.save(epoch + 1, (epoch + 1) * steps_per_epoch, logs["val_loss"])
-      _write_summaries(writers, epoch, logs)
-      logging.info(
-          "Epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f; "
-          "%.0f images/s (%.1f s).", epoch + 1, config.train.epochs, logs["loss"],
-          logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-          steps_per_epoch * config.train.batch_size / train_seconds, train_seconds)
+      callbacks.on_epoch_end(epoch, metrics.results())
       if sigterm.stop_now():  # arrived during evaluation: the epoch is saved
         raise faults.preempted(epoch, steps_per_epoch - 1, steps_per_epoch)
+    callbacks.on_train_end()

@@ -12,20 +12,16 @@ tf.estimator in 2.16. Nothing here touches tf.estimator at import time, so the c
 lane imports this module and gets a clear error only when an estimator trainer is chosen.
 """
 
-import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from kmodels import callbacks as kmodels_callbacks
 from kmodels import data, distribute, estimator_reading, faults, models, optimizers, serving
 from kmodels.errors import UserError
 
-TRAINERS = ("estimator", "keras_estimator")
 FEATURE = "image"  # the DNNClassifier feature key (Keras models use their input's name)
-
-
-ESTIMATOR_STRATEGIES = ("auto", "default", "one_device", "mirrored")
 
 
 def check_available(trainer):
@@ -40,10 +36,7 @@ def check_available(trainer):
 def check_config(config):
   """What the Estimator paths support, checked before any work (called by validation)."""
   check_available(config.trainer)
-  if config.distribution.strategy not in ESTIMATOR_STRATEGIES:
-    raise UserError(f"trainer={config.trainer} runs with distribution.strategy "
-                    f"{', '.join(ESTIMATOR_STRATEGIES)}; got {config.distribution.strategy!r}.")
-  if config.precision not in ("float32", "auto") or config.xla:
+  if config.xla:
     raise UserError(f"trainer={config.trainer} trains in float32 without XLA (Estimators "
                     "predate Keras mixed precision and jit_compile); set "
                     "--config.precision=float32 --config.xla=False.")
@@ -183,18 +176,16 @@ def train(run):
   latest = estimator.latest_checkpoint()
   done_steps = estimator_reading.global_step(latest) if latest else None
   first_epoch = (done_steps or 0) // run.steps_per_epoch
-  run.history.on_train_begin()
+  # The Keras trainers' history and log line; the first-step timer through a session hook.
+  callbacks = tf.keras.callbacks.CallbackList(
+      [run.history, kmodels_callbacks.EpochLog(run.history, config.train.epochs)])
+  callbacks.on_train_begin()
   for epoch in range(first_epoch, config.train.epochs):
-    run.history.on_epoch_begin(epoch)
-    start = time.perf_counter()
+    callbacks.on_epoch_begin(epoch)
     estimator.train(train_input_fn, max_steps=(epoch + 1) * run.steps_per_epoch,
                     hooks=[_FirstStepHook(run.timer)])
-    seconds = time.perf_counter() - start
-    logs = _eval_logs(estimator.evaluate(eval_input_fn))
-    run.history.on_epoch_end(epoch, logs)
-    logging.info("Epoch %d/%d: val_loss %.4f, val_accuracy %.4f; %.0f images/s (%.1f s).",
-                 epoch + 1, config.train.epochs, logs["val_loss"], logs["val_accuracy"],
-                 run.steps_per_epoch * config.train.batch_size / seconds, seconds)
+    callbacks.on_epoch_end(epoch, _eval_logs(estimator.evaluate(eval_input_fn)))
+  callbacks.on_train_end()
   final = _eval_logs(estimator.evaluate(eval_input_fn))
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, estimator, models, optimizers, precision, reporting, storage
+from kmodels import data, models, optimizers, precision, reporting, storage, trainers
 from kmodels.errors import UserError
 from kmodels.workdir import Workdir
 
@@ -68,7 +68,7 @@ def evaluate(workdir_root, split=None, which="latest"):
   """Evaluates the run in `workdir_root` on `split`; returns the metrics it wrote."""
   workdir = Workdir(workdir_root)
   config = load_config(workdir)
-  if config.trainer in estimator.TRAINERS:
+  if trainers.is_estimator(config.trainer):
     raise UserError(f"launch.evaluate re-evaluates Keras runs; this run used trainer="
                     f"{config.trainer}. Its export/ serves the same uint8 images, and running "
                     "its launch.train command again re-evaluates it.")

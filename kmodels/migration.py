@@ -98,6 +98,7 @@ def prove_equal(source, features, labels=None):
   proof = {"examples": len(features), "max_abs_difference": difference,
            "tolerance": MAX_DIFFERENCE, "equal": difference <= MAX_DIFFERENCE,
            "class_agreement": float(np.mean(agree)) if len(features) else 1.0,
+           "parameters": keras_model.count_params(),
            "estimator_predict_images_per_second": len(features) / estimator_seconds,
            "keras_predict_images_per_second": len(features) / keras_seconds,
            "_arrays": {"estimator_outputs": expected, "keras_outputs": actual}}

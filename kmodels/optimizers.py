@@ -16,8 +16,8 @@ def total_steps(train_config, info):
 def learning_rate(optimizer_config, steps=None):
   """The learning rate or schedule of `optimizer_config`; `steps`: the run's total steps.
 
-  constant: learning_rate. Seed A's time decay: lr / (1 + time_decay * step). cosine:
-  a linear warm-up from lr/10 over `warmup_fraction` of the run, then cosine decay to 0
+  constant: learning_rate. The CIFAR styles tutorial's time decay: lr / (1 + time_decay * step).
+  cosine: a linear warm-up from lr/10 over `warmup_fraction` of the run, then cosine decay to 0
   at the last step (fewer epochs to a given accuracy: see BUILD_NOTES "Time to accuracy").
   """
   lr = optimizer_config.learning_rate
@@ -34,7 +34,8 @@ def learning_rate(optimizer_config, steps=None):
   return lr
 
 
-SCHEDULES = ("constant", "cosine")  # time_decay > 0 decays a constant rate (seed A)
+# time_decay > 0 decays a constant rate, as the CIFAR styles tutorial does.
+SCHEDULES = ("constant", "cosine")
 
 OPTIMIZERS = {
     "sgd": lambda c, lr: tf.keras.optimizers.SGD(lr, momentum=c.momentum),

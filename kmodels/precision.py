@@ -89,11 +89,11 @@ def choose(devices=None, flags=None, probe=_bf16_matmul_is_faster,
 
 def resolve(requested, trainer):
   """The precision a run uses for `requested` (auto or explicit), logged with why."""
-  from kmodels import estimator  # pylint: disable=g-import-not-at-top  (imports this module)
+  from kmodels import trainers  # pylint: disable=g-import-not-at-top
   if requested != AUTO:
     return requested
-  if trainer in estimator.TRAINERS:
-    choice = Choice("float32", f"trainer={trainer} (Estimators train in float32)")
+  if "mixed_bfloat16" not in trainers.TABLE[trainer].precisions:
+    choice = Choice("float32", f"trainer={trainer} trains in float32 only")
   else:
     choice = choose()
   logging.info("precision=auto -> %s: %s.", choice.precision, choice.reason)

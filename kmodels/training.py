@@ -6,67 +6,16 @@ Two trainers share everything around the training loop:
 """
 
 import sys
-import time
 import typing
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import (custom_loop, data, distribute, estimator, faults, models, optimizers,
-                     precision, reporting, serving, storage, validation)
+from kmodels import (callbacks, custom_loop, data, distribute, estimator, faults, models,
+                     optimizers, precision, reporting, serving, storage, trainers, validation)
 from kmodels.errors import TrainingDiverged, UserError
 from kmodels.workdir import Workdir
-
-
-class EpochHistory(tf.keras.callbacks.Callback):
-  """Keeps per-epoch logs in history.json, so curves survive a crash and a resume.
-
-  Keras' own History only knows the epochs of the current process; after a resume the
-  earlier epochs would be missing from the plot and from metrics.json.
-  """
-
-  def __init__(self, path, images_per_epoch):
-    """`path`: where to keep the history; None on workers that write nothing."""
-    super().__init__()
-    self.path = path
-    self.images_per_epoch = images_per_epoch
-    self.epochs = {}
-    self.first_epoch = None
-    self._start = None
-
-  def on_train_begin(self, logs=None):
-    if self.path:
-      self.epochs = {e["epoch"]: e for e in reporting.read_json(self.path, [])}
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.first_epoch is None:
-      self.first_epoch = epoch
-      if epoch:
-        logging.info("Resumed from the checkpoint of epoch %d; continuing at epoch %d.",
-                     epoch, epoch + 1)
-    self._start = time.perf_counter()
-
-  def on_epoch_end(self, epoch, logs=None):
-    seconds = time.perf_counter() - self._start
-    record = {k: float(v) for k, v in (logs or {}).items()}
-    record.update(epoch=epoch + 1, seconds=seconds, images=self.images_per_epoch,
-                  # The first epoch of a process includes tracing and compilation.
-                  includes_compile=epoch == self.first_epoch)
-    self.epochs[epoch + 1] = record
-    if self.path:
-      reporting.write_json(self.path, self.history)
-
-  @property
-  def history(self):
-    return [self.epochs[e] for e in sorted(self.epochs)]
-
-
-def _images_per_second(history):
-  """Steady-state training throughput: epochs that paid no compilation, if there are any."""
-  steady = [h for h in history if not h["includes_compile"]] or history
-  seconds = sum(h["seconds"] for h in steady)
-  return sum(h["images"] for h in steady) / seconds if seconds else 0.0
 
 
 def build_and_compile(config, info, strategy):
@@ -81,20 +30,6 @@ def build_and_compile(config, info, strategy):
         jit_compile=config.xla and config.trainer == "fit")
   models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
   return model
-
-
-def _callbacks(run, sigterm):
-  # Under multi_worker both Keras callbacks send non-chief workers to temporary dirs.
-  return [
-      # First: a diverged step must raise before any other callback sees the epoch end.
-      faults.StopOnNonFiniteLoss(run.config),
-      FirstStepCallback(run.timer),
-      run.history,
-      tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
-                                     profile_batch=0),
-      # Last: the others have seen the epoch end when it stops the run.
-      faults.PreemptibleBackup(run.workdir.checkpoints, run.steps_per_epoch, sigterm),
-  ]
 
 
 def _check_fit_xla(config, strategy):
@@ -120,34 +55,12 @@ def fit(run):
   with faults.sigterm_flag(run.strategy) as sigterm:
     run.model.fit(run.datasets.distributed_train(run.strategy, start_step),
                   epochs=run.config.train.epochs, steps_per_epoch=run.steps_per_epoch,
-                  validation_data=run.datasets.eval, callbacks=_callbacks(run, sigterm),
+                  validation_data=run.datasets.eval,
+                  # Last: the others have seen the epoch end when it stops the run.
+                  callbacks=[*run.callbacks, faults.PreemptibleBackup(
+                      run.workdir.checkpoints, run.steps_per_epoch, sigterm)],
                   # A progress bar for people at a terminal; one line per epoch in logs.
                   verbose=1 if sys.stdout.isatty() else 2)
-
-
-class FirstStepTimer:
-  """Seconds from the start of a run to the end of its first training step."""
-
-  def __init__(self):
-    self.start = time.perf_counter()
-    self.seconds = None
-    self.unix_time = None  # when it happened, for tools timing from their own start
-
-  def step_done(self):
-    if self.seconds is None:
-      self.seconds = time.perf_counter() - self.start
-      self.unix_time = time.time()
-
-
-class FirstStepCallback(tf.keras.callbacks.Callback):
-  """Tells a FirstStepTimer when model.fit finished a training step."""
-
-  def __init__(self, timer):
-    super().__init__()
-    self.timer = timer
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.timer.step_done()
 
 
 class Run(typing.NamedTuple):
@@ -156,9 +69,11 @@ class Run(typing.NamedTuple):
   workdir: Workdir
   strategy: tf.distribute.Strategy
   datasets: data.Datasets
-  history: EpochHistory
+  history: callbacks.EpochHistory
   steps_per_epoch: int
-  timer: FirstStepTimer
+  timer: callbacks.FirstStepTimer
+  # The epoch-end contract (callbacks.epoch_contract) plus any the caller added.
+  callbacks: typing.Sequence[tf.keras.callbacks.Callback] = ()
   model: typing.Optional[tf.keras.Model] = None  # Keras trainers only
 
 
@@ -191,13 +106,13 @@ def _keras_trainer(train_fn):
   return trainer
 
 
-# Each takes a Run and returns an Outcome. Names: validation.TRAINERS.
-TRAINERS = {
-    "fit": _keras_trainer(fit),
-    "custom_loop": _keras_trainer(custom_loop.train),
-    "estimator": lambda run: Outcome(*estimator.train(run)),
-    "keras_estimator": lambda run: Outcome(*estimator.train(run)),
-}
+# The train functions of kmodels.trainers.TABLE: each takes a Run, returns an Outcome.
+train_with_fit = _keras_trainer(fit)
+train_with_custom_loop = _keras_trainer(custom_loop.train)
+
+
+def train_with_estimator(run):
+  return Outcome(*estimator.train(run))
 
 
 def weights_fingerprint(model):
@@ -209,7 +124,7 @@ def _open(config, workdir, strategy, overwrite):
   validation.validate(config)
   # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
   strategy = strategy or distribute.get_strategy(
-      config.distribution, for_estimator=config.trainer in estimator.TRAINERS)
+      config.distribution, for_estimator=trainers.is_estimator(config.trainer))
   config = with_resolved_precision(config, strategy)
   workdir = Workdir(workdir)
   if distribute.is_chief(strategy):
@@ -250,7 +165,8 @@ def _load(config, strategy, datasets):
   return datasets, steps_per_epoch
 
 
-def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwrite=False):
+def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwrite=False,
+                       extra_callbacks=()):
   """Trains `config.model` on `config.dataset` and writes every output into `workdir`.
 
   Re-running with the same workdir resumes from the last completed epoch. In a
@@ -263,15 +179,18 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwri
     datasets: a `data.Datasets`; default: loaded from `config.dataset`.
     overwrite: if `workdir` holds a run of another experiment, delete its outputs
       (otherwise that is refused with a UserError).
+    extra_callbacks: Keras callbacks the Keras trainers (fit and custom_loop alike) call
+      after kmodels' own, e.g. to stop or inspect a run in a test.
 
   Returns:
     The metrics dict also written to workdir/metrics.json.
   """
-  timer = FirstStepTimer()
+  timer = callbacks.FirstStepTimer()
   config, workdir, strategy = _open(config, workdir, strategy, overwrite)
   try:
     datasets, steps_per_epoch = _load(config, strategy, datasets)
-    return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer)
+    return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer,
+                                  extra_callbacks)
   except (OSError, tf.errors.OpError) as e:
     if not faults.is_disk_full(e):
       raise
@@ -280,13 +199,15 @@ def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwri
     workdir.release()
 
 
-def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer):
+def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer,
+                           extra_callbacks):
   chief = distribute.is_chief(strategy)
-  history = EpochHistory(workdir.history if chief else None,
-                         steps_per_epoch * config.train.batch_size)
+  history = callbacks.EpochHistory(workdir.history if chief else None,
+                                   steps_per_epoch * config.train.batch_size)
+  run = Run(config, workdir, strategy, datasets, history, steps_per_epoch, timer)
+  run = run._replace(callbacks=[*callbacks.epoch_contract(run), *extra_callbacks])
   try:
-    outcome = TRAINERS[config.trainer](Run(config, workdir, strategy, datasets, history,
-                                           steps_per_epoch, timer))
+    outcome = trainers.TABLE[config.trainer].train(run)
   except TrainingDiverged as e:
     if chief:  # what was learned before the fault stays readable
       reporting.write_json(workdir.metrics, {
@@ -311,7 +232,7 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
       "parameters": outcome.parameters,
       "history": history.history,
       "train_seconds": sum(h["seconds"] for h in history.history),
-      "images_per_second": _images_per_second(history.history),
+      "images_per_second": callbacks.steady_images_per_second(history.history),
       "epochs_completed": len(history.history),
       # From the start of the run (after imports) to the end of the first training step
       # of this process: setup, data, model building, tracing and compilation.

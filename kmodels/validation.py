@@ -4,11 +4,10 @@ Each check names the key, the bad value and what would be accepted. The lists of
 names come from the modules that implement them, so they cannot drift apart.
 """
 
-from kmodels import distribute, estimator, models, optimizers, precision
+from kmodels import distribute, estimator, models, optimizers, precision, trainers
 from kmodels.errors import UserError
 
 DATA_SOURCES = ("tfds", "synthetic")
-TRAINERS = ("fit", "custom_loop", *estimator.TRAINERS)
 
 
 def _choice(key, value, choices):
@@ -37,7 +36,7 @@ def validate(config):
   """Raises UserError for the first invalid setting in `config`."""
   models.check_name(config.model.name)
   _choice("dataset.source", config.dataset.source, DATA_SOURCES)
-  _choice("trainer", config.trainer, TRAINERS)
+  _choice("trainer", config.trainer, trainers.NAMES)
   _choice("distribution.strategy", config.distribution.strategy, tuple(distribute.STRATEGIES))
   _choice("distribution.collective", config.distribution.collective,
           tuple(distribute.COLLECTIVES))
@@ -60,13 +59,26 @@ def validate(config):
   if optimizer.schedule == "cosine" and optimizer.time_decay:
     raise UserError("train.optimizer.time_decay and schedule='cosine' both decay the "
                     "learning rate; set time_decay=0 or schedule='constant'.")
-  if config.trainer in estimator.TRAINERS:
-    estimator.check_config(config)
+  _check_trainer_support(config)
   aug = config.dataset.augment
   _in_range("dataset.augment.rotation_degrees", aug.rotation_degrees, 0.0, 180.0, True)
   _in_range("dataset.augment.zoom", aug.zoom, 0.0, 1.0)
   _in_range("dataset.augment.shift", aug.shift, 0.0, 1.0, True)
   _in_range("dataset.augment.shear", aug.shear, 0.0, 90.0)
+
+
+def _check_trainer_support(config):
+  """What the trainer table says the trainer supports; Estimators' own checks first."""
+  trainer = trainers.TABLE[config.trainer]
+  if trainer.estimator:
+    estimator.check_config(config)  # first: on the current lane, "removed in 2.16"
+  if config.distribution.strategy not in trainer.strategies:
+    raise UserError(f"trainer={trainer.name} runs with distribution.strategy "
+                    f"{', '.join(trainer.strategies)}; got {config.distribution.strategy!r}.")
+  if config.precision not in trainer.precisions:
+    raise UserError(f"trainer={trainer.name} trains with precision "
+                    f"{' or '.join(trainer.precisions)}{trainer.precision_note}; got "
+                    f"{config.precision!r}. Set --config.precision=float32.")
 
 
 def _get(config, dotted_key):

@@ -1,4 +1,5 @@
-r"""Measures training speed for any training config, against seed A's reference path.
+r"""Measures training speed for any training config, against the CIFAR styles tutorial's reference
+path.
 
   python -m launch.benchmark --config=configs/cifar_googlenet.py --workdir=runs/bench \
       --config.dataset.source=synthetic --config.precision=mixed_bfloat16
@@ -6,8 +7,8 @@ r"""Measures training speed for any training config, against seed A's reference 
 Prints a table and writes benchmark.json into the workdir: steady-state training images/s
 and step time (warm-up excluded), the input pipeline alone, time to first step from
 process start, peak RSS, forward FLOPs per image and the fraction of this machine's
-measured matmul peak, and (--reference) seed A's ImageDataGenerator + model.fit path for
-the same model and batch with the ratios, the reference's fraction of the float32 peak
+measured matmul peak, and (--reference) the CIFAR styles tutorial's ImageDataGenerator + model.fit
+path for the same model and batch with the ratios, the reference's fraction of the float32 peak
 and the ratio's ceiling on this machine (kmodels at 100 % of its precision's peak).
 --synthetic_batch feeds one in-memory batch (no input pipeline); --op_profile traces more
 steps with TensorFlow's profiler and prints each op type's share of kernel time (the trace
@@ -33,7 +34,8 @@ _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 50, "Batches for in
 _SYNTHETIC_BATCH = flags.DEFINE_bool("synthetic_batch", False,
                                      "Train on one in-memory batch: no input pipeline.")
 _REFERENCE = flags.DEFINE_bool("reference", True,
-                               "Also measure seed A's ImageDataGenerator + model.fit path.")
+                               "Also measure the CIFAR styles tutorial's path "
+                               "(ImageDataGenerator + model.fit).")
 _OP_PROFILE = flags.DEFINE_bool("op_profile", False,
                                 "Also trace training and report each op type's time share.")
 

@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from kmodels import data
+from kmodels import preparation
 from launch import common
 
 _DATASET = flags.DEFINE_string("dataset", None, "tfds name, e.g. fashion_mnist, mnist, cifar10.")
@@ -25,7 +25,7 @@ flags.mark_flags_as_required(["dataset", "archive_dir"])
 def main(argv):
   common.start(argv)
   with common.user_errors_exit():
-    builder = data.prepare_offline(_DATASET.value, _ARCHIVE_DIR.value, _DATA_DIR.value)
+    builder = preparation.prepare_offline(_DATASET.value, _ARCHIVE_DIR.value, _DATA_DIR.value)
   splits = ", ".join(f"{k}: {v.num_examples}" for k, v in builder.info.splits.items())
   logging.info("Prepared %s in %s (%s).", builder.name, builder.data_dir, splits)
 

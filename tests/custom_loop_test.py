@@ -9,7 +9,7 @@ from tests import testutil
 import numpy as np
 import tensorflow as tf
 
-from kmodels import custom_loop, training
+from kmodels import training
 from kmodels.workdir import Workdir
 
 
@@ -48,21 +48,9 @@ class CustomLoopTest(parameterized.TestCase):
   def test_resumes_from_the_latest_checkpoint_and_keeps_the_best(self):
     workdir = Workdir(self.create_tempdir().full_path)
     config = _config(train__epochs=3)
-    original = custom_loop._run_epoch
-    calls = []
-
-    def crash_in_third_epoch(*args):
-      calls.append(1)
-      if len(calls) == 3:
-        raise KeyboardInterrupt("simulated crash")
-      return original(*args)
-
-    custom_loop._run_epoch = crash_in_third_epoch
-    try:
-      with self.assertRaises(KeyboardInterrupt):
-        training.train_and_evaluate(config, workdir.root)
-    finally:
-      custom_loop._run_epoch = original
+    with self.assertRaises(KeyboardInterrupt):  # at the start of the third epoch
+      training.train_and_evaluate(config, workdir.root,
+                                  extra_callbacks=[testutil.CrashAtEpoch(2)])
     latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(workdir.checkpoints))
     self.assertEqual(latest.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"), 2)
 

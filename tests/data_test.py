@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
-from kmodels import data, netcheck
+from kmodels import augmentation, data, netcheck, preparation
 from kmodels.errors import UserError
 
 
@@ -95,11 +95,11 @@ class AugmentationTest(parameterized.TestCase):
     self.seed = tf.constant([5, 6], tf.int64)
 
   def test_zero_strength_is_identity(self):
-    out = data.augment_batch(self.images, _no_augmentation(), self.seed)
+    out = augmentation.augment_batch(self.images, _no_augmentation(), self.seed)
     np.testing.assert_allclose(out, self.images, atol=1e-5)
 
   def test_flip_mirrors_some_images_and_leaves_the_others(self):
-    out = data.augment_batch(self.images, _no_augmentation(horizontal_flip=True), self.seed)
+    out = augmentation.augment_batch(self.images, _no_augmentation(horizontal_flip=True), self.seed)
     flipped = tf.image.flip_left_right(self.images)
     kinds = []
     for i in range(4):
@@ -109,13 +109,13 @@ class AugmentationTest(parameterized.TestCase):
         np.testing.assert_allclose(out[i], self.images[i], atol=1e-5)
         kinds.append("kept")
     images = tf.random.stateless_uniform([64, 12, 10, 3], seed=[1, 2])
-    out = data.augment_batch(images, _no_augmentation(horizontal_flip=True), self.seed)
+    out = augmentation.augment_batch(images, _no_augmentation(horizontal_flip=True), self.seed)
     n_flipped = sum(np.allclose(o, f, atol=1e-5)
                     for o, f in zip(out, tf.image.flip_left_right(images)))
     self.assertBetween(n_flipped, 16, 48)  # ~half of 64
 
   def test_pure_shift_moves_pixels_by_whole_steps_with_nearest_fill(self):
-    transforms = data.random_affine_transforms(
+    transforms = augmentation.random_affine_transforms(
         64, 12, 10, _no_augmentation(shift=0.2), self.seed).numpy()
     np.testing.assert_allclose(transforms[:, [0, 4]], 1.0, atol=1e-6)  # no scaling
     np.testing.assert_allclose(transforms[:, [1, 3]], 0.0, atol=1e-6)  # no rotation/shear
@@ -124,7 +124,7 @@ class AugmentationTest(parameterized.TestCase):
     # Fill mode nearest: a one-column shift repeats the edge column instead of black.
     image = tf.reshape(tf.range(12 * 10 * 1, dtype=tf.float32), [1, 12, 10, 1])
     shift_one_column = tf.constant([[1, 0, 1, 0, 1, 0, 0, 0]], tf.float32)
-    out = data.warp_bilinear(image, shift_one_column)
+    out = augmentation.warp_bilinear(image, shift_one_column)
     np.testing.assert_allclose(out[0, :, :-1, 0], image[0, :, 1:, 0])
     np.testing.assert_allclose(out[0, :, -1, 0], image[0, :, -1, 0])
 
@@ -134,34 +134,34 @@ class AugmentationTest(parameterized.TestCase):
     aug = base.augmentation(enabled=True, rotation_degrees=40.0, zoom=0.4, shift=0.3,
                             shear=20.0)
     images = tf.random.stateless_uniform(shape, seed=[3, 4])
-    transforms = data.random_affine_transforms(*shape[:3], aug, self.seed)
+    transforms = augmentation.random_affine_transforms(*shape[:3], aug, self.seed)
     expected = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
         interpolation="BILINEAR", fill_mode="NEAREST")
-    np.testing.assert_allclose(data.warp_bilinear(images, transforms), expected, atol=1e-5)
+    np.testing.assert_allclose(augmentation.warp_bilinear(images, transforms), expected, atol=1e-5)
 
   def test_uint8_batches_are_scaled_in_the_warp_as_floats_would_be(self):
     images = tf.random.stateless_uniform([8, 12, 10, 3], seed=[3, 4], maxval=256,
                                          dtype=tf.int32)
     aug = base.augmentation(enabled=True)
-    scaled_in_warp = data.augment_batch(tf.cast(images, tf.uint8), aug, self.seed,
+    scaled_in_warp = augmentation.augment_batch(tf.cast(images, tf.uint8), aug, self.seed,
                                         scale=1 / 255)
-    scaled_first = data.augment_batch(tf.cast(images, tf.float32) / 255, aug, self.seed)
+    scaled_first = augmentation.augment_batch(tf.cast(images, tf.float32) / 255, aug, self.seed)
     self.assertEqual(scaled_in_warp.dtype, tf.float32)
     np.testing.assert_allclose(scaled_in_warp, scaled_first, atol=1e-6)
 
   def test_rotation_stays_within_the_configured_angle(self):
     aug = _no_augmentation(rotation_degrees=18.0)
-    transforms = data.random_affine_transforms(256, 32, 32, aug, self.seed).numpy()
+    transforms = augmentation.random_affine_transforms(256, 32, 32, aug, self.seed).numpy()
     angles = np.degrees(np.arctan2(transforms[:, 3], transforms[:, 0]))
     self.assertLessEqual(np.abs(angles).max(), 18.0 + 1e-4)
     self.assertGreater(np.abs(angles).max(), 15.0)  # and actually uses the range
 
   def test_same_seed_same_augmentation(self):
     aug = base.augmentation(enabled=True)
-    a = data.augment_batch(self.images, aug, self.seed)
-    b = data.augment_batch(self.images, aug, self.seed)
-    c = data.augment_batch(self.images, aug, self.seed + 1)
+    a = augmentation.augment_batch(self.images, aug, self.seed)
+    b = augmentation.augment_batch(self.images, aug, self.seed)
+    c = augmentation.augment_batch(self.images, aug, self.seed + 1)
     np.testing.assert_array_equal(a, b)
     self.assertFalse(np.allclose(a, c))
 
@@ -172,7 +172,7 @@ class OfflinePreparationTest(absltest.TestCase):
     archive_dir = self.create_tempdir().full_path
     open(os.path.join(archive_dir, "train-images-idx3-ubyte.gz"), "w").close()
     with self.assertRaises(UserError) as ctx:
-      data.prepare_offline("mnist", archive_dir, self.create_tempdir().full_path)
+      preparation.prepare_offline("mnist", archive_dir, self.create_tempdir().full_path)
     message = str(ctx.exception)
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
                  "train-labels-idx1-ubyte.gz"):
@@ -183,13 +183,13 @@ class OfflinePreparationTest(absltest.TestCase):
     config = testutil.tiny_config(dataset__name="fashion_mnist", dataset__download=False,
                                   dataset__data_dir=self.create_tempdir().full_path).dataset
     with self.assertRaises(UserError) as ctx:
-      data.ensure_prepared(config)
+      preparation.ensure_prepared(config)
     self.assertIn("python -m launch.prepare_data --dataset=fashion_mnist", str(ctx.exception))
     self.assertIn("apt-get install -y dataset-fashion-mnist", str(ctx.exception))
 
   def test_unknown_dataset_lists_tested_ones(self):
     with self.assertRaisesRegex(UserError, "Unknown dataset.name 'cifar11'.*fashion_mnist"):
-      data.get_builder("cifar11")
+      preparation.get_builder("cifar11")
 
   def test_closed_port_is_unreachable(self):
     self.assertFalse(netcheck.reachable("127.0.0.1", 9, timeout_seconds=1))
@@ -200,9 +200,9 @@ class OfflinePreparationTest(absltest.TestCase):
         os.path.join(archive_dir, "cifar-10-binary.tar.gz"), train_per_batch=3)
     if testutil.TFDS_VERIFIES_ARCHIVES:
       with self.assertRaisesRegex(UserError, testutil.CHECKSUM_MESSAGE + ".*full lane"):
-        data.prepare_offline("cifar10", archive_dir, data_dir)
+        preparation.prepare_offline("cifar10", archive_dir, data_dir)
       return
-    builder = data.prepare_offline("cifar10", archive_dir, data_dir)
+    builder = preparation.prepare_offline("cifar10", archive_dir, data_dir)
     self.assertEqual(builder.info.splits["train"].num_examples, 15)
     self.assertEqual(builder.info.features["label"].names[0], "airplane")
     read = builder.as_dataset(split="test", as_supervised=True).as_numpy_iterator()

@@ -99,7 +99,7 @@ class EstimatorTest(parameterized.TestCase):
     self.assertEqual(metrics["parameters"], 109_834)
 
   @parameterized.parameters(
-      (dict(precision="mixed_bfloat16"), "trains in float32 without XLA"),
+      (dict(precision="mixed_bfloat16"), "trains with precision auto or float32"),
       (dict(estimator__hidden_units=()), "estimator.hidden_units must be positive"),
       (dict(distribution__strategy="tpu"), "runs with distribution.strategy"),
   )

@@ -32,7 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import testutil
-from kmodels import data, faults, training
+from kmodels import data, faults, preparation, training
 from kmodels.errors import TrainingDiverged, UserError
 
 # Long enough epochs (about a second here) that a SIGTERM sent early in epoch 2 lands
@@ -421,9 +421,9 @@ class BadDataTest(parameterized.TestCase):
     _copy_with_features(prepared, data_dir, "any_size_mnist", any_size)
     _copy_with_features(prepared, data_dir, "unclassed_mnist", plain_integer_label)
     with self.assertRaisesRegex(UserError, r"images of shape \(None, None, 1\).*fixed size"):
-      data.get_builder("any_size_mnist", data_dir)
+      preparation.get_builder("any_size_mnist", data_dir)
     with self.assertRaisesRegex(UserError, r"has a Tensor label; kmodels needs a ClassLabel"):
-      data.get_builder("unclassed_mnist", data_dir)
+      preparation.get_builder("unclassed_mnist", data_dir)
 
 
 class FullDiskTest(parameterized.TestCase):

@@ -7,7 +7,7 @@ trains must finish and write its outputs; a refused one must raise UserError (ex
 the launchers) before its workdir exists. Anything else (a crash, a half run) fails.
 
 `python -m tests.matrix_test` also writes the table of answers to $KMODELS_MATRIX_TABLE
-(a Markdown file) when that is set: README "Run at scale" shows it.
+(a Markdown file) when that is set: kmodels/docs/scale.md shows it.
 """
 
 import itertools
@@ -22,7 +22,7 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from kmodels import training  # noqa: E402
+from kmodels import trainers, training  # noqa: E402
 from kmodels.errors import UserError  # noqa: E402
 
 STRATEGIES = {  # column name -> distribution overrides
@@ -35,7 +35,7 @@ STRATEGIES = {  # column name -> distribution overrides
     # in a process of its own, as connecting to a cluster changes the process's context.)
     "tpu (none here)": {"distribution__strategy": "tpu"},
 }
-TRAINERS = ("fit", "custom_loop", "estimator", "keras_estimator")
+TRAINERS = trainers.NAMES
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 _results = {}
 

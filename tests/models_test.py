@@ -17,7 +17,8 @@ MNIST = (28, 28, 1)
 class ModelsTest(parameterized.TestCase):
 
   @parameterized.parameters(
-      # Parameter counts published by the seed A tutorial; the MLP's is 784*256+256 + 256*10+10.
+      # Parameter counts published by the CIFAR styles tutorial; the MLP's is 784*256+256 +
+      # 256*10+10.
       ("shallownet", CIFAR, 328_586),
       ("minigooglenet", CIFAR, 1_656_250),
       ("mlp", MNIST, 203_530),

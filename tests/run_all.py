@@ -1,6 +1,8 @@
 """Runs every tests/*_test.py module, each in its own process, two at a time.
 
   python -m tests.run_all                  # the whole suite
+  python -m tests.run_all fast             # the fast tier: in-process, mock or tiny data
+  python -m tests.run_all slow             # the slow tier: real processes, signals, servers
   python -m tests.run_all data_test models_test
 
 Why processes: TensorFlow's device setup (logical CPUs for MirroredStrategy) and Keras'
@@ -18,10 +20,17 @@ import time
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
+# Modules that start launcher processes, send signals, run multi-worker jobs or servers, or
+# sweep the strategy x trainer x precision matrix. Every other module is the fast tier.
+SLOW = {"benchmark_test", "cpus_test", "estimator_test", "faults_test", "gcs_test",
+        "kill_resume_test", "launch_test", "locks_test", "matrix_test", "migration_test",
+        "multi_worker_test", "serving_test", "tpu_test"}
 
 
 def _modules(selected):
   names = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(TESTS_DIR, "*_test.py")))
+  if selected in (["fast"], ["slow"]):
+    return [n for n in names if (n in SLOW) == (selected == ["slow"])]
   unknown = set(selected) - set(names)
   if unknown:
     sys.exit(f"No such test module(s): {', '.join(sorted(unknown))}. Have: {', '.join(names)}")

@@ -124,7 +124,8 @@ for name, signature in loaded.signatures.items():
   for key, value in outputs.items():
     value = value.numpy()
     results[f"{name}/{key}"] = value.astype(bytes) if value.dtype == object else value
-  specs[name] = {"inputs": {k: s.dtype.name for k, s in signature.structured_input_signature[1].items()},
+  specs[name] = {"inputs": {k: s.dtype.name for k, s in
+  signature.structured_input_signature[1].items()},
                  "outputs": {k: v.dtype.name for k, v in signature.structured_outputs.items()}}
 np.savez(out, **results)
 print(json.dumps({"specs": specs, "kmodels_imported": "kmodels" in sys.modules}))
@@ -150,6 +151,18 @@ def run_serving_client(python, export_dir, inputs):
   assert not report["kmodels_imported"]
   with np.load(outputs_path) as outputs:
     return {k: outputs[k] for k in outputs.files}, report["specs"]
+
+
+class CrashAtEpoch(tf.keras.callbacks.Callback):
+  """Stands in for a crash: raises at the start of one epoch, after earlier ones saved."""
+
+  def __init__(self, epoch):
+    super().__init__()
+    self.epoch = epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if epoch == self.epoch:
+      raise KeyboardInterrupt(f"simulated crash at epoch {epoch}")
 
 
 def read_json(path, default):

@@ -7,7 +7,7 @@ from absl.testing import parameterized
 
 from tests import testutil
 
-from kmodels import validation
+from kmodels import trainers, validation
 from kmodels.errors import UserError
 from configs import base
 import configs.cifar_googlenet
@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 CONFIG_DIR = os.path.join(testutil.REPO_ROOT, "configs")
 CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR)
-                      if f.endswith(".py") and f not in ("__init__.py", "seeds.py"))
+                      if f.endswith(".py") and f not in ("__init__.py", "tutorials.py"))
 
 
 class ValidationTest(parameterized.TestCase):
@@ -81,9 +81,12 @@ class ValidationTest(parameterized.TestCase):
     with self.assertRaisesRegex(UserError, "set train.steps_per_epoch"):
       optimizers.learning_rate(config.train.optimizer, steps=None)
 
-  def test_trainer_names_are_the_trainers_that_exist(self):
+  def test_every_trainer_in_the_table_exists_and_the_readme_shows_the_table(self):
     from kmodels import training  # pylint: disable=g-import-not-at-top
-    self.assertEqual(validation.TRAINERS, tuple(training.TRAINERS))
+    with open(os.path.join(testutil.REPO_ROOT, "README.md")) as f:
+      self.assertIn(trainers.markdown_table(), f.read())
+    for trainer in trainers.TABLE.values():  # every row names a train function that exists
+      self.assertTrue(callable(getattr(training, trainer.function)), trainer.name)
 
   def test_time_decay_follows_overridden_epochs(self):
     config = configs.cifar_googlenet.get_config()

@@ -22,36 +22,40 @@ def _subclassed(cls):
 
 
 REGISTRY = {
-    # Seed A (CIFAR-10), and the same networks in the other two styles.
-    "shallownet": ModelEntry(sequential.shallownet, "sequential", "1 conv + linear (seed A)"),
+    # The CIFAR styles tutorial (CIFAR-10), and the same networks in the other two styles.
+    "shallownet": ModelEntry(sequential.shallownet, "sequential",
+                             "1 conv + linear (the CIFAR styles tutorial)"),
     "shallownet_functional": ModelEntry(functional.shallownet, "functional", "ShallowNet twin"),
     "shallownet_subclass": ModelEntry(_subclassed(subclassed.ShallowNet), "subclassed",
                                       "ShallowNet twin"),
     "minigooglenet": ModelEntry(functional.minigooglenet, "functional",
-                                "Inception-style CIFAR net (seed A)"),
+                                "Inception-style CIFAR net (the CIFAR styles tutorial)"),
     "minigooglenet_subclass": ModelEntry(_subclassed(subclassed.MiniGoogLeNet), "subclassed",
                                          "MiniGoogLeNet from Inception/Downsample Layers"),
     "minivggnet": ModelEntry(_subclassed(subclassed.MiniVGGNet), "subclassed",
-                             "two VGG stages + dense head (seed A)"),
+                             "two VGG stages + dense head (the CIFAR styles tutorial)"),
     "minivggnet_sequential": ModelEntry(sequential.minivggnet, "sequential", "MiniVGGNet twin"),
     "minivggnet_functional": ModelEntry(functional.minivggnet, "functional", "MiniVGGNet twin"),
-    # Time to accuracy (issue 6): configs/fashion_mnist_fast.py.
+    # Time to accuracy: configs/fashion_mnist_fast.py.
     "fastcnn": ModelEntry(functional.fastcnn, "functional",
                           "2 x (conv/BN/pool) + dense, for time to accuracy"),
-    # Seed B (CIFAR-10).
+    # The CIFAR training-loop tutorial (CIFAR-10).
     "cifar_cnn_sequential": ModelEntry(sequential.cifar_cnn, "sequential",
-                                       "3 x conv/pool + dense (seed B)"),
+                                       "3 x conv/pool + dense (the CIFAR training-loop tutorial)"),
     "cifar_cnn_subclass": ModelEntry(_subclassed(subclassed.CifarModel), "subclassed",
-                                     "CifarModel of ConvolutionLayer/HeadLayer (seed B)"),
-    # Seed C (MNIST): the same MLP in the three styles.
-    "mlp": ModelEntry(sequential.mlp, "sequential", "Flatten -> Dense 256 -> softmax (seed C)"),
+                                     "CifarModel of ConvolutionLayer/HeadLayer "
+                                     "(the CIFAR training-loop tutorial)"),
+    # The MNIST styles tutorial (MNIST): the same MLP in the three styles.
+    "mlp": ModelEntry(sequential.mlp, "sequential",
+                      "Flatten -> Dense 256 -> softmax (the MNIST styles tutorial)"),
     "mlp_functional": ModelEntry(functional.mlp, "functional", "the MLP, named mnist_model"),
     "mlp_subclass": ModelEntry(_subclassed(subclassed.MLP), "subclassed", "the MLP"),
-    # Seed D (MNIST): logits models, trained with from_logits=True.
-    "cnnblocks": ModelEntry(sequential.cnnblocks, "sequential", "CNNBlock 32/64/128 (seed D)",
+    # The MNIST subclassing tutorial (MNIST): logits models, trained with from_logits=True.
+    "cnnblocks": ModelEntry(sequential.cnnblocks, "sequential",
+                            "CNNBlock 32/64/128 (the MNIST subclassing tutorial)",
                             logits=True),
     "resnet_like": ModelEntry(_subclassed(subclassed.ResNetLike), "subclassed",
-                              "ResBlocks + GAP (seed D)", logits=True),
+                              "ResBlocks + GAP (the MNIST subclassing tutorial)", logits=True),
 }
 
 
@@ -119,7 +123,8 @@ def summary_model(model, input_shape):
   """A model whose summary shows output shapes, also for subclassed models.
 
   A subclassed model's own summary says "multiple" for every shape, because Keras never
-  saw its graph. Calling `call` on a symbolic Input traces that graph (seed D's trick);
+  saw its graph. Calling `call` on a symbolic Input traces that graph (the MNIST subclassing
+  tutorial's trick);
   the wrapper shares the model's layers and weights.
   """
   if isinstance(model, tf.keras.Sequential) or model._is_graph_network:  # pylint: disable=protected-access

@@ -1,7 +1,7 @@
 """Building blocks shared by the model definitions.
 
 The MiniGoogLeNet modules follow Zhang et al. 2017 ("Understanding deep learning requires
-rethinking generalization"), as the seed A CIFAR-10 tutorial builds them (conv modules,
+rethinking generalization"), as the CIFAR styles tutorial builds them (conv modules,
 inception modules of two branches, downsample modules).
 """
 
@@ -111,7 +111,7 @@ class DownsampleModule(_ConfigLayer):
 
 @serializable
 class ConvolutionLayer(_ConfigLayer):
-  """Seed B: Conv2D (3x3 valid, ReLU) followed by a 2x2 max-pool."""
+  """The CIFAR training-loop tutorial: Conv2D (3x3 valid, ReLU) followed by a 2x2 max-pool."""
 
   _config_keys = ("filters", "kernel_size")
 
@@ -127,7 +127,10 @@ class ConvolutionLayer(_ConfigLayer):
 
 @serializable
 class HeadLayer(_ConfigLayer):
-  """Seed B: Flatten -> Dense(128, ReLU) -> Dense(classes) -> float32 softmax."""
+  """Flatten -> Dense(128, ReLU) -> Dense(classes) -> float32 softmax.
+
+  The head of the CIFAR training-loop tutorial's CNN.
+  """
 
   _config_keys = ("num_classes", "hidden_units")
 
@@ -144,7 +147,10 @@ class HeadLayer(_ConfigLayer):
 
 @serializable
 class CNNBlock(_ConfigLayer):
-  """Seed D: Conv2D (same) -> BatchNorm -> ReLU, with `training` passed to BatchNorm."""
+  """Conv2D (same) -> BatchNorm -> ReLU, `training` passed to BatchNorm.
+
+  The MNIST subclassing tutorial's block.
+  """
 
   _config_keys = ("out_channels", "kernel_size")
 
@@ -160,7 +166,10 @@ class CNNBlock(_ConfigLayer):
 
 @serializable
 class ResBlock(_ConfigLayer):
-  """Seed D: three CNNBlocks with a 1x1 identity mapping added before the third, then pool."""
+  """Three CNNBlocks with a 1x1 identity mapping added before the third, then pool.
+
+  The MNIST subclassing tutorial's residual block.
+  """
 
   _config_keys = ("channels",)
 
@@ -181,7 +190,7 @@ class ResBlock(_ConfigLayer):
 
 
 def mlp_layers(num_classes, hidden_units=256):
-  """Seed C MLP: Flatten -> Dense(hidden, ReLU) -> Dense(classes) -> softmax."""
+  """The MNIST styles tutorial MLP: Flatten -> Dense(hidden, ReLU) -> Dense(classes) -> softmax."""
   return [layers.Flatten(), layers.Dense(hidden_units, activation="relu"),
           *classifier_head(num_classes)]
 
@@ -206,7 +215,10 @@ def minivgg_layers(num_classes, filters=32, dense_units=512, dropout=0.5):
 
 
 def cifar_cnn_layers(num_classes):
-  """Seed B CNN: 3 x (Conv2D 64 3x3 valid ReLU -> MaxPool) -> Dense 128 ReLU -> softmax."""
+  """3 x (Conv2D 64 3x3 valid ReLU -> MaxPool) -> Dense 128 ReLU -> softmax.
+
+  The CIFAR training-loop tutorial's CNN.
+  """
   stack = []
   for _ in range(3):
     stack += [layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2)]

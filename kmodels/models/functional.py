@@ -8,7 +8,7 @@ layers = tf.keras.layers
 
 
 def minigooglenet(input_shape, num_classes, dropout=0.5):
-  """MiniGoogLeNet (seed A, the CIFAR-10 tutorial), 1,656,250 parameters at 32x32x3 with 10 classes.
+  """MiniGoogLeNet (the CIFAR styles tutorial), 1,656,250 parameters at 32x32x3 with 10 classes.
 
   The seed ends in a 7x7 average pool, which at 32x32 inputs covers the whole final
   feature map. The pool here always covers the whole final map, so it is exactly the
@@ -43,7 +43,7 @@ def _chain(input_shape, stack, name):
 
 
 def mlp(input_shape, num_classes, hidden_units=256):
-  """The seed C MLP as a Functional model, named "mnist_model" as in the tutorial."""
+  """The MNIST styles tutorial MLP as a Functional model, named "mnist_model" as in the tutorial."""
   return _chain(input_shape, blocks.mlp_layers(num_classes, hidden_units), "mnist_model")
 
 

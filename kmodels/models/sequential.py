@@ -13,12 +13,12 @@ def _stack(input_shape, stack, name):
 
 
 def shallownet(input_shape, num_classes):
-  """ShallowNet (seed A, the CIFAR-10 tutorial): 328,586 parameters at 32x32x3 with 10 classes."""
+  """ShallowNet (the CIFAR styles tutorial): 328,586 parameters at 32x32x3 with 10 classes."""
   return _stack(input_shape, blocks.shallownet_layers(num_classes), "shallownet")
 
 
 def mlp(input_shape, num_classes, hidden_units=256):
-  """The seed C multi-layer perceptron."""
+  """The MNIST styles tutorial multi-layer perceptron."""
   return _stack(input_shape, blocks.mlp_layers(num_classes, hidden_units), "mlp")
 
 
@@ -28,12 +28,15 @@ def minivggnet(input_shape, num_classes, **kwargs):
 
 
 def cifar_cnn(input_shape, num_classes):
-  """The seed B CNN: three conv/pool stages and a dense head."""
+  """The CIFAR training-loop tutorial CNN: three conv/pool stages and a dense head."""
   return _stack(input_shape, blocks.cifar_cnn_layers(num_classes), "cifar_cnn")
 
 
 def cnnblocks(input_shape, num_classes):
-  """Seed D: CNNBlock 32 -> 64 -> 128 -> Flatten -> Dense(classes) logits (no softmax)."""
+  """CNNBlock 32 -> 64 -> 128 -> Flatten -> Dense(classes) logits (no softmax).
+
+  The MNIST subclassing tutorial's first model.
+  """
   return _stack(input_shape, [blocks.CNNBlock(32), blocks.CNNBlock(64), blocks.CNNBlock(128),
                               layers.Flatten(),
                               # float32 logits: the loss reads them at full precision.

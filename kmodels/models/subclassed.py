@@ -31,7 +31,7 @@ def _apply(stack, x, training):
 
 @blocks.serializable
 class MLP(_ConfigModel):
-  """The seed C MLP, subclassed."""
+  """The MNIST styles tutorial MLP, subclassed."""
 
   _config_keys = ("num_classes", "hidden_units")
 
@@ -65,7 +65,7 @@ class ShallowNet(_ConfigModel):
 
 @blocks.serializable
 class MiniVGGNet(_ConfigModel):
-  """MiniVGGNet (seed A, the CIFAR-10 tutorial): two [conv-relu-bn]x2 + max-pool stages, then a dense head."""
+  """MiniVGGNet (the CIFAR styles tutorial): two [conv-relu-bn]x2 + max-pool stages, dense head."""
 
   _config_keys = ("num_classes", "filters", "dense_units", "dropout")
 
@@ -84,7 +84,7 @@ class MiniVGGNet(_ConfigModel):
 
 @blocks.serializable
 class CifarModel(_ConfigModel):
-  """Seed B: three ConvolutionLayers and a HeadLayer."""
+  """The CIFAR training-loop tutorial: three ConvolutionLayers and a HeadLayer."""
 
   _config_keys = ("num_classes",)
 
@@ -103,7 +103,10 @@ class CifarModel(_ConfigModel):
 
 @blocks.serializable
 class ResNetLike(_ConfigModel):
-  """Seed D: ResBlocks [32,32,64] -> [128,128,256] -> [128,256,512] -> GAP -> logits."""
+  """ResBlocks [32,32,64] -> [128,128,256] -> [128,256,512] -> GAP -> logits.
+
+  The MNIST subclassing tutorial's ResNet_Like.
+  """
 
   _config_keys = ("num_classes",)
 
@@ -140,7 +143,7 @@ class MiniGoogLeNet(_ConfigModel):
         blocks.DownsampleModule(96),
         blocks.InceptionModule(176, 160), blocks.InceptionModule(176, 160),
     ]
-    # Averaging the whole last map equals seed A's 7x7 pool at 32x32 inputs.
+    # Averaging the whole last map equals the CIFAR styles tutorial's 7x7 pool at 32x32 inputs.
     self.pool = layers.GlobalAveragePooling2D()
     self.drop = layers.Dropout(dropout)
     self.logits, self.softmax = blocks.classifier_head(num_classes)

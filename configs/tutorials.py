@@ -1,6 +1,6 @@
-"""Shared by the seed B/C/D experiment configs: their recipes and the Fashion-MNIST twin.
+"""Shared by the tutorial experiment configs: their recipes and the Fashion-MNIST twin.
 
-Every seed config takes an optional argument after a colon; `:fashion_mnist` runs the same
+Every tutorial config takes an optional argument after a colon; `:fashion_mnist` runs the same
 experiment on Fashion-MNIST, which can be prepared offline (README "Data"):
   python -m launch.train --config=configs/mnist_cnnblocks.py:fashion_mnist --workdir=DIR
 """

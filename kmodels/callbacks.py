@@ -1,0 +1,122 @@
+"""The epoch-end contract every Keras-side trainer runs, written once.
+
+`epoch_contract(run)` is the list `fit` passes to model.fit and the custom loop drives
+through a tf.keras.callbacks.CallbackList, in this order:
+
+  StopOnNonFiniteLoss  first: a diverged step raises before anything saves its weights
+  FirstStepCallback    time to the first training step (FirstStepTimer)
+  EpochHistory         history.json, kept across restarts; "Resumed from ..." on a resume
+  TensorBoard          epoch scalars under WORKDIR/tensorboard/{train,validation}
+
+Each trainer then adds what only it needs: fit its PreemptibleBackup (resume and SIGTERM,
+last), the custom loop its checkpoint manager and an EpochLog line. The Estimator
+trainers reuse EpochHistory, EpochLog and FirstStepTimer (through a session hook).
+"""
+
+import time
+
+from absl import logging
+import tensorflow as tf
+
+from kmodels import faults, reporting
+
+
+class EpochHistory(tf.keras.callbacks.Callback):
+  """Keeps per-epoch logs in history.json, so curves survive a crash and a resume.
+
+  Keras' own History only knows the epochs of the current process; after a resume the
+  earlier epochs would be missing from the plot and from metrics.json.
+  """
+
+  def __init__(self, path, images_per_epoch):
+    """`path`: where to keep the history; None on workers that write nothing."""
+    super().__init__()
+    self.path = path
+    self.images_per_epoch = images_per_epoch
+    self.epochs = {}
+    self.first_epoch = None
+    self._start = None
+
+  def on_train_begin(self, logs=None):
+    if self.path:
+      self.epochs = {e["epoch"]: e for e in reporting.read_json(self.path, [])}
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.first_epoch is None:
+      self.first_epoch = epoch
+      if epoch:
+        logging.info("Resumed from the checkpoint of epoch %d; continuing at epoch %d.",
+                     epoch, epoch + 1)
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = time.perf_counter() - self._start
+    record = {k: float(v) for k, v in (logs or {}).items()}
+    record.update(epoch=epoch + 1, seconds=seconds, images=self.images_per_epoch,
+                  # The first epoch of a process includes tracing and compilation.
+                  includes_compile=epoch == self.first_epoch)
+    self.epochs[epoch + 1] = record
+    if self.path:
+      reporting.write_json(self.path, self.history)
+
+  @property
+  def history(self):
+    return [self.epochs[e] for e in sorted(self.epochs)]
+
+
+def steady_images_per_second(history):
+  """Steady-state training throughput: epochs that paid no compilation, if there are any."""
+  steady = [h for h in history if not h["includes_compile"]] or history
+  seconds = sum(h["seconds"] for h in steady)
+  return sum(h["images"] for h in steady) / seconds if seconds else 0.0
+
+
+class FirstStepTimer:
+  """Seconds from the start of a run to the end of its first training step."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+    self.seconds = None
+    self.unix_time = None  # when it happened, for tools timing from their own start
+
+  def step_done(self):
+    if self.seconds is None:
+      self.seconds = time.perf_counter() - self.start
+      self.unix_time = time.time()
+
+
+class FirstStepCallback(tf.keras.callbacks.Callback):
+  """Tells a FirstStepTimer when the first training step (or call of several) finished."""
+
+  def __init__(self, timer):
+    super().__init__()
+    self.timer = timer
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.timer.step_done()
+
+
+class EpochLog(tf.keras.callbacks.Callback):
+  """One log line per epoch: the logs, and images/s from the EpochHistory before it."""
+
+  def __init__(self, history, epochs):
+    super().__init__()
+    self.history, self.epochs = history, epochs
+
+  def on_epoch_end(self, epoch, logs=None):
+    record = self.history.epochs[epoch + 1]
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+    logging.info("Epoch %d/%d: %s; %.0f images/s (%.1f s with evaluation).", epoch + 1,
+                 self.epochs, metrics, record["images"] / record["seconds"], record["seconds"])
+
+
+def epoch_contract(run):
+  """The callbacks every Keras-side trainer calls, in order (see the module docstring)."""
+  return [
+      faults.StopOnNonFiniteLoss(run.config),
+      FirstStepCallback(run.timer),
+      run.history,
+      # Under multi_worker, Keras sends a non-chief worker's events to a temporary dir.
+      tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
+                                     profile_batch=0, write_graph=False),
+  ]
