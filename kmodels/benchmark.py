@@ -11,8 +11,10 @@ import collections
 import gc
 import resource
 import time
+from typing import Optional
 
 from absl import logging
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
@@ -223,8 +225,9 @@ def _reference_model(config, info):
   return training.build_and_compile(reference, info, tf.distribute.get_strategy())
 
 
-def run(config, steps, pipeline_batches, synthetic_batch, with_reference, process_start,
-        op_profile_dir=None):
+def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
+        synthetic_batch: bool, with_reference: bool, process_start: float,
+        op_profile_dir: Optional[str] = None) -> dict:
   """Measures everything for `config`; returns a dict of results.
 
   With `op_profile_dir`, also traces the trainer's warm-up and timed passes once more

@@ -14,6 +14,7 @@ trainers reuse EpochHistory, EpochLog and FirstStepTimer (through a session hook
 """
 
 import time
+from typing import List
 
 from absl import logging
 import tensorflow as tf
@@ -110,7 +111,7 @@ class EpochLog(tf.keras.callbacks.Callback):
                  self.epochs, metrics, record["images"] / record["seconds"], record["seconds"])
 
 
-def epoch_contract(run):
+def epoch_contract(run) -> List[tf.keras.callbacks.Callback]:
   """The callbacks every Keras-side trainer calls, in order (see the module docstring)."""
   return [
       faults.StopOnNonFiniteLoss(run.config),

@@ -16,9 +16,11 @@ import os
 import subprocess
 import sys
 import time
+from typing import List
 
 from absl import logging
 import matplotlib
+import ml_collections
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -168,7 +170,8 @@ def parse_paths(paths):
   return names
 
 
-def run(config, config_file, overrides, workdir):
+def run(config: ml_collections.ConfigDict, config_file: str, overrides: List[str],
+        workdir: str) -> List[dict]:
   """Trains every path in `config.compare.paths`, writes comparison.{md,csv,png,json}.
 
   Returns:

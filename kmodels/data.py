@@ -10,6 +10,7 @@ Training pipeline order, each step for a reason:
 import collections
 import functools
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -210,7 +211,7 @@ def _raw_splits(dataset_config, seed):
   return train, evaluation, info
 
 
-def load(dataset_config, batch_size, seed):
+def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) -> Datasets:
   """Builds the training and evaluation pipelines described by `config.dataset`.
 
   Args:

@@ -18,6 +18,7 @@ import threading
 import urllib.parse
 
 from absl import logging
+import ml_collections
 import tensorflow as tf
 
 from kmodels import netcheck
@@ -236,7 +237,8 @@ _REUSED = ("mirrored", "multi_worker")
 _made = {}
 
 
-def get_strategy(distribution_config, for_estimator=False):
+def get_strategy(distribution_config: ml_collections.ConfigDict,
+                 for_estimator: bool = False) -> tf.distribute.Strategy:
   """The strategy named by `distribution_config.strategy` (one per process and setting).
 
   for_estimator: a strategy for tf.estimator's RunConfig(train_distribute=...).

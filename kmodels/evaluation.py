@@ -7,6 +7,7 @@ confusion_matrix.png.
 """
 
 import json
+from typing import Optional
 
 from absl import logging
 import ml_collections
@@ -64,7 +65,7 @@ def _restored_model(config, info, path):
   return model
 
 
-def evaluate(workdir_root, split=None, which="latest"):
+def evaluate(workdir_root: str, split: Optional[str] = None, which: str = "latest") -> dict:
   """Evaluates the run in `workdir_root` on `split`; returns the metrics it wrote."""
   workdir = Workdir(workdir_root)
   config = load_config(workdir)

@@ -22,6 +22,7 @@ kmodels run its config.json (so `launch.predict --model=OUT --split=...` works).
 import io
 import tempfile
 import time
+from typing import Optional
 
 from absl import logging
 import numpy as np
@@ -39,7 +40,9 @@ class MigrationNotEqual(UserError):
   """The Keras model's outputs differ from the Estimator's beyond MAX_DIFFERENCE."""
 
 
-def migrate(estimator_dir, output_dir, *, checkpoint=None, check_data=None, overrides=None):
+def migrate(estimator_dir: str, output_dir: str, *, checkpoint: Optional[str] = None,
+            check_data: Optional[str] = None,
+            overrides: Optional[estimator_reading.Overrides] = None) -> dict:
   """Migrates the model_dir (or kmodels workdir) `estimator_dir` into `output_dir`.
 
   Args:

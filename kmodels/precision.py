@@ -87,7 +87,7 @@ def choose(devices=None, flags=None, probe=_bf16_matmul_is_faster,
   return Choice("float32", "CPU flags unreadable; a bf16 matmul probe was slower")
 
 
-def resolve(requested, trainer):
+def resolve(requested: str, trainer: str) -> str:
   """The precision a run uses for `requested` (auto or explicit), logged with why."""
   from kmodels import trainers  # pylint: disable=g-import-not-at-top
   if requested != AUTO:

@@ -8,6 +8,7 @@ import os
 import tarfile
 import urllib.parse
 import zlib
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -122,7 +123,7 @@ def ensure_prepared(dataset_config):
   return builder
 
 
-def prepare_offline(name, archive_dir, data_dir=None):
+def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None):
   """Prepares `name` from its original download files in `archive_dir`, with no network.
 
   Returns the prepared builder. Raises UserError listing the expected file names when

@@ -9,6 +9,7 @@ import sys
 import typing
 
 from absl import logging
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
@@ -165,8 +166,11 @@ def _load(config, strategy, datasets):
   return datasets, steps_per_epoch
 
 
-def train_and_evaluate(config, workdir, *, strategy=None, datasets=None, overwrite=False,
-                       extra_callbacks=()):
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *,
+    strategy: typing.Optional[tf.distribute.Strategy] = None,
+    datasets: typing.Optional[data.Datasets] = None, overwrite: bool = False,
+    extra_callbacks: typing.Sequence[tf.keras.callbacks.Callback] = ()) -> dict:
   """Trains `config.model` on `config.dataset` and writes every output into `workdir`.
 
   Re-running with the same workdir resumes from the last completed epoch. In a

@@ -53,8 +53,9 @@ def main(argv):
   common.start(argv)
   with common.user_errors_exit():
     results = benchmark.run(
-        _CONFIG.value, _STEPS.value, _PIPELINE_BATCHES.value, _SYNTHETIC_BATCH.value,
-        _REFERENCE.value, _PROCESS_START,
+        _CONFIG.value, steps=_STEPS.value, pipeline_batches=_PIPELINE_BATCHES.value,
+        synthetic_batch=_SYNTHETIC_BATCH.value, with_reference=_REFERENCE.value,
+        process_start=_PROCESS_START,
         op_profile_dir=storage.join(_WORKDIR.value, "op_profile") if _OP_PROFILE.value else None)
   storage.makedirs(_WORKDIR.value)
   reporting.write_json(storage.join(_WORKDIR.value, "benchmark.json"), results)

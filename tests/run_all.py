@@ -29,8 +29,8 @@ SLOW = {"benchmark_test", "cpus_test", "estimator_test", "faults_test", "gcs_tes
 
 def _modules(selected):
   names = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(TESTS_DIR, "*_test.py")))
-  if selected in (["fast"], ["slow"]):
-    return [n for n in names if (n in SLOW) == (selected == ["slow"])]
+  tiers = {"fast": {n for n in names if n not in SLOW}, "slow": SLOW & set(names)}
+  selected = set().union(*(tiers.get(s, {s}) for s in selected))
   unknown = set(selected) - set(names)
   if unknown:
     sys.exit(f"No such test module(s): {', '.join(sorted(unknown))}. Have: {', '.join(names)}")
