@@ -1,10 +1,10 @@
 """SIGKILL mid-run, then the same command resumes: a cell per strategy and per trainer.
 
-Together with launch_test (default + fit), multi_worker_test (two worker processes, one
-killed) and gcs_test (fit and custom_loop on a bucket workdir), every strategy that can
-train here and every trainer is killed with SIGKILL between epochs and resumed by running
-the same command again. (tpu without a TPU is refused before any work: matrix_test.)
-Each run is a real `launch.train` process; the kill lands after at least one epoch.
+Together with multi_worker_test (two worker processes, one killed) and gcs_test (fit and
+custom_loop on a bucket workdir), every strategy that can train here and every trainer is
+killed with SIGKILL between epochs and resumed by running the same command again. (tpu
+without a TPU is refused before any work: matrix_test.) Each run is a real `launch.train`
+process; the kill lands after two epochs, so the first epoch's checkpoint is written.
 """
 
 import os
@@ -29,6 +29,7 @@ _CELLS = (  # (strategy flags, logical CPUs for the process, trainer)
     ("mirrored_2", ["--config.distribution.strategy=mirrored",
                     "--config.distribution.devices=cpu:0,cpu:1"], 2, "fit"),
     ("default", ["--config.distribution.strategy=default"], 1, "keras_estimator"),
+    ("default_fit", ["--config.distribution.strategy=default"], 1, "fit"),
 )
 
 

@@ -3,10 +3,6 @@
 import gzip
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -81,36 +77,6 @@ class TrainLauncherTest(parameterized.TestCase):
         "--config.dataset.download=False")
     testutil.assert_user_error(self, proc, "launch.prepare_data --dataset=fashion_mnist",
                        "dataset-fashion-mnist")
-
-  def test_kill_9_then_same_command_resumes(self):
-    workdir = self.create_tempdir().full_path
-    history = os.path.join(workdir, "history.json")
-    args = [sys.executable, "-m", "launch.train", "--config=configs/base.py",
-            f"--workdir={workdir}", "--config.dataset.source=synthetic",
-            "--config.dataset.synthetic_train_examples=4096", "--config.train.batch_size=32",
-            "--config.train.epochs=12"]
-    env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
-    proc = subprocess.Popen(args, cwd=testutil.REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while len(testutil.read_json(history, [])) < 2:
-      self.assertIsNone(proc.poll(), "training ended before it could be killed")
-      self.assertLess(time.monotonic(), deadline)
-      time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before_kill = len(testutil.read_json(history, []))
-    self.assertBetween(done_before_kill, 2, 11)
-
-    rerun = subprocess.run(args, cwd=testutil.REPO_ROOT, env=env, capture_output=True,
-                           text=True, timeout=600)
-    self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
-    self.assertRegex(rerun.stderr, r"Resumed from the checkpoint of epoch (\d+)")
-    resumed_at = int(
-        rerun.stderr.split("Resumed from the checkpoint of epoch ")[1].split(";")[0])
-    self.assertGreaterEqual(resumed_at, done_before_kill - 1)  # at most the epoch in flight
-    epochs = [h["epoch"] for h in testutil.read_json(history, [])]
-    self.assertEqual(epochs, list(range(1, 13)))
 
 
 class PrepareDataLauncherTest(absltest.TestCase):
