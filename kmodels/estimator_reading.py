@@ -13,7 +13,7 @@ input op whose output shape is the feature's.
 
 import dataclasses
 import functools
-import json
+import tempfile
 import typing
 
 from absl import logging
@@ -22,8 +22,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import models, serving, storage
+from kmodels import evaluation, models, serving, storage, trainers
 from kmodels.errors import UserError
+from kmodels.workdir import Workdir
 
 # Activation ops a DNNClassifier's hidden layer may hold -> the tf.nn function.
 ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Elu": "elu", "Selu": "selu",
@@ -248,8 +249,8 @@ class KerasSource(Source):
 
 def estimator_outputs(source, features):
   """The Estimator's own predictions for `features`, from `source`'s checkpoint."""
-  from kmodels import migration  # pylint: disable=g-import-not-at-top  (imports this module)
-  estimator = source.estimator(migration.scratch_model_dir())
+  # A throwaway model_dir: the user's model_dir is never written.
+  estimator = source.estimator(tempfile.mkdtemp(prefix="kmodels-migrate-"))
 
   def input_fn():
     return tf.data.Dataset.from_tensor_slices({source.feature_key: features}).batch(
@@ -282,18 +283,18 @@ def read(estimator_dir, checkpoint=None, overrides=None):
 
 def _kmodels_run(estimator_dir):
   """(model_dir, config, model card) of a kmodels workdir; (estimator_dir, None, None) else."""
-  config_path = storage.join(estimator_dir, "config.json")
-  if not storage.exists(config_path):
+  workdir = Workdir(estimator_dir)
+  if not storage.exists(workdir.config_json):
     return estimator_dir, None, None
-  config = ml_collections.ConfigDict(json.loads(storage.read_text(config_path)))
-  if config.trainer not in ("estimator", "keras_estimator"):
+  config = evaluation.load_config(workdir)
+  if not trainers.is_estimator(config.trainer):
     raise UserError(f"{estimator_dir} is a kmodels run of trainer={config.trainer}: it is a "
                     "Keras model already (its export/ serves as it is).")
-  card = serving.read_card(storage.join(estimator_dir, "export"))
+  card = serving.read_card(workdir.export)
   if card is None:
     raise UserError(f"{estimator_dir} has no export/model_card.json: the run did not finish. "
                     "Run its launch.train command again to complete it, then migrate.")
-  return storage.join(estimator_dir, "checkpoints"), config, card
+  return workdir.checkpoints, config, card
 
 
 def _checkpoint(model_dir, checkpoint):
@@ -367,9 +368,10 @@ def _read_dnn(shapes, graph, overrides, common):
 
 
 def _pick(read_from, name, *candidates):
-  """The first (value, origin) whose value is not None; records the origin in read_from."""
-  for value, origin in candidates:
-    if value is not None or origin == candidates[-1][1]:
+  """The first (value, origin) whose value is not None, else the last (the fallback);
+  records the origin in read_from."""
+  for i, (value, origin) in enumerate(candidates):
+    if value is not None or i == len(candidates) - 1:
       read_from[name] = origin
       return value
   return None

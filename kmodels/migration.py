@@ -20,7 +20,6 @@ kmodels run its config.json (so `launch.predict --model=OUT --split=...` works).
 """
 
 import io
-import tempfile
 import time
 from typing import Optional
 
@@ -78,7 +77,6 @@ def migrate(estimator_dir: str, output_dir: str, *, checkpoint: Optional[str] = 
   if source.kmodels_config is not None:  # `launch.predict --split` reads the run's dataset
     reporting.write_json(storage.join(output_dir, "config.json"),
                          source.kmodels_config.to_dict())
-  reporting.write_json(storage.join(output_dir, "migration.json"), record)
   return record
 
 
@@ -212,7 +210,3 @@ class _ProbabilitiesModel(tf.Module):
   def __call__(self, inputs, training=False):
     return self.source.probabilities(self.model(inputs, training=training))
 
-
-def scratch_model_dir():
-  """A throwaway model_dir for rebuilt Estimators: the user's model_dir is never written."""
-  return tempfile.mkdtemp(prefix="kmodels-migrate-")
