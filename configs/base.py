@@ -20,12 +20,31 @@ def get_config():
   config.model.name = "shallownet"  # registry name; other model.* keys are builder kwargs
 
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "fashion_mnist"  # a tfds name: fashion_mnist, mnist, cifar10
+  # a tfds name (fashion_mnist, cifar10, tf_flowers, imagenet2012, ...) or image_folder
+  config.dataset.name = "fashion_mnist"
   config.dataset.source = "tfds"  # tfds | synthetic (random data, the dataset's shapes)
   config.dataset.data_dir = config_dict.placeholder(str)  # None: tfds' default directory
+  # image_folder: DIR/<split>/<class>/*.{jpg,png,...}, local or gs://, or the records
+  # launch.prepare_data --dataset=image_folder wrote from such a folder
+  config.dataset.image_dir = config_dict.placeholder(str)
   config.dataset.download = True  # download when not prepared (needs internet)
   config.dataset.train_split = "train"
+  # A tfds dataset without "test" evaluates on "validation", else on the last
+  # holdout_fraction of train (which training then does not see).
   config.dataset.eval_split = "test"
+  config.dataset.holdout_fraction = 0.1
+  # None: a fixed-size dataset's own size; N: train and evaluate at N x N (any dataset)
+  config.dataset.image_size = config_dict.placeholder(int)
+  config.dataset.channels = config_dict.placeholder(int)  # 1 | 3; None: the dataset's (folders: 3)
+  config.dataset.crop = ml_collections.ConfigDict(dict(
+      area=(0.08, 1.0),  # training: random-resized crop's share of the image's area
+      aspect_ratio=(0.75, 4 / 3),  # and its width/height range
+      eval_fraction=0.875))  # evaluation and serving: centre square of this x shorter side
+  config.dataset.cache = "auto"  # auto (in memory if it fits cache_ram_fraction) | memory | none
+  config.dataset.cache_ram_fraction = 0.25  # share of usable RAM for cache + shuffle buffer
+  config.dataset.max_bad_fraction = 0.01  # image folders: refuse the run above this share
+  config.dataset.max_image_pixels = 100_000_000  # files declaring more are refused (bombs)
+  config.dataset.service = config_dict.placeholder(str)  # grpc://HOST:PORT of a tf.data service
   config.dataset.shuffle_buffer = 10_000
   config.dataset.synthetic_train_examples = 1024
   config.dataset.synthetic_eval_examples = 256
@@ -36,6 +55,9 @@ def get_config():
   config.train.epochs = 1
   config.train.steps_per_epoch = config_dict.placeholder(int)  # None: one pass over train
   config.train.steps_per_execution = 1  # steps per tf.function call (fewer Python round trips)
+  # Also checkpoint (and write TensorBoard scalars) every N steps within an epoch; None:
+  # at epoch ends only. A kill then loses at most N steps.
+  config.train.checkpoint_every_steps = config_dict.placeholder(int)
   config.train.seed = 0
   # Bit-identical reruns (tf.config.experimental.enable_op_determinism); cost: README.
   config.train.deterministic = False

@@ -1,4 +1,5 @@
-"""How many CPUs this process may really use, and TensorFlow's thread pools sized to it.
+"""What this process may really use of the machine: CPUs (TensorFlow's thread pools and the
+input pipeline's parallelism are sized to them) and memory (the input cache's budget).
 
 TensorFlow sizes its pools from the CPU affinity mask (`taskset`, `docker --cpuset-cpus`),
 but not from a cgroup CPU quota (`docker --cpus=2`, Kubernetes CPU limits): in a container
@@ -86,3 +87,44 @@ def size_thread_pools():
   logging.info("This process may use %d of the machine's %d CPUs (affinity/cgroup quota): "
                "TensorFlow's thread pools are sized to %d.", usable, present, usable)
   return usable
+
+
+def _cgroup_memory_limit(root=_CGROUP_ROOT):
+  """This process's cgroup memory limit in bytes (v2 memory.max, v1 limit_in_bytes), or None."""
+  candidates = [os.path.join(root, "memory.max"),
+                os.path.join(root, "memory", "memory.limit_in_bytes")]
+  try:
+    with open("/proc/self/cgroup") as f:
+      for line in f:
+        _, controllers, path = line.strip().split(":", 2)
+        if not controllers:
+          candidates.insert(0, os.path.join(root, path.lstrip("/"), "memory.max"))
+        elif "memory" in controllers.split(","):
+          candidates.insert(0, os.path.join(root, "memory", path.lstrip("/"),
+                                            "memory.limit_in_bytes"))
+  except (OSError, ValueError):
+    pass
+  for path in candidates:
+    try:
+      with open(path) as f:
+        value = f.read().strip()
+    except OSError:
+      continue
+    if value != "max" and value.isdigit() and int(value) < 1 << 60:  # v1's "no limit" is huge
+      return int(value)
+  return None
+
+
+def usable_memory_bytes():
+  """Memory this process may still use: the available memory, capped by a cgroup limit."""
+  available = None
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          available = int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  available = available or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  limit = _cgroup_memory_limit()
+  return min(available, limit) if limit else available

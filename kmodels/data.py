@@ -1,27 +1,30 @@
-"""The input pipelines of a run, from tensorflow-datasets (kmodels.preparation) or synthetic.
+"""The input pipelines of a run, from the examples kmodels.sources reads.
 
 Training pipeline order, each step for a reason:
-  cache (uint8, 4x smaller than float) -> shuffle (a new order every epoch) -> repeat
+  shard (kmodels.sources: by file when there are enough files, else by example)
+  -> cache (dataset.cache: decoded uint8, 4x smaller than float; auto: only if it fits)
+  -> shuffle (a new order every epoch) -> repeat
+  -> [any size: skip on resume, then decode + random-resized crop + flip per example,
+      so skipped examples are never decoded]
   -> batch(drop_remainder: static shapes for XLA/TPU and equal per-replica batches)
   -> scale + augment whole batches (one XLA-fused warp per batch, not per image)
+  -> [dataset.service: all of the above on tf.data service workers]
   -> prefetch (overlap input with the train step).
 """
 
 import collections
 import functools
 
+from absl import logging
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from kmodels import augmentation, preparation
+from kmodels import augmentation, cpus, images, preparation, sources
 from kmodels.errors import UserError
+from kmodels.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an element holds)
 
-
-DatasetInfo = collections.namedtuple(
-    "DatasetInfo", ["name", "image_shape", "num_classes", "label_names",
-                    "train_examples", "eval_examples"])
+DatasetInfo = sources.DatasetInfo
 
 
 class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info"])):
@@ -47,6 +50,10 @@ class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info"]
 def explain_read_error(error, dataset_config, info):
   """The UserError for a TF error caused by the data on disk, or None for other errors."""
   if preparation.is_damaged_dataset_error(error):
+    if dataset_config.name == sources.IMAGE_FOLDER:
+      return UserError(f"The image records in {dataset_config.image_dir} are damaged "
+                       f"({str(error).strip().splitlines()[0][:200]}). Write them again with "
+                       "launch.prepare_data --dataset=image_folder. Checkpoints are kept.")
     return preparation.damaged_dataset_error(dataset_config, error)
   if _is_label_range_error(error):
     return _label_range_error(dataset_config, info, error)
@@ -59,9 +66,9 @@ def explain_read_error(error, dataset_config, info):
 _PIXEL_MAX = 255.0  # uint8 pixels / _PIXEL_MAX -> floats in [0, 1]
 
 
-def scale_pixels(images):
+def scale_pixels(pixels):
   """What evaluation does to pixels (0-255, any dtype): float32 in [0, 1]. Serving too."""
-  return tf.cast(images, tf.float32) / _PIXEL_MAX
+  return tf.cast(pixels, tf.float32) / _PIXEL_MAX
 
 
 _scale = scale_pixels
@@ -87,7 +94,7 @@ def _is_label_range_error(error):
 
 def _label_range_error(dataset_config, info, error):
   """The UserError for labels the dataset's own metadata says can't exist."""
-  data_dir = preparation.get_builder(dataset_config.name, dataset_config.data_dir).data_dir
+  data_dir = sources.location(dataset_config)
   values = str(error).split(_LABEL_CHECK, 1)[1].split("\n")[0].strip(" ]").lstrip("[ ")
   return UserError(
       f"Dataset {info.name!r} has labels outside [0, {info.num_classes}) (found: {values}), "
@@ -98,117 +105,186 @@ def _label_range_error(dataset_config, info, error):
       "again (README \"Data\").")
 
 
-def _train_pipeline(ds, dataset_config, global_batch_size, seed, num_classes, input_context,
+def _load_image(kind):
+  """What turns an element's image into something images.decode/crop take."""
+  return tf.io.read_file if kind == FILE else tf.identity
+
+
+def _decoded(kind, channels):
+  """Element image -> uint8 [H, W, channels] at its own size (what a cache holds)."""
+  if kind == PIXELS:
+    return lambda image: images.to_channels(image, channels)
+  load = _load_image(kind)
+  return lambda image: images.decode(load(image), channels)
+
+
+def _per_example(source):
+  """Whether images are converted one by one (any size), or batched as they are."""
+  return source.kind != PIXELS or source.native_shape != source.info.image_shape
+
+
+def _train_transform(dataset_config, info):
+  """(image, seed) -> training pixels uint8 info.image_shape, of one image."""
+  size, channels = info.image_shape[0], info.image_shape[-1]
+  if not dataset_config.image_size:  # a fixed-size dataset at its own size: channels only
+    return lambda image, seed: images.to_channels(image, channels)
+  return lambda image, seed: images.train_image(image, size, dataset_config.crop, channels,
+                                                seed)
+
+
+def eval_transform(dataset_config, info):
+  """image -> evaluation pixels uint8 info.image_shape; the serving export uses it too."""
+  size, channels = info.image_shape[0], info.image_shape[-1]
+  if not dataset_config.image_size:
+    return lambda image: images.to_channels(image, channels)
+  return lambda image: images.eval_image(image, size, info.eval_crop_fraction, channels)
+
+
+def _cache_train(ds, source, dataset_config, num_pipelines):
+  """ds cached in memory when dataset.cache says so (auto: if it fits, see cache_decision)."""
+  share = (source.train_decoded_bytes // num_pipelines
+           if source.train_decoded_bytes is not None else None)
+  if not cache_decision(dataset_config, share, "train"):
+    return ds, source.kind
+  if source.kind == PIXELS:
+    return ds.cache(), PIXELS
+  decode = _decoded(source.kind, source.info.image_shape[-1])
+  # Decoded at full size, before the random crop: every epoch crops anew.
+  return ds.map(lambda image, label: (decode(image), label),
+                num_parallel_calls=_parallel_calls()).cache(), PIXELS
+
+
+def _train_pipeline(source, dataset_config, global_batch_size, seed, input_context,
                     start_step=0):
-  pipeline_id = 0
+  pipeline_id, num_pipelines = 0, 1
   batch_size = global_batch_size
   batches_per_step = 1
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(global_batch_size)
-    pipeline_id = input_context.input_pipeline_id
-    batches_per_step = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-    # Every worker lists the files in the same seeded order, so taking every n-th example
-    # gives disjoint shards: no example is read twice in an epoch. (Sharding by file
-    # would need at least one file per worker; fashion_mnist has one train file.)
-    ds = ds.shard(input_context.num_input_pipelines, pipeline_id)
-  ds = ds.cache().shuffle(dataset_config.shuffle_buffer, seed=seed,
-                          reshuffle_each_iteration=True)
-  ds = ds.repeat().batch(batch_size, drop_remainder=True)
+    pipeline_id, num_pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
+    batches_per_step = input_context.num_replicas_in_sync // num_pipelines
+  info = source.info
+  ds, kind = _cache_train(source.train(input_context), source, dataset_config, num_pipelines)
+  ds = ds.shuffle(dataset_config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.repeat()
+  # Stateless seeds: (run seed, input pipeline) x position -> the same crops and transforms
+  # on a rerun, different ones on each worker.
+  base_seed = tf.constant(seed, tf.int64) * 1_000_003 + pipeline_id
+  if _per_example(source._replace(kind=kind)):
+    ds = _cropped_batches(ds, kind, _train_transform(dataset_config, info), batch_size,
+                          base_seed, start_step * batches_per_step)
+  else:
+    # Skipping uint8 batches before the augmentation costs a pass through the shuffle only.
+    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+    ds = ds.skip(start_step * batches_per_step)
+    ds = ds.map(lambda step, batch: (step, *batch))
   aug = dataset_config.augment
+  num_classes = info.num_classes
 
-  def scale_and_augment(step, batch):
-    images, labels = batch
-    if aug.enabled:
-      # Stateless seed: (run seed, input pipeline) x step -> the same images on a rerun,
-      # different transforms on each worker. Scaled in the warp: one pass over uint8.
-      base_seed = tf.cast(seed, tf.int64) * 1_000_003 + pipeline_id
-      images = augmentation.augment_batch(images, aug, tf.stack([base_seed, step]), scale=1 / _PIXEL_MAX)
+  def scale_and_augment(step, images_batch, labels):
+    if aug.enabled:  # scaled inside the warp: one pass over uint8
+      images_batch = augmentation.augment_batch(
+          images_batch, aug, tf.stack([base_seed, step]), scale=1 / _PIXEL_MAX)
     else:
-      images = _scale(images)
-    return images, _checked(labels, num_classes)
+      images_batch = _scale(images_batch)
+    return images_batch, _checked(labels, num_classes)
 
-  # Skipping uint8 batches before the augmentation costs a pass through the shuffle only.
-  ds = ds.enumerate().skip(start_step * batches_per_step)
-  ds = ds.map(scale_and_augment, num_parallel_calls=_PARALLEL_CALLS)
+  ds = ds.map(scale_and_augment, num_parallel_calls=_BATCH_PARALLEL_CALLS)
+  ds = _maybe_through_service(ds, dataset_config)
   # The pipeline shards itself above; tf.distribute must not shard it a second time.
   return _with_options(ds, tf.data.experimental.AutoShardPolicy.OFF).prefetch(_PREFETCH)
+
+
+def _cropped_batches(ds, kind, transform, batch_size, base_seed, start_batch):
+  """(step, uint8 image batch, labels), each image converted by `transform` on its own.
+
+  The position of each example in the stream seeds its crop, and the skip on resume comes
+  before anything is read or decoded: skipped examples cost a pass through the shuffle.
+  """
+  load = _load_image(kind)
+
+  def train_example(position, example):
+    image, label = example
+    return position, transform(load(image), tf.stack([base_seed, position])), label
+
+  ds = ds.enumerate().skip(start_batch * batch_size)
+  ds = ds.map(train_example, num_parallel_calls=_parallel_calls())
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds.map(lambda positions, image_batch, labels: (positions[0] // batch_size,
+                                                       image_batch, labels))
+
+
+def _maybe_through_service(ds, dataset_config):
+  """Preprocessing on tf.data service workers (dataset.service), else here."""
+  if not dataset_config.service:
+    return ds
+  from kmodels import data_service  # pylint: disable=g-import-not-at-top
+  return data_service.distribute(ds, dataset_config.service)
+
+
+def _parallel_calls():
+  """Per-example map parallelism: the CPUs this process may use (kmodels/cpus.py)."""
+  return cpus.usable_cpus()
 
 
 # Fixed parallelism instead of tf.data's autotuner. With autotuning on (TF 2.15), deleting
 # an iterator waits for the autotuner's thread to wake from its sleep: 20-31 s at the end
 # of a `fit` here (gdb: ~RootDataset::Iterator waiting on Model::OptimizeLoop), and again
-# for every evaluation pass. Fixed values kept the pipeline's throughput (BUILD_NOTES).
-_PARALLEL_CALLS = 2
+# for every evaluation pass. Per-example work (decode, crop, resize) runs on every CPU the
+# process may use; whole-batch maps are few and each is multi-threaded inside (BUILD_NOTES).
+_BATCH_PARALLEL_CALLS = 2
 _PREFETCH = 2
 
 
 def _with_options(ds, shard_policy):
-  """How tf.distribute may split `ds` over workers; no autotuner (see _PARALLEL_CALLS)."""
+  """How tf.distribute may split `ds` over workers; no autotuner (see _PREFETCH)."""
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = shard_policy
   options.autotune.enabled = False
   return ds.with_options(options)
 
 
-def _eval_pipeline(ds, batch_size, num_classes):
+def _eval_pipeline(source, dataset_config, batch_size):
   # No drop_remainder: evaluation covers every test example exactly once. Under several
   # workers tf.distribute shards the batches (DATA policy: one file is enough).
-  ds = ds.cache().batch(batch_size)
-  ds = ds.map(lambda x, y: (_scale(x), _checked(y, num_classes)),
-              num_parallel_calls=_PARALLEL_CALLS)
+  info = source.info
+  ds = source.eval
+  if _per_example(source):
+    load, transform = _load_image(source.kind), eval_transform(dataset_config, info)
+    # Deterministic, so what is cached is the final N x N uint8 image.
+    ds = ds.map(lambda image, label: (transform(load(image)), label),
+                num_parallel_calls=_parallel_calls())
+  eval_bytes = (info.eval_examples or 0) * int(np.prod(info.image_shape))
+  if cache_decision(dataset_config, eval_bytes, "eval"):
+    ds = ds.cache()
+  ds = ds.batch(batch_size)
+  ds = ds.map(lambda x, y: (_scale(x), _checked(y, info.num_classes)),
+              num_parallel_calls=_BATCH_PARALLEL_CALLS)
   return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA).prefetch(_PREFETCH)
 
 
-def _info_from_builder(builder, train_examples, eval_examples):
-  features = builder.info.features
-  return DatasetInfo(
-      name=builder.name, image_shape=tuple(features["image"].shape),
-      num_classes=features["label"].num_classes, label_names=list(features["label"].names),
-      train_examples=train_examples, eval_examples=eval_examples)
+CACHE_POLICIES = ("auto", "memory", "none")
 
 
-def _synthetic_split(info, num_examples, seed):
-  rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, size=(num_examples, *info.image_shape), dtype=np.uint8)
-  labels = rng.integers(0, info.num_classes, size=(num_examples,), dtype=np.int64)
-  return tf.data.Dataset.from_tensor_slices((images, labels))
+def cache_decision(dataset_config, decoded_bytes, what):
+  """Whether to cache a split in memory: dataset.cache, and for `auto` whether it fits.
 
-
-def _num_examples(ds, builder, split):
-  # The dataset's own count (right under tfds.testing.mock_data too); inside a TF1 graph
-  # (an Estimator's input_fn) it may be symbolic, then the builder's split info counts.
-  # Under mock_data in a graph neither is known: None (the Estimator does not need it).
-  count = tf.get_static_value(ds.cardinality())
-  if count is not None:
-    return int(count)
-  splits = builder.info.splits
-  return splits[split].num_examples if split in splits else None
-
-
-def _images_and_labels(builder, split, **as_dataset_kwargs):
-  # Not as_supervised: datasets built from files (a features.json, no builder class)
-  # often declare no supervised keys; every kmodels dataset has 'image' and 'label'.
-  return builder.as_dataset(split=split, **as_dataset_kwargs).map(
-      lambda example: (example["image"], example["label"]))
-
-
-def _raw_splits(dataset_config, seed):
-  """(train, eval, info) as unbatched uint8 (image, label) datasets."""
-  if dataset_config.source == "synthetic":
-    builder = preparation.get_builder(dataset_config.name, dataset_config.data_dir)
-    info = _info_from_builder(builder, dataset_config.synthetic_train_examples,
-                              dataset_config.synthetic_eval_examples)
-    return (_synthetic_split(info, info.train_examples, seed),
-            _synthetic_split(info, info.eval_examples, seed + 1), info)
-  builder = preparation.ensure_prepared(dataset_config)
-  read_config = tfds.ReadConfig(shuffle_seed=seed)
-  train = _images_and_labels(builder, dataset_config.train_split, shuffle_files=True,
-                             read_config=read_config)
-  evaluation = _images_and_labels(builder, dataset_config.eval_split)
-  info = _info_from_builder(
-      builder, _num_examples(train, builder, dataset_config.train_split),
-      _num_examples(evaluation, builder, dataset_config.eval_split))
-  return train, evaluation, info
+  auto caches when the decoded images, twice over (the cache and a shuffle buffer as
+  large), fit in dataset.cache_ram_fraction of the memory this process may use.
+  """
+  policy = dataset_config.cache
+  if policy != "auto":
+    return policy == "memory"
+  if decoded_bytes is None:
+    return False
+  budget = dataset_config.cache_ram_fraction * cpus.usable_memory_bytes()
+  fits = 2 * decoded_bytes <= budget
+  if decoded_bytes > 64 << 20:  # worth a line only when it matters
+    logging.info("dataset.cache=auto: the %s split decodes to %.1f GB; %s in memory "
+                 "(budget %.1f GB = dataset.cache_ram_fraction %.2f of usable RAM).",
+                 what, decoded_bytes / 1e9, "cached" if fits else "read anew every epoch, not cached",
+                 budget / 1e9, dataset_config.cache_ram_fraction)
+  return fits
 
 
 def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) -> Datasets:
@@ -217,17 +293,17 @@ def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) 
   Args:
     dataset_config: the `config.dataset` ConfigDict.
     batch_size: global batch size of both pipelines.
-    seed: seeds file shuffling, the shuffle buffer, augmentation and synthetic data.
+    seed: seeds file shuffling, the shuffle buffer, crops, augmentation and synthetic data.
 
   Returns:
     Datasets(make_train, eval, info): the training pipeline repeats forever with static
     batch shapes; `eval` is one pass over the evaluation split; images are float32 in
-    [0, 1].
+    [0, 1], of info.image_shape.
   """
-  train, evaluation, info = _raw_splits(dataset_config, seed)
+  source = sources.open_source(dataset_config, seed)
+  info = source.info
   if info.train_examples is not None and info.train_examples < batch_size:
     raise UserError(f"train.batch_size {batch_size} is larger than the {info.train_examples} "
                     f"examples of {info.name!r} split {dataset_config.train_split!r}.")
-  make_train = functools.partial(_train_pipeline, train, dataset_config, batch_size, seed,
-                                 info.num_classes)
-  return Datasets(make_train, _eval_pipeline(evaluation, batch_size, info.num_classes), info)
+  make_train = functools.partial(_train_pipeline, source, dataset_config, batch_size, seed)
+  return Datasets(make_train, _eval_pipeline(source, dataset_config, batch_size), info)

@@ -42,15 +42,14 @@ def get_builder(name, data_dir=None):
 
 
 def _check_features(name, features):
-  """Raises UserError unless `features` describe fixed-size images with class labels."""
+  """Raises UserError unless `features` describe images with class labels."""
   if "image" not in features or "label" not in features:
     raise UserError(f"Dataset {name!r} has features {sorted(features)}; kmodels needs an "
                     "'image' and a 'label' feature (an image classification dataset).")
   shape = tuple(features["image"].shape)
-  if len(shape) != 3 or None in shape:
+  if len(shape) != 3:  # varying sizes are fine: dataset.image_size says what to train at
     raise UserError(f"Dataset {name!r} has images of shape {shape}; kmodels trains on "
-                    "images of one fixed size (height, width, channels), as in mnist, "
-                    "fashion_mnist and cifar10. Resize them when you build the dataset.")
+                    "images (height, width, channels), of any size.")
   if getattr(features["label"], "num_classes", None) is None:
     raise UserError(f"Dataset {name!r} has a {type(features['label']).__name__} label; "
                     "kmodels needs a ClassLabel (a class index and a number of classes).")

@@ -7,7 +7,9 @@ returning named outputs whatever the training precision, trainer or strategy:
   serving_default  images: uint8 [N, H, W, C], as a PNG/JPEG decoder gives them
   serving_float    images: float32 [N, H, W, C], pixels in 0-255
   serving_bytes    images: string [N], encoded PNG/JPEG/GIF/BMP (TF Serving's {"b64": ...}),
-                   decoded, converted to C channels and resized to H x W inside
+                   decoded, converted to C channels and brought to H x W inside: by
+                   evaluation's own centre crop and resize for runs with dataset.image_size
+                   (a served file gets the pixels evaluation gave it), else resized whole
   ->  probabilities: float32 [N, classes]; class_id: int64 [N]; class_name: string [N]
 
 Beside it, `export/model_card.json` says what the model is (dataset, labels, input,
@@ -20,7 +22,7 @@ import typing
 import tensorflow as tf
 
 import kmodels
-from kmodels import data, reporting, storage
+from kmodels import data, images, reporting, storage
 
 SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
 MODEL_CARD = "model_card.json"
@@ -43,9 +45,18 @@ def _decode(encoded, image_shape):
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def signatures(model, image_shape, label_names, logits):
+def _bytes_to_pixels(image_shape, eval_crop_fraction):
+  """encoded image -> uint8 image_shape, as evaluation prepares images of this run."""
+  if eval_crop_fraction is None:
+    return lambda encoded: _decode(encoded, image_shape)
+  return lambda encoded: images.eval_image(encoded, image_shape[0], eval_crop_fraction,
+                                           image_shape[-1])
+
+
+def signatures(model, image_shape, label_names, logits, eval_crop_fraction=None):
   """The serving functions of `model`, by signature name."""
   shape = [None, *image_shape]
+  to_pixels = _bytes_to_pixels(image_shape, eval_crop_fraction)
 
   @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8, name=INPUT_NAME)])
   def serving_default(images):
@@ -57,7 +68,7 @@ def signatures(model, image_shape, label_names, logits):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
   def serving_bytes(images):
-    decoded = tf.map_fn(lambda e: _decode(e, image_shape), images,
+    decoded = tf.map_fn(to_pixels, images,
                         fn_output_signature=tf.TensorSpec(image_shape, tf.uint8))
     return _outputs(model, decoded, label_names, logits)
 
@@ -101,6 +112,10 @@ def model_card(info, card: Card):
       "outputs": {"probabilities": "float32 [N, classes]", "class_id": "int64 [N]",
                   "class_name": "string [N]"},
       "preprocessing": "pixels / 255 as float32 (inside the signatures)",
+      "bytes_preprocessing": (
+          "decoded, resized to the input size" if info.eval_crop_fraction is None else
+          f"decoded, centre square of {info.eval_crop_fraction} x the shorter side, resized "
+          "to the input size (as evaluation)"),
       "model": card.model_name,
       "trainer": card.trainer,
       "training_precision": card.precision,
@@ -112,7 +127,8 @@ def model_card(info, card: Card):
 def export_keras(model, info, export_dir, card: Card, logits: bool):
   """Saves `model` with the serving signatures, and the model card beside it."""
   model.save(export_dir, save_format="tf", include_optimizer=False,
-             signatures=signatures(model, info.image_shape, info.label_names, logits))
+             signatures=signatures(model, info.image_shape, info.label_names, logits,
+                                   info.eval_crop_fraction))
   write_card(export_dir, info, card)
 
 

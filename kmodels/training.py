@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import (callbacks, custom_loop, data, distribute, estimator, faults, models,
-                     optimizers, precision, reporting, serving, storage, trainers, validation)
+                     optimizers, precision, preparation, reporting, serving, sources, storage,
+                     trainers, validation)
 from kmodels.errors import TrainingDiverged, UserError
 from kmodels.workdir import Workdir
 
@@ -127,6 +128,7 @@ def _open(config, workdir, strategy, overwrite):
   strategy = strategy or distribute.get_strategy(
       config.distribution, for_estimator=trainers.is_estimator(config.trainer))
   config = with_resolved_precision(config, strategy)
+  config = with_resolved_splits(config)
   workdir = Workdir(workdir)
   if distribute.is_chief(strategy):
     workdir.prepare(config, overwrite)
@@ -143,6 +145,20 @@ def with_resolved_precision(config, strategy=None):
       resolved.precision = precision.resolve(config.precision, config.trainer)
   if strategy is not None:
     precision.agree_across_workers(resolved.precision, strategy)
+  return resolved
+
+
+def with_resolved_splits(config):
+  """`config` with the dataset's evaluation split resolved (a held-out slice if it has none),
+  so config.json records what the run trained and evaluated on."""
+  if config.dataset.source == "tfds" and config.dataset.name != sources.IMAGE_FOLDER:
+    preparation.ensure_prepared(config.dataset)
+  dataset = sources.with_resolved_splits(config.dataset)
+  if dataset is config.dataset:
+    return config
+  resolved = config.copy_and_resolve_references()
+  resolved.dataset.train_split, resolved.dataset.eval_split = (dataset.train_split,
+                                                               dataset.eval_split)
   return resolved
 
 
@@ -242,6 +258,8 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
       # of this process: setup, data, model building, tracing and compilation.
       "first_step_seconds": timer.seconds,
       "first_step_unix_time": timer.unix_time,
+      # Image folders: files skipped as unreadable, per split (named in the log).
+      "bad_files": datasets.info.bad_files or {},
   }
   if chief:
     _write_reports(config, workdir, datasets.info, metrics, report)

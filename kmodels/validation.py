@@ -4,7 +4,7 @@ Each check names the key, the bad value and what would be accepted. The lists of
 names come from the modules that implement them, so they cannot drift apart.
 """
 
-from kmodels import distribute, estimator, models, optimizers, precision, trainers
+from kmodels import data, distribute, estimator, models, optimizers, precision, sources, trainers
 from kmodels.errors import UserError
 
 DATA_SOURCES = ("tfds", "synthetic")
@@ -48,6 +48,9 @@ def validate(config):
               "dataset.synthetic_eval_examples", "distribution.connect_timeout_seconds"):
     _positive(key, _get(config, key))
   _positive("train.steps_per_epoch", config.train.steps_per_epoch, allow_none=True)
+  _positive("train.checkpoint_every_steps", config.train.checkpoint_every_steps,
+            allow_none=True)
+  _check_dataset(config.dataset)
   optimizer = config.train.optimizer
   _in_range("train.optimizer.learning_rate", optimizer.learning_rate, 0.0, float("inf"))
   if optimizer.learning_rate == 0:
@@ -65,6 +68,33 @@ def validate(config):
   _in_range("dataset.augment.zoom", aug.zoom, 0.0, 1.0)
   _in_range("dataset.augment.shift", aug.shift, 0.0, 1.0, True)
   _in_range("dataset.augment.shear", aug.shear, 0.0, 90.0)
+
+
+def _check_dataset(dataset):
+  """The keys of config.dataset beyond the augmentation's."""
+  _choice("dataset.cache", dataset.cache, data.CACHE_POLICIES)
+  _positive("dataset.image_size", dataset.image_size, allow_none=True)
+  if dataset.channels is not None:
+    _choice("dataset.channels", dataset.channels, (1, 3))
+  _positive("dataset.max_image_pixels", dataset.max_image_pixels)
+  _in_range("dataset.cache_ram_fraction", dataset.cache_ram_fraction, 0.0, 1.0, True)
+  _in_range("dataset.max_bad_fraction", dataset.max_bad_fraction, 0.0, 1.0, True)
+  _in_range("dataset.holdout_fraction", dataset.holdout_fraction, 0.01, 0.5, True)
+  crop = dataset.crop
+  _in_range("dataset.crop.eval_fraction", crop.eval_fraction, 0.05, 1.0, True)
+  for key, bounds, (low, high) in (("area", crop.area, (0.0, 1.0)),
+                                   ("aspect_ratio", crop.aspect_ratio, (0.01, 100.0))):
+    if (not isinstance(bounds, (tuple, list)) or len(bounds) != 2
+        or not all(isinstance(b, (int, float)) and low < b <= high for b in bounds)
+        or bounds[0] > bounds[1]):
+      raise UserError(f"dataset.crop.{key} must be (min, max) with {low} < min <= max <= "
+                      f"{high}, got {bounds!r}.")
+  if dataset.name == sources.IMAGE_FOLDER and not dataset.image_dir:
+    raise UserError("dataset.name=image_folder needs dataset.image_dir: a directory laid out "
+                    "as DIR/<split>/<class>/*.jpg (--config.dataset.image_dir=DIR).")
+  if dataset.service is not None and not str(dataset.service).startswith(("grpc://", "grpc+")):
+    raise UserError(f"dataset.service={dataset.service!r}: give the tf.data service "
+                    "dispatcher as grpc://HOST:PORT (python -m launch.data_service).")
 
 
 def _check_trainer_support(config):

@@ -104,8 +104,8 @@ def _reason(error):
 # Config keys that make two runs different experiments. Others may change on a resume:
 # train.epochs (train longer), the data location, the hardware and distribution.
 RUN_DEFINING = ("model", "trainer", "estimator", "precision", "dataset.name",
-                "dataset.source", "dataset.augment", "train.batch_size", "train.seed",
-                "train.optimizer")
+                "dataset.source", "dataset.augment", "dataset.image_size", "dataset.channels",
+                "train.batch_size", "train.seed", "train.optimizer")
 
 
 def _flatten(tree, prefix=""):
