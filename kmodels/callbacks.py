@@ -7,6 +7,8 @@ through a tf.keras.callbacks.CallbackList, in this order:
   FirstStepCallback    time to the first training step (FirstStepTimer)
   EpochHistory         history.json, kept across restarts; "Resumed from ..." on a resume
   TensorBoard          epoch scalars under WORKDIR/tensorboard/{train,validation}
+  StepScalars          with train.checkpoint_every_steps: the running train metrics at
+                       that cadence under WORKDIR/tensorboard/train_steps
 
 Each trainer then adds what only it needs: fit its PreemptibleBackup (resume and SIGTERM,
 last), the custom loop its checkpoint manager and an EpochLog line. The Estimator
@@ -19,7 +21,7 @@ from typing import List
 from absl import logging
 import tensorflow as tf
 
-from kmodels import faults, reporting
+from kmodels import faults, reporting, storage
 
 
 class EpochHistory(tf.keras.callbacks.Callback):
@@ -111,8 +113,40 @@ class EpochLog(tf.keras.callbacks.Callback):
                  self.epochs, metrics, record["images"] / record["seconds"], record["seconds"])
 
 
+class StepScalars(tf.keras.callbacks.Callback):
+  """The running train metrics every `every` steps, as TensorBoard scalars by global step.
+
+  Keras' TensorBoard(update_freq=N) counts fit's own step counter, which the custom loop
+  does not advance; this counts epochs x steps_per_epoch + batch for both trainers.
+  """
+
+  def __init__(self, directory, every, steps_per_epoch):
+    super().__init__()
+    self.directory, self.steps_per_epoch = directory, steps_per_epoch
+    self.every = faults.Every(every)
+    self._epoch, self._writer = 0, None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = self._epoch * self.steps_per_epoch + batch + 1
+    if not self.every.crossed(step) or not logs:
+      return
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self.directory)
+    with self._writer.as_default(step=step):
+      for name, value in logs.items():
+        tf.summary.scalar(name, float(value))
+    self._writer.flush()
+
+
 def epoch_contract(run) -> List[tf.keras.callbacks.Callback]:
   """The callbacks every Keras-side trainer calls, in order (see the module docstring)."""
+  every = run.config.train.checkpoint_every_steps
+  step_scalars = ([StepScalars(storage.join(run.workdir.tensorboard, "train_steps"), every,
+                               run.steps_per_epoch)]
+                  if every and run.history.path else [])  # the chief only
   return [
       faults.StopOnNonFiniteLoss(run.config),
       FirstStepCallback(run.timer),
@@ -120,4 +154,5 @@ def epoch_contract(run) -> List[tf.keras.callbacks.Callback]:
       # Under multi_worker, Keras sends a non-chief worker's events to a temporary dir.
       tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
                                      profile_batch=0, write_graph=False),
+      *step_scalars,
   ]

@@ -238,10 +238,17 @@ def train(run):
         add_progbar=distribute.is_chief(strategy) and sys.stdout.isatty(), model=model,
         epochs=config.train.epochs, steps=steps_per_epoch, verbose=1)
 
-    def stop_if_preempted(epoch, done):
+    every = faults.Every(config.train.checkpoint_every_steps, steps_done)
+
+    def after_call(epoch, done):
+      """Mid-epoch, after each call: stop on SIGTERM, or a step checkpoint when due."""
+      steps = epoch * steps_per_epoch + done
       if sigterm.stop_now():
-        checkpoints.save_step(epoch * steps_per_epoch + done)
+        checkpoints.save_step(steps)
         raise faults.preempted(epoch, done - 1, steps_per_epoch)
+      if every.crossed(steps):
+        checkpoints.save_step(steps)
+        faults.log_step_checkpoint(steps)
 
     callbacks.on_train_begin()
     for epoch in range(first_epoch, config.train.epochs):
@@ -249,7 +256,8 @@ def train(run):
       metrics.reset()
       train_steps_of_epoch(train_steps, train_iterator, run,
                            first_step if epoch == first_epoch else 0, metrics, callbacks,
-                           lambda done, epoch=epoch: stop_if_preempted(epoch, done))
+                           lambda done, epoch=epoch: after_call(epoch, done))
+      every.crossed((epoch + 1) * steps_per_epoch)  # the epoch's end saves anyway
       evaluate(eval_dataset)
       callbacks.on_epoch_end(epoch, metrics.results())
       if sigterm.stop_now():  # arrived during evaluation: the epoch is saved

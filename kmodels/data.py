@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import augmentation, cpus, images, preparation, sources
+from kmodels import augmentation, cpus, data_service, images, preparation, sources
 from kmodels.errors import UserError
 from kmodels.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an element holds)
 
@@ -164,7 +164,10 @@ def _train_pipeline(source, dataset_config, global_batch_size, seed, input_conte
     pipeline_id, num_pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
     batches_per_step = input_context.num_replicas_in_sync // num_pipelines
   info = source.info
-  ds, kind = _cache_train(source.train(input_context), source, dataset_config, num_pipelines)
+  ds = source.train(input_context)
+  if dataset_config.service:
+    ds, start_step = _service_shard(ds, start_step)
+  ds, kind = _cache_train(ds, source, dataset_config, num_pipelines)
   ds = ds.shuffle(dataset_config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat()
   # Stateless seeds: (run seed, input pipeline) x position -> the same crops and transforms
@@ -214,11 +217,26 @@ def _cropped_batches(ds, kind, transform, batch_size, base_seed, start_batch):
                                                        image_batch, labels))
 
 
+def _service_shard(ds, start_step):
+  """Each tf.data service worker's share of the examples, before anything is decoded.
+
+  The placeholder shard becomes shard(workers, worker index) on each worker
+  (ShardingPolicy.HINT). Workers' batches arrive in no fixed order, so there is no exact
+  position to skip to on a resume: the stream starts afresh (kmodels/data_service.py).
+  """
+  if start_step:
+    logging.info("Resuming at step %d through the tf.data service: the input stream starts "
+                 "afresh (batches are not replayed exactly through the service).", start_step)
+  hint = tf.data.experimental.SHARD_HINT
+  return ds.shard(hint, hint), 0
+
+
 def _maybe_through_service(ds, dataset_config):
   """Preprocessing on tf.data service workers (dataset.service), else here."""
   if not dataset_config.service:
     return ds
-  from kmodels import data_service  # pylint: disable=g-import-not-at-top
+  logging.info("Input pipeline runs on the tf.data service workers of %s.",
+               dataset_config.service)
   return data_service.distribute(ds, dataset_config.service)
 
 
@@ -285,6 +303,19 @@ def cache_decision(dataset_config, decoded_bytes, what):
                  what, decoded_bytes / 1e9, "cached" if fits else "read anew every epoch, not cached",
                  budget / 1e9, dataset_config.cache_ram_fraction)
   return fits
+
+
+def load_split(config: ml_collections.ConfigDict, split: str, key: str) -> Datasets:
+  """The run's pipelines evaluating `split` (of the run's own dataset), checked first.
+
+  `key` names where the split came from (a flag), for the error when it names nothing.
+  """
+  sources.check_split(config.dataset, split, key)
+  config.dataset.eval_split = split
+  datasets = load(config.dataset, config.train.batch_size, config.train.seed)
+  if datasets.info.eval_examples == 0:
+    raise UserError(f"{key}={split!r} selects no examples of {datasets.info.name!r}.")
+  return datasets
 
 
 def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) -> Datasets:

@@ -226,10 +226,15 @@ class KerasSource(Source):
       image_shape = tuple(self.kmodels_card["input"]["shape"][1:])
       return models.build_from_config(self.kmodels_config.model, image_shape,
                                       len(self.kmodels_card["label_names"]))
-    text = storage.read_text(self.model_file) if self.model_file.endswith(".json") else None
-    if text is not None:
-      return tf.keras.models.model_from_json(text)
-    return tf.keras.models.load_model(self.model_file, compile=False)
+    try:
+      if self.model_file.endswith(".json"):
+        return tf.keras.models.model_from_json(storage.read_text(self.model_file))
+      return tf.keras.models.load_model(self.model_file, compile=False)
+    except Exception as e:  # pylint: disable=broad-except  (as serving.load_export)
+      said = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+      raise UserError(f"The Keras model {self.model_file} cannot be read: it is damaged or "
+                      f"not a Keras model ({type(e).__name__}: {said}). Pass --keras_model "
+                      "with the model model_to_estimator was given.") from e
 
   def estimator(self, model_dir):
     model = self.build_keras_model()

@@ -74,8 +74,7 @@ def evaluate(workdir_root: str, split: Optional[str] = None, which: str = "lates
                     f"{config.trainer}. Its export/ serves the same uint8 images, and running "
                     "its launch.train command again re-evaluates it.")
   split = split or config.dataset.eval_split
-  config.dataset.eval_split = split
-  datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+  datasets = data.load_split(config, split, "--split")
   info = datasets.info
   path = checkpoint_path(workdir, config, which)
   logging.info("Evaluating %s (%s) on %s split %r.", path, config.model.name, info.name, split)

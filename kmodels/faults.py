@@ -136,8 +136,29 @@ def preempted(epoch, step, steps_per_epoch):
                    "again to resume from it.")
 
 
+class Every:
+  """Whether a count of training steps crossed a multiple of `n` since it was last asked.
+
+  Steps arrive in calls of train.steps_per_execution, so `done` may jump past a multiple;
+  `n` None or 0: never.
+  """
+
+  def __init__(self, n, start=0):
+    self.n, self.last = n, start
+
+  def crossed(self, done):
+    due = bool(self.n) and done // self.n > self.last // self.n
+    self.last = done
+    return due
+
+
+def log_step_checkpoint(steps_done):
+  logging.info("Checkpointed step %d (train.checkpoint_every_steps).", steps_done)
+
+
 class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
-  """BackupAndRestore that saves at each epoch's end and, after SIGTERM, at once.
+  """BackupAndRestore that saves at each epoch's end, every `every_steps` steps, and, after
+  SIGTERM, at once.
 
   Saving by step (not by epoch) makes Keras resume a run mid-epoch, at the step after
   the checkpoint. Put it last among the callbacks: the epoch's checkpoint is written
@@ -145,12 +166,13 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
   never leaves a checkpoint ahead of history.json.
   """
 
-  def __init__(self, directory, steps_per_epoch, sigterm):
+  def __init__(self, directory, steps_per_epoch, sigterm, every_steps=None, start_step=0):
     # delete_checkpoint=False: re-running a finished command restores the final epoch and
     # only re-evaluates, instead of silently training from scratch a second time.
     super().__init__(directory, save_freq=steps_per_epoch, delete_checkpoint=False)
     self.steps_per_epoch = steps_per_epoch
     self.sigterm = sigterm
+    self.every = Every(every_steps, start_step)
 
   def on_train_begin(self, logs=None):
     super().on_train_begin(logs)
@@ -170,9 +192,14 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
 
   def on_train_batch_end(self, batch, logs=None):
     # Every worker asks at every step, the last included (see SigtermFlag).
-    if self.sigterm.stop_now() and batch < self.steps_per_epoch - 1:
+    mid_epoch = batch < self.steps_per_epoch - 1  # the epoch's end saves in on_epoch_end
+    if self.sigterm.stop_now() and mid_epoch:
       self._backup(epoch=self._current_epoch, batch=batch)
       raise preempted(self._current_epoch, batch, self.steps_per_epoch)
+    done = self._current_epoch * self.steps_per_epoch + batch + 1
+    if self.every.crossed(done) and mid_epoch:
+      self._backup(epoch=self._current_epoch, batch=batch)
+      log_step_checkpoint(done)
 
   def on_epoch_end(self, epoch, logs=None):
     # Saved as the epoch's last step, so the resume starts the next epoch.

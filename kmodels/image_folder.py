@@ -205,7 +205,8 @@ def _read_bytes(path):
     return f.read()
 
 
-def write_records(image_dir, data_dir, dataset_config, splits=None):
+def write_records(image_dir, data_dir, dataset_config, splits=None,
+                  images_per_shard=IMAGES_PER_SHARD):
   """Writes the good files of each split of `image_dir` as TFRecord shards in `data_dir`.
 
   Returns the index written to data_dir/RECORDS_INDEX. Files are written in a seeded
@@ -224,7 +225,7 @@ def write_records(image_dir, data_dir, dataset_config, splits=None):
   for split in splits:
     scanned = scan_split(folder, split, dataset_config, channels)
     order = np.random.default_rng(0).permutation(scanned.examples)
-    shard_count = max(1, math.ceil(scanned.examples / IMAGES_PER_SHARD))
+    shard_count = max(1, math.ceil(scanned.examples / images_per_shard))
     names = [f"{split}.tfrecord-{i:05d}-of-{shard_count:05d}" for i in range(shard_count)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
       for shard, name in enumerate(names):

@@ -24,6 +24,9 @@ import tensorflow as tf
 # Formats tf.io.decode_image reads (PIL's names for them).
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Files declaring more pixels are refused unread: 100 M is far above any photo (a 48 MP
+# camera gives 48 M) and its decoded RGB (300 MB) still fits in memory.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
 def decode(encoded, channels):
@@ -172,7 +175,10 @@ def _read_header(data):
   try:
     image = Image.open(io.BytesIO(data))
     return image.width, image.height, image.format
-  except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+  except UnidentifiedImageError:
+    return ("not an image kmodels can read (no JPEG, PNG, GIF or BMP header it can "
+            "parse: not an image, or a damaged one)")
+  except (OSError, ValueError, SyntaxError, EOFError) as e:
     return f"not an image kmodels can read ({type(e).__name__}: {_first_line(e)})"
   finally:
     Image.MAX_IMAGE_PIXELS = saved

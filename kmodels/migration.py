@@ -148,8 +148,7 @@ def _npz_inputs(source, path):
 
 def _split_inputs(source, split):
   config = source.kmodels_config
-  config.dataset.eval_split = split
-  datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+  datasets = data.load_split(config, split, "--check_data")
   features, labels = [], []
   for images, batch_labels in datasets.eval:
     features.append(images.numpy())

@@ -14,7 +14,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, serving, storage
+from kmodels import data, images, serving, storage
 from kmodels.errors import UserError
 
 BATCH = 256
@@ -27,7 +27,7 @@ class Predictor:
   def __init__(self, path):
     self.export_dir = find_export(path)
     self.card = serving.read_card(self.export_dir)
-    loaded = tf.saved_model.load(self.export_dir)
+    loaded = serving.load_export(self.export_dir)
     self._signature, spec = _uint8_images_signature(loaded)
     if spec is None:
       raise UserError(f"{self.export_dir} has no signature taking uint8 `images` (a kmodels "
@@ -38,20 +38,26 @@ class Predictor:
     self.image_shape = tuple(spec.shape[1:])
     self._loaded = loaded  # keeps the signature's variables alive
 
-  def probabilities(self, images):
+  def probabilities(self, pixels):
     """float32 [N, classes] for uint8 images [N, H, W, C], in batches, with progress."""
     outputs = []
-    for start in range(0, len(images), BATCH):
-      batch = tf.constant(images[start:start + BATCH])
+    for start in range(0, len(pixels), BATCH):
+      batch = tf.constant(pixels[start:start + BATCH])
       outputs.append(self._signature(images=batch)["probabilities"].numpy())
-      done = min(start + BATCH, len(images))
-      if len(images) > PROGRESS_EVERY and (done // BATCH) % (PROGRESS_EVERY // BATCH) == 0:
-        logging.info("Predicted %d/%d images.", done, len(images))
+      done = min(start + BATCH, len(pixels))
+      if len(pixels) > PROGRESS_EVERY and (done // BATCH) % (PROGRESS_EVERY // BATCH) == 0:
+        logging.info("Predicted %d/%d images.", done, len(pixels))
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
   @property
   def label_names(self):
     return (self.card or {}).get("label_names")
+
+  @property
+  def max_pixels(self):
+    """The training run's dataset.max_image_pixels (files declaring more are refused)."""
+    dataset = ((self.card or {}).get("config") or {}).get("dataset") or {}
+    return dataset.get("max_image_pixels") or images.DEFAULT_MAX_PIXELS
 
 
 def _uint8_images_signature(loaded):
@@ -85,10 +91,17 @@ def image_files(paths):
   return files
 
 
-def read_image(path, image_shape):
-  """uint8 [H, W, C] of the file, converted to `image_shape`; and a note if it was."""
+def read_image(path, image_shape, max_pixels):
+  """uint8 [H, W, C] of the file, converted to `image_shape`; and a note if it was.
+
+  The file's header and end are checked first (images.check_file), so a decompression
+  bomb or a cut file is refused before anything is decoded.
+  """
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   height, width, channels = image_shape
+  problem, _ = images.check_file(path, max_pixels)
+  if problem:
+    raise ValueError(f"{path}: {problem}; skipped")
   try:
     with tf.io.gfile.GFile(path, "rb") as f:
       image = Image.open(io.BytesIO(f.read()))
@@ -106,23 +119,23 @@ def read_image(path, image_shape):
   return np.asarray(converted, dtype=np.uint8).reshape(image_shape), note
 
 
-def read_images(paths, image_shape):
+def read_images(paths, image_shape, max_pixels):
   """(sources, uint8 images); prints a line for each converted or unreadable file."""
-  sources, images = [], []
+  sources, pixels = [], []
   for path in image_files(paths):
     try:
-      image, note = read_image(path, image_shape)
+      image, note = read_image(path, image_shape, max_pixels)
     except ValueError as e:
       logging.error("%s", e)
       continue
     if note:
       logging.info("%s", note)
     sources.append(path)
-    images.append(image)
+    pixels.append(image)
   if not sources:
     raise UserError(f"None of {', '.join(paths)} could be read as an image (see the lines "
                     "above). Pass PNG, JPEG, GIF or BMP files, or directories of them.")
-  return sources, np.stack(images)
+  return sources, np.stack(pixels)
 
 
 def split_images(workdir_root, split):
@@ -130,8 +143,7 @@ def split_images(workdir_root, split):
   from kmodels import evaluation  # pylint: disable=g-import-not-at-top  (imports Keras models)
   from kmodels.workdir import Workdir  # pylint: disable=g-import-not-at-top
   config = evaluation.load_config(Workdir(workdir_root))
-  config.dataset.eval_split = split
-  datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+  datasets = data.load_split(config, split, "--split")
   batches = list(datasets.eval.as_numpy_iterator())
   # The eval pipeline scales pixels to [0, 1]; the export takes them as they were.
   images = np.round(np.concatenate([x for x, _ in batches]) * 255).astype(np.uint8)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 import kmodels
 from kmodels import data, images, reporting, storage
+from kmodels.errors import UserError
 
 SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
 MODEL_CARD = "model_card.json"
@@ -138,3 +139,21 @@ def write_card(export_dir, info, card: Card):
 
 def read_card(export_dir):
   return reporting.read_json(storage.join(export_dir, MODEL_CARD), None)
+
+
+def load_export(export_dir):
+  """tf.saved_model.load(export_dir), or a UserError naming the damage.
+
+  A damaged SavedModel fails in many ways (OSError for a cut saved_model.pb, ValueError for
+  an empty one, IndexError or an OpError for damaged variables, FileNotFoundError for
+  missing ones; TF 2.15): any failure to load a model the user pointed at is reported as
+  that model's damage, with what TensorFlow said.
+  """
+  try:
+    return tf.saved_model.load(export_dir)
+  except Exception as e:  # pylint: disable=broad-except  (see the docstring)
+    said = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    raise UserError(f"The SavedModel in {export_dir} cannot be loaded: it is damaged or "
+                    f"incomplete ({type(e).__name__}: {said}). Export it again: re-run the "
+                    "run's launch.train command (its checkpoints are kept), or copy the "
+                    "export/ directory again.") from e

@@ -183,21 +183,31 @@ def _available_splits(builder):
 
 
 def check_split(dataset_config, split, key):
-  """A UserError unless `split` names existing data (tfds slicing syntax for tfds)."""
-  if dataset_config.name == IMAGE_FOLDER:
-    return  # image_folder.read_split names the missing folder
+  """A UserError unless `split` selects examples that exist (tfds slicing syntax for tfds).
+
+  Image folders name a missing split folder when they are opened.
+  """
+  if dataset_config.name == IMAGE_FOLDER or dataset_config.source == "synthetic":
+    return
+  examples = ("Examples: test, train[:90%], train[100:200], test[:1000]; see "
+              "https://www.tensorflow.org/datasets/splits")
   try:
-    instruction = tfds.core.ReadInstruction.from_spec(split)
-  except (ValueError, AssertionError, TypeError, AttributeError) as e:
-    raise UserError(f"{key}={split!r} is not a split tfds understands ({e}). Examples: "
-                    "test, train[:90%], train[100:200], validation[:1000].") from e
+    tfds.core.ReadInstruction.from_spec(split)
+  except (ValueError, AssertionError, TypeError) as e:
+    raise UserError(f"{key}={split!r} is not a split tfds understands. {examples}.") from e
   builder = preparation.get_builder(dataset_config.name, dataset_config.data_dir)
   available = _available_splits(builder)
-  names = {i.splitname for i in instruction._relative_instructions}  # pylint: disable=protected-access
-  missing = sorted(n for n in names if available and n not in available)
-  if missing:
-    raise UserError(f"{key}={split!r}: {builder.name!r} has no split "
-                    f"{', '.join(map(repr, missing))}; it has {', '.join(available)}.")
+  if not available:
+    return  # not prepared yet: preparation names what is missing
+  try:
+    selected = builder.info.splits[split].num_examples
+  except (KeyError, ValueError, AssertionError, TypeError) as e:
+    raise UserError(f"{key}={split!r}: {builder.name!r} has the splits "
+                    f"{', '.join(available)}; this selects none of them. {examples}.") from e
+  if selected <= 0:  # tfds counts a reversed slice (test[5:2]) as negative
+    raise UserError(f"{key}={split!r} selects no examples of {builder.name!r} (its splits: "
+                    + ", ".join(f"{n} {builder.info.splits[n].num_examples}"
+                                for n in available) + ").")
 
 
 def with_resolved_splits(dataset_config, builder=None):

@@ -60,7 +60,8 @@ def fit(run):
                   validation_data=run.datasets.eval,
                   # Last: the others have seen the epoch end when it stops the run.
                   callbacks=[*run.callbacks, faults.PreemptibleBackup(
-                      run.workdir.checkpoints, run.steps_per_epoch, sigterm)],
+                      run.workdir.checkpoints, run.steps_per_epoch, sigterm,
+                      run.config.train.checkpoint_every_steps, start_step)],
                   # A progress bar for people at a terminal; one line per epoch in logs.
                   verbose=1 if sys.stdout.isatty() else 2)
 

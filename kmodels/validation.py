@@ -4,7 +4,8 @@ Each check names the key, the bad value and what would be accepted. The lists of
 names come from the modules that implement them, so they cannot drift apart.
 """
 
-from kmodels import data, distribute, estimator, models, optimizers, precision, sources, trainers
+from kmodels import (data, data_service, distribute, estimator, models, optimizers, precision,
+                     sources, trainers)
 from kmodels.errors import UserError
 
 DATA_SOURCES = ("tfds", "synthetic")
@@ -92,9 +93,8 @@ def _check_dataset(dataset):
   if dataset.name == sources.IMAGE_FOLDER and not dataset.image_dir:
     raise UserError("dataset.name=image_folder needs dataset.image_dir: a directory laid out "
                     "as DIR/<split>/<class>/*.jpg (--config.dataset.image_dir=DIR).")
-  if dataset.service is not None and not str(dataset.service).startswith(("grpc://", "grpc+")):
-    raise UserError(f"dataset.service={dataset.service!r}: give the tf.data service "
-                    "dispatcher as grpc://HOST:PORT (python -m launch.data_service).")
+  if dataset.service is not None:
+    data_service.parse_address(dataset.service)
 
 
 def _check_trainer_support(config):

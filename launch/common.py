@@ -84,9 +84,18 @@ def parse_flags(argv):
       # one here so its error is reported like the others, not deep inside training.
       getattr(flags.FLAGS[name].value, "keys", None)
     return remaining
-  except (flags.Error, KeyError, AttributeError, OSError, SyntaxError, ImportError,
-          TypeError, ValueError) as e:
-    _fail(_raised_by_config_file(e, argv) or _flag_error_message(e))
+  except Exception as e:  # pylint: disable=broad-except  (any exception of the user's file)
+    raised_by_file = _raised_by_config_file(e, argv)
+    if raised_by_file:
+      _fail(raised_by_file)
+    if isinstance(e, _CONFIG_ERRORS):
+      _fail(_flag_error_message(e))
+    raise  # kmodels' own bug: keep the traceback
+
+
+# What bad flags, overrides and config files raise while they are parsed and loaded.
+_CONFIG_ERRORS = (flags.Error, KeyError, AttributeError, OSError, SyntaxError, ImportError,
+                  TypeError, ValueError)
 
 
 def _flag_error_message(error):

@@ -36,7 +36,8 @@ def _predict(predictor, paths):
   if _SPLIT.value:
     sources, images, labels = predicting.split_images(_MODEL.value, _SPLIT.value)
   elif paths:
-    sources, images = predicting.read_images(paths, predictor.image_shape)
+    sources, images = predicting.read_images(paths, predictor.image_shape,
+                                              predictor.max_pixels)
   else:
     raise UserError("Name image files or directories to classify, or pass --split=SPLIT "
                     "or --describe.")

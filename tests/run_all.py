@@ -22,9 +22,10 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
 # Modules that start launcher processes, send signals, run multi-worker jobs or servers, or
 # sweep the strategy x trainer x precision matrix. Every other module is the fast tier.
-SLOW = {"benchmark_test", "cpus_test", "estimator_test", "faults_test", "gcs_test",
-        "kill_resume_test", "launch_test", "locks_test", "matrix_test", "migration_test",
-        "multi_worker_test", "serving_test", "tpu_test"}
+SLOW = {"benchmark_test", "cpus_test", "data_service_test", "estimator_test", "faults_test",
+        "gcs_test", "kill_resume_test", "launch_test", "locks_test", "matrix_test",
+        "migration_test", "multi_worker_test", "serving_test", "step_checkpoint_test",
+        "tpu_test"}
 
 
 def _modules(selected):

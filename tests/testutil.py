@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
+from kmodels import image_folder
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,6 +207,21 @@ def start_workers(args, num_workers=2, ports=None):
            "--config.distribution.strategy=multi_worker"],
           cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
   return processes, logs, ports
+
+
+def write_image_folder(root, per_class=24, classes=3, seed=0):
+  """A small image folder of real JPEG/PNG files: per class, a brightness pattern."""
+  rng = np.random.default_rng(seed)
+  names = [f"class_{i}" for i in range(classes)]
+  for split, count in (("train", per_class), ("test", per_class // 3)):
+    examples = []
+    for label in range(classes):
+      for _ in range(count):
+        pixels = rng.integers(0, 60, size=(12, 12, 3), dtype=np.uint8)
+        pixels[:, 4 * label:4 * label + 4] += 180  # a bright band where the class says
+        examples.append((pixels, label))
+    image_folder.write_images(examples, root, split, names, mixed=True, seed=seed)
+  return names
 
 
 def read_text(path):

@@ -1,0 +1,161 @@
+"""Bad input to predict, evaluate and migrate, by class: each member ends as a UserError.
+
+Classes: a damaged SavedModel (any file of it cut, overwritten or gone), image files that
+must not be decoded (decompression bombs, cut files, wrong formats, empty files), and
+split specs that select nothing (malformed, unknown names, empty slices).
+"""
+
+import os
+import shutil
+
+from absl.testing import absltest
+import hypothesis
+from hypothesis import strategies as st
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests import testutil
+from tests.image_folder_test import _png_declaring
+from kmodels import data, predicting, sources
+from kmodels.errors import UserError
+
+_SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
+
+
+class _Classifier(tf.Module):
+  """The smallest export with a kmodels-style uint8 `images` signature."""
+
+  def __init__(self):
+    super().__init__()
+    self.weights = tf.Variable(tf.random.stateless_normal([12, 3], seed=[1, 2]))
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 2, 2, 3], tf.uint8, name="images")])
+  def serve(self, images):
+    flat = tf.reshape(tf.cast(images, tf.float32) / 255, [-1, 12])
+    return {"probabilities": tf.nn.softmax(flat @ self.weights)}
+
+
+def _damage(path, how, fraction):
+  if how == "cut":
+    with open(path, "r+b") as f:
+      f.truncate(int(os.path.getsize(path) * fraction))
+  elif how == "overwritten":
+    with open(path, "wb") as f:
+      f.write(np.random.default_rng(int(fraction * 1000)).bytes(
+          max(1, int(os.path.getsize(path) * fraction))))
+  else:
+    os.remove(path)
+
+
+class DamagedSavedModelTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.whole = os.path.join(absltest.get_default_test_tmpdir(), "export")
+    model = _Classifier()
+    tf.saved_model.save(model, cls.whole, signatures={"serving_default": model.serve})
+
+  def test_the_whole_export_loads(self):
+    predictor = predicting.Predictor(self.whole)
+    self.assertEqual((2, 2, 3), predictor.image_shape)
+
+  @hypothesis.given(st.sampled_from(["saved_model.pb", "variables/variables.index",
+                                     "variables/variables.data-00000-of-00001"]),
+                    st.sampled_from(["cut", "overwritten", "gone"]), st.floats(0.0, 0.9))
+  @_SETTINGS
+  def test_any_damaged_file_is_a_user_error_naming_the_export(self, name, how, fraction):
+    damaged = self.create_tempdir().full_path + "/export"
+    shutil.copytree(self.whole, damaged)
+    _damage(os.path.join(damaged, name), how, fraction)
+    with self.assertRaises(UserError) as refused:
+      predicting.Predictor(damaged)
+    self.assertIn(damaged, str(refused.exception))
+    self.assertRegex(str(refused.exception), "cannot be loaded: it is damaged|No SavedModel at")
+
+
+class UndecodableImagesTest(absltest.TestCase):
+  """launch.predict meets the files image folders meet, and refuses them the same way."""
+
+  def _write(self, name, payload):
+    path = os.path.join(self.directory, name)
+    with open(path, "wb") as f:
+      f.write(payload)
+    return path
+
+  def setUp(self):
+    super().setUp()
+    self.directory = self.create_tempdir().full_path
+    self.good = os.path.join(self.directory, "good.png")
+    Image.new("RGB", (5, 7), (10, 200, 30)).save(self.good)
+
+  @hypothesis.given(st.integers(2_000, 100_000), st.integers(2_000, 100_000))
+  @_SETTINGS
+  def test_a_decompression_bomb_is_refused_by_its_header_and_the_rest_predicted(
+      self, width, height):
+    bomb = self._write("bomb.png", _png_declaring(width, height))
+    with self.assertLogs(level="ERROR") as logs:
+      sources_read, pixels = predicting.read_images([self.directory], (2, 2, 3), 1_000_000)
+    self.assertEqual([self.good], sources_read)
+    self.assertEqual((1, 2, 2, 3), pixels.shape)
+    self.assertIn(f"{bomb}: declares {width}x{height}", "\n".join(logs.output))
+    os.remove(bomb)
+
+  def test_every_bad_class_is_named_and_all_bad_is_a_user_error(self):
+    with open(self.good, "rb") as f:
+      whole = f.read()
+    os.remove(self.good)
+    bad = {"cut.png": whole[:-12], "empty.jpg": b"", "noise.gif": os.urandom(300),
+           "bomb.png": _png_declaring(30_000, 30_000)}
+    for name, payload in bad.items():
+      self._write(name, payload)
+    Image.new("RGB", (4, 4)).save(os.path.join(self.directory, "photo.tiff"))
+    with self.assertLogs(level="ERROR") as logs, self.assertRaisesRegex(
+        UserError, "could be read as an image"):
+      predicting.read_images([self.directory], (2, 2, 3), 1_000_000)
+    said = "\n".join(logs.output)
+    for fragment in ("cut.png: truncated PNG", "empty.jpg: empty file", "noise.gif: not an "
+                     "image", "bomb.png: declares 30000x30000", "photo.tiff: a TIFF image"):
+      self.assertIn(fragment, said)
+
+
+_SPLIT_TEXT = st.text(alphabet="testrainvld[]:%-+0123456789 ", min_size=0, max_size=14)
+
+
+class SplitSpecTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = os.path.join(absltest.get_default_test_tmpdir(), "tfds")
+    cls.builder = tfds.testing.DummyMnist(data_dir=cls.data_dir)
+    cls.builder.download_and_prepare()
+    cls.dataset = testutil.tiny_config(dataset__name="dummy_mnist",
+                                       dataset__data_dir=cls.data_dir).dataset
+
+  @hypothesis.given(st.one_of(_SPLIT_TEXT, st.sampled_from(
+      ["test", "train[:50%]", "test[:3]", "test[5:2]", "test[50%:10%]", "test[1000:]",
+       "tset", "test[:abc]", "test[::2]", "", "train+test", "test[-3:]"])))
+  @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+  def test_a_split_is_refused_with_a_message_or_selects_examples(self, split):
+    try:
+      sources.check_split(self.dataset, split, "--split")
+    except UserError as e:
+      self.assertIn(f"--split={split!r}", str(e))
+      return
+    self.assertNotEmpty(list(self.builder.as_dataset(split=split).take(1)), split)
+
+  def test_evaluation_pipelines_refuse_a_split_that_selects_nothing(self):
+    config = testutil.tiny_config(dataset__name="dummy_mnist", dataset__data_dir=self.data_dir)
+    for split, message in (("test[5:2]", "selects no examples"),
+                           ("tset", "has the splits test, train"),
+                           ("test[:abc]", "not a split tfds understands")):
+      with self.subTest(split=split), self.assertRaisesRegex(UserError, message):
+        data.load_split(config, split, "--split")
+    self.assertEqual(3, data.load_split(config, "test[:3]", "--split").info.eval_examples)
+
+
+if __name__ == "__main__":
+  absltest.main()
