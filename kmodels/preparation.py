@@ -79,7 +79,17 @@ def _download_is_mocked():
 
 def expected_archive_files(builder):
   """File names tfds looks for in a manual dir: the basenames of its download URLs."""
-  return sorted(info.filename for info in builder.url_infos.values() if info.filename)
+  return sorted(info.filename for info in (builder.url_infos or {}).values() if info.filename)
+
+
+def _archives_wanted(builder):
+  """What the archive directory must hold: the file names, or the builder's instructions
+  (manual-download datasets such as imagenet2012 register no download URLs)."""
+  files = expected_archive_files(builder)
+  if files:
+    return ", ".join(files)
+  instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or ""
+  return " ".join(instructions.split()) or "its original download files (see its tfds page)"
 
 
 def _download_hosts(builder):
@@ -92,7 +102,7 @@ def _offline_help(builder):
       f"Dataset {name!r} is not prepared in {storage.dirname(storage.dirname(str(builder.data_dir)))}"
       " and cannot be downloaded from here.",
       "Prepare it offline from its original download files "
-      f"({', '.join(expected_archive_files(builder))}):",
+      f"({_archives_wanted(builder)}):",
       f"  python -m launch.prepare_data --dataset={name} --archive_dir=DIR_WITH_THOSE_FILES",
   ]
   if name == "fashion_mnist":
@@ -134,7 +144,7 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
   expected = expected_archive_files(builder)
   if not os.path.isdir(archive_dir):
     raise UserError(f"--archive_dir {archive_dir!r} is not a directory. It must hold the "
-                    f"original download files of {name!r}: {', '.join(expected)}.")
+                    f"original download files of {name!r}: {_archives_wanted(builder)}.")
   missing = [f for f in expected if not os.path.isfile(os.path.join(archive_dir, f))]
   if missing:
     raise UserError(
@@ -143,6 +153,9 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
+  except AssertionError as e:  # tfds' own check of a manual dir: empty, or files missing
+    raise UserError(f"{archive_dir} does not hold what {name!r} is prepared from: "
+                    f"{_archives_wanted(builder)} (found: {_listing(archive_dir)}).") from e
   except NonMatchingChecksumError as e:
     raise UserError(
         f"The files in {archive_dir} are not byte-identical to the archives tfds "
@@ -159,7 +172,7 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
         f"The files in {archive_dir} have the names {name!r} needs but could not be read "
         f"as its archives ({type(e).__name__}: {str(e).splitlines()[0][:200]}). They are "
         "damaged or not the original downloads: fetch them again "
-        f"({', '.join(expected)}) and rerun. Nothing was written to the data_dir that "
+        f"({_archives_wanted(builder)}) and rerun. Nothing was written to the data_dir that "
         "a training run would read (tfds prepares into a temporary directory).") from e
   return builder
 

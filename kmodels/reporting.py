@@ -76,9 +76,29 @@ def confusion_matrix(labels, predictions, num_classes):
   return counts
 
 
+# Above this many classes the plot shows the classes with the most errors only: a
+# 1000-class matrix would be a 600-inch figure with a million labels (ImageNet).
+MAX_CLASSES_PLOTTED = 30
+
+
+def _most_confused(counts, limit):
+  """Indices of the `limit` classes with the most errors (as true or as predicted class)."""
+  errors = counts.sum(axis=0) + counts.sum(axis=1) - 2 * np.diag(counts)
+  return np.sort(np.argsort(-errors, kind="stable")[:limit])
+
+
 def plot_confusion_matrix(labels, predictions, label_names, path, title):
-  """A PNG of the confusion matrix: rows true classes, columns predicted, with the names."""
+  """A PNG of the confusion matrix: rows true classes, columns predicted, with the names.
+
+  With more than MAX_CLASSES_PLOTTED classes, the rows and columns of the classes with the
+  most errors (classification_report.txt has every class).
+  """
   counts = confusion_matrix(labels, predictions, len(label_names))
+  if len(label_names) > MAX_CLASSES_PLOTTED:
+    shown = _most_confused(counts, MAX_CLASSES_PLOTTED)
+    counts = counts[np.ix_(shown, shown)]
+    title = f"{title}\nthe {len(shown)} of {len(label_names)} classes with the most errors"
+    label_names = [label_names[i] for i in shown]
   size = max(5.0, 0.6 * len(label_names) + 2)
   fig, ax = plt.subplots(figsize=(size + 1, size))
   image = ax.imshow(counts, cmap="Blues")

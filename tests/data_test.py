@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
-from kmodels import augmentation, data, netcheck, preparation
+from kmodels import augmentation, data, netcheck, preparation, training
 from kmodels.errors import UserError
 
 
@@ -164,6 +164,73 @@ class AugmentationTest(parameterized.TestCase):
     c = augmentation.augment_batch(self.images, aug, self.seed + 1)
     np.testing.assert_array_equal(a, b)
     self.assertFalse(np.allclose(a, c))
+
+
+class VariableSizeDatasetsTest(parameterized.TestCase):
+  """tfds datasets whose images vary in size train at dataset.image_size."""
+
+  @parameterized.parameters("tf_flowers", "imagenette", "imagenet2012")
+  def test_a_mock_dataset_trains_at_the_size_asked(self, name):
+    workdir = self.create_tempdir().full_path
+    config = testutil.tiny_config(dataset__name=name, dataset__image_size=24,
+                                  model__name="mlp")
+    with tfds.testing.mock_data(num_examples=30):
+      metrics = training.train_and_evaluate(config, workdir)
+    self.assertEqual(1, metrics["epochs_completed"])
+    card = testutil.read_json(os.path.join(workdir, "export", "model_card.json"), {})
+    self.assertEqual([None, 24, 24, 3], card["input"]["shape"])
+
+  def test_a_dataset_without_a_test_split_is_evaluated_on_a_stated_held_out_slice(self):
+    archive_dir, data_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
+    testutil.write_flower_photos(os.path.join(archive_dir, "flower_photos.tgz"))
+    if testutil.TFDS_VERIFIES_ARCHIVES:
+      with self.assertRaisesRegex(UserError, testutil.CHECKSUM_MESSAGE):
+        preparation.prepare_offline("tf_flowers", archive_dir, data_dir)
+      return
+    builder = preparation.prepare_offline("tf_flowers", archive_dir, data_dir)
+    self.assertEqual(["train"], list(builder.info.splits.keys()))
+    workdir = self.create_tempdir().full_path
+    config = testutil.tiny_config(dataset__name="tf_flowers", dataset__data_dir=data_dir,
+                                  dataset__image_size=16, model__name="mlp")
+    with self.assertLogs(level="INFO") as logs:
+      metrics = training.train_and_evaluate(config, workdir)
+    self.assertIn("tf_flowers has no 'test' split (it has train): training on 'train[:90%]', "
+                  "evaluating on 'train[90%:]'", "\n".join(logs.output))
+    recorded = testutil.read_json(os.path.join(workdir, "config.json"), {})["dataset"]
+    self.assertEqual(("train[:90%]", "train[90%:]"),
+                     (recorded["train_split"], recorded["eval_split"]))
+    with open(os.path.join(workdir, "classification_report.txt")) as f:
+      self.assertRegex(f.read(), r"accuracy\s+[\d.]+\s+4\n")  # 10 % of 40
+    self.assertIn("test_accuracy", metrics)
+
+  def test_without_an_image_size_a_variable_size_dataset_says_to_set_one(self):
+    config = testutil.tiny_config(dataset__name="tf_flowers").dataset
+    with tfds.testing.mock_data(num_examples=4), self.assertRaisesRegex(
+        UserError, "images of varying size.*--config.dataset.image_size=224"):
+      data.load(config, batch_size=2, seed=0)
+
+  def test_imagenet2012_prepares_from_its_manual_archives_and_trains(self):
+    archive_dir, data_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
+    testutil.write_imagenet_archives(archive_dir)
+    proc = testutil.run_launcher("prepare_data", "--dataset=imagenet2012",
+                                 f"--archive_dir={archive_dir}", f"--data_dir={data_dir}")
+    self.assertEqual(0, proc.returncode, proc.stderr[-2000:])
+    self.assertRegex(proc.stderr, r"Prepared imagenet2012 .*(train: 6.*validation: 4|"
+                                  r"validation: 4.*train: 6)")
+    config = testutil.tiny_config(dataset__name="imagenet2012", dataset__data_dir=data_dir,
+                                  dataset__image_size=16, dataset__download=False,
+                                  model__name="mlp", train__batch_size=2)
+    datasets = data.load(config.dataset, batch_size=2, seed=0)
+    self.assertEqual((16, 16, 3), datasets.info.image_shape)
+    self.assertEqual(1000, datasets.info.num_classes)
+    labels = np.concatenate([y for _, y in datasets.train.take(3)])
+    self.assertContainsSubset(set(labels.tolist()), {0, 1, 2})  # the three synsets written
+    self.assertEqual(4, datasets.info.eval_examples)  # evaluated on its validation split
+
+  def test_imagenet2012_without_its_archives_names_them(self):
+    with self.assertRaisesRegex(UserError, "ILSVRC2012_img_train.tar.*ILSVRC2012_img_val.tar"):
+      preparation.prepare_offline("imagenet2012", self.create_tempdir().full_path,
+                                  self.create_tempdir().full_path)
 
 
 class OfflinePreparationTest(absltest.TestCase):

@@ -190,6 +190,46 @@ class BucketToolsTest(absltest.TestCase):
     self.assertIn("airplane", report)
     self.assertRegex(report, r"accuracy\s+[\d.]+\s+6\n")
 
+  def test_an_image_folder_in_the_bucket_trains_as_files_and_as_records(self):
+    local = self.create_tempdir().full_path
+    names = testutil.write_image_folder(local, per_class=12)
+    for directory, _, files in os.walk(local):
+      for name in files:
+        path = os.path.join(directory, name)
+        with open(path, "rb") as f:
+          _server.upload(_BUCKET, "photos/" + os.path.relpath(path, local), f.read())
+    _server.upload(_BUCKET, "photos/train/class_0/empty.jpg", b"")  # a bad file, remote
+    folder_flags = ("--config=configs/base.py", "--config.dataset.name=image_folder",
+                    "--config.dataset.image_size=16", "--config.dataset.max_bad_fraction=0.1",
+                    "--config.model.name=mlp", "--config.train.batch_size=8",
+                    "--config.train.epochs=1", "--config.train.steps_per_epoch=2")
+    proc = testutil.run_launcher("train", *folder_flags,
+                                 f"--config.dataset.image_dir=gs://{_BUCKET}/photos",
+                                 f"--workdir=gs://{_BUCKET}/photos-run")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn(f"Skipping gs://{_BUCKET}/photos/train/class_0/empty.jpg: empty file",
+                  proc.stderr)
+    metrics = json.loads(_server.read(_BUCKET, "photos-run/metrics.json"))
+    self.assertEqual({"train": 1, "eval": 0}, metrics["bad_files"])
+    self.assertEqual(names, json.loads(_server.read(
+        _BUCKET, "photos-run/export/model_card.json"))["label_names"])
+
+    proc = testutil.run_launcher("prepare_data", "--dataset=image_folder",
+                                 f"--image_dir=gs://{_BUCKET}/photos", "--max_bad_fraction=0.1",
+                                 f"--data_dir=gs://{_BUCKET}/photo-records")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    index = json.loads(_server.read(_BUCKET, "photo-records/kmodels_records.json"))
+    self.assertEqual({"examples": 36, "bad_files": 1},
+                     {k: index["splits"]["train"][k] for k in ("examples", "bad_files")})
+    self.assertIn("photo-records/train.tfrecord-00000-of-00001",
+                  _server.objects(_BUCKET, "photo-records/"))
+    proc = testutil.run_launcher("train", *folder_flags,
+                                 f"--config.dataset.image_dir=gs://{_BUCKET}/photo-records",
+                                 f"--workdir=gs://{_BUCKET}/records-run")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    report = _server.read(_BUCKET, "records-run/classification_report.txt").decode()
+    self.assertRegex(report, r"accuracy\s+[\d.]+\s+12\n")  # the 12 test images
+
   def test_compare_and_benchmark_write_to_the_bucket(self):
     proc = testutil.run_launcher(
         "compare", "--config=configs/compare_fashion_mnist.py",

@@ -35,6 +35,19 @@ class ReportingTest(absltest.TestCase):
     image = matplotlib.image.imread(path)
     self.assertEqual(image.shape[:2], (400, 1100))
 
+  def test_a_thousand_class_confusion_matrix_shows_the_most_confused_classes(self):
+    names = [f"class{i}" for i in range(1000)]
+    labels = list(range(1000)) + [7, 7, 7, 500]
+    predictions = list(range(1000)) + [3, 3, 999, 7]  # errors only among 3, 7, 500, 999
+    counts = reporting.confusion_matrix(labels, predictions, 1000)
+    shown = reporting._most_confused(counts, reporting.MAX_CLASSES_PLOTTED)
+    self.assertLen(shown, reporting.MAX_CLASSES_PLOTTED)
+    self.assertContainsSubset({3, 7, 500, 999}, set(shown.tolist()))
+    path = os.path.join(self.create_tempdir().full_path, "confusion.png")
+    reporting.plot_confusion_matrix(labels, predictions, names, path, "title")
+    height, width = matplotlib.image.imread(path).shape[:2]
+    self.assertLess(max(height, width), 3000)  # 30 classes' worth, not 1000
+
   def test_write_json_replaces_atomically_and_leaves_no_temp_files(self):
     directory = self.create_tempdir().full_path
     path = os.path.join(directory, "m.json")

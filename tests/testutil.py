@@ -90,6 +90,57 @@ def write_cifar10_archive(path, train_per_batch=4, test_examples=6, seed=0):
   return written
 
 
+def _add_to_tar(tar, name, payload):
+  info = tarfile.TarInfo(name)
+  info.size = len(payload)
+  tar.addfile(info, io.BytesIO(payload))
+
+
+def _jpeg(rng, width, height):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+      buffer, format="JPEG")
+  return buffer.getvalue()
+
+
+IMAGENET_SYNSETS = ("n01440764", "n01443537", "n01484850")  # tench, goldfish, white shark
+
+
+def write_imagenet_archives(archive_dir, per_synset=2, validation=4, seed=0):
+  """ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in ImageNet's real layout.
+
+  The training tar holds one tar per synset (n01440764.tar: n01440764_<i>.JPEG); the
+  validation tar holds ILSVRC2012_val_<8 digits>.JPEG, whose labels tfds takes from its own
+  list by position. JPEGs of varying sizes, as ImageNet's are.
+  """
+  rng = np.random.default_rng(seed)
+  with tarfile.open(os.path.join(archive_dir, "ILSVRC2012_img_train.tar"), "w") as outer:
+    for synset in IMAGENET_SYNSETS:
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode="w") as tar:
+        for i in range(per_synset):
+          _add_to_tar(tar, f"{synset}_{i}.JPEG", _jpeg(rng, 40 + 9 * i, 30 + 5 * i))
+      _add_to_tar(outer, f"{synset}.tar", inner.getvalue())
+  with tarfile.open(os.path.join(archive_dir, "ILSVRC2012_img_val.tar"), "w") as tar:
+    for i in range(1, validation + 1):
+      _add_to_tar(tar, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(rng, 50, 30 + 3 * i))
+
+
+FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+
+
+def write_flower_photos(path, per_class=8, seed=0):
+  """flower_photos.tgz as tf_flowers downloads it: flower_photos/<class>/<name>.jpg."""
+  rng = np.random.default_rng(seed)
+  with tarfile.open(path, "w:gz") as tar:
+    _add_to_tar(tar, "flower_photos/LICENSE.txt", b"test images\n")
+    for name in FLOWER_CLASSES:
+      for i in range(per_class):
+        _add_to_tar(tar, f"flower_photos/{name}/{i}_{name}.jpg",
+                    _jpeg(rng, 30 + 3 * i, 24 + 2 * i))
+
+
 def run_launcher(module, *args, timeout=600, env=None):
   """Runs `python -m launch.<module> args...` from the repo root; returns CompletedProcess.
 
