@@ -9,7 +9,6 @@ a matmul peak measured right before.
 
 import collections
 import gc
-import resource
 import time
 from typing import Optional
 
@@ -18,8 +17,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import (callbacks, custom_loop, data, precision, storage, trainers, training,
-                     validation)
+from kmodels import (callbacks, cpus, custom_loop, data, precision, storage, trainers,
+                     training, validation)
 from kmodels.errors import UserError
 
 
@@ -43,10 +42,6 @@ class _StepTimer(tf.keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     self.epoch_seconds.append(time.perf_counter() - self._start)
-
-
-def peak_rss_mb():
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_peak_flops(dtype, size=2048, seconds=1.0, trials=3):
@@ -272,8 +267,30 @@ def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
                                         results["peak_gflops"], results["peak_dtype"]))
   if shares:
     results["op_time_shares"] = shares
-  results["peak_rss_mb"] = peak_rss_mb()
+  results["peak_rss_mb"] = cpus.peak_rss_mb()
   return results
+
+
+def input_only(config: ml_collections.ConfigDict, *, batches: int) -> dict:
+  """The input pipeline against decoding alone: the same files, CPUs and run.
+
+  `input_fraction_of_decode_limit` near 1 means the pipeline costs little beyond the
+  decoding it cannot avoid (a JPEG's crop window may even decode less than the whole
+  image, so it can pass 1).
+  """
+  validation.validate(config)
+  batch = config.train.batch_size
+  datasets = data.load(config.dataset, batch, config.train.seed)
+  pipeline = pipeline_throughput(datasets.train, batch, batches)
+  decoded = data.decoded_training_images(config.dataset, config.train.seed)
+  decode_limit = pipeline_throughput(decoded, 1, batches * batch)
+  return {"data": datasets.info.name, "image_size": config.dataset.image_size,
+          "batch_size": batch, "train_examples": datasets.info.train_examples,
+          "cache": config.dataset.cache,
+          "usable_cpus": cpus.usable_cpus(),
+          "input_images_per_second": pipeline, "decode_limit_images_per_second": decode_limit,
+          "input_fraction_of_decode_limit": pipeline / decode_limit,
+          "peak_rss_mb": cpus.peak_rss_mb()}
 
 
 def _reference_results(config, datasets, steps, pipeline_batches, train_speed, pipeline_speed):

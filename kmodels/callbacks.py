@@ -21,7 +21,7 @@ from typing import List
 from absl import logging
 import tensorflow as tf
 
-from kmodels import faults, reporting, storage
+from kmodels import cpus, faults, reporting, storage
 
 
 class EpochHistory(tf.keras.callbacks.Callback):
@@ -57,7 +57,10 @@ class EpochHistory(tf.keras.callbacks.Callback):
     record = {k: float(v) for k, v in (logs or {}).items()}
     record.update(epoch=epoch + 1, seconds=seconds, images=self.images_per_epoch,
                   # The first epoch of a process includes tracing and compilation.
-                  includes_compile=epoch == self.first_epoch)
+                  includes_compile=epoch == self.first_epoch,
+                  # Peak so far: flat across epochs unless something grows (a cache that
+                  # does not fit, a leak).
+                  peak_rss_mb=cpus.peak_rss_mb())
     self.epochs[epoch + 1] = record
     if self.path:
       reporting.write_json(self.path, self.history)

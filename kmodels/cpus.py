@@ -12,6 +12,7 @@ cgroup filesystem's root (what a container with its own cgroup namespace sees).
 
 import math
 import os
+import resource
 
 from absl import logging
 import tensorflow as tf
@@ -128,3 +129,8 @@ def usable_memory_bytes():
   available = available or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   limit = _cgroup_memory_limit()
   return min(available, limit) if limit else available
+
+
+def peak_rss_mb():
+  """The most resident memory this process has held so far, in MB (Linux: ru_maxrss kB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -305,6 +305,23 @@ def cache_decision(dataset_config, decoded_bytes, what):
   return fits
 
 
+def decoded_training_images(dataset_config: ml_collections.ConfigDict, seed: int):
+  """Every training image decoded at its own size, and nothing else, repeated.
+
+  What no input pipeline over these files can outrun on the same CPUs: `launch.benchmark
+  --input_only` measures the pipeline against it. Files are read and decoded with the
+  pipeline's parallelism; no crop, resize, batch or cache.
+  """
+  source = sources.open_source(dataset_config, seed)
+  if source.kind == PIXELS:
+    raise UserError(f"{source.info.name} holds decoded pixels; --input_only measures "
+                    "decoding, so it needs encoded images: an image folder "
+                    "(dataset.name=image_folder) or a tfds dataset of varying image size.")
+  decode = _decoded(source.kind, source.info.image_shape[-1])
+  return source.train(None).repeat().map(lambda image, label: decode(image),
+                                         num_parallel_calls=_parallel_calls()).prefetch(_PREFETCH)
+
+
 def load_split(config: ml_collections.ConfigDict, split: str, key: str) -> Datasets:
   """The run's pipelines evaluating `split` (of the run's own dataset), checked first.
 

@@ -248,12 +248,28 @@ _FORMATS = (("JPEG", ".jpg"), ("PNG", ".png"))
 _MODES = ("L", "RGB", "RGBA")
 
 
-def write_images(examples, root, split, class_names, mixed=False, seed=0):
+# Camera-like grain added to upscaled images (`photo_size`): without it a 28 px image blown
+# up to 500x375 compresses to ~20 kB, far below a photo's ~110 kB, and decodes faster
+# (16: ~75 kB at 500x375, JPEG quality 90).
+_PHOTO_GRAIN_STDDEV = 16.0
+
+
+def _as_photo(image, photo_size, rng):
+  """`image` resized to photo_size (width, height) in RGB with grain: ImageNet-like JPEGs."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pixels = np.asarray(image.convert("RGB").resize(photo_size, Image.Resampling.BICUBIC),
+                      np.float32)
+  pixels += rng.normal(0.0, _PHOTO_GRAIN_STDDEV, pixels.shape)
+  return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_images(examples, root, split, class_names, mixed=False, seed=0, photo_size=None):
   """Writes (uint8 [H, W, C], label) examples as root/split/<class>/<i>.{jpg,png}.
 
   With `mixed`, each file gets its own size (0.75x to 3x, aspect ratio varied), colour mode
-  (grey, RGB, RGBA) and format (JPEG or PNG), as a folder of real photos would. Returns
-  the number of files written.
+  (grey, RGB, RGBA) and format (JPEG or PNG), as a folder of real photos would. With
+  `photo_size` (width, height), every file is an RGB JPEG of that size with camera-like
+  grain (ImageNet's photos average about 500x375). Returns the number of files written.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
@@ -270,10 +286,12 @@ def write_images(examples, root, split, class_names, mixed=False, seed=0):
       size = (max(8, round(image.width * scale * rng.uniform(0.8, 1.25))),
               max(8, round(image.height * scale)))
       image = image.convert(_MODES[count % 3]).resize(size, Image.Resampling.BILINEAR)
+    if photo_size:
+      kind, extension, image = "JPEG", ".jpg", _as_photo(image, photo_size, rng)
     if kind == "JPEG" and image.mode == "RGBA":
       image = image.convert("RGB")
     buffer = io.BytesIO()
-    image.save(buffer, format=kind)
+    image.save(buffer, format=kind, **({"quality": 90} if kind == "JPEG" else {}))
     path = storage.join(root, split, class_names[int(label)], f"{count:07d}{extension}")
     with tf.io.gfile.GFile(path, "wb") as f:
       f.write(buffer.getvalue())

@@ -10,6 +10,13 @@ process start, peak RSS, forward FLOPs per image and the fraction of this machin
 measured matmul peak, and (--reference) the CIFAR styles tutorial's ImageDataGenerator + model.fit
 path for the same model and batch with the ratios, the reference's fraction of the float32 peak
 and the ratio's ceiling on this machine (kmodels at 100 % of its precision's peak).
+--input_only measures the input pipeline alone against decoding the same files alone
+(an image folder or a variable-size tfds dataset):
+
+  python -m launch.benchmark --input_only --config=configs/base.py --workdir=runs/input \
+      --config.dataset.name=image_folder --config.dataset.image_dir=photos \
+      --config.dataset.image_size=224 --config.dataset.cache=none
+
 --synthetic_batch feeds one in-memory batch (no input pipeline); --op_profile traces more
 steps with TensorFlow's profiler and prints each op type's share of kernel time (the trace
 is in WORKDIR/op_profile for TensorBoard).
@@ -36,6 +43,9 @@ _SYNTHETIC_BATCH = flags.DEFINE_bool("synthetic_batch", False,
 _REFERENCE = flags.DEFINE_bool("reference", True,
                                "Also measure the CIFAR styles tutorial's path "
                                "(ImageDataGenerator + model.fit).")
+_INPUT_ONLY = flags.DEFINE_bool(
+    "input_only", False, "Measure only the input pipeline, against decoding the same files "
+    "alone (input_images_per_second, decode_limit_images_per_second); no training.")
 _OP_PROFILE = flags.DEFINE_bool("op_profile", False,
                                 "Also trace training and report each op type's time share.")
 
@@ -52,11 +62,14 @@ def _table(results):
 def main(argv):
   common.start(argv)
   with common.user_errors_exit():
-    results = benchmark.run(
-        _CONFIG.value, steps=_STEPS.value, pipeline_batches=_PIPELINE_BATCHES.value,
-        synthetic_batch=_SYNTHETIC_BATCH.value, with_reference=_REFERENCE.value,
-        process_start=_PROCESS_START,
-        op_profile_dir=storage.join(_WORKDIR.value, "op_profile") if _OP_PROFILE.value else None)
+    if _INPUT_ONLY.value:
+      results = benchmark.input_only(_CONFIG.value, batches=_PIPELINE_BATCHES.value)
+    else:
+      profile_dir = storage.join(_WORKDIR.value, "op_profile") if _OP_PROFILE.value else None
+      results = benchmark.run(
+          _CONFIG.value, steps=_STEPS.value, pipeline_batches=_PIPELINE_BATCHES.value,
+          synthetic_batch=_SYNTHETIC_BATCH.value, with_reference=_REFERENCE.value,
+          process_start=_PROCESS_START, op_profile_dir=profile_dir)
   storage.makedirs(_WORKDIR.value)
   reporting.write_json(storage.join(_WORKDIR.value, "benchmark.json"), results)
   print(_table(results), flush=True)

@@ -6,5 +6,6 @@
 # Extra arguments go to the runner, e.g. `bash launch/test.sh models_test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash launch/fashion_mnist_files.sh >/dev/null  # real pictures for image_folder_test
 PY="$(bash launch/setup.sh | tail -n 1)"
 exec "$PY" -m tests.run_all "$@"

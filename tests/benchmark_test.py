@@ -65,6 +65,32 @@ class BenchmarkTest(absltest.TestCase):
     self.assertAlmostEqual(sum(results["op_time_shares"].values()), 1.0, places=6)
     self.assertTrue(os.listdir(os.path.join(workdir, "op_profile")))
 
+  def test_input_only_measures_the_pipeline_against_decoding_the_same_files(self):
+    image_dir, workdir = self.create_tempdir().full_path, self.create_tempdir().full_path
+    testutil.write_image_folder(image_dir, per_class=12)
+    proc = testutil.run_launcher(
+        "benchmark", "--input_only", "--config=configs/base.py", f"--workdir={workdir}",
+        "--config.dataset.name=image_folder", f"--config.dataset.image_dir={image_dir}",
+        "--config.dataset.image_size=16", "--config.dataset.cache=none",
+        "--config.train.batch_size=8", "--pipeline_batches=10")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(os.path.join(workdir, "benchmark.json")) as f:
+      results = json.load(f)
+    for key in ("input_images_per_second", "decode_limit_images_per_second", "peak_rss_mb"):
+      self.assertGreater(results[key], 0, key)
+    self.assertAlmostEqual(results["input_fraction_of_decode_limit"],
+                           results["input_images_per_second"]
+                           / results["decode_limit_images_per_second"])
+    self.assertEqual(36, results["train_examples"])
+    self.assertIn("input_fraction_of_decode_limit", proc.stdout)
+    self.assertNotIn("train_images_per_second", results)  # nothing was trained
+
+  def test_input_only_on_decoded_pixels_says_what_it_needs(self):
+    proc = testutil.run_launcher(
+        "benchmark", "--input_only", "--config=configs/base.py", "--workdir=/tmp/unused",
+        "--config.dataset.source=synthetic", "--config.dataset.name=cifar10")
+    testutil.assert_user_error(self, proc, "--input_only measures decoding")
+
   def test_custom_loop_trainer_is_measured_with_its_own_step(self):
     config = testutil.tiny_config(dataset__source="synthetic", trainer="custom_loop",
                                   train__steps_per_execution=2)

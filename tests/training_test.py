@@ -40,6 +40,9 @@ class TrainAndEvaluateTest(absltest.TestCase):
     self.assertBetween(written["test_accuracy"], 0.0, 1.0)
     self.assertGreater(written["images_per_second"], 0)
     self.assertEqual(written["history"][0]["images"], 2 * 8)
+    peaks = [h["peak_rss_mb"] for h in written["history"]]
+    self.assertGreater(peaks[0], 0)
+    self.assertLessEqual(peaks[0], peaks[1])  # the process's peak so far
 
     with open(workdir.report) as f:
       report = f.read()

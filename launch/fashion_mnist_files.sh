@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs Debian's dataset-fashion-mnist (the real Fashion-MNIST files, offline) when they
+# are missing and apt-get is there; prints their directory. Used by the quickstart and the
+# test suite (its real-pictures test reads them).
+set -euo pipefail
+ARCHIVES=/usr/share/datasets/fashion-mnist
+if [ ! -f "$ARCHIVES/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/null; then
+  echo "[kmodels] installing Debian's dataset-fashion-mnist (real Fashion-MNIST files)" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist; } >/dev/null \
+    || echo "[kmodels] could not install dataset-fashion-mnist; tests that need it skip" >&2
+fi
+echo "$ARCHIVES"
