@@ -150,8 +150,8 @@ def _cache_train(ds, source, dataset_config, num_pipelines):
     return ds.cache(), PIXELS
   decode = _decoded(source.kind, source.info.image_shape[-1])
   # Decoded at full size, before the random crop: every epoch crops anew.
-  return ds.map(lambda image, label: (decode(image), label),
-                num_parallel_calls=_parallel_calls()).cache(), PIXELS
+  return _skip_undecodable(ds.map(lambda image, label: (decode(image), label),
+                                  num_parallel_calls=_parallel_calls())).cache(), PIXELS
 
 
 def _train_pipeline(source, dataset_config, global_batch_size, seed, input_context,
@@ -211,7 +211,7 @@ def _cropped_batches(ds, kind, transform, batch_size, base_seed, start_batch):
     return position, transform(load(image), tf.stack([base_seed, position])), label
 
   ds = ds.enumerate().skip(start_batch * batch_size)
-  ds = ds.map(train_example, num_parallel_calls=_parallel_calls())
+  ds = _skip_undecodable(ds.map(train_example, num_parallel_calls=_parallel_calls()))
   ds = ds.batch(batch_size, drop_remainder=True)
   return ds.map(lambda positions, image_batch, labels: (positions[0] // batch_size,
                                                        image_batch, labels))
@@ -229,6 +229,17 @@ def _service_shard(ds, start_step):
                  "afresh (batches are not replayed exactly through the service).", start_step)
   hint = tf.data.experimental.SHARD_HINT
   return ds.shard(hint, hint), 0
+
+
+def _skip_undecodable(ds):
+  """`ds` without the examples whose decoding fails, each failure logged by tf.data.
+
+  Folders are checked by header and end before a run (image_folder.check_files), which
+  catches empty, cut, bomb and wrong-format files; a file damaged in the middle (a PNG
+  whose chunk CRC fails; JPEGs mostly decode anyway) only fails when decoded, perhaps
+  hours in. Skipping it there keeps the run alive, as the check would have.
+  """
+  return ds.ignore_errors(log_warning=True)
 
 
 def _maybe_through_service(ds, dataset_config):
@@ -270,8 +281,8 @@ def _eval_pipeline(source, dataset_config, batch_size):
   if _per_example(source):
     load, transform = _load_image(source.kind), eval_transform(dataset_config, info)
     # Deterministic, so what is cached is the final N x N uint8 image.
-    ds = ds.map(lambda image, label: (transform(load(image)), label),
-                num_parallel_calls=_parallel_calls())
+    ds = _skip_undecodable(ds.map(lambda image, label: (transform(load(image)), label),
+                                  num_parallel_calls=_parallel_calls()))
   eval_bytes = (info.eval_examples or 0) * int(np.prod(info.image_shape))
   if cache_decision(dataset_config, eval_bytes, "eval"):
     ds = ds.cache()
@@ -300,7 +311,8 @@ def cache_decision(dataset_config, decoded_bytes, what):
   if decoded_bytes > 64 << 20:  # worth a line only when it matters
     logging.info("dataset.cache=auto: the %s split decodes to %.1f GB; %s in memory "
                  "(budget %.1f GB = dataset.cache_ram_fraction %.2f of usable RAM).",
-                 what, decoded_bytes / 1e9, "cached" if fits else "read anew every epoch, not cached",
+                 what, decoded_bytes / 1e9,
+                 "cached" if fits else "read anew every epoch, not cached",
                  budget / 1e9, dataset_config.cache_ram_fraction)
   return fits
 

@@ -42,20 +42,21 @@ def _throughput(files, transform, count, batch=64):
 
 
 def _stages(size, crop):
+  decode_window = images._decode_window  # pylint: disable=protected-access
+
   def window(seed):
     return images.random_window(seed, crop.area, crop.aspect_ratio)
 
   def transform(antialias):
     def run(encoded, seed):
-      cropped = images._decode_window(encoded, window(seed), 3)  # pylint: disable=protected-access
+      cropped = decode_window(encoded, window(seed), 3)
       return tf.image.stateless_random_flip_left_right(
           images.resize(cropped, size, antialias=antialias), seed)
     return run
 
   return {
       "decode whole": lambda encoded, seed: tf.io.decode_jpeg(encoded, channels=3)[:1, :1],
-      "decode crop window": lambda encoded, seed: images._decode_window(  # pylint: disable=protected-access
-          encoded, window(seed), 3)[:1, :1],
+      "decode crop window": lambda encoded, seed: decode_window(encoded, window(seed), 3)[:1, :1],
       "crop + antialiased resize + flip": transform(True),
       "crop + plain resize + flip": transform(False),
   }

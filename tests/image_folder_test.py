@@ -124,6 +124,10 @@ def _write_flat_folder(root, per_class=(8, 8, 8), test_per_class=2):
   return values
 
 
+def _in_split(path, split):
+  return f"{os.sep}{split}{os.sep}" in path
+
+
 def _folder_config(image_dir, **overrides):
   return testutil.tiny_config(
       dataset__name="image_folder", dataset__image_dir=image_dir, dataset__image_size=8,
@@ -148,7 +152,8 @@ class FolderPipelineTest(absltest.TestCase):
     datasets = data.load(_folder_config(self.root), batch_size=4, seed=1)
     self.assertEqual(["c0", "c1", "c2"], datasets.info.label_names)
     epoch = _file_values(datasets.train.take(6))  # 24 files / 4
-    self.assertCountEqual(sorted(v for v in self.values if "train" in self.values[v]), epoch)
+    train_values = [v for v in self.values if _in_split(self.values[v], "train")]
+    self.assertCountEqual(train_values, epoch)
 
   def test_a_resumed_pipeline_gives_the_same_batches_without_reading_the_skipped_files(self):
     config = _folder_config(self.root)
@@ -166,7 +171,7 @@ class FolderPipelineTest(absltest.TestCase):
                                            num_replicas_in_sync=2)
       halves.append(_file_values(datasets.make_train(context).take(6)))  # 12 files, by 2
     self.assertEmpty(set(halves[0]) & set(halves[1]))
-    self.assertCountEqual(sorted(v for v in self.values if "train" in self.values[v]),
+    self.assertCountEqual(sorted(v for v in self.values if _in_split(self.values[v], "train")),
                           halves[0] + halves[1])
 
   def test_records_hold_the_same_examples_as_the_files(self):
@@ -185,6 +190,19 @@ class FolderPipelineTest(absltest.TestCase):
     self.assertEqual(eval_examples(from_files), eval_examples(from_records))
     self.assertCountEqual(_file_values(from_files.train.take(6)),
                           _file_values(from_records.train.take(6)))
+
+  def test_a_file_damaged_in_the_middle_is_skipped_when_decoded_not_fatal(self):
+    damaged = self.values[min(v for v in self.values if _in_split(self.values[v], "test"))]
+    with open(damaged, "r+b") as f:
+      whole = bytearray(f.read())
+      whole[-20:-16] = b"\xff" * 4  # the last IDAT's bytes; the header and IEND stay whole
+      f.seek(0)
+      f.write(whole)
+    self.assertIsNone(images.check_file(damaged, _LIMIT)[0])
+    datasets = data.load(_folder_config(self.root), batch_size=4, seed=1)
+    evaluated = _file_values(datasets.eval)
+    test_values = sorted(v for v in self.values if _in_split(self.values[v], "test"))
+    self.assertEqual(test_values[1:], sorted(evaluated))  # all but the damaged one
 
   def test_bad_files_are_skipped_and_counted(self):
     empty, cut = self.values[10], self.values[13]
