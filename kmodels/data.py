@@ -151,7 +151,8 @@ def _cache_train(ds, source, dataset_config, num_pipelines):
   decode = _decoded(source.kind, source.info.image_shape[-1])
   # Decoded at full size, before the random crop: every epoch crops anew.
   return _skip_undecodable(ds.map(lambda image, label: (decode(image), label),
-                                  num_parallel_calls=_parallel_calls())).cache(), PIXELS
+                                  num_parallel_calls=_parallel_calls()),
+                           source.kind).cache(), PIXELS
 
 
 def _train_pipeline(source, dataset_config, global_batch_size, seed, input_context,
@@ -211,7 +212,7 @@ def _cropped_batches(ds, kind, transform, batch_size, base_seed, start_batch):
     return position, transform(load(image), tf.stack([base_seed, position])), label
 
   ds = ds.enumerate().skip(start_batch * batch_size)
-  ds = _skip_undecodable(ds.map(train_example, num_parallel_calls=_parallel_calls()))
+  ds = _skip_undecodable(ds.map(train_example, num_parallel_calls=_parallel_calls()), kind)
   ds = ds.batch(batch_size, drop_remainder=True)
   return ds.map(lambda positions, image_batch, labels: (positions[0] // batch_size,
                                                        image_batch, labels))
@@ -231,15 +232,19 @@ def _service_shard(ds, start_step):
   return ds.shard(hint, hint), 0
 
 
-def _skip_undecodable(ds):
-  """`ds` without the examples whose decoding fails, each failure logged by tf.data.
+def _skip_undecodable(ds, kind):
+  """For image files: `ds` without the examples whose reading or decoding fails, each
+  failure logged by tf.data.
 
   Folders are checked by header and end before a run (image_folder.check_files), which
   catches empty, cut, bomb and wrong-format files; a file damaged in the middle (a PNG
   whose chunk CRC fails; JPEGs mostly decode anyway) only fails when decoded, perhaps
-  hours in. Skipping it there keeps the run alive, as the check would have.
+  hours in. Skipping it keeps the run alive, as the check would have. Only for files:
+  upstream of the map there is nothing but a list of paths, whereas for records and tfds
+  datasets ignore_errors would also swallow a damaged shard's read errors, which must
+  stop the run with the damaged-dataset message instead.
   """
-  return ds.ignore_errors(log_warning=True)
+  return ds.ignore_errors(log_warning=True) if kind == FILE else ds
 
 
 def _maybe_through_service(ds, dataset_config):
@@ -282,7 +287,7 @@ def _eval_pipeline(source, dataset_config, batch_size):
     load, transform = _load_image(source.kind), eval_transform(dataset_config, info)
     # Deterministic, so what is cached is the final N x N uint8 image.
     ds = _skip_undecodable(ds.map(lambda image, label: (transform(load(image)), label),
-                                  num_parallel_calls=_parallel_calls()))
+                                  num_parallel_calls=_parallel_calls()), source.kind)
   eval_bytes = (info.eval_examples or 0) * int(np.prod(info.image_shape))
   if cache_decision(dataset_config, eval_bytes, "eval"):
     ds = ds.cache()
