@@ -71,10 +71,18 @@ def validate(config):
   _in_range("dataset.augment.shear", aug.shear, 0.0, 90.0)
 
 
+# Above any model's training size; a batch of 8 such RGB images is 1.6 GB of uint8 alone.
+MAX_IMAGE_SIZE = 8192
+
+
 def _check_dataset(dataset):
   """The keys of config.dataset beyond the augmentation's."""
   _choice("dataset.cache", dataset.cache, data.CACHE_POLICIES)
   _positive("dataset.image_size", dataset.image_size, allow_none=True)
+  if dataset.image_size is not None and dataset.image_size > MAX_IMAGE_SIZE:
+    raise UserError(f"dataset.image_size={dataset.image_size} is more than {MAX_IMAGE_SIZE} "
+                    "pixels a side: one such image is gigabytes of activations. Models "
+                    "train at 224-512 (ImageNet) or the dataset's own size (None).")
   if dataset.channels is not None:
     _choice("dataset.channels", dataset.channels, (1, 3))
   _positive("dataset.max_image_pixels", dataset.max_image_pixels)

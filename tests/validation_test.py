@@ -57,6 +57,13 @@ class ValidationTest(parameterized.TestCase):
       ("dataset__augment__zoom", -0.1, "augment.zoom must be in"),
       ("train__optimizer__schedule", "step", "schedule='step'.*constant, cosine"),
       ("train__optimizer__warmup_fraction", 1.0, "warmup_fraction must be in"),
+      ("dataset__image_size", 0, "dataset.image_size must be a positive integer or None"),
+      ("dataset__image_size", 100_000, "dataset.image_size=100000 is more than 8192"),
+      ("dataset__channels", 4, "dataset.channels"),
+      ("dataset__cache", "disk", "dataset.cache='disk'.*auto, memory, none"),
+      ("dataset__crop__area", (0.9, 0.1), "dataset.crop.area must be \\(min, max\\)"),
+      ("dataset__max_image_pixels", 0, "dataset.max_image_pixels must be a positive"),
+      ("train__checkpoint_every_steps", -1, "checkpoint_every_steps must be a positive"),
   )
   def test_bad_value_is_rejected_with_the_key_named(self, key, value, message):
     with self.assertRaisesRegex(UserError, message):
