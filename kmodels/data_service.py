@@ -19,6 +19,7 @@ import urllib.parse
 
 import tensorflow as tf
 
+from kmodels import netcheck
 from kmodels.errors import UserError
 
 PROTOCOL = "grpc"
@@ -34,8 +35,25 @@ def parse_address(service):
   return PROTOCOL, f"{parsed.hostname}:{parsed.port}"
 
 
+# tf.data service clients retry an absent dispatcher forever: a job pointed at a wrong
+# address would hang silently. One TCP probe first turns that into an error.
+_PROBE_SECONDS = 10
+
+
+def check_dispatcher(service):
+  """A UserError unless something listens at the dispatcher address `service`."""
+  _, address = parse_address(service)
+  host, port = address.rsplit(":", 1)
+  if not netcheck.reachable(host, int(port), _PROBE_SECONDS):
+    raise UserError(f"No tf.data service dispatcher answers at {service} (dataset.service) "
+                    f"within {_PROBE_SECONDS} s. Start one there (python -m "
+                    "launch.data_service --dispatcher --port=PORT --worker_addresses=...) "
+                    "or fix the address.")
+
+
 def distribute(ds, service, job_name=None):
   """`ds` read from the tf.data service at `service`, each example once per epoch."""
+  check_dispatcher(service)
   protocol, address = parse_address(service)
   return ds.apply(tf.data.experimental.service.distribute(
       processing_mode=tf.data.experimental.service.ShardingPolicy.HINT,

@@ -94,6 +94,17 @@ class DataServiceTest(absltest.TestCase):
         testutil.assert_user_error(self, proc, "not a tf.data service dispatcher address",
                                    "grpc://HOST:PORT")
 
+  def test_a_dispatcher_address_where_nothing_listens_is_exit_2_not_a_hang(self):
+    closed_port = testutil.free_ports(1)[0]
+    proc = testutil.run_launcher(
+        "train", "--config=configs/base.py", "--config.dataset.name=image_folder",
+        f"--config.dataset.image_dir={self.image_dir}", "--config.dataset.image_size=16",
+        "--config.model.name=mlp", "--config.train.batch_size=8",
+        f"--config.dataset.service=grpc://localhost:{closed_port}",
+        f"--workdir={self.create_tempdir().full_path}", timeout=120)
+    testutil.assert_user_error(self, proc, "No tf.data service dispatcher answers at",
+                               "launch.data_service --dispatcher")
+
   def test_a_data_service_launcher_without_its_partner_addresses_says_what_it_needs(self):
     for args, needs in ((["--dispatcher", "--port=1"], "--worker_addresses"),
                         (["--worker", "--port=1"], "--dispatcher_address"),
