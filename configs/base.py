@@ -18,6 +18,9 @@ def get_config():
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "shallownet"  # registry name; other model.* keys are builder kwargs
+  # ImageNet architectures only: a Keras Applications "notop" .h5 backbone file (local or
+  # gs://) to start from; never downloaded at run time.
+  config.model.weights = config_dict.placeholder(str)
 
   config.dataset = ml_collections.ConfigDict()
   # a tfds name (fashion_mnist, cifar10, tf_flowers, imagenet2012, ...) or image_folder

@@ -1,13 +1,17 @@
 """Model registry: exact parameter counts, shapes, one real training step per model."""
 
+import os
+
 from absl.testing import absltest
 from absl.testing import parameterized
 
 from tests import testutil  # noqa: F401  (imports kmodels first)
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from kmodels import models
+from kmodels.models import applications
 from kmodels.errors import UserError
 
 CIFAR = (32, 32, 3)
@@ -33,7 +37,7 @@ class ModelsTest(parameterized.TestCase):
                 + (8 * 8 * 32) * 512 + 512 + bn(512) + 512 * 10 + 10)
     self.assertEqual(models.build_model("minivggnet", CIFAR, 10).count_params(), expected)
 
-  @parameterized.product(name=sorted(models.REGISTRY), shape_and_classes=[(CIFAR, 10),
+  @parameterized.product(name=testutil.SMALL_MODELS, shape_and_classes=[(CIFAR, 10),
                                                                           (MNIST, 3)])
   def test_output_is_one_score_per_class(self, name, shape_and_classes):
     shape, num_classes = shape_and_classes
@@ -43,7 +47,7 @@ class ModelsTest(parameterized.TestCase):
     if not models.REGISTRY[name].logits:
       np.testing.assert_allclose(np.sum(out, axis=-1), 1.0, rtol=1e-5)
 
-  @parameterized.parameters(sorted(models.REGISTRY))
+  @parameterized.parameters(testutil.SMALL_MODELS)
   def test_trains_one_step_and_changes_weights(self, name):
     tf.keras.utils.set_random_seed(0)
     model = models.build_model(name, MNIST, 10)
@@ -83,6 +87,94 @@ class ModelsTest(parameterized.TestCase):
     # The models it suggests do build for such images.
     for small in ("mlp", "shallownet", "minivggnet", "fastcnn"):
       models.build_model(small, (8, 8, 1), 10)
+
+
+IMAGENET_ARCHITECTURES = sorted(applications.ARCHITECTURES)
+
+
+class ApplicationsTest(parameterized.TestCase):
+  """The ImageNet architectures from tf.keras.applications, at small sizes."""
+
+  def _grey_model_and_images(self, name):
+    tf.keras.utils.set_random_seed(0)
+    size = models.REGISTRY[name].min_size
+    images = np.random.default_rng(0).random((2, size, size, 1), dtype=np.float32)
+    return models.build_model(name, (size, size, 1), 3), images
+
+  @parameterized.parameters(IMAGENET_ARCHITECTURES)
+  def test_builds_for_grey_images_at_its_minimum_size(self, name):
+    model, images = self._grey_model_and_images(name)
+    out = model(images, training=False)
+    self.assertEqual((2, 3), out.shape)
+    np.testing.assert_allclose(np.sum(out, axis=-1), 1.0, rtol=1e-5)
+
+  @parameterized.parameters("resnet50", "mobilenet_v3_large")  # one of each input mode kind
+  def test_trains_a_step(self, name):
+    model, images = self._grey_model_and_images(name)
+    model.compile("adam", models.loss(name))
+    head = model.get_layer("predictions").kernel.numpy().copy()
+    self.assertTrue(np.isfinite(model.train_on_batch(images, np.array([0, 2]))))
+    self.assertFalse(np.allclose(head, model.get_layer("predictions").kernel.numpy()))
+
+  @parameterized.parameters(IMAGENET_ARCHITECTURES)
+  def test_below_its_minimum_size_it_is_refused_up_front_naming_the_size(self, name):
+    size = models.REGISTRY[name].min_size - 1
+    with self.assertRaisesRegex(UserError, rf"'{name}' needs images of at least "
+                                r"\d+x\d+; got .*dataset.image_size=224"):
+      models.build_model(name, (size, size, 3), 10)
+
+  @parameterized.parameters(("resnet50", "ResNet50"), ("mobilenet_v2", "MobileNetV2"))
+  def test_with_a_1000_class_head_it_has_keras_own_parameter_count(self, name, keras_name):
+    # ResNet-50: 25,636,712 (Keras Applications' table: 25.6 M); MobileNetV2: 3,538,984.
+    reference = getattr(tf.keras.applications, keras_name)(weights=None)
+    ours = models.build_model(name, (224, 224, 3), 1000)
+    self.assertEqual(reference.count_params(), ours.count_params())
+
+  @parameterized.parameters(("caffe", tf.keras.applications.resnet50.preprocess_input),
+                            ("tf", tf.keras.applications.mobilenet_v2.preprocess_input))
+  def test_the_models_own_input_layers_preprocess_as_keras_does(self, mode, keras_preprocess):
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
+    inputs = tf.keras.Input((8, 8, 3))
+    ours = tf.keras.Model(inputs, applications._to_backbone_input(inputs, mode))  # pylint: disable=protected-access
+    np.testing.assert_allclose(ours(pixels / 255.0), keras_preprocess(pixels.copy()),
+                               atol=1e-3)
+
+
+class BackboneWeightsTest(absltest.TestCase):
+  """model.weights: a Keras Applications "notop" .h5, made here in the real format."""
+
+  def _notop_file(self, keras_name, shape=(32, 32, 3)):
+    tf.keras.utils.set_random_seed(7)
+    source = getattr(tf.keras.applications, keras_name)(include_top=False, weights=None,
+                                                       input_shape=shape)
+    path = os.path.join(self.create_tempdir().full_path, f"{keras_name}_notop.h5")
+    source.save_weights(path)  # what Keras Applications publishes: save_weights of notop
+    return source, path
+
+  def _config(self, name, weights):
+    return ml_collections.ConfigDict({"name": name, "weights": weights})
+
+  def test_the_loaded_backbone_holds_the_files_values_and_the_head_is_new(self):
+    source, path = self._notop_file("MobileNetV2")
+    model = models.build_from_config(self._config("mobilenet_v2", path), (32, 32, 3), 5)
+    backbone = applications._backbone_of(model)  # pylint: disable=protected-access
+    for loaded, saved in zip(backbone.weights, source.weights):
+      np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=loaded.name)
+    self.assertEqual((1280, 5), model.get_layer("predictions").kernel.shape)
+
+  def test_a_file_of_another_architecture_is_refused_with_what_it_holds(self):
+    _, path = self._notop_file("MobileNetV2")
+    with self.assertRaisesRegex(UserError, r"does not fit 'resnet50'.*the file holds \d+ "
+                                r"layers, from .*ResNet50 without its top has \d+ layers"):
+      models.build_from_config(self._config("resnet50", path), (32, 32, 3), 5)
+
+  def test_imagenet_a_missing_file_and_a_tutorial_model_say_what_to_do(self):
+    for config, message in (
+        (self._config("resnet50", "imagenet"), "model.weights takes a file.*notop.h5"),
+        (self._config("resnet50", "/no/such/file.h5"), "does not exist"),
+        (self._config("shallownet", "/any.h5"), "'shallownet' has none")):
+      with self.subTest(config=config.weights), self.assertRaisesRegex(UserError, message):
+        models.build_from_config(config, (32, 32, 3), 5)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
-from kmodels import image_folder
+from kmodels import image_folder, models
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +33,11 @@ CHECKSUM_MESSAGE = "not byte-identical to the archives tfds"
 
 # tf.estimator exists on the full lane only (TF <= 2.15).
 HAS_ESTIMATOR = hasattr(tf, "estimator")
+
+
+# Registry models that build at MNIST's 28x28: the tutorials' networks, swept by the
+# registry-wide tests; the ImageNet architectures (32 px and up) have their own tests.
+SMALL_MODELS = sorted(name for name, entry in models.REGISTRY.items() if entry.min_size <= 28)
 
 
 def tiny_config(**overrides):

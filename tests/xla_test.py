@@ -45,7 +45,7 @@ def _build(name):
 
 class XlaTest(parameterized.TestCase):
 
-  @parameterized.parameters(*sorted(models.REGISTRY))
+  @parameterized.parameters(*testutil.SMALL_MODELS)
   def test_train_step_lowers_to_xla_with_static_shapes(self, name):
     step = _train_step(_build(name))
     # Lowering to HLO is where XLA rejects unsupported ops and unknown shapes; it skips
@@ -60,7 +60,7 @@ class XlaTest(parameterized.TestCase):
     losses = [float(step(images, labels)) for _ in range(5)]
     self.assertLess(losses[-1], losses[0])
 
-  @parameterized.parameters(*sorted(models.REGISTRY))
+  @parameterized.parameters(*testutil.SMALL_MODELS)
   def test_bfloat16_policy_keeps_float32_outputs(self, name):
     with precision.policy("mixed_bfloat16"):
       model = models.build_model(name, SHAPE, CLASSES)

@@ -79,7 +79,7 @@ class StylesTest(parameterized.TestCase):
 
 class SerializationTest(parameterized.TestCase):
 
-  @parameterized.parameters(sorted(models.REGISTRY))
+  @parameterized.parameters(testutil.SMALL_MODELS)
   def test_config_round_trip_and_savedmodel_reload_predict_the_same(self, name):
     model = models.build_model(name, MNIST, 10)
     images = _images()

@@ -11,10 +11,11 @@ import functools
 import tensorflow as tf
 
 from kmodels.errors import UserError
-from kmodels.models import functional, sequential, subclassed
+from kmodels.models import applications, functional, sequential, subclassed
 
 ModelEntry = collections.namedtuple(
-    "ModelEntry", ["build", "style", "description", "logits"], defaults=[False])
+    "ModelEntry", ["build", "style", "description", "logits", "min_size"],
+    defaults=[False, 1])  # min_size: the smallest image side the model builds at
 
 
 def _subclassed(cls):
@@ -57,6 +58,11 @@ REGISTRY = {
     "resnet_like": ModelEntry(_subclassed(subclassed.ResNetLike), "subclassed",
                               "ResBlocks + GAP (the MNIST subclassing tutorial)", logits=True),
 }
+# Standard ImageNet architectures (tf.keras.applications), at any size they support.
+REGISTRY.update({
+    name: ModelEntry(functools.partial(applications.build, name), "functional",
+                     arch.description, min_size=arch.min_size)
+    for name, arch in applications.ARCHITECTURES.items()})
 
 
 def model_names():
@@ -99,10 +105,23 @@ def _shape_error_detail(error):
   return " ".join(parts)
 
 
+# config.model keys that are not builder arguments.
+_NOT_BUILDER_ARGS = ("name", "weights")
+
+
 def build_from_config(model_config, input_shape, num_classes):
-  """`config.model` -> a model: `name` picks the registry entry, other keys are its kwargs."""
-  kwargs = {k: v for k, v in model_config.items() if k != "name"}
-  return build_model(model_config.name, input_shape, num_classes, **kwargs)
+  """`config.model` -> a model: `name` picks the registry entry, `weights` a backbone
+  file to load (ImageNet architectures), the other keys are the builder's kwargs."""
+  kwargs = {k: v for k, v in model_config.items() if k not in _NOT_BUILDER_ARGS}
+  weights = model_config.get("weights")
+  if weights and model_config.name not in applications.ARCHITECTURES:
+    raise UserError(f"model.weights loads the backbone of an ImageNet architecture "
+                    f"({', '.join(sorted(applications.ARCHITECTURES))}); model "
+                    f"{model_config.name!r} has none. Unset model.weights.")
+  model = build_model(model_config.name, input_shape, num_classes, **kwargs)
+  if weights:
+    applications.load_backbone_weights(model, model_config.name, weights)
+  return model
 
 
 def loss(name, reduction=tf.keras.losses.Reduction.AUTO):
