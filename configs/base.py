@@ -73,6 +73,10 @@ def get_config():
   # constant (with time_decay) | cosine: warm-up from lr/10, then cosine decay to 0
   config.train.optimizer.schedule = "constant"
   config.train.optimizer.warmup_fraction = 0.05  # cosine: share of the run spent warming up
+  config.train.optimizer.scale_by_batch = False  # learning_rate x global batch / 256
+  config.train.optimizer.weight_decay = 0.0  # decoupled (SGDW/AdamW); 0 disables
+  config.train.optimizer.weight_decay_everything = False  # also biases and norm scales
+  config.train.optimizer.clip_global_norm = config_dict.placeholder(float)  # None: no clip
 
   # fit (Keras model.fit) | custom_loop (GradientTape, the CIFAR training-loop tutorial) |
   # estimator (DNNClassifier)

@@ -26,7 +26,8 @@ def build_and_compile(config, info, strategy):
     models.compile_classifier(
         model, config.model.name,
         optimizers.build_optimizer(config.train.optimizer,
-                                   optimizers.total_steps(config.train, info)),
+                                   optimizers.total_steps(config.train, info),
+                                   config.train.batch_size),
         steps_per_execution=config.train.steps_per_execution,
         # The custom loop compiles its own step; Keras' evaluate/predict stay as they are.
         jit_compile=config.xla and config.trainer == "fit")

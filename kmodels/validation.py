@@ -60,6 +60,16 @@ def validate(config):
   _in_range("train.optimizer.time_decay", optimizer.time_decay, 0.0, float("inf"))
   _choice("train.optimizer.schedule", optimizer.schedule, optimizers.SCHEDULES)
   _in_range("train.optimizer.warmup_fraction", optimizer.warmup_fraction, 0.0, 1.0)
+  _in_range("train.optimizer.weight_decay", optimizer.weight_decay, 0.0, 1.0)
+  if optimizer.clip_global_norm is not None:
+    _in_range("train.optimizer.clip_global_norm", optimizer.clip_global_norm, 1e-12,
+              float("inf"))
+  recipe = [k for k in ("scale_by_batch", "weight_decay", "clip_global_norm")
+            if optimizer[k]]
+  if recipe and trainers.TABLE[config.trainer].estimator:
+    raise UserError(f"trainer={config.trainer} takes TF1 optimizers without "
+                    f"train.optimizer.{', '.join(recipe)}; use trainer=fit or custom_loop, "
+                    "or unset them.")
   if optimizer.schedule == "cosine" and optimizer.time_decay:
     raise UserError("train.optimizer.time_decay and schedule='cosine' both decay the "
                     "learning rate; set time_decay=0 or schedule='constant'.")
