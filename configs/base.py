@@ -65,6 +65,7 @@ def get_config():
   config.train.seed = 0
   # Bit-identical reruns (tf.config.experimental.enable_op_determinism); cost: README.
   config.train.deterministic = False
+  config.train.label_smoothing = 0.0  # targets (1 - e) on the label + e / classes on each
   config.train.optimizer = ml_collections.ConfigDict()
   config.train.optimizer.name = "adam"  # adam | sgd
   config.train.optimizer.learning_rate = 1e-3

@@ -93,7 +93,8 @@ def make_train_steps(model, strategy, config):
   Returns it with the metrics it updates. `model` must be compiled (its optimizer is used).
   """
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
-  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE)
+  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE,
+                        label_smoothing=config.train.label_smoothing)
   with strategy.scope():
     metrics = _Metrics()
     _build_optimizer_variables(optimizer, model)
@@ -217,7 +218,8 @@ def train(run):
   """
   config, model, strategy = run.config, run.model, run.strategy
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
-  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE)
+  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE,
+                        label_smoothing=config.train.label_smoothing)
   train_steps, metrics = make_train_steps(model, strategy, config)
   evaluate = make_evaluate(model, loss_fn, metrics, strategy)
   eval_dataset = strategy.experimental_distribute_dataset(run.datasets.eval)

@@ -61,6 +61,10 @@ def validate(config):
   _choice("train.optimizer.schedule", optimizer.schedule, optimizers.SCHEDULES)
   _in_range("train.optimizer.warmup_fraction", optimizer.warmup_fraction, 0.0, 1.0)
   _in_range("train.optimizer.weight_decay", optimizer.weight_decay, 0.0, 1.0)
+  _in_range("train.label_smoothing", config.train.label_smoothing, 0.0, 1.0)
+  if config.train.label_smoothing and trainers.TABLE[config.trainer].estimator:
+    raise UserError(f"trainer={config.trainer} trains with plain cross-entropy; unset "
+                    "train.label_smoothing or use trainer=fit or custom_loop.")
   if optimizer.clip_global_norm is not None:
     _in_range("train.optimizer.clip_global_norm", optimizer.clip_global_norm, 1e-12,
               float("inf"))

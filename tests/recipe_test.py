@@ -1,12 +1,14 @@
 """The training recipe's optimizer parts, each tested for its effect on the weights."""
 
+import os
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 from tests import testutil
-from kmodels import optimizers, validation
+from kmodels import data, models, optimizers, training, validation
 from kmodels.errors import UserError
 
 
@@ -79,6 +81,43 @@ class RecipeTest(parameterized.TestCase):
     self.assertIn("Learning rate 0.1 x batch 512 / 256 = 0.2", "\n".join(logs.output))
     config.scale_by_batch = False
     self.assertAlmostEqual(optimizers.base_learning_rate(config, 1024), 0.1)
+
+  @parameterized.parameters(False, True)
+  def test_label_smoothing_is_cross_entropy_against_smoothed_targets(self, from_logits):
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=6)
+    probabilities = tf.nn.softmax(scores).numpy()
+    smoothing = 0.2
+    targets = np.full((6, 5), smoothing / 5) + (1 - smoothing) * np.eye(5)[labels]
+    expected = np.mean(-np.sum(targets * np.log(probabilities), axis=1))
+    loss = models.SmoothedSparseCrossentropy(from_logits, smoothing)
+    given = scores if from_logits else probabilities
+    self.assertAlmostEqual(float(loss(labels, given)), expected, places=4)
+    plain = models.loss("shallownet", label_smoothing=0.0)
+    self.assertNotAlmostEqual(float(plain(labels, probabilities)), expected, places=3)
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_both_trainers_use_the_smoothed_loss(self, trainer):
+    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
+                                  model__name="mlp", train__label_smoothing=0.3)
+    workdir = self.create_tempdir().full_path
+    metrics = training.train_and_evaluate(config, workdir)
+    # The test loss the trainer reports is the smoothed cross-entropy of its predictions.
+    exported = tf.saved_model.load(os.path.join(workdir, "export"))
+    datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+    probabilities, labels = [], []
+    for images, batch_labels in datasets.eval:
+      pixels = tf.cast(tf.round(images * 255), tf.uint8)
+      probabilities.append(exported.signatures["serving_default"](images=pixels)
+                           ["probabilities"].numpy())
+      labels.append(batch_labels.numpy())
+    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
+    targets = np.full(probabilities.shape, 0.03) + 0.7 * np.eye(10)[labels]
+    smoothed = np.mean(-np.sum(targets * np.log(probabilities), axis=1))
+    plain = np.mean(-np.log(probabilities[np.arange(len(labels)), labels]))
+    self.assertAlmostEqual(metrics["test_loss"], smoothed, delta=1e-3)
+    self.assertGreater(abs(plain - smoothed), 0.01)
 
   @parameterized.parameters(("weight_decay", 1.5, "weight_decay must be in"),
                             ("clip_global_norm", 0.0, "clip_global_norm must be in"),

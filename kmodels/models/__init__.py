@@ -124,15 +124,42 @@ def build_from_config(model_config, input_shape, num_classes):
   return model
 
 
-def loss(name, reduction=tf.keras.losses.Reduction.AUTO):
-  """Sparse cross-entropy that reads model `name`'s outputs right: logits or probabilities."""
+class SmoothedSparseCrossentropy(tf.keras.losses.Loss):
+  """Cross-entropy of integer labels against targets smoothed towards uniform.
+
+  The target is (1 - label_smoothing) on the label plus label_smoothing / classes on every
+  class, as CategoricalCrossentropy(label_smoothing=...) does for one-hot labels; Keras'
+  sparse cross-entropy has no smoothing, so the labels become one-hot here.
+  """
+
+  def __init__(self, from_logits, label_smoothing, reduction=tf.keras.losses.Reduction.AUTO,
+               name="smoothed_sparse_crossentropy"):
+    super().__init__(reduction=reduction, name=name)
+    self.from_logits, self.label_smoothing = from_logits, label_smoothing
+
+  def call(self, y_true, y_pred):
+    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+    one_hot = tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
+    return tf.keras.losses.categorical_crossentropy(
+        one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+
+  def get_config(self):
+    return {**super().get_config(), "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing}
+
+
+def loss(name, reduction=tf.keras.losses.Reduction.AUTO, label_smoothing=0.0):
+  """Sparse cross-entropy that reads model `name`'s outputs right: logits or probabilities;
+  with `label_smoothing` (train.label_smoothing), against smoothed targets."""
+  if label_smoothing:
+    return SmoothedSparseCrossentropy(REGISTRY[name].logits, label_smoothing, reduction)
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=REGISTRY[name].logits,
                                                        reduction=reduction)
 
 
-def compile_classifier(model, name, optimizer, **compile_kwargs):
+def compile_classifier(model, name, optimizer, label_smoothing=0.0, **compile_kwargs):
   """Compiles registered model `name` with its loss and the accuracy metric every run logs."""
-  model.compile(optimizer=optimizer, loss=loss(name),
+  model.compile(optimizer=optimizer, loss=loss(name, label_smoothing=label_smoothing),
                 metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 **compile_kwargs)
   return model
