@@ -80,7 +80,8 @@ def evaluate(workdir_root: str, split: Optional[str] = None, which: str = "lates
   logging.info("Evaluating %s (%s) on %s split %r.", path, config.model.name, info.name, split)
   with precision.policy(config.precision):
     model = _restored_model(config, info, path)
-    loss, accuracy = model.evaluate(datasets.eval, verbose=0)
+    results = model.evaluate(datasets.eval, verbose=0, return_dict=True)
+    loss, accuracy = results["loss"], results["accuracy"]
     predicted = np.argmax(model.predict(datasets.eval, verbose=0), axis=-1)
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
   return _write(workdir.evaluation(split), info, split, path, labels, predicted,

@@ -88,6 +88,7 @@ class Outcome(typing.NamedTuple):
   test_accuracy: float
   predicted_classes: np.ndarray
   parameters: int
+  test_top5_accuracy: typing.Optional[float] = None  # with models.TOP5_MIN_CLASSES classes
 
 
 def _keras_trainer(train_fn):
@@ -97,7 +98,8 @@ def _keras_trainer(train_fn):
     with precision.policy(run.config.precision):
       model = build_and_compile(run.config, run.datasets.info, run.strategy)
       train_fn(run._replace(model=model))
-      test_loss, test_accuracy = model.evaluate(run.datasets.eval, verbose=0)
+      results = model.evaluate(run.datasets.eval, verbose=0, return_dict=True)
+      test_loss, test_accuracy = results["loss"], results["accuracy"]
       # argmax is the same on logits and on probabilities.
       classes = np.argmax(model.predict(run.datasets.eval, verbose=0), axis=-1)
       # Equal on every worker of a healthy multi-worker job; a quick check for users too.
@@ -106,7 +108,9 @@ def _keras_trainer(train_fn):
         serving.export_keras(model, run.datasets.info, export_dir,
                              serving.Card.from_config(run.config, float(test_accuracy)),
                              logits=models.REGISTRY[run.config.model.name].logits)
-    return Outcome(float(test_loss), float(test_accuracy), classes, model.count_params())
+    top5 = results.get("top5_accuracy")
+    return Outcome(float(test_loss), float(test_accuracy), classes, model.count_params(),
+                   None if top5 is None else float(top5))
 
   return trainer
 
@@ -252,6 +256,8 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
       "status": "completed",
       "test_accuracy": outcome.test_accuracy,
       "test_loss": outcome.test_loss,
+      **({"test_top5_accuracy": outcome.test_top5_accuracy}
+         if outcome.test_top5_accuracy is not None else {}),
       "parameters": outcome.parameters,
       "history": history.history,
       "train_seconds": sum(h["seconds"] for h in history.history),

@@ -35,6 +35,19 @@ def _step(optimizer, model, gradient_of):
   return before, {v.name: v.numpy() for v in model.trainable_variables}
 
 
+def _exported_predictions(config, workdir):
+  """(probabilities, labels) of the run's evaluation split, by its export (a fresh load)."""
+  exported = tf.saved_model.load(os.path.join(workdir, "export"))
+  datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+  probabilities, labels = [], []
+  for images, batch_labels in datasets.eval:
+    pixels = tf.cast(tf.round(images * 255), tf.uint8)
+    probabilities.append(exported.signatures["serving_default"](images=pixels)
+                         ["probabilities"].numpy())
+    labels.append(batch_labels.numpy())
+  return np.concatenate(probabilities), np.concatenate(labels)
+
+
 class RecipeTest(parameterized.TestCase):
 
   @parameterized.parameters("sgd", "adam")
@@ -103,21 +116,26 @@ class RecipeTest(parameterized.TestCase):
                                   model__name="mlp", train__label_smoothing=0.3)
     workdir = self.create_tempdir().full_path
     metrics = training.train_and_evaluate(config, workdir)
+    self.assertNotIn("test_top5_accuracy", metrics)  # 10 classes: top-1 only
     # The test loss the trainer reports is the smoothed cross-entropy of its predictions.
-    exported = tf.saved_model.load(os.path.join(workdir, "export"))
-    datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
-    probabilities, labels = [], []
-    for images, batch_labels in datasets.eval:
-      pixels = tf.cast(tf.round(images * 255), tf.uint8)
-      probabilities.append(exported.signatures["serving_default"](images=pixels)
-                           ["probabilities"].numpy())
-      labels.append(batch_labels.numpy())
-    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
+    probabilities, labels = _exported_predictions(config, workdir)
     targets = np.full(probabilities.shape, 0.03) + 0.7 * np.eye(10)[labels]
     smoothed = np.mean(-np.sum(targets * np.log(probabilities), axis=1))
     plain = np.mean(-np.log(probabilities[np.arange(len(labels)), labels]))
     self.assertAlmostEqual(metrics["test_loss"], smoothed, delta=1e-3)
     self.assertGreater(abs(plain - smoothed), 0.01)
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_top5_accuracy_is_reported_from_20_classes_on(self, trainer):
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar100",
+                                  trainer=trainer, model__name="mlp")
+    workdir = self.create_tempdir().full_path
+    metrics = training.train_and_evaluate(config, workdir)
+    probabilities, labels = _exported_predictions(config, workdir)
+    top5 = np.argsort(-probabilities, axis=1)[:, :5]
+    expected = np.mean([label in best for label, best in zip(labels, top5)])
+    self.assertAlmostEqual(metrics["test_top5_accuracy"], expected, places=5)
+    self.assertGreaterEqual(metrics["test_top5_accuracy"], metrics["test_accuracy"])
 
   @parameterized.parameters(("weight_decay", 1.5, "weight_decay must be in"),
                             ("clip_global_norm", 0.0, "clip_global_norm must be in"),

@@ -157,11 +157,18 @@ def loss(name, reduction=tf.keras.losses.Reduction.AUTO, label_smoothing=0.0):
                                                        reduction=reduction)
 
 
+# From this many classes on, runs also report top-5 accuracy (ImageNet's second number).
+TOP5_MIN_CLASSES = 20
+
+
 def compile_classifier(model, name, optimizer, label_smoothing=0.0, **compile_kwargs):
-  """Compiles registered model `name` with its loss and the accuracy metric every run logs."""
+  """Compiles registered model `name` with its loss and the accuracy metric every run logs
+  (and top-5 accuracy with TOP5_MIN_CLASSES classes or more)."""
+  metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+  if model.output_shape[-1] >= TOP5_MIN_CLASSES:
+    metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
   model.compile(optimizer=optimizer, loss=loss(name, label_smoothing=label_smoothing),
-                metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                **compile_kwargs)
+                metrics=metrics, **compile_kwargs)
   return model
 
 
