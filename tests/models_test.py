@@ -108,7 +108,7 @@ class ApplicationsTest(parameterized.TestCase):
     self.assertEqual((2, 3), out.shape)
     np.testing.assert_allclose(np.sum(out, axis=-1), 1.0, rtol=1e-5)
 
-  @parameterized.parameters("resnet50", "mobilenet_v3_large")  # one of each input mode kind
+  @parameterized.parameters("mobilenet_v2")  # the cheapest; the others share the head
   def test_trains_a_step(self, name):
     model, images = self._grey_model_and_images(name)
     model.compile("adam", models.loss(name))
@@ -123,9 +123,9 @@ class ApplicationsTest(parameterized.TestCase):
                                 r"\d+x\d+; got .*dataset.image_size=224"):
       models.build_model(name, (size, size, 3), 10)
 
-  @parameterized.parameters(("resnet50", "ResNet50"), ("mobilenet_v2", "MobileNetV2"))
+  @parameterized.parameters(("resnet50", "ResNet50"))
   def test_with_a_1000_class_head_it_has_keras_own_parameter_count(self, name, keras_name):
-    # ResNet-50: 25,636,712 (Keras Applications' table: 25.6 M); MobileNetV2: 3,538,984.
+    # ResNet-50: 25,636,712 (Keras Applications' table: 25.6 M).
     reference = getattr(tf.keras.applications, keras_name)(weights=None)
     ours = models.build_model(name, (224, 224, 3), 1000)
     self.assertEqual(reference.count_params(), ours.count_params())
