@@ -54,7 +54,8 @@ def _restored_model(config, info, path):
   model = models.build_from_config(config.model, info.image_shape, info.num_classes)
   # An optimizer only because compile wants one; evaluation never steps it.
   models.compile_classifier(model, config.model.name, optimizers.build_optimizer(
-      config.train.optimizer, steps=1), label_smoothing=config.train.label_smoothing)
+      config.train.optimizer, steps=1), num_classes=info.num_classes,
+      label_smoothing=config.train.label_smoothing)
   status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
   model(tf.zeros([1, *info.image_shape]), training=False)  # creates (and so restores) weights
   try:

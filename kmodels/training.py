@@ -28,7 +28,7 @@ def build_and_compile(config, info, strategy):
         optimizers.build_optimizer(config.train.optimizer,
                                    optimizers.total_steps(config.train, info),
                                    config.train.batch_size),
-        label_smoothing=config.train.label_smoothing,
+        num_classes=info.num_classes, label_smoothing=config.train.label_smoothing,
         steps_per_execution=config.train.steps_per_execution,
         # The custom loop compiles its own step; Keras' evaluate/predict stay as they are.
         jit_compile=config.xla and config.trainer == "fit")

@@ -161,11 +161,13 @@ def loss(name, reduction=tf.keras.losses.Reduction.AUTO, label_smoothing=0.0):
 TOP5_MIN_CLASSES = 20
 
 
-def compile_classifier(model, name, optimizer, label_smoothing=0.0, **compile_kwargs):
+def compile_classifier(model, name, optimizer, num_classes=None, label_smoothing=0.0,
+                       **compile_kwargs):
   """Compiles registered model `name` with its loss and the accuracy metric every run logs
-  (and top-5 accuracy with TOP5_MIN_CLASSES classes or more)."""
+  (and top-5 accuracy when `num_classes` is TOP5_MIN_CLASSES or more; a subclassed model
+  knows its output size only once called)."""
   metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-  if model.output_shape[-1] >= TOP5_MIN_CLASSES:
+  if num_classes and num_classes >= TOP5_MIN_CLASSES:
     metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
   model.compile(optimizer=optimizer, loss=loss(name, label_smoothing=label_smoothing),
                 metrics=metrics, **compile_kwargs)
