@@ -108,8 +108,8 @@ class ApplicationsTest(parameterized.TestCase):
     self.assertEqual((2, 3), out.shape)
     np.testing.assert_allclose(np.sum(out, axis=-1), 1.0, rtol=1e-5)
 
-  @parameterized.parameters("mobilenet_v2")  # the cheapest; the others share the head
-  def test_trains_a_step(self, name):
+  def test_trains_a_step(self):
+    name = "mobilenet_v2"  # the cheapest; the others share the head
     model, images = self._grey_model_and_images(name)
     model.compile("adam", models.loss(name))
     head = model.get_layer("predictions").kernel.numpy().copy()
