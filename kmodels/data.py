@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import augmentation, cpus, data_service, images, preparation, sources
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 from kmodels.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an element holds)
 
 DatasetInfo = sources.DatasetInfo
@@ -52,7 +52,7 @@ def explain_read_error(error, dataset_config, info):
   if preparation.is_damaged_dataset_error(error):
     if dataset_config.name == sources.IMAGE_FOLDER:
       return UserError(f"The image records in {dataset_config.image_dir} are damaged "
-                       f"({str(error).strip().splitlines()[0][:200]}). Write them again with "
+                       f"({first_line(error)}). Write them again with "
                        "launch.prepare_data --dataset=image_folder. Checkpoints are kept.")
     return preparation.damaged_dataset_error(dataset_config, error)
   if _is_label_range_error(error):

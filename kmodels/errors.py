@@ -1,6 +1,13 @@
 """The exceptions that end a run with a message instead of a traceback."""
 
 
+def first_line(error, limit=200):
+  """The first line of an exception's message, at most `limit` characters ("" if none):
+  what a one-line error quotes of the library error behind it."""
+  text = str(error).strip()
+  return text.splitlines()[0][:limit] if text else ""
+
+
 class UserError(Exception):
   """A problem in the user's input, with a message that says what to do about it.
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import evaluation, models, serving, storage, trainers
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 from kmodels.workdir import Workdir
 
 # Activation ops a DNNClassifier's hidden layer may hold -> the tf.nn function.
@@ -208,7 +208,7 @@ class KerasSource(Source):
       try:
         status.assert_existing_objects_matched()
       except AssertionError as e:
-        raise self._not_this_model(str(e).splitlines()[0][:200]) from e
+        raise self._not_this_model(first_line(e)) from e
       return model
     missing = [w.name.split(":")[0] for w in model.weights
                if w.name.split(":")[0] not in names]
@@ -231,9 +231,8 @@ class KerasSource(Source):
         return tf.keras.models.model_from_json(storage.read_text(self.model_file))
       return tf.keras.models.load_model(self.model_file, compile=False)
     except Exception as e:  # pylint: disable=broad-except  (as serving.load_export)
-      said = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
       raise UserError(f"The Keras model {self.model_file} cannot be read: it is damaged or "
-                      f"not a Keras model ({type(e).__name__}: {said}). Pass --keras_model "
+                      f"not a Keras model ({type(e).__name__}: {first_line(e)}). Pass --keras_model "
                       "with the model model_to_estimator was given.") from e
 
   def estimator(self, model_dir):

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import data, models, optimizers, precision, reporting, storage, trainers
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 from kmodels.workdir import Workdir
 
 CHECKPOINTS = ("latest", "best")
@@ -62,7 +62,7 @@ def _restored_model(config, info, path):
     status.assert_existing_objects_matched()
   except AssertionError as e:
     raise UserError(f"Checkpoint {path} does not fit the model of this run's config.json "
-                    f"({config.model.name}): {str(e).splitlines()[0][:300]}") from e
+                    f"({config.model.name}): {first_line(e, 300)}") from e
   return model
 
 

@@ -29,7 +29,7 @@ from absl import logging
 import tensorflow as tf
 
 from kmodels import distribute, storage
-from kmodels.errors import Preempted, TrainingDiverged, UserError
+from kmodels.errors import Preempted, TrainingDiverged, UserError, first_line
 
 # Checkpoints kept for resuming: the newest, and one to fall back to if it is unreadable.
 KEEP_CHECKPOINTS = 2
@@ -243,11 +243,11 @@ def _is_readable(path):
       _read_every_tensor(path)
       return True, None
     except _DAMAGED as e:
-      return False, str(e).strip().splitlines()[0][:200] if str(e).strip() else repr(e)
+      return False, first_line(e) or repr(e)
     except Exception as e:  # pylint: disable=broad-except  (transient: retried, then raised)
       error = e
       logging.warning("Reading checkpoint %s failed (%s: %s); attempt %d of %d.", path,
-                      type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
+                      type(e).__name__, first_line(e),
                       attempt + 1, TRANSIENT_READ_ATTEMPTS)
       time.sleep(2 ** attempt)
   raise UserError(f"Could not read checkpoint {path}: {type(error).__name__}: {error}. This "

@@ -21,6 +21,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from kmodels.errors import first_line
+
 # Formats tf.io.decode_image reads (PIL's names for them).
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -186,7 +188,7 @@ def _read_header(data):
     return ("not an image kmodels can read (no JPEG, PNG, GIF or BMP header it can "
             "parse: not an image, or a damaged one)")
   except (OSError, ValueError, SyntaxError, EOFError) as e:
-    return f"not an image kmodels can read ({type(e).__name__}: {_first_line(e)})"
+    return f"not an image kmodels can read ({type(e).__name__}: {first_line(e)})"
   finally:
     Image.MAX_IMAGE_PIXELS = saved
 
@@ -205,11 +207,6 @@ def _ends_whole(kind, tail, size_bytes, head):
   return True
 
 
-def _first_line(error):
-  text = str(error).strip()
-  return text.splitlines()[0][:200] if text else ""
-
-
 def check_file(path, max_pixels, size_bytes=None) -> Tuple[Optional[str], int]:
   """check_header of the file at `path` (local or gs://); unreadable files say so."""
 
@@ -222,4 +219,4 @@ def check_file(path, max_pixels, size_bytes=None) -> Tuple[Optional[str], int]:
     size_bytes = tf.io.gfile.stat(path).length if size_bytes is None else size_bytes
     return check_header(read, size_bytes, max_pixels)
   except (OSError, tf.errors.OpError) as e:
-    return f"could not be read ({type(e).__name__}: {_first_line(e)})", 0
+    return f"could not be read ({type(e).__name__}: {first_line(e)})", 0

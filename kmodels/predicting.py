@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import data, images, serving, storage
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 
 BATCH = 256
 PROGRESS_EVERY = 1000  # images between progress lines
@@ -108,7 +108,7 @@ def read_image(path, image_shape, max_pixels):
       image.load()
   except (UnidentifiedImageError, OSError, tf.errors.OpError) as e:
     raise ValueError(f"{path}: not an image this can read ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+                     f"{first_line(e)})") from e
   before = f"{image.width}x{image.height} {image.mode}"
   mode = "L" if channels == 1 else "RGB"
   converted = image.convert(mode) if image.mode != mode else image

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from kmodels import netcheck, storage
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 
 TESTED_DATASETS = ("fashion_mnist", "mnist", "cifar10")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -170,7 +170,7 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
     # (an empty image file: "cannot reshape array of size 0 ...").
     raise UserError(
         f"The files in {archive_dir} have the names {name!r} needs but could not be read "
-        f"as its archives ({type(e).__name__}: {str(e).splitlines()[0][:200]}). They are "
+        f"as its archives ({type(e).__name__}: {first_line(e)}). They are "
         "damaged or not the original downloads: fetch them again "
         f"({_archives_wanted(builder)}) and rerun. Nothing was written to the data_dir that "
         "a training run would read (tfds prepares into a temporary directory).") from e
@@ -196,7 +196,7 @@ def is_damaged_dataset_error(error):
 def damaged_dataset_error(dataset_config, error):
   """The UserError for a prepared dataset whose files fail to read (tf DataLossError)."""
   builder = get_builder(dataset_config.name, dataset_config.data_dir)
-  detail = str(error).strip().splitlines()[0][:200]
+  detail = first_line(error)
   return UserError(
       f"The prepared {builder.name!r} dataset in {builder.data_dir} is damaged: {detail}. "
       "(A truncated copy, or a disk that filled up while it was prepared.) Delete that "

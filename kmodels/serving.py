@@ -23,7 +23,7 @@ import tensorflow as tf
 
 import kmodels
 from kmodels import data, images, reporting, storage
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 
 SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
 MODEL_CARD = "model_card.json"
@@ -152,8 +152,7 @@ def load_export(export_dir):
   try:
     return tf.saved_model.load(export_dir)
   except Exception as e:  # pylint: disable=broad-except  (see the docstring)
-    said = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     raise UserError(f"The SavedModel in {export_dir} cannot be loaded: it is damaged or "
-                    f"incomplete ({type(e).__name__}: {said}). Export it again: re-run the "
+                    f"incomplete ({type(e).__name__}: {first_line(e)}). Export it again: re-run the "
                     "run's launch.train command (its checkpoints are kept), or copy the "
                     "export/ directory again.") from e

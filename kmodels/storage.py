@@ -23,7 +23,7 @@ import uuid
 from absl import logging
 import tensorflow as tf
 
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 
 
 def has_scheme(path: str) -> bool:
@@ -184,8 +184,7 @@ def check_reachable(url: str, what: str) -> None:
 
 
 def _unreachable(url, what, error, seconds):
-  reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(
-      error).__name__
+  reason = first_line(error, 300) or type(error).__name__
   hints = []
   if isinstance(error, (tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError)):
     hints.append("no credentials with access: run `gcloud auth application-default login` "

@@ -22,7 +22,7 @@ import typing
 
 import tensorflow as tf
 
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 
 layers = tf.keras.layers
 
@@ -125,7 +125,7 @@ def _what_the_file_holds(local_path):
       names = [n.decode() if isinstance(n, bytes) else n
                for n in group.attrs.get("layer_names", [])]
   except (OSError, KeyError, ValueError) as e:
-    return f"not a Keras weights file ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return f"not a Keras weights file ({type(e).__name__}: {first_line(e, 120)})"
   with_weights = [n for n in names if n]
   if not with_weights:
     return "no layers"
@@ -157,7 +157,7 @@ def load_backbone_weights(model, name, path):
         f"{tuple(backbone.input_shape[1:])}: the file holds "
         f"{_what_the_file_holds(local)}; {ARCHITECTURES[name].keras_name} without its top "
         f"has {expected} layers with weights ({type(e).__name__}: "
-        f"{str(e).splitlines()[0][:200]}). " + imagenet_weights_help(name)) from e
+        f"{first_line(e)}). " + imagenet_weights_help(name)) from e
   finally:
     if temporary:
       os.remove(temporary)
