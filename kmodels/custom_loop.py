@@ -87,14 +87,19 @@ def make_train_step(model, optimizer, loss_fn, global_batch_size, metrics, jit_c
   return train_step
 
 
+def _per_example_loss(config):
+  """The run's loss per example (averaged over the global batch by the step itself)."""
+  return models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE,
+                     label_smoothing=config.train.label_smoothing)
+
+
 def make_train_steps(model, strategy, config):
   """`train_steps(iterator, steps)`: a tf.function running `steps` distributed train steps.
 
   Returns it with the metrics it updates. `model` must be compiled (its optimizer is used).
   """
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
-  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE,
-                        label_smoothing=config.train.label_smoothing)
+  loss_fn = _per_example_loss(config)
   with strategy.scope():
     metrics = _Metrics()
     _build_optimizer_variables(optimizer, model)
@@ -218,8 +223,7 @@ def train(run):
   """
   config, model, strategy = run.config, run.model, run.strategy
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
-  loss_fn = models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE,
-                        label_smoothing=config.train.label_smoothing)
+  loss_fn = _per_example_loss(config)
   train_steps, metrics = make_train_steps(model, strategy, config)
   evaluate = make_evaluate(model, loss_fn, metrics, strategy)
   eval_dataset = strategy.experimental_distribute_dataset(run.datasets.eval)

@@ -27,13 +27,16 @@ from kmodels.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an elemen
 DatasetInfo = sources.DatasetInfo
 
 
-class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info"])):
+class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info",
+                                                   "make_decoded_train"])):
   """The pipelines of one run.
 
   make_train(input_context, start_step=0) builds the training pipeline of one input
   pipeline (one per worker): its own shard of the examples, batched per replica, from
   training step `start_step` on (a resumed run sees the batches an uninterrupted run would
   have seen). `eval` is one pass over the evaluation split in global batches.
+  make_decoded_train() decodes the same training images and does nothing else (see
+  _decoded_training_images).
   """
 
   @property
@@ -322,14 +325,13 @@ def cache_decision(dataset_config, decoded_bytes, what):
   return fits
 
 
-def decoded_training_images(dataset_config: ml_collections.ConfigDict, seed: int):
+def _decoded_training_images(source):
   """Every training image decoded at its own size, and nothing else, repeated.
 
   What no input pipeline over these files can outrun on the same CPUs: `launch.benchmark
   --input_only` measures the pipeline against it. Files are read and decoded with the
   pipeline's parallelism; no crop, resize, batch or cache.
   """
-  source = sources.open_source(dataset_config, seed)
   if source.kind == PIXELS:
     raise UserError(f"{source.info.name} holds decoded pixels; --input_only measures "
                     "decoding, so it needs encoded images: an image folder "
@@ -361,9 +363,9 @@ def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) 
     seed: seeds file shuffling, the shuffle buffer, crops, augmentation and synthetic data.
 
   Returns:
-    Datasets(make_train, eval, info): the training pipeline repeats forever with static
-    batch shapes; `eval` is one pass over the evaluation split; images are float32 in
-    [0, 1], of info.image_shape.
+    Datasets(make_train, eval, info, make_decoded_train): the training pipeline repeats
+    forever with static batch shapes; `eval` is one pass over the evaluation split; images
+    are float32 in [0, 1], of info.image_shape.
   """
   source = sources.open_source(dataset_config, seed)
   info = source.info
@@ -371,4 +373,5 @@ def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) 
     raise UserError(f"train.batch_size {batch_size} is larger than the {info.train_examples} "
                     f"examples of {info.name!r} split {dataset_config.train_split!r}.")
   make_train = functools.partial(_train_pipeline, source, dataset_config, batch_size, seed)
-  return Datasets(make_train, _eval_pipeline(source, dataset_config, batch_size), info)
+  return Datasets(make_train, _eval_pipeline(source, dataset_config, batch_size), info,
+                  functools.partial(_decoded_training_images, source))

@@ -40,9 +40,8 @@ def parse_address(service):
 _PROBE_SECONDS = 10
 
 
-def check_dispatcher(service):
-  """A UserError unless something listens at the dispatcher address `service`."""
-  _, address = parse_address(service)
+def _check_dispatcher(service, address):
+  """A UserError unless something listens at the dispatcher's host:port `address`."""
   host, port = address.rsplit(":", 1)
   if not netcheck.reachable(host, int(port), _PROBE_SECONDS):
     raise UserError(f"No tf.data service dispatcher answers at {service} (dataset.service) "
@@ -51,13 +50,13 @@ def check_dispatcher(service):
                     "or fix the address.")
 
 
-def distribute(ds, service, job_name=None):
+def distribute(ds, service):
   """`ds` read from the tf.data service at `service`, each example once per epoch."""
-  check_dispatcher(service)
   protocol, address = parse_address(service)
+  _check_dispatcher(service, address)
   return ds.apply(tf.data.experimental.service.distribute(
       processing_mode=tf.data.experimental.service.ShardingPolicy.HINT,
-      service=f"{protocol}://{address}", job_name=job_name))
+      service=f"{protocol}://{address}"))
 
 
 def dispatcher(port, work_dir=None, worker_addresses=None):
