@@ -17,7 +17,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import testutil
-from tests.image_folder_test import _png_declaring
 from kmodels import data, predicting, sources
 from kmodels.errors import UserError
 
@@ -95,7 +94,7 @@ class UndecodableImagesTest(absltest.TestCase):
   @_SETTINGS
   def test_a_decompression_bomb_is_refused_by_its_header_and_the_rest_predicted(
       self, width, height):
-    bomb = self._write("bomb.png", _png_declaring(width, height))
+    bomb = self._write("bomb.png", testutil.png_declaring(width, height))
     with self.assertLogs(level="ERROR") as logs:
       sources_read, pixels = predicting.read_images([self.directory], (2, 2, 3), 1_000_000)
     self.assertEqual([self.good], sources_read)
@@ -108,7 +107,7 @@ class UndecodableImagesTest(absltest.TestCase):
       whole = f.read()
     os.remove(self.good)
     bad = {"cut.png": whole[:-12], "empty.jpg": b"", "noise.gif": os.urandom(300),
-           "bomb.png": _png_declaring(30_000, 30_000)}
+           "bomb.png": testutil.png_declaring(30_000, 30_000)}
     for name, payload in bad.items():
       self._write(name, payload)
     Image.new("RGB", (4, 4)).save(os.path.join(self.directory, "photo.tiff"))

@@ -69,9 +69,8 @@ class BenchmarkTest(absltest.TestCase):
     image_dir, workdir = self.create_tempdir().full_path, self.create_tempdir().full_path
     testutil.write_image_folder(image_dir, per_class=12)
     proc = testutil.run_launcher(
-        "benchmark", "--input_only", "--config=configs/base.py", f"--workdir={workdir}",
-        "--config.dataset.name=image_folder", f"--config.dataset.image_dir={image_dir}",
-        "--config.dataset.image_size=16", "--config.dataset.cache=none",
+        "benchmark", "--input_only", *testutil.image_folder_flags(image_dir),
+        f"--workdir={workdir}", "--config.dataset.cache=none",
         "--config.train.batch_size=8", "--pipeline_batches=10")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "benchmark.json")) as f:

@@ -68,8 +68,7 @@ class DataServiceTest(absltest.TestCase):
   def test_a_job_trains_on_batches_the_two_workers_made(self):
     workdir = self.create_tempdir().full_path
     proc = testutil.run_launcher(
-        "train", "--config=configs/base.py", "--config.dataset.name=image_folder",
-        f"--config.dataset.image_dir={self.image_dir}", "--config.dataset.image_size=16",
+        "train", *testutil.image_folder_flags(self.image_dir),
         "--config.model.name=mlp", "--config.train.batch_size=8", "--config.train.epochs=2",
         "--config.precision=float32", f"--config.dataset.service={self.service}",
         f"--workdir={workdir}")
@@ -87,8 +86,7 @@ class DataServiceTest(absltest.TestCase):
                     "grpc://:5050", "grpc://host:5050/path"):
       with self.subTest(service=service):
         proc = testutil.run_launcher(
-            "train", "--config=configs/base.py", "--config.dataset.name=image_folder",
-            f"--config.dataset.image_dir={self.image_dir}", "--config.dataset.image_size=16",
+            "train", *testutil.image_folder_flags(self.image_dir),
             f"--config.dataset.service={service}",
             f"--workdir={self.create_tempdir().full_path}")
         testutil.assert_user_error(self, proc, "not a tf.data service dispatcher address",
@@ -97,8 +95,7 @@ class DataServiceTest(absltest.TestCase):
   def test_a_dispatcher_address_where_nothing_listens_is_exit_2_not_a_hang(self):
     closed_port = testutil.free_ports(1)[0]
     proc = testutil.run_launcher(
-        "train", "--config=configs/base.py", "--config.dataset.name=image_folder",
-        f"--config.dataset.image_dir={self.image_dir}", "--config.dataset.image_size=16",
+        "train", *testutil.image_folder_flags(self.image_dir),
         "--config.model.name=mlp", "--config.train.batch_size=8",
         f"--config.dataset.service=grpc://localhost:{closed_port}",
         f"--workdir={self.create_tempdir().full_path}", timeout=120)

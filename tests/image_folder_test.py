@@ -7,7 +7,6 @@ real training run whose export is read back with tf.saved_model.load.
 import io
 import os
 import struct
-import zlib
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -36,19 +35,6 @@ def _check(data_bytes, max_pixels=_LIMIT):
   return images.check_header(
       lambda offset, length: data_bytes[offset:None if length is None else offset + length],
       len(data_bytes), max_pixels)[0]
-
-
-def _png_chunk(kind, payload):
-  body = kind + payload
-  return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-
-def _png_declaring(width, height):
-  """A small, well-formed PNG whose header declares width x height: a decompression bomb
-  (its compressed rows would inflate to width x height x 3 bytes)."""
-  header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-  return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) +
-          _png_chunk(b"IDAT", zlib.compress(bytes(100_000), 9)) + _png_chunk(b"IEND", b""))
 
 
 _pixels = st.builds(
@@ -83,7 +69,7 @@ class BadFileClassesTest(parameterized.TestCase):
   def test_a_header_declaring_more_pixels_than_the_limit_is_refused_before_decoding(
       self, width, height):
     hypothesis.assume(width * height > _LIMIT)
-    problem = _check(_png_declaring(width, height))
+    problem = _check(testutil.png_declaring(width, height))
     self.assertIn(f"declares {width}x{height}", problem)
     self.assertIn("dataset.max_image_pixels", problem)
 
@@ -260,8 +246,7 @@ class FolderLayoutTest(parameterized.TestCase):
   def test_the_launcher_ends_a_layout_error_with_exit_2_and_one_line(self):
     root = self._layout(["train/a/1.png", "train/b/"])
     proc = testutil.run_launcher(
-        "train", "--config=configs/base.py", "--config.dataset.name=image_folder",
-        f"--config.dataset.image_dir={root}", "--config.dataset.image_size=8",
+        "train", *testutil.image_folder_flags(root, image_size=8),
         f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "holds no images")
 

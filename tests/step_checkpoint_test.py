@@ -26,10 +26,8 @@ _CHECKPOINTED = re.compile(r"Checkpointed step (\d+)")
 
 
 def _flags(image_dir, trainer):
-  return ("--config=configs/base.py", "--config.dataset.name=image_folder",
-          f"--config.dataset.image_dir={image_dir}", "--config.dataset.image_size=16",
-          "--config.dataset.cache=none", "--config.model.name=mlp",
-          "--config.train.batch_size=8", f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}",
+  return (*testutil.image_folder_flags(image_dir), "--config.dataset.cache=none",
+          "--config.model.name=mlp", "--config.train.batch_size=8", f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}",
           "--config.train.epochs=2", f"--config.train.checkpoint_every_steps={_EVERY}",
           "--config.train.deterministic=True", "--config.precision=float32",
           f"--config.trainer={trainer}")

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 import numpy as np
@@ -278,6 +280,25 @@ def write_image_folder(root, per_class=24, classes=3, seed=0):
         examples.append((pixels, label))
     image_folder.write_images(examples, root, split, names, mixed=True, seed=seed)
   return names
+
+
+def _png_chunk(kind, payload):
+  body = kind + payload
+  return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def png_declaring(width, height):
+  """A small, well-formed PNG whose header declares width x height: a decompression bomb
+  (its compressed rows would inflate to width x height x 3 bytes)."""
+  header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) +
+          _png_chunk(b"IDAT", zlib.compress(bytes(100_000), 9)) + _png_chunk(b"IEND", b""))
+
+
+def image_folder_flags(image_dir, image_size=16):
+  """launch.train/benchmark flags for the base config on the image folder `image_dir`."""
+  return ("--config=configs/base.py", "--config.dataset.name=image_folder",
+          f"--config.dataset.image_dir={image_dir}", f"--config.dataset.image_size={image_size}")
 
 
 def read_text(path):
