@@ -21,7 +21,7 @@ from absl import flags
 from absl import logging
 
 from kmodels import data_service
-from kmodels.errors import UserError
+from kmodels.errors import UserError, first_line
 from launch import common
 
 _DISPATCHER = flags.DEFINE_bool("dispatcher", False, "Start the dispatcher.")
@@ -43,6 +43,16 @@ flags.mark_flag_as_required("port")
 def _start():
   if _DISPATCHER.value == _WORKER.value:
     raise UserError("Pass exactly one of --dispatcher and --worker.")
+  if not 0 < _PORT.value < 65536:
+    raise UserError(f"--port={_PORT.value} is not a TCP port (1-65535).")
+  try:
+    return _start_server()
+  except RuntimeError as e:  # gRPC's own refusal: the port is taken or not ours to bind
+    raise UserError(f"Could not serve on port {_PORT.value} ({first_line(e)}): another "
+                    "process may hold it; pick another --port.") from e
+
+
+def _start_server():
   if _DISPATCHER.value:
     if not _WORKER_ADDRESSES.value:
       raise UserError("--dispatcher needs --worker_addresses=HOST:PORT,... (every worker, "

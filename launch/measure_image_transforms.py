@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from configs import base
 from kmodels import cpus, images, storage
+from kmodels.errors import UserError
 from launch import common
 
 _IMAGE_DIR = flags.DEFINE_string("image_dir", None, "DIR/<split>/<class>/*.jpg")
@@ -64,9 +65,11 @@ def _stages(size, crop):
 
 def main(argv):
   common.start(argv)
-  files = sorted(tf.io.gfile.glob(storage.join(_IMAGE_DIR.value, "*", "*", "*.jpg")))
-  if not files:
-    raise app.UsageError(f"no {_IMAGE_DIR.value}/<split>/<class>/*.jpg files")
+  with common.user_errors_exit():
+    files = sorted(tf.io.gfile.glob(storage.join(_IMAGE_DIR.value, "*", "*", "*.jpg")))
+    if not files:
+      raise UserError(f"--image_dir={_IMAGE_DIR.value} holds no <split>/<class>/*.jpg "
+                      "files (write some with launch.write_image_folder --photo_size=...).")
   crop = ml_collections.ConfigDict(base.get_config().dataset.crop)
   print(f"{len(files)} JPEGs, {cpus.usable_cpus()} threads, {_SIZE.value} px")
   for name, transform in _stages(_SIZE.value, crop).items():

@@ -31,13 +31,17 @@ _TEST = flags.DEFINE_integer("test_examples", 500, "Images of the test split to 
 flags.mark_flags_as_required(["out"])
 
 
+_MAX_PHOTO_SIDE = 8192  # as dataset.image_size's bound (validation.MAX_IMAGE_SIZE)
+
+
 def _parse_size(text):
   try:
     width, height = (int(n) for n in text.lower().split("x"))
   except ValueError:
     width = height = 0
-  if width <= 0 or height <= 0:
-    raise kmodels.UserError(f"--photo_size={text!r}: give WIDTHxHEIGHT, e.g. 500x375.")
+  if not (0 < width <= _MAX_PHOTO_SIDE and 0 < height <= _MAX_PHOTO_SIDE):
+    raise kmodels.UserError(f"--photo_size={text!r}: give WIDTHxHEIGHT, each 1-"
+                            f"{_MAX_PHOTO_SIDE}, e.g. 500x375.")
   return width, height
 
 

@@ -105,7 +105,9 @@ class DataServiceTest(absltest.TestCase):
   def test_a_data_service_launcher_without_its_partner_addresses_says_what_it_needs(self):
     for args, needs in ((["--dispatcher", "--port=1"], "--worker_addresses"),
                         (["--worker", "--port=1"], "--dispatcher_address"),
-                        (["--port=1"], "exactly one of --dispatcher and --worker")):
+                        (["--port=1"], "exactly one of --dispatcher and --worker"),
+                        (["--worker", "--port=70000", "--dispatcher_address=localhost:1"],
+                         "--port=70000 is not a TCP port")):
       with self.subTest(args=args):
         testutil.assert_user_error(self, testutil.run_launcher("data_service", *args), needs)
 
