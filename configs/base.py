@@ -21,6 +21,10 @@ def get_config():
   # ImageNet architectures only: a Keras Applications "notop" .h5 backbone file (local or
   # gs://) to start from; never downloaded at run time.
   config.model.weights = config_dict.placeholder(str)
+  # Fine-tuning (ImageNet architectures, trainer fit): train only the new head for this
+  # many epochs (the backbone frozen, its BatchNorm in inference mode), then the whole
+  # model at learning rate x train.optimizer.finetune_lr_factor.
+  config.model.freeze_backbone_epochs = 0
 
   config.dataset = ml_collections.ConfigDict()
   # a tfds name (fashion_mnist, cifar10, tf_flowers, imagenet2012, ...) or image_folder
@@ -66,6 +70,8 @@ def get_config():
   # Bit-identical reruns (tf.config.experimental.enable_op_determinism); cost: README.
   config.train.deterministic = False
   config.train.label_smoothing = 0.0  # targets (1 - e) on the label + e / classes on each
+  # BatchNorm statistics over the global batch instead of each replica's share
+  config.train.sync_batchnorm = False
   config.train.optimizer = ml_collections.ConfigDict()
   config.train.optimizer.name = "adam"  # adam | sgd
   config.train.optimizer.learning_rate = 1e-3
@@ -78,6 +84,11 @@ def get_config():
   config.train.optimizer.weight_decay = 0.0  # decoupled (SGDW/AdamW); 0 disables
   config.train.optimizer.weight_decay_everything = False  # also biases and norm scales
   config.train.optimizer.clip_global_norm = config_dict.placeholder(float)  # None: no clip
+  # Keep an exponential moving average of the weights (e.g. 0.9999); evaluation and the
+  # export use the average. None: off.
+  config.train.optimizer.ema_momentum = config_dict.placeholder(float)
+  # After model.freeze_backbone_epochs: the learning rate's factor for the whole model
+  config.train.optimizer.finetune_lr_factor = 0.1
 
   # fit (Keras model.fit) | custom_loop (GradientTape, the CIFAR training-loop tutorial) |
   # estimator (DNNClassifier)

@@ -11,7 +11,7 @@ through a tf.keras.callbacks.CallbackList, in this order:
                        that cadence under WORKDIR/tensorboard/train_steps
 
 Each trainer then adds what only it needs: fit its PreemptibleBackup (resume and SIGTERM,
-last), the custom loop its checkpoint manager and an EpochLog line. The Estimator
+last) and, when fine-tuning, FreezeBackbone (first), the custom loop its checkpoint manager and an EpochLog line. The Estimator
 trainers reuse EpochHistory, EpochLog and FirstStepTimer (through a session hook).
 """
 
@@ -142,6 +142,32 @@ class StepScalars(tf.keras.callbacks.Callback):
       for name, value in logs.items():
         tf.summary.scalar(name, float(value))
     self._writer.flush()
+
+
+class FreezeBackbone(tf.keras.callbacks.Callback):
+  """Trains only the head for the first `epochs` epochs, then the whole model (fit only).
+
+  A frozen Keras layer also runs its BatchNorm in inference mode (trainable=False does
+  both, as Keras' transfer-learning guide relies on), so the backbone's statistics stay
+  those of its weights file. The learning rate's drop at the thaw is the optimizer's
+  (optimizers.FinetuneSchedule), so a resume in either phase keeps the same rates.
+  """
+
+  def __init__(self, backbone, epochs):
+    super().__init__()
+    self.backbone, self.epochs = backbone, epochs
+
+  def on_epoch_begin(self, epoch, logs=None):
+    frozen = epoch < self.epochs
+    if self.backbone.trainable != frozen:
+      return
+    self.backbone.trainable = not frozen
+    # fit traced its step for the old trainable set; it calls model.train_function anew
+    # every step, so a fresh one trains the new set.
+    self.model.train_function = self.model.make_train_function(force=True)
+    logging.info("Epoch %d: %s.", epoch + 1, (
+        f"backbone frozen (BatchNorm in inference mode), training the head only until "
+        f"epoch {self.epochs}" if frozen else "backbone thawed, training the whole model"))
 
 
 def epoch_contract(run) -> List[tf.keras.callbacks.Callback]:

@@ -23,7 +23,7 @@ from absl import logging
 import tensorflow as tf
 
 from kmodels import callbacks as callbacks_lib
-from kmodels import distribute, faults, models, storage
+from kmodels import distribute, faults, models, optimizers, storage
 
 
 class _Metrics:
@@ -48,12 +48,6 @@ class _Metrics:
 
 def _uses_loss_scaling(optimizer):
   return isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
-
-
-def _build_optimizer_variables(optimizer, model):
-  # Creating slots now (not at the first step) lets a checkpoint restore them right away.
-  inner = optimizer.inner_optimizer if _uses_loss_scaling(optimizer) else optimizer
-  inner.build(model.trainable_variables)
 
 
 def make_train_step(model, optimizer, loss_fn, global_batch_size, metrics, jit_compile):
@@ -102,7 +96,7 @@ def make_train_steps(model, strategy, config):
   loss_fn = _per_example_loss(config)
   with strategy.scope():
     metrics = _Metrics()
-    _build_optimizer_variables(optimizer, model)
+    optimizers.build_variables(optimizer, model.trainable_variables)
   train_step = make_train_step(model, optimizer, loss_fn, config.train.batch_size, metrics,
                                config.xla)
 
@@ -268,4 +262,7 @@ def train(run):
       callbacks.on_epoch_end(epoch, metrics.results())
       if sigterm.stop_now():  # arrived during evaluation: the epoch is saved
         raise faults.preempted(epoch, steps_per_epoch - 1, steps_per_epoch)
+    # As fit does at its end: with ema_momentum the weights become their moving average
+    # (after the last checkpoint, which keeps both for a resume).
+    optimizer.finalize_variable_values(model.trainable_variables)
     callbacks.on_train_end()

@@ -58,11 +58,17 @@ def _restored_model(config, info, path):
       label_smoothing=config.train.label_smoothing)
   status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
   model(tf.zeros([1, *info.image_shape]), training=False)  # creates (and so restores) weights
+  moving_average = config.train.optimizer.get("ema_momentum") is not None
+  if moving_average:  # the averages are optimizer variables: create them to restore them
+    optimizers.build_variables(model.optimizer, model.trainable_variables)
   try:
     status.assert_existing_objects_matched()
   except AssertionError as e:
     raise UserError(f"Checkpoint {path} does not fit the model of this run's config.json "
                     f"({config.model.name}): {first_line(e, 300)}") from e
+  if moving_average:  # what the run itself evaluated and exported
+    model.optimizer.finalize_variable_values(model.trainable_variables)
+    logging.info("Evaluating the moving average of the weights (train.optimizer.ema_momentum).")
   return model
 
 

@@ -23,17 +23,33 @@ from kmodels.workdir import Workdir
 def build_and_compile(config, info, strategy):
   with strategy.scope():
     model = models.build_from_config(config.model, info.image_shape, info.num_classes)
+    if config.train.sync_batchnorm:
+      layers = models.synchronize_batchnorm(model)
+      logging.info("train.sync_batchnorm: %d BatchNorm layers use the global batch's "
+                   "statistics (all-reduced over %d replicas).", layers,
+                   strategy.num_replicas_in_sync)
+    optimizer = optimizers.build_optimizer(
+        config.train.optimizer, optimizers.total_steps(config.train, info),
+        config.train.batch_size, finetune_from_step=_finetune_from_step(config, info))
     models.compile_classifier(
-        model, config.model.name,
-        optimizers.build_optimizer(config.train.optimizer,
-                                   optimizers.total_steps(config.train, info),
-                                   config.train.batch_size),
+        model, config.model.name, optimizer,
         num_classes=info.num_classes, label_smoothing=config.train.label_smoothing,
         steps_per_execution=config.train.steps_per_execution,
         # The custom loop compiles its own step; Keras' evaluate/predict stay as they are.
         jit_compile=config.xla and config.trainer == "fit")
+    if config.model.freeze_backbone_epochs:
+      # Slots for every weight now, while all are trainable: the head-only epochs would
+      # otherwise build the optimizer for the head alone (callbacks.FreezeBackbone).
+      optimizers.build_variables(model.optimizer, model.trainable_variables)
   models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
   return model
+
+
+def _finetune_from_step(config, info):
+  """The first step that trains the whole model after a frozen backbone, or None."""
+  if not config.model.freeze_backbone_epochs:
+    return None
+  return config.model.freeze_backbone_epochs * optimizers.steps_per_epoch(config.train, info)
 
 
 def _check_fit_xla(config, strategy):
@@ -56,12 +72,15 @@ def fit(run):
   if start_step:
     logging.info("Resuming after training step %d; the input pipeline skips the batches "
                  "already trained on.", start_step)
+  freeze_epochs = run.config.model.freeze_backbone_epochs
+  freezing = ([callbacks.FreezeBackbone(models.backbone_of(run.model), freeze_epochs)]
+              if freeze_epochs else [])
   with faults.sigterm_flag(run.strategy) as sigterm:
     run.model.fit(run.datasets.distributed_train(run.strategy, start_step),
                   epochs=run.config.train.epochs, steps_per_epoch=run.steps_per_epoch,
                   validation_data=run.datasets.eval,
                   # Last: the others have seen the epoch end when it stops the run.
-                  callbacks=[*run.callbacks, faults.PreemptibleBackup(
+                  callbacks=[*freezing, *run.callbacks, faults.PreemptibleBackup(
                       run.workdir.checkpoints, run.steps_per_epoch, sigterm,
                       run.config.train.checkpoint_every_steps, start_step)],
                   # A progress bar for people at a terminal; one line per epoch in logs.

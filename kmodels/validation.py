@@ -68,12 +68,17 @@ def validate(config):
   if optimizer.clip_global_norm is not None:
     _in_range("train.optimizer.clip_global_norm", optimizer.clip_global_norm, 1e-12,
               float("inf"))
-  recipe = [k for k in ("scale_by_batch", "weight_decay", "clip_global_norm")
-            if optimizer[k]]
+  if optimizer.ema_momentum is not None:
+    _in_range("train.optimizer.ema_momentum", optimizer.ema_momentum, 0.0, 1.0)
+  _in_range("train.optimizer.finetune_lr_factor", optimizer.finetune_lr_factor, 1e-9, 1.0,
+            closed_high=True)
+  recipe = [f"train.optimizer.{k}" for k in ("scale_by_batch", "weight_decay",
+                                             "clip_global_norm", "ema_momentum")
+            if optimizer[k]] + (["train.sync_batchnorm"] if config.train.sync_batchnorm else [])
   if recipe and trainers.TABLE[config.trainer].estimator:
-    raise UserError(f"trainer={config.trainer} takes TF1 optimizers without "
-                    f"train.optimizer.{', '.join(recipe)}; use trainer=fit or custom_loop, "
-                    "or unset them.")
+    raise UserError(f"trainer={config.trainer} takes TF1 optimizers and models without "
+                    f"{', '.join(recipe)}; use trainer=fit or custom_loop, or unset them.")
+  _check_fine_tuning(config)
   if optimizer.schedule == "cosine" and optimizer.time_decay:
     raise UserError("train.optimizer.time_decay and schedule='cosine' both decay the "
                     "learning rate; set time_decay=0 or schedule='constant'.")
@@ -117,6 +122,26 @@ def _check_dataset(dataset):
                     "as DIR/<split>/<class>/*.jpg (--config.dataset.image_dir=DIR).")
   if dataset.service is not None:
     data_service.parse_address(dataset.service)
+
+
+def _check_fine_tuning(config):
+  """model.freeze_backbone_epochs: a count of the first epochs, of a model with a
+  backbone, under the fit trainer (the custom loop traces its step once)."""
+  epochs = config.model.freeze_backbone_epochs
+  if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+    raise UserError(f"model.freeze_backbone_epochs must be an integer >= 0, got {epochs!r}.")
+  if not epochs:
+    return
+  if config.model.name not in models.applications.ARCHITECTURES:
+    raise UserError(f"model.freeze_backbone_epochs freezes the backbone of an ImageNet "
+                    f"architecture ({', '.join(sorted(models.applications.ARCHITECTURES))}); "
+                    f"model {config.model.name!r} has none. Set it to 0.")
+  if epochs >= config.train.epochs:
+    raise UserError(f"model.freeze_backbone_epochs={epochs} leaves no epoch to fine-tune the "
+                    f"whole model in train.epochs={config.train.epochs}; make it smaller.")
+  if config.trainer != "fit":
+    raise UserError(f"model.freeze_backbone_epochs needs trainer=fit (got "
+                    f"{config.trainer!r}); or set it to 0.")
 
 
 def _check_trainer_support(config):

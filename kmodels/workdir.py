@@ -9,7 +9,7 @@ import json
 from absl import logging
 import tensorflow as tf
 
-from kmodels import locks, reporting, storage
+from kmodels import locks, optimizers, reporting, storage
 from kmodels.errors import UserError
 
 
@@ -63,6 +63,8 @@ class Workdir:
   def _check_same_experiment(self, resolved, overwrite):
     previous = reporting.read_json(self.config_json, None)
     differences = _differences(previous, resolved) if previous else []
+    if previous and not overwrite:
+      optimizers.check_schedule_kept(previous, resolved)
     if not differences:
       return
     listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in differences)
@@ -102,10 +104,12 @@ def _reason(error):
 
 
 # Config keys that make two runs different experiments. Others may change on a resume:
-# train.epochs (train longer), the data location, the hardware and distribution.
+# train.epochs (train longer, unless a cosine schedule fixed the run's length: see
+# optimizers.check_schedule_kept), the data location, the hardware and distribution.
 RUN_DEFINING = ("model", "trainer", "estimator", "precision", "dataset.name",
                 "dataset.source", "dataset.augment", "dataset.image_size", "dataset.channels",
-                "train.batch_size", "train.seed", "train.optimizer")
+                "train.batch_size", "train.seed", "train.optimizer", "train.label_smoothing",
+                "train.sync_batchnorm")
 
 
 def _flatten(tree, prefix=""):
@@ -118,8 +122,9 @@ def _flatten(tree, prefix=""):
 
 
 def _differences(previous, current):
-  """(key, previous, current) for each RUN_DEFINING key whose value changed."""
+  """(key, previous, current) for each RUN_DEFINING key whose value changed. Keys the
+  previous run's config lacks (added by a later kmodels) are not differences."""
   old, new = _flatten(previous), _flatten(current)
-  keys = sorted(k for k in set(old) | set(new)
+  keys = sorted(k for k in old
                 if any(k == d or k.startswith(d + ".") for d in RUN_DEFINING))
   return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]

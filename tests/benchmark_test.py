@@ -65,6 +65,18 @@ class BenchmarkTest(absltest.TestCase):
     self.assertAlmostEqual(sum(results["op_time_shares"].values()), 1.0, places=6)
     self.assertTrue(os.listdir(os.path.join(workdir, "op_profile")))
 
+  def test_an_imagenet_architecture_is_held_to_keras_own_model_on_the_same_batch(self):
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar10",
+                                  model__name="mobilenet_v2", train__batch_size=4)
+    results = benchmark.run(config, steps=2, pipeline_batches=2, synthetic_batch=True,
+                            with_reference=True, process_start=time.time())
+    self.assertStartsWith(results["reference"], "tf.keras.applications + model.fit")
+    self.assertGreater(results["reference_train_images_per_second"], 0)
+    self.assertAlmostEqual(results["train_speedup"], results["train_images_per_second"] /
+                           results["reference_train_images_per_second"])
+    self.assertNotIn("pipeline_speedup", results)  # the tutorial's pipeline is not the reference
+    self.assertGreater(results["forward_flops_per_image"], 1e6)
+
   def test_input_only_measures_the_pipeline_against_decoding_the_same_files(self):
     image_dir, workdir = self.create_tempdir().full_path, self.create_tempdir().full_path
     testutil.write_image_folder(image_dir, per_class=12)

@@ -14,6 +14,7 @@ import itertools
 import os
 
 from absl.testing import absltest
+import numpy as np
 
 from tests import testutil
 import tensorflow as tf
@@ -70,6 +71,21 @@ class MatrixTest(absltest.TestCase):
         self.assertStartsWith(_results[(strategy, trainer, policy)], "trains")
     for trainer, policy in itertools.product(TRAINERS, PRECISIONS):
       self.assertStartsWith(_results[("tpu (none here)", trainer, policy)], "refused")
+
+  def test_an_imagenet_architecture_trains_under_each_strategy_and_precision_with_xla(self):
+    # One cell per strategy, each with another precision: MobileNetV2 at its smallest size,
+    # XLA-compiled (fit over several CPUs is refused, so mirrored-over-2 is the custom loop).
+    cells = (("default", "fit", "mixed_bfloat16"), ("one_device", "fit", "float32"),
+             ("mirrored (1 CPU)", "fit", "auto"),
+             ("mirrored (2 CPUs)", "custom_loop", "mixed_float16"))
+    for strategy, trainer, policy in cells:
+      with self.subTest(strategy=strategy, trainer=trainer, precision=policy):
+        config = testutil.tiny_config(
+            dataset__source="synthetic", dataset__name="cifar10", model__name="mobilenet_v2",
+            trainer=trainer, precision=policy, xla=True, **STRATEGIES[strategy])
+        metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
+        self.assertEqual(metrics["status"], "completed")
+        self.assertTrue(all(np.isfinite(h["loss"]) for h in metrics["history"]))
 
   def test_multi_worker_processes(self):
     for trainer, policy in itertools.product(TRAINERS, PRECISIONS):

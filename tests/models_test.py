@@ -123,12 +123,15 @@ class ApplicationsTest(parameterized.TestCase):
                                 r"\d+x\d+; got .*dataset.image_size=224"):
       models.build_model(name, (size, size, 3), 10)
 
-  @parameterized.parameters(("resnet50", "ResNet50"))
-  def test_with_a_1000_class_head_it_has_keras_own_parameter_count(self, name, keras_name):
-    # ResNet-50: 25,636,712 (Keras Applications' table: 25.6 M).
+  @parameterized.parameters(IMAGENET_ARCHITECTURES)
+  def test_with_a_1000_class_head_it_has_keras_own_parameter_count(self, name):
+    # E.g. ResNet-50: 25,636,712 (Keras Applications' table: 25.6 M).
+    keras_name = applications.ARCHITECTURES[name].keras_name
     reference = getattr(tf.keras.applications, keras_name)(weights=None)
     ours = models.build_model(name, (224, 224, 3), 1000)
     self.assertEqual(reference.count_params(), ours.count_params())
+    if name == "resnet50":
+      self.assertEqual(ours.count_params(), 25_636_712)
 
   @parameterized.parameters(("caffe", tf.keras.applications.resnet50.preprocess_input),
                             ("tf", tf.keras.applications.mobilenet_v2.preprocess_input))
@@ -157,7 +160,7 @@ class BackboneWeightsTest(absltest.TestCase):
   def test_the_loaded_backbone_holds_the_files_values_and_the_head_is_new(self):
     source, path = self._notop_file("MobileNetV2")
     model = models.build_from_config(self._config("mobilenet_v2", path), (32, 32, 3), 5)
-    backbone = applications._backbone_of(model)  # pylint: disable=protected-access
+    backbone = applications.backbone_of(model)
     for loaded, saved in zip(backbone.weights, source.weights):
       np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=loaded.name)
     self.assertEqual((1280, 5), model.get_layer("predictions").kernel.shape)

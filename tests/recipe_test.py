@@ -8,8 +8,12 @@ import numpy as np
 import tensorflow as tf
 
 from tests import testutil
-from kmodels import data, models, optimizers, training, validation
+from kmodels import data, evaluation, models, optimizers, training, validation
 from kmodels.errors import UserError
+
+# Two CPU devices for the synchronized BatchNorm test (before TensorFlow starts its runtime).
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def _optimizer_config(**changes):
@@ -150,9 +154,178 @@ class RecipeTest(parameterized.TestCase):
   def test_estimator_trainers_refuse_the_recipe_they_cannot_apply(self):
     config = testutil.tiny_config(trainer="estimator")
     config.train.optimizer.weight_decay = 0.1
-    with self.assertRaisesRegex(UserError, "trainer=estimator takes TF1 optimizers without "
-                                "train.optimizer.weight_decay"):
+    with self.assertRaisesRegex(UserError, "trainer=estimator takes TF1 optimizers and models "
+                                "without train.optimizer.weight_decay"):
       validation.validate(config)
+
+
+
+class _Trajectory(tf.keras.callbacks.Callback):
+  """The trainable weights at the start, after every training step, and at the end."""
+
+  def __init__(self):
+    super().__init__()
+    self.steps, self.start, self.end = [], None, None
+
+  def _weights(self):
+    return [v.numpy().copy() for v in self.model.trainable_variables]
+
+  def on_train_begin(self, logs=None):
+    self.start = self._weights()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps.append(self._weights())
+
+  def on_train_end(self, logs=None):
+    self.end = self._weights()
+
+
+class MovingAverageTest(parameterized.TestCase):
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_the_model_ends_as_the_moving_average_and_is_evaluated_and_exported_so(self, trainer):
+    momentum = 0.7
+    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
+                                  model__name="mlp", train__steps_per_epoch=4)
+    config.train.optimizer.update(name="sgd", learning_rate=0.5, ema_momentum=momentum)
+    trajectory = _Trajectory()
+    workdir = self.create_tempdir().full_path
+    metrics = training.train_and_evaluate(config, workdir, extra_callbacks=[trajectory])
+    self.assertLen(trajectory.steps, 4)
+    average = trajectory.start
+    for weights in trajectory.steps:
+      average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+    for end, expected, last in zip(trajectory.end, average, trajectory.steps[-1]):
+      np.testing.assert_allclose(end, expected, rtol=1e-5, atol=1e-6)
+      self.assertGreater(np.abs(last - expected).max(), 1e-3)  # not the last step's weights
+    # Evaluation and the export both saw the averaged weights.
+    probabilities, labels = _exported_predictions(config, workdir)
+    exported_loss = np.mean(-np.log(probabilities[np.arange(len(labels)), labels]))
+    self.assertAlmostEqual(metrics["test_loss"], exported_loss, delta=1e-4)
+    # So does launch.evaluate, from the last checkpoint (raw weights and their average).
+    self.assertAlmostEqual(evaluation.evaluate(workdir)["loss"], metrics["test_loss"],
+                           delta=1e-4)
+
+
+def _norm_model():
+  model = tf.keras.Sequential([tf.keras.Input((1,)),
+                               tf.keras.layers.BatchNormalization(momentum=0.0)])
+  model.compile(tf.keras.optimizers.SGD(0.0), loss="mse")
+  return model
+
+
+class SyncBatchNormTest(absltest.TestCase):
+
+  def test_statistics_come_from_the_global_batch_only_when_synchronized(self):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # One global batch of 4: replica 0 gets the zeros, replica 1 the ones.
+    batch = tf.data.Dataset.from_tensors(([[0.0], [0.0], [1.0], [1.0]], [[0.0]] * 4))
+    variances = {}
+    for synchronized in (False, True):
+      with strategy.scope():
+        model = _norm_model()
+        if synchronized:
+          self.assertEqual(models.synchronize_batchnorm(model), 1)
+      model.fit(batch, epochs=1, verbose=0)
+      variances[synchronized] = float(model.layers[0].moving_variance.numpy()[0])
+    self.assertAlmostEqual(variances[True], 0.25, places=5)  # of [0, 0, 1, 1]
+    self.assertAlmostEqual(variances[False], 0.0, places=5)  # each replica's own: 0
+
+  def test_the_config_switch_synchronizes_every_batchnorm_layer(self):
+    config = testutil.tiny_config(model__name="fastcnn", train__sync_batchnorm=True)
+    info = data.load(testutil.tiny_config(dataset__source="synthetic").dataset, 8, 0).info
+    model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+    norms = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+             if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    self.assertNotEmpty(norms)
+    self.assertTrue(all(layer.synchronized and not layer.fused for layer in norms))
+
+
+class ScheduleLengthTest(absltest.TestCase):
+
+  def _train(self, workdir, overwrite=False, **changes):
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp", **changes)
+    config.train.optimizer.schedule = "cosine"
+    return training.train_and_evaluate(config, workdir, overwrite=overwrite)
+
+  def test_a_resume_keeps_the_cosine_schedule_or_is_refused(self):
+    workdir = self.create_tempdir().full_path
+    self._train(workdir)
+    checkpoints = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    for change in ({"train__epochs": 2}, {"train__steps_per_epoch": 3}):
+      with self.assertRaisesRegex(UserError, "cosine learning-rate schedule over "
+                                  "train.epochs=1, train.steps_per_epoch=2.*--overwrite"):
+        self._train(workdir, **change)
+    # Nothing lost: the run's checkpoints and config are as they were.
+    self.assertEqual(sorted(os.listdir(os.path.join(workdir, "checkpoints"))), checkpoints)
+    self.assertEqual(testutil.read_json(os.path.join(workdir, "config.json"), {})
+                     ["train"]["epochs"], 1)
+    self.assertEqual(self._train(workdir)["epochs_completed"], 1)  # the same length resumes
+    # A longer schedule from the start: --overwrite.
+    self.assertEqual(self._train(workdir, overwrite=True, train__epochs=2)["epochs_completed"], 2)
+
+  def test_constant_rates_may_train_longer(self):
+    workdir = self.create_tempdir().full_path
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp")
+    training.train_and_evaluate(config, workdir)
+    config.train.epochs = 2
+    self.assertEqual(training.train_and_evaluate(config, workdir)["epochs_completed"], 2)
+
+
+class FineTuningTest(absltest.TestCase):
+
+  def test_the_finetune_schedule_drops_the_rate_at_the_thaw(self):
+    config = _optimizer_config(name="sgd", learning_rate=0.1, schedule="cosine",
+                               warmup_fraction=0.0, finetune_lr_factor=0.1)
+    schedule = optimizers.learning_rate(config, steps=10, finetune_from_step=4)
+    cosine = optimizers.learning_rate(config, steps=10)
+    for step in range(10):
+      factor = 1.0 if step < 4 else 0.1
+      self.assertAlmostEqual(float(schedule(step)), factor * float(cosine(step)), places=6)
+    restored = tf.keras.optimizers.schedules.deserialize(
+        tf.keras.optimizers.schedules.serialize(schedule))
+    self.assertAlmostEqual(float(restored(5)), float(schedule(5)), places=6)
+
+  def test_the_head_trains_first_with_the_backbone_and_its_batchnorm_frozen(self):
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar10",
+                                  model__name="mobilenet_v2", model__freeze_backbone_epochs=1,
+                                  train__epochs=2)
+    snapshots = []
+
+    class Snapshot(tf.keras.callbacks.Callback):
+
+      def on_train_begin(self, logs=None):
+        self.on_epoch_end(-1)
+
+      def on_epoch_end(self, epoch, logs=None):
+        backbone = models.backbone_of(self.model)
+        snapshots.append(([w.numpy().copy() for w in backbone.weights],
+                          [w.numpy().copy() for w in self.model.get_layer("predictions").weights]))
+
+    workdir = self.create_tempdir().full_path
+    with self.assertLogs(level="INFO") as logs:
+      training.train_and_evaluate(config, workdir, extra_callbacks=[Snapshot()])
+    (start_backbone, start_head), (frozen_backbone, frozen_head), (end_backbone, _) = snapshots
+    # Epoch 1: every backbone weight, BatchNorm's moving statistics included, unchanged.
+    for before, after in zip(start_backbone, frozen_backbone):
+      np.testing.assert_array_equal(before, after)
+    self.assertGreater(max(np.abs(a - b).max() for a, b in zip(start_head, frozen_head)), 0)
+    # Epoch 2: the whole model trains.
+    changed = sum(not np.array_equal(a, b) for a, b in zip(frozen_backbone, end_backbone))
+    self.assertGreater(changed, len(end_backbone) // 2)
+    output = "\n".join(logs.output)
+    self.assertIn("backbone frozen (BatchNorm in inference mode)", output)
+    self.assertIn("Epoch 2: backbone thawed", output)
+
+  def test_fine_tuning_settings_are_checked(self):
+    for changes, message in (
+        (dict(model__freeze_backbone_epochs=1), "has none"),
+        (dict(model__name="mobilenet_v2", model__freeze_backbone_epochs=1), "leaves no epoch"),
+        (dict(model__name="mobilenet_v2", model__freeze_backbone_epochs=1, train__epochs=2,
+              trainer="custom_loop"), "needs trainer=fit"),
+        (dict(model__freeze_backbone_epochs=-1), "integer >= 0")):
+      with self.assertRaisesRegex(UserError, message):
+        validation.validate(testutil.tiny_config(**changes))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,24 @@ def _shape_error_detail(error):
 
 
 # config.model keys that are not builder arguments.
-_NOT_BUILDER_ARGS = ("name", "weights")
+_NOT_BUILDER_ARGS = ("name", "weights", "freeze_backbone_epochs")
+
+backbone_of = applications.backbone_of
+
+
+def synchronize_batchnorm(model):
+  """Makes each BatchNormalization layer of `model` normalize by the global batch's
+  statistics (all-reduced across replicas) while training; returns how many there are.
+
+  The same as building them with synchronized=True, for models of every style: the flag
+  is read when the training step is traced, and the fused kernel has no cross-replica
+  form (Keras 2.15 and tf-keras 2.21 check both in BatchNormalization.__init__).
+  """
+  norms = [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+           if isinstance(layer, tf.keras.layers.BatchNormalization)]
+  for layer in norms:
+    layer.synchronized, layer.fused = True, False
+  return len(norms)
 
 
 def build_from_config(model_config, input_shape, num_classes):

@@ -12,7 +12,8 @@ expects of its input, so the serving export (uint8 in, pixels / 255 inside) stay
 Grey images are repeated into three channels first, so a backbone keeps the shapes its
 published weights have. The backbone is built without weights (no download at run time)
 and without its 1000-class top; kmodels puts global average pooling and a new
-`num_classes` softmax (in float32) on it. Sizes below an architecture's minimum are
+`num_classes` softmax (in float32) on it, after MobileNetV3's 1280-wide hard-swish layer as
+Keras' own top has it, so each model has Keras' parameter count. Sizes below an architecture's minimum are
 refused up front by `check_size`.
 """
 
@@ -35,6 +36,9 @@ class Architecture(typing.NamedTuple):
   input_mode: str  # caffe | tf | keras (see the module docstring)
   min_size: int  # the smallest height/width Keras builds it at
   description: str
+  # Width of a hard-swish layer between pooling and the classifier, where Keras' own top
+  # has one (MobileNetV3's 1x1 "Conv_2"); None: pooling feeds the classifier directly.
+  head_units: typing.Optional[int] = None
 
 
 ARCHITECTURES = {
@@ -42,7 +46,7 @@ ARCHITECTURES = {
     "resnet50v2": Architecture("ResNet50V2", "tf", 32, "ResNet-50 v2, pre-activation"),
     "mobilenet_v2": Architecture("MobileNetV2", "tf", 32, "MobileNetV2, width 1.0"),
     "mobilenet_v3_large": Architecture("MobileNetV3Large", "keras", 32,
-                                       "MobileNetV3-Large, width 1.0"),
+                                       "MobileNetV3-Large, width 1.0", head_units=1280),
     "efficientnet_v2_b0": Architecture("EfficientNetV2B0", "keras", 32, "EfficientNetV2-B0"),
     "convnext_tiny": Architecture("ConvNeXtTiny", "keras", 32, "ConvNeXt-Tiny"),
 }
@@ -81,6 +85,12 @@ def backbone(name, input_shape):
   return constructor(**kwargs)
 
 
+def _hard_swish(x):
+  """x * relu6(x + 3) / 6, MobileNetV3's activation, as Keras Applications writes it."""
+  return layers.Multiply(name="head_hard_swish")(
+      [x, layers.ReLU(6.0, name="head_relu6")(x + 3.0) * (1.0 / 6.0)])
+
+
 def build(name, input_shape, num_classes, dropout=0.0):
   """Registry builder: backbone `name` + global average pooling + a softmax head."""
   check_size(name, input_shape)
@@ -91,6 +101,8 @@ def build(name, input_shape, num_classes, dropout=0.0):
   backbone_input = _to_backbone_input(images, ARCHITECTURES[name].input_mode)
   features = backbone(name, input_shape)(backbone_input)
   pooled = layers.GlobalAveragePooling2D(name="avg_pool")(features)
+  if ARCHITECTURES[name].head_units:
+    pooled = _hard_swish(layers.Dense(ARCHITECTURES[name].head_units, name="head_dense")(pooled))
   if dropout:
     pooled = layers.Dropout(dropout, name="head_dropout")(pooled)
   logits = layers.Dense(num_classes, name="predictions")(pooled)
@@ -102,7 +114,8 @@ def build(name, input_shape, num_classes, dropout=0.0):
 _KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
-def _backbone_of(model):
+def backbone_of(model):
+  """The backbone (a nested Keras model) of a model `build` made."""
   return next(layer for layer in model.layers if isinstance(layer, tf.keras.Model))
 
 
@@ -147,7 +160,7 @@ def load_backbone_weights(model, name, path):
   if not tf.io.gfile.exists(path):
     raise UserError(f"model.weights={path} does not exist. " + imagenet_weights_help(name))
   local, temporary = _local_copy(path)
-  backbone = _backbone_of(model)
+  backbone = backbone_of(model)
   try:
     backbone.load_weights(local)
   except (ValueError, OSError, KeyError) as e:
