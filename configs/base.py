@@ -103,6 +103,9 @@ def get_config():
   config.distribution.strategy = "auto"
   config.distribution.devices = config_dict.placeholder(str)  # "cpu:0,cpu:1"; None: all GPUs
   config.distribution.collective = "auto"  # multi_worker all-reduce: auto | ring | nccl
+  # GPUs take memory as needed instead of nearly all at start: on | off | auto (on when
+  # another task of TF_CONFIG's cluster shares this host)
+  config.distribution.gpu_memory_growth = "auto"
   # tpu: "local" on a Cloud TPU VM, the TPU's name, or "grpc://HOST:8470".
   config.distribution.tpu = config_dict.placeholder(str)
   config.distribution.connect_timeout_seconds = 60  # give up on a TPU that never answers

@@ -335,10 +335,11 @@ def _fraction_of_peak(precision_name, flops, images_per_second):
   Measured last, when no input pipeline threads are left competing for the cores.
   """
   gc.collect()
-  peaks = {"float32": matmul_peak_flops(tf.float32), "bfloat16": matmul_peak_flops(tf.bfloat16)}
+  peak_dtype = "bfloat16" if precision_name == "mixed_bfloat16" else "float32"
+  # Only the peaks the ratios use: float32 (the reference's) and the run's own.
+  peaks = {dtype: matmul_peak_flops(getattr(tf, dtype)) for dtype in {"float32", peak_dtype}}
   # A training step costs about three forward passes (forward, two backward products).
   achieved = 3 * flops * images_per_second
-  peak_dtype = "bfloat16" if precision_name == "mixed_bfloat16" else "float32"
   return {"achieved_gflops": achieved / 1e9, "peak_dtype": peak_dtype,
           "peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
           "fraction_of_peak": achieved / peaks[peak_dtype]}

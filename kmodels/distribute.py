@@ -134,6 +134,75 @@ def _with_deadline(fn, seconds, what):
   return outcome["value"]
 
 
+# --------------------------------------------------------------------------- GPUs
+
+
+GPU_MEMORY_GROWTH = ("auto", "on", "off")
+
+
+def gpu_memory_growth_wanted(setting, tf_config):
+  """distribution.gpu_memory_growth: on, off, or auto: on when another task of the
+  TF_CONFIG cluster runs on this task's host (by default TensorFlow maps nearly all of a
+  GPU's memory in the first process, and the next one on that GPU fails)."""
+  if setting != "auto":
+    return setting == "on"
+  if not tf_config:
+    return False
+  task = tf_config["task"]
+  host = tf_config["cluster"][task["type"]][task.get("index", 0)].rsplit(":", 1)[0]
+  addresses = [a for members in tf_config["cluster"].values() for a in members]
+  return sum(a.rsplit(":", 1)[0] == host for a in addresses) > 1
+
+
+def describe_gpus(gpu_details, build_info):
+  """One line: each GPU with its compute capability, and the CUDA/cuDNN TF was built with.
+
+  gpu_details: [(name, {"device_name": ..., "compute_capability": (8, 0)}), ...].
+  """
+  built = (f"TensorFlow built with CUDA {build_info.get('cuda_version', '?')}, cuDNN "
+           f"{build_info.get('cudnn_version', '?')}" if build_info.get("is_cuda_build")
+           else "TensorFlow built without CUDA")
+  if not gpu_details:
+    return f"GPUs: none visible ({built})."
+  listed = ", ".join(
+      f"{name} ({details.get('device_name', '?')}, compute capability "
+      f"{'.'.join(map(str, details.get('compute_capability') or ('?',)))})"
+      for name, details in gpu_details)
+  return f"GPUs: {listed} ({built})."
+
+
+def no_gpu_reason(build_info, nvidia_device_present):
+  """Why TensorFlow sees no GPU, as far as this machine tells."""
+  if not build_info.get("is_cuda_build"):
+    return ("this TensorFlow has no GPU support; install the GPU build: pip install "
+            "'kmodels[gpu]' (tensorflow[and-cuda])")
+  if nvidia_device_present:
+    return ("an NVIDIA device is present but TensorFlow found no usable CUDA libraries; "
+            "install them with pip install 'kmodels[gpu]' (tensorflow[and-cuda]), or check "
+            "that the driver works (nvidia-smi)")
+  return ("no NVIDIA GPU is visible to this process (no /dev/nvidia0; in a container, "
+          "request a GPU, e.g. podman/docker --device or a Kubernetes nvidia.com/gpu limit)")
+
+
+def _nvidia_device_present():
+  return os.path.exists("/dev/nvidia0")
+
+
+def configure_gpus(distribution_config):
+  """Before TensorFlow starts its devices: memory growth, and the line describing the GPUs."""
+  gpus = tf.config.list_physical_devices("GPU")
+  setting = distribution_config.get("gpu_memory_growth", "auto")  # runs before the key
+  if gpus and gpu_memory_growth_wanted(setting, read_tf_config()):
+    try:
+      for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+      logging.info("GPU memory growth on (distribution.gpu_memory_growth=%s).", setting)
+    except RuntimeError as e:  # a second strategy in one process: GPUs already started
+      logging.warning("GPU memory growth not set: %s", e)
+  details = [(gpu.name, tf.config.experimental.get_device_details(gpu)) for gpu in gpus]
+  logging.info(describe_gpus(details, tf.sysconfig.get_build_info()))
+
+
 def choose_strategy(devices, tpu_configured, tpu_attached):
   """What `strategy: auto` means with these physical devices: (strategy name, why).
 
@@ -160,6 +229,9 @@ def _resolve_auto(distribution_config):
   name, reason = choose_strategy(devices, bool(distribution_config.tpu), _tpu_attached())
   logging.info("distribution.strategy=auto -> %s: %s. Devices found: %s.", name, reason,
                ", ".join(d.name for d in devices))
+  if _nvidia_device_present() and not any(d.device_type == "GPU" for d in devices):
+    logging.warning("distribution.strategy=auto fell back to the CPU: %s.",
+                    no_gpu_reason(tf.sysconfig.get_build_info(), True))
   resolved = distribution_config.copy_and_resolve_references()
   resolved.strategy = name
   if name == "tpu" and not resolved.tpu:
@@ -220,8 +292,13 @@ def parse_devices(devices):
   available = {_device_key(d.name): d.name for d in tf.config.list_logical_devices()}
   missing = [d for d in requested if _device_key(d) not in available]
   if missing:
+    why = ""
+    if any(_device_key(d)[0] == "GPU" for d in missing) and "GPU" not in {
+        key[0] for key in available}:
+      why = " TensorFlow sees no GPU: " + no_gpu_reason(tf.sysconfig.get_build_info(),
+                                                       _nvidia_device_present()) + "."
     raise UserError(f"distribution.devices {devices!r}: no device {', '.join(missing)} on "
-                    f"this machine. Available: {', '.join(available.values())}.")
+                    f"this machine. Available: {', '.join(available.values())}.{why}")
   return requested
 
 
@@ -247,6 +324,7 @@ def get_strategy(distribution_config: ml_collections.ConfigDict,
   if name not in STRATEGIES:
     raise UserError(f"Unknown distribution.strategy {name!r}. Choose one of: "
                     f"{', '.join(STRATEGIES)}.")
+  configure_gpus(distribution_config)
   if name == "auto":
     distribution_config = _resolve_auto(distribution_config)
     name = distribution_config.strategy

@@ -5,6 +5,7 @@ Two trainers share everything around the training loop:
   custom_loop  a GradientTape loop under `strategy.run` (kmodels/custom_loop.py).
 """
 
+import os
 import sys
 import typing
 
@@ -21,6 +22,7 @@ from kmodels.workdir import Workdir
 
 
 def build_and_compile(config, info, strategy):
+  warn_about_xla_on_cpu(config, strategy)
   with strategy.scope():
     model = models.build_from_config(config.model, info.image_shape, info.num_classes)
     if config.train.sync_batchnorm:
@@ -62,6 +64,17 @@ def _check_fit_xla(config, strategy):
     raise UserError("xla=True with the fit trainer can't run over several CPU devices "
                     f"({', '.join(devices)}). Use --config.trainer=custom_loop (it pins each "
                     "replica's XLA cluster to its device) or --config.xla=False.")
+
+
+def warn_about_xla_on_cpu(config, strategy):
+  """XLA's CPU backend convolves without oneDNN: convolutional nets slow down a lot."""
+  devices = distribute.replica_devices(strategy)
+  if config.xla and all("CPU" in d.upper() for d in devices):
+    logging.warning(
+        "xla=True on CPUs: XLA compiles convolutions without oneDNN; MiniVGGNet trained "
+        "10x and ResNet-50 at 224 5x slower with it than without (BUILD_NOTES \"Speed\" "
+        "and \"ImageNet architectures\"). It pays off on GPUs and TPUs; on this machine "
+        "use --config.xla=False.")
 
 
 def fit(run):
@@ -155,7 +168,7 @@ def _open(config, workdir, strategy, overwrite):
       config.distribution, for_estimator=trainers.is_estimator(config.trainer))
   config = with_resolved_precision(config, strategy)
   config = with_resolved_splits(config)
-  workdir = Workdir(workdir)
+  workdir = Workdir(workdir, environ=os.environ)  # Vertex AI's AIP_* directories
   if distribute.is_chief(strategy):
     workdir.prepare(config, overwrite)
   return config, workdir, strategy

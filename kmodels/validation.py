@@ -41,6 +41,8 @@ def validate(config):
   _choice("distribution.strategy", config.distribution.strategy, tuple(distribute.STRATEGIES))
   _choice("distribution.collective", config.distribution.collective,
           tuple(distribute.COLLECTIVES))
+  _choice("distribution.gpu_memory_growth", config.distribution.gpu_memory_growth,
+          distribute.GPU_MEMORY_GROWTH)
   _choice("precision", config.precision, precision.PRECISIONS)
   _choice("train.optimizer.name", config.train.optimizer.name,
           tuple(optimizers.OPTIMIZERS))

@@ -5,6 +5,7 @@ kmodels.storage. One run at a time may use it (kmodels.locks says how, per files
 """
 
 import json
+import os
 
 from absl import logging
 import tensorflow as tf
@@ -13,15 +14,42 @@ from kmodels import locks, optimizers, reporting, storage
 from kmodels.errors import UserError
 
 
-class Workdir:
-  """Paths of a run's outputs under `root` (a local path or a URL)."""
+# What Vertex AI custom training sets in each task's environment (from the job's
+# baseOutputDirectory: .../model/, .../checkpoints/, .../logs/). When set, the run puts
+# its export, checkpoints and TensorBoard logs there, and the workdir defaults to the
+# directory holding the model dir.
+VERTEX_MODEL_DIR = "AIP_MODEL_DIR"
+VERTEX_CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
+VERTEX_TENSORBOARD_DIR = "AIP_TENSORBOARD_LOG_DIR"
 
-  def __init__(self, root):
+
+def vertex_default_root(environ=os.environ):
+  """The workdir when --workdir is omitted on Vertex AI (AIP_MODEL_DIR's parent), or None."""
+  model_dir = environ.get(VERTEX_MODEL_DIR)
+  if not model_dir:
+    return None
+  return storage.dirname(model_dir.rstrip("/")) or model_dir
+
+
+class Workdir:
+  """Paths of a run's outputs under `root` (a local path or a URL).
+
+  Vertex AI's AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR, when set in
+  `environ` (the training run passes os.environ; readers of a finished run don't),
+  replace export/, checkpoints/ and tensorboard/: the SavedModel's saved_model.pb then
+  sits at the root of AIP_MODEL_DIR, where Vertex looks for it.
+  """
+
+  def __init__(self, root, environ=None):
+    environ = environ or {}
     self.root = storage.absolute(root)
     self.config_json = self._path("config.json")
-    self.checkpoints = self._path("checkpoints")  # BackupAndRestore: resume after a crash
-    self.tensorboard = self._path("tensorboard")
-    self.export = self._path("export")  # SavedModel of the trained model
+    # BackupAndRestore: resume after a crash
+    self.checkpoints = self._vertex(environ, VERTEX_CHECKPOINT_DIR) or self._path("checkpoints")
+    self.tensorboard = (self._vertex(environ, VERTEX_TENSORBOARD_DIR)
+                        or self._path("tensorboard"))
+    # SavedModel of the trained model
+    self.export = self._vertex(environ, VERTEX_MODEL_DIR) or self._path("export")
     self.metrics = self._path("metrics.json")
     self.history = self._path("history.json")  # per-epoch logs, kept across restarts
     self.curves = self._path("curves.png")
@@ -32,6 +60,11 @@ class Workdir:
 
   def _path(self, name):
     return storage.join(self.root, name)
+
+  @staticmethod
+  def _vertex(environ, variable):
+    value = environ.get(variable)
+    return storage.absolute(value.rstrip("/")) if value else None
 
   def prepare(self, config, overwrite=False):
     """Creates the directory, proves it is writable, takes the lock, records the config.

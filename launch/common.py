@@ -14,11 +14,14 @@ from kmodels import cpus, storage
 from kmodels.errors import UserError
 
 
-def define_config_and_workdir(config_help, workdir_help):
-  """The --config (a locked config file with --config.a.b=v overrides) and --workdir flags."""
+def define_config_and_workdir(config_help, workdir_help, default_workdir=None):
+  """The --config (a locked config file with --config.a.b=v overrides) and --workdir flags.
+
+  --workdir is required unless `default_workdir` is given (launch.train on Vertex AI).
+  """
   config = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
-  workdir = flags.DEFINE_string("workdir", None, workdir_help)
-  flags.mark_flags_as_required(["config", "workdir"])
+  workdir = flags.DEFINE_string("workdir", default_workdir, workdir_help)
+  flags.mark_flags_as_required(["config"] + ([] if default_workdir else ["workdir"]))
   return config, workdir
 
 

@@ -5,6 +5,7 @@ r"""Trains and evaluates one experiment config.
       --config.train.epochs=5 --config.precision=mixed_bfloat16
 
 Re-running the same command on the same workdir resumes from the last completed epoch.
+On Vertex AI (AIP_MODEL_DIR set) --workdir may be omitted; see kmodels/workdir.py.
 """
 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
@@ -12,11 +13,14 @@ import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is importe
 from absl import app
 from absl import flags
 
-from kmodels import training
+from kmodels import training, workdir
 from launch import common
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir(
-    "Experiment config file (configs/*.py).", "Directory for every output of the run.")
+    "Experiment config file (configs/*.py).",
+    "Directory for every output of the run. On Vertex AI it may be omitted: the directory "
+    "holding AIP_MODEL_DIR (export, checkpoints and TensorBoard logs go to the AIP_* dirs).",
+    default_workdir=workdir.vertex_default_root())
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "If --workdir holds a run of another experiment, delete its outputs "
     "and start over (without it, that is refused).")

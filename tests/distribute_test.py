@@ -137,6 +137,49 @@ class DistributeTest(parameterized.TestCase):
       training.train_and_evaluate(config, self.create_tempdir().full_path)
 
 
+class GpuReadinessTest(parameterized.TestCase):
+  """What a GPU machine is told, from the facts it reports (no GPU here)."""
+
+  def _tf_config(self, chief, worker, task_type="worker"):
+    return {"cluster": {"chief": [chief], "worker": [worker]},
+            "task": {"type": task_type, "index": 0}}
+
+  @parameterized.parameters(
+      ("auto", None, False), ("on", None, True), ("off", ("h0:1", "h0:2"), False),
+      ("auto", ("h0:1", "h0:2"), True),  # chief and worker on one host
+      ("auto", ("h0:1", "h1:2"), False))
+  def test_memory_growth(self, setting, hosts, expected):
+    tf_config = self._tf_config(*hosts) if hosts else None
+    self.assertEqual(distribute.gpu_memory_growth_wanted(setting, tf_config), expected)
+
+  def test_the_startup_line_names_each_gpu_and_the_cuda_tf_was_built_with(self):
+    built = {"is_cuda_build": True, "cuda_version": "12.2", "cudnn_version": "8"}
+    line = distribute.describe_gpus(
+        [("/physical_device:GPU:0", {"device_name": "NVIDIA A100-SXM4-40GB",
+                                     "compute_capability": (8, 0)})], built)
+    self.assertEqual(line, "GPUs: /physical_device:GPU:0 (NVIDIA A100-SXM4-40GB, compute "
+                     "capability 8.0) (TensorFlow built with CUDA 12.2, cuDNN 8).")
+    self.assertIn("none visible", distribute.describe_gpus([], built))
+    self.assertIn("built without CUDA", distribute.describe_gpus([], {}))
+
+  def test_the_likely_cause_of_no_gpu(self):
+    self.assertIn("pip install 'kmodels[gpu]'", distribute.no_gpu_reason({}, False))
+    cuda = {"is_cuda_build": True}
+    self.assertIn("no usable CUDA libraries", distribute.no_gpu_reason(cuda, True))
+    self.assertIn("kmodels[gpu]", distribute.no_gpu_reason(cuda, True))
+    self.assertIn("no /dev/nvidia0", distribute.no_gpu_reason(cuda, False))
+
+  def test_an_explicit_gpu_request_without_a_gpu_says_why(self):
+    config = testutil.tiny_config(distribution__strategy="mirrored",
+                                  distribution__devices="gpu:0")
+    with self.assertRaisesRegex(UserError, "no device /gpu:0 on this machine.*TensorFlow "
+                                "sees no GPU: "):
+      distribute.get_strategy(config.distribution)
+    with self.assertLogs(level="INFO") as logs:
+      distribute.configure_gpus(config.distribution)
+    self.assertIn("GPUs: none visible (TensorFlow built", "\n".join(logs.output))
+
+
 class TfConfigTest(parameterized.TestCase):
 
   def _read(self, value):

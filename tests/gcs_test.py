@@ -264,6 +264,26 @@ class BucketToolsTest(absltest.TestCase):
                         for n in objects))
 
 
+class VertexAiTest(absltest.TestCase):
+
+  def test_the_aip_directories_are_used_and_the_workdir_may_be_omitted(self):
+    base = f"gs://{_BUCKET}/vertex_job"  # as Vertex sets them from baseOutputDirectory
+    env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT, AIP_MODEL_DIR=f"{base}/model/",
+               AIP_CHECKPOINT_DIR=f"{base}/checkpoints/",
+               AIP_TENSORBOARD_LOG_DIR=f"{base}/logs/")
+    proc = subprocess.run([sys.executable, "-m", "launch.train", *_QUICK_FLAGS],
+                          cwd=testutil.REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    names = set(_server.objects(_BUCKET, "vertex_job/"))
+    self.assertIn("vertex_job/model/saved_model.pb", names)  # at the model dir's root
+    self.assertIn("vertex_job/model/model_card.json", names)
+    self.assertTrue(any(n.startswith("vertex_job/checkpoints/chief/") for n in names), names)
+    self.assertTrue(any(n.startswith("vertex_job/logs/") and ".tfevents." in n for n in names))
+    self.assertIn("vertex_job/metrics.json", names)  # the workdir: the model dir's parent
+    self.assertFalse({"export", "tensorboard"} & _top_level("vertex_job"))
+
+
 class UnusableStorageTest(absltest.TestCase):
 
   def test_a_missing_bucket_is_one_message(self):

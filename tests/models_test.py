@@ -143,6 +143,21 @@ class ApplicationsTest(parameterized.TestCase):
                                atol=1e-3)
 
 
+class XlaOnCpuTest(absltest.TestCase):
+
+  def test_xla_on_cpus_is_warned_about(self):
+    from kmodels import data, training  # pylint: disable=g-import-not-at-top
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar10",
+                                  model__name="mobilenet_v2", xla=True)
+    info = data.load(config.dataset, 8, 0).info
+    with self.assertLogs(level="WARNING") as logs:
+      training.build_and_compile(config, info, tf.distribute.get_strategy())
+    self.assertIn("xla=True on CPUs", "\n".join(logs.output))
+    config.xla = False
+    with self.assertNoLogs(level="WARNING"):
+      training.warn_about_xla_on_cpu(config, tf.distribute.get_strategy())
+
+
 class BackboneWeightsTest(absltest.TestCase):
   """model.weights: a Keras Applications "notop" .h5, made here in the real format."""
 
