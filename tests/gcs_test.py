@@ -230,6 +230,26 @@ class BucketToolsTest(absltest.TestCase):
     report = _server.read(_BUCKET, "records-run/classification_report.txt").decode()
     self.assertRegex(report, r"accuracy\s+[\d.]+\s+12\n")  # the 12 test images
 
+  def test_backbone_weights_load_from_the_bucket(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    local = os.path.join(self.create_tempdir().full_path, "mobilenet_v2_notop.h5")
+    tf.keras.applications.MobileNetV2(include_top=False, weights=None,
+                                      input_shape=(32, 32, 3)).save_weights(local)
+    with open(local, "rb") as f:
+      _server.upload(_BUCKET, "weights/mobilenet_v2_notop.h5", f.read())
+    workdir = self.create_tempdir().full_path
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.train", "--config=configs/base.py",
+         f"--workdir={workdir}", "--config.dataset.source=synthetic",
+         "--config.dataset.name=cifar10", "--config.model.name=mobilenet_v2",
+         f"--config.model.weights=gs://{_BUCKET}/weights/mobilenet_v2_notop.h5",
+         "--config.train.batch_size=8", "--config.train.steps_per_epoch=1"],
+        cwd=testutil.REPO_ROOT, env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT),
+        capture_output=True, text=True, timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn(f"Loaded mobilenet_v2's backbone weights from gs://{_BUCKET}/weights/"
+                  "mobilenet_v2_notop.h5", proc.stderr)
+
   def test_compare_and_benchmark_write_to_the_bucket(self):
     proc = testutil.run_launcher(
         "compare", "--config=configs/compare_fashion_mnist.py",

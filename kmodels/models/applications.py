@@ -21,6 +21,7 @@ import os
 import tempfile
 import typing
 
+from absl import logging
 import tensorflow as tf
 
 from kmodels.errors import UserError, first_line
@@ -174,3 +175,5 @@ def load_backbone_weights(model, name, path):
   finally:
     if temporary:
       os.remove(temporary)
+  logging.info("Loaded %s's backbone weights from %s (%d weight arrays; a new %d-class head).",
+               name, path, len(backbone.weights), model.output_shape[-1])
