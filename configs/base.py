@@ -66,6 +66,9 @@ def get_config():
   # Also checkpoint (and write TensorBoard scalars) every N steps within an epoch; None:
   # at epoch ends only. A kill then loses at most N steps.
   config.train.checkpoint_every_steps = config_dict.placeholder(int)
+  # (first, last) training steps to trace with TensorFlow's profiler, e.g. (10, 15): a trace
+  # under WORKDIR/tensorboard/plugins/profile for TensorBoard's profile tab. None: off.
+  config.train.profile_steps = config_dict.placeholder(tuple)
   config.train.seed = 0
   # Bit-identical reruns (tf.config.experimental.enable_op_determinism); cost: README.
   config.train.deterministic = False

@@ -6,7 +6,8 @@ through a tf.keras.callbacks.CallbackList, in this order:
   StopOnNonFiniteLoss  first: a diverged step raises before anything saves its weights
   FirstStepCallback    time to the first training step (FirstStepTimer)
   EpochHistory         history.json, kept across restarts; "Resumed from ..." on a resume
-  TensorBoard          epoch scalars under WORKDIR/tensorboard/{train,validation}
+  TensorBoard          epoch scalars under WORKDIR/tensorboard/{train,validation}, and
+                       with train.profile_steps a profile trace of those steps
   StepScalars          with train.checkpoint_every_steps: the running train metrics at
                        that cadence under WORKDIR/tensorboard/train_steps
 
@@ -182,6 +183,7 @@ def epoch_contract(run) -> List[tf.keras.callbacks.Callback]:
       run.history,
       # Under multi_worker, Keras sends a non-chief worker's events to a temporary dir.
       tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
-                                     profile_batch=0, write_graph=False),
+                                     profile_batch=run.config.train.profile_steps or 0,
+                                     write_graph=False),
       *step_scalars,
   ]

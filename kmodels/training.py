@@ -5,6 +5,7 @@ Two trainers share everything around the training loop:
   custom_loop  a GradientTape loop under `strategy.run` (kmodels/custom_loop.py).
 """
 
+import json
 import os
 import sys
 import typing
@@ -18,7 +19,7 @@ from kmodels import (callbacks, custom_loop, data, distribute, estimator, faults
                      optimizers, precision, preparation, reporting, serving, sources, storage,
                      trainers, validation)
 from kmodels.errors import TrainingDiverged, UserError
-from kmodels.workdir import Workdir
+from kmodels.workdir import RUN_DEFINING, Workdir
 
 
 def build_and_compile(config, info, strategy):
@@ -312,6 +313,10 @@ def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch,
 
 def _write_reports(config, workdir, info, metrics, report):
   reporting.write_json(workdir.metrics, metrics)
+  reporting.write_hparams(
+      storage.join(workdir.tensorboard, "hparams"),
+      reporting.hparams_of(json.loads(config.to_json_best_effort()), RUN_DEFINING), metrics,
+      step=len(metrics["history"]))
   storage.write_atomic(workdir.report, report)
   reporting.plot_curves(metrics["history"], workdir.curves,
                         f"{serving.model_label(config)} ({config.trainer}) on {info.name}")

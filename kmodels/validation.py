@@ -53,6 +53,7 @@ def validate(config):
   _positive("train.steps_per_epoch", config.train.steps_per_epoch, allow_none=True)
   _positive("train.checkpoint_every_steps", config.train.checkpoint_every_steps,
             allow_none=True)
+  _check_profile_steps(config.train.profile_steps)
   _check_dataset(config.dataset)
   optimizer = config.train.optimizer
   _in_range("train.optimizer.learning_rate", optimizer.learning_rate, 0.0, float("inf"))
@@ -124,6 +125,15 @@ def _check_dataset(dataset):
                     "as DIR/<split>/<class>/*.jpg (--config.dataset.image_dir=DIR).")
   if dataset.service is not None:
     data_service.parse_address(dataset.service)
+
+
+def _check_profile_steps(steps):
+  if steps is None:
+    return
+  if (len(steps) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                 for s in steps) or steps[0] > steps[1]):
+    raise UserError(f"train.profile_steps must be (first, last) training steps with "
+                    f"0 < first <= last, e.g. (10, 15); got {steps!r}.")
 
 
 def _check_fine_tuning(config):

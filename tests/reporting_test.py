@@ -4,10 +4,11 @@ import os
 
 from absl.testing import absltest
 
-from tests import testutil  # noqa: F401
+from tests import testutil
 import matplotlib.image
+import tensorflow as tf
 
-from kmodels import reporting
+from kmodels import reporting, training
 
 
 class ReportingTest(absltest.TestCase):
@@ -55,6 +56,60 @@ class ReportingTest(absltest.TestCase):
     reporting.write_json(path, {"a": 2})
     self.assertEqual(reporting.read_json(path, None), {"a": 2})
     self.assertEqual(os.listdir(directory), ["m.json"])
+
+
+
+def _events(directory):
+  """Every summary value in the event files under `directory`, with its step."""
+  values = []
+  for path in tf.io.gfile.glob(os.path.join(directory, "**", "events.out.tfevents.*")) + \
+      tf.io.gfile.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      values += [(event.step, value) for value in event.summary.value]
+  return values
+
+
+class RunTrackingTest(absltest.TestCase):
+  """TensorBoard beyond epoch scalars: HParams to compare runs, and profile traces."""
+
+  def test_a_run_writes_its_hyperparameters_and_final_metrics_for_the_hparams_tab(self):
+    from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+                                  train__label_smoothing=0.1)
+    workdir = self.create_tempdir().full_path
+    metrics = training.train_and_evaluate(config, workdir)
+    values = _events(os.path.join(workdir, "tensorboard", "hparams"))
+    session = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+               for _, v in values if v.metadata.plugin_data.plugin_name == "hparams"]
+    starts = [d.session_start_info for d in session if d.HasField("session_start_info")]
+    self.assertLen(starts, 1)
+    hparams = starts[0].hparams
+    self.assertEqual(hparams["model.name"].string_value, "mlp")
+    self.assertEqual(hparams["train.batch_size"].number_value, 8)
+    self.assertAlmostEqual(hparams["train.label_smoothing"].number_value, 0.1)
+    self.assertEqual(hparams["precision"].string_value, "float32")
+    self.assertTrue(any(d.HasField("experiment") for d in session))
+    scalars = {v.tag: float(tf.make_ndarray(v.tensor)) for _, v in values
+               if v.tag in reporting.HPARAMS_METRICS}
+    self.assertAlmostEqual(scalars["test_accuracy"], metrics["test_accuracy"], places=6)
+    self.assertAlmostEqual(scalars["test_loss"], metrics["test_loss"], places=5)
+
+  def test_profile_steps_leave_a_trace_of_those_steps(self):
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+                                  train__steps_per_epoch=6, train__profile_steps=(2, 4))
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(config, workdir)
+    traces = tf.io.gfile.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*",
+                                           "*.xplane.pb"))
+    self.assertLen(traces, 1)
+    space = xplane_pb2.XSpace()
+    with open(traces[0], "rb") as f:
+      space.ParseFromString(f.read())
+    names = {plane.event_metadata[e.metadata_id].name for plane in space.planes
+             for line in plane.lines for e in line.events}
+    self.assertTrue(any("train_function" in n or "MatMul" in n for n in names),
+                    sorted(names)[:20])
 
 
 if __name__ == "__main__":

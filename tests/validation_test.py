@@ -64,6 +64,12 @@ class ValidationTest(parameterized.TestCase):
       ("dataset__crop__area", (0.9, 0.1), "dataset.crop.area must be \\(min, max\\)"),
       ("dataset__max_image_pixels", 0, "dataset.max_image_pixels must be a positive"),
       ("train__checkpoint_every_steps", -1, "checkpoint_every_steps must be a positive"),
+      ("train__profile_steps", (4, 2), "profile_steps must be \\(first, last\\)"),
+      ("train__profile_steps", (0, 2), "profile_steps must be"),
+      ("train__profile_steps", (1, 2, 3), "profile_steps must be"),
+      ("distribution__gpu_memory_growth", "yes", "gpu_memory_growth='yes'.*auto, on, off"),
+      ("train__optimizer__ema_momentum", 1.0, "ema_momentum must be in"),
+      ("train__optimizer__finetune_lr_factor", 0.0, "finetune_lr_factor must be in"),
   )
   def test_bad_value_is_rejected_with_the_key_named(self, key, value, message):
     with self.assertRaisesRegex(UserError, message):
