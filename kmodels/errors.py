@@ -28,3 +28,13 @@ class Preempted(UserError):
   143 = 128 + SIGTERM, what a job killed by SIGTERM reports: schedulers restart on it.
   """
   exit_status = 143
+
+
+class PeerLost(UserError):
+  """A multi-worker job lost a task (killed, preempted, crashed): this worker stops too.
+
+  Not the input's fault and nothing to fix: restarting the job's tasks resumes from the
+  last checkpoint. 129 is >= 128, which Kubeflow's `restartPolicy: ExitCode` and Vertex AI
+  treat as retryable (1-127 mean a permanent failure); 128 + SIGHUP, "the line dropped".
+  """
+  exit_status = 129

@@ -18,7 +18,8 @@ import tensorflow as tf
 from kmodels import (callbacks, custom_loop, data, distribute, estimator, faults, models,
                      optimizers, precision, preparation, reporting, serving, sources, storage,
                      trainers, validation)
-from kmodels.errors import TrainingDiverged, UserError
+from kmodels import errors
+from kmodels.errors import PeerLost, TrainingDiverged, UserError
 from kmodels.workdir import RUN_DEFINING, Workdir
 
 
@@ -251,12 +252,24 @@ def train_and_evaluate(
     datasets, steps_per_epoch = _load(config, strategy, datasets)
     return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer,
                                   extra_callbacks)
+  except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
+    if not distribute.is_multi_worker(strategy):
+      raise
+    raise PeerLost(f"this job lost a worker ({_peer_failure(e)}). Restart the job's "
+                   "tasks with the same command: they resume from the last checkpoint in "
+                   f"{workdir.root}. Exit 129, which job controllers retry.") from e
   except (OSError, tf.errors.OpError) as e:
     if not faults.is_disk_full(e):
       raise
     raise faults.disk_full(workdir.root) from e
   finally:
     workdir.release()
+
+
+def _peer_failure(error):
+  """The line of a collective's error that names the task that failed."""
+  lines = [line.strip() for line in str(error).splitlines() if "/job:" in line]
+  return (lines[0] if lines else errors.first_line(error))[:300]
 
 
 def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer,

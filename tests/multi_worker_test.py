@@ -81,10 +81,14 @@ class MultiWorkerTest(parameterized.TestCase):
       self.assertIsNone(processes[0].poll(), testutil.read_text(logs[0])[-3000:])
       time.sleep(0.2)
     processes[1].send_signal(signal.SIGKILL)
-    # The chief notices its peer is gone (a failed collective) and stops by itself.
+    # The chief notices its peer is gone (a failed collective) and stops by itself, with
+    # an exit status job controllers retry (>= 128) and one line, not a traceback.
     chief_code = _wait(processes[:1])[0]
     processes[1].wait()
-    self.assertNotEqual(chief_code, 0)
+    self.assertEqual(chief_code, 129)
+    chief_log = testutil.read_text(logs[0])
+    self.assertIn("kmodels: error: this job lost a worker (", chief_log)
+    self.assertNotIn("Traceback", chief_log)
     done_before = len(testutil.read_json(history_path, []))
     self.assertLess(done_before, 12)
 
