@@ -106,6 +106,9 @@ def get_config():
   config.distribution.strategy = "auto"
   config.distribution.devices = config_dict.placeholder(str)  # "cpu:0,cpu:1"; None: all GPUs
   config.distribution.collective = "auto"  # multi_worker all-reduce: auto | ring | nccl
+  # multi_worker's cluster: auto (TF_CONFIG if set, else a Slurm job step) | tf_config | slurm
+  config.distribution.cluster = "auto"
+  config.distribution.slurm_port_base = 8888  # slurm: task i of a node listens on base + i
   # GPUs take memory as needed instead of nearly all at start: on | off | auto (on when
   # another task of TF_CONFIG's cluster shares this host)
   config.distribution.gpu_memory_growth = "auto"

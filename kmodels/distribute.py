@@ -12,6 +12,7 @@ first.
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -65,12 +66,53 @@ def _mirrored(distribution_config, for_estimator=False):
       else None)
 
 
+# Where a multi_worker job learns its cluster: TF_CONFIG (TFJob, Vertex AI, by hand) or the
+# Slurm job step's SLURM_* variables; auto: TF_CONFIG when set, else Slurm inside a step.
+CLUSTERS = ("auto", "tf_config", "slurm")
+
+
+def in_slurm_step(environ=os.environ):
+  return "SLURM_PROCID" in environ and "SLURM_STEP_NODELIST" in environ
+
+
+def cluster_source(setting, environ=os.environ):
+  """tf_config or slurm: what distribution.cluster means in this environment."""
+  if setting != "auto":
+    return setting
+  return "slurm" if not environ.get("TF_CONFIG") and in_slurm_step(environ) else "tf_config"
+
+
+def _slurm_resolver(distribution_config):
+  if not in_slurm_step():
+    raise UserError("distribution.cluster=slurm, but this process is not a Slurm job step "
+                    "(no SLURM_PROCID / SLURM_STEP_NODELIST): start it with srun, e.g. "
+                    "launch/cluster/slurm.sbatch.")
+  tasks_per_node = max(int(n) for n in re.findall(r"(\d+)(?:\(x\d+\))?",
+                                                  os.environ["SLURM_STEP_TASKS_PER_NODE"]))
+  gpus = len(tf.config.list_physical_devices("GPU"))
+  if gpus and tasks_per_node > 1:
+    raise UserError(f"{tasks_per_node} Slurm tasks share a node: kmodels runs one task per "
+                    "node (#SBATCH --ntasks-per-node=1), which uses all of the node's GPUs.")
+  # TF's resolver lays out one port per task and hands each task GPUs; it lists no task
+  # when a node has no GPUs, so CPU nodes get one notional slot per task. The devices
+  # stay as they are (auto_set_gpu=False): TensorFlow has already seen them here.
+  slots = max(gpus, 1)
+  resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
+      port_base=distribution_config.get("slurm_port_base", 8888),
+      gpus_per_node=slots * tasks_per_node, gpus_per_task=slots, auto_set_gpu=False)
+  logging.info("Slurm cluster: %s; this is task %s %d.", resolver.cluster_spec().as_dict(),
+               resolver.task_type, resolver.task_id)
+  return resolver
+
+
 def _multi_worker(distribution_config):
-  cluster = read_tf_config()
-  if cluster is None:
-    logging.warning("TF_CONFIG is not set: multi_worker runs as a single worker.")
   options = tf.distribute.experimental.CommunicationOptions(
       implementation=COLLECTIVES[distribution_config.collective])
+  if cluster_source(distribution_config.get("cluster", "auto")) == "slurm":
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=_slurm_resolver(distribution_config), communication_options=options)
+  if read_tf_config() is None:
+    logging.warning("TF_CONFIG is not set: multi_worker runs as a single worker.")
   return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 

@@ -43,6 +43,8 @@ def validate(config):
           tuple(distribute.COLLECTIVES))
   _choice("distribution.gpu_memory_growth", config.distribution.gpu_memory_growth,
           distribute.GPU_MEMORY_GROWTH)
+  _choice("distribution.cluster", config.distribution.cluster, distribute.CLUSTERS)
+  _in_range("distribution.slurm_port_base", config.distribution.slurm_port_base, 1, 65536)
   _choice("precision", config.precision, precision.PRECISIONS)
   _choice("train.optimizer.name", config.train.optimizer.name,
           tuple(optimizers.OPTIMIZERS))

@@ -22,15 +22,15 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
 # Modules that start launcher processes, send signals, run multi-worker jobs or servers, or
 # sweep the strategy x trainer x precision matrix. Every other module is the fast tier.
-SLOW = {"benchmark_test", "container_test", "cpus_test", "data_service_test", "estimator_test",
-        "faults_test", "packaging_test",
-        "gcs_test", "kill_resume_test", "launch_test", "locks_test", "matrix_test",
-        "migration_test", "multi_worker_test", "serving_test", "step_checkpoint_test",
-        "tpu_test"}
+SLOW = {"benchmark_test", "cluster_test", "container_test", "cpus_test", "data_service_test",
+        "estimator_test", "faults_test", "gcs_test", "kill_resume_test", "launch_test",
+        "locks_test", "matrix_test", "migration_test", "multi_worker_test", "packaging_test",
+        "serving_test", "step_checkpoint_test", "tpu_test"}
 # The longest modules (seconds on 2 cores, both lanes: gcs ~570, matrix ~450, multi_worker
 # ~330, ...) start first, so the two workers finish together instead of one of them
 # starting a ten-minute module when the other is done.
-LONGEST_FIRST = ("container_test", "gcs_test", "matrix_test", "multi_worker_test", "launch_test",
+LONGEST_FIRST = ("container_test", "gcs_test", "matrix_test", "multi_worker_test",
+                 "cluster_test", "launch_test",
                  "kill_resume_test", "serving_test", "estimator_test", "step_checkpoint_test",
                  "image_folder_test", "data_test")
 
