@@ -11,7 +11,7 @@ missing=""
 for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
 if [ -n "$missing" ]; then
   echo "[container_base] installing$missing" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing; } >/dev/null
 fi
 if podman image exists "$TAG"; then
   echo "[container_base] $TAG exists" >&2
