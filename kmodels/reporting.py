@@ -122,34 +122,17 @@ def plot_confusion_matrix(labels, predictions, label_names, path, title):
 HPARAMS_METRICS = ("test_accuracy", "test_loss", "test_top5_accuracy", "images_per_second")
 
 
-def hparams_of(config_dict, keys):
-  """The flat {"a.b": value} of `config_dict` under each of `keys`, as HParams values
-  (bool, int, float or str; lists and None become their text)."""
-  flat = {}
-
-  def visit(node, prefix):
-    if isinstance(node, dict):
-      for key, value in node.items():
-        visit(value, f"{prefix}{key}.")
-      return
-    name = prefix.rstrip(".")
-    if any(name == k or name.startswith(k + ".") for k in keys):
-      flat[name] = node if isinstance(node, (bool, int, float, str)) else str(node)
-
-  visit(config_dict, "")
-  return flat
-
-
 def write_hparams(logdir, hparams, metrics, step):
-  """TensorBoard HParams summaries under `logdir`: the run's hyperparameters and its final
-  metrics, so runs sharing a parent log directory compare side by side (TensorBoard's and
-  Vertex AI TensorBoard's HParams tab)."""
+  """TensorBoard HParams summaries under `logdir`: the run's hyperparameters ({name: value};
+  lists and None are written as their text) and its final metrics, so runs sharing a parent
+  log directory compare side by side (TensorBoard's and Vertex AI TensorBoard's HParams tab)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
   final = {k: float(metrics[k]) for k in HPARAMS_METRICS if metrics.get(k) is not None}
   with tf.summary.create_file_writer(logdir).as_default():
     hp.hparams_config(hparams=[hp.HParam(name) for name in sorted(hparams)],
                       metrics=[hp.Metric(name) for name in final])
-    hp.hparams(hparams)
+    hp.hparams({name: value if isinstance(value, (bool, int, float, str)) else str(value)
+                for name, value in hparams.items()})
     for name, value in final.items():
       tf.summary.scalar(name, value, step=step)

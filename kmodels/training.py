@@ -20,7 +20,8 @@ from kmodels import (callbacks, custom_loop, data, distribute, estimator, faults
                      trainers, validation)
 from kmodels import errors
 from kmodels.errors import PeerLost, TrainingDiverged, UserError
-from kmodels.workdir import RUN_DEFINING, Workdir
+from kmodels import workdir as workdir_lib
+from kmodels.workdir import Workdir
 
 
 def build_and_compile(config, info, strategy):
@@ -328,7 +329,7 @@ def _write_reports(config, workdir, info, metrics, report):
   reporting.write_json(workdir.metrics, metrics)
   reporting.write_hparams(
       storage.join(workdir.tensorboard, "hparams"),
-      reporting.hparams_of(json.loads(config.to_json_best_effort()), RUN_DEFINING), metrics,
+      workdir_lib.run_defining_values(json.loads(config.to_json_best_effort())), metrics,
       step=len(metrics["history"]))
   storage.write_atomic(workdir.report, report)
   reporting.plot_curves(metrics["history"], workdir.curves,

@@ -154,10 +154,14 @@ def _flatten(tree, prefix=""):
   return flat
 
 
+def run_defining_values(config_dict):
+  """{"a.b": value} of `config_dict` (a resolved config as a dict) under RUN_DEFINING."""
+  return {k: v for k, v in _flatten(config_dict).items()
+          if any(k == d or k.startswith(d + ".") for d in RUN_DEFINING)}
+
+
 def _differences(previous, current):
   """(key, previous, current) for each RUN_DEFINING key whose value changed. Keys the
   previous run's config lacks (added by a later kmodels) are not differences."""
-  old, new = _flatten(previous), _flatten(current)
-  keys = sorted(k for k in old
-                if any(k == d or k.startswith(d + ".") for d in RUN_DEFINING))
-  return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+  old, new = run_defining_values(previous), _flatten(current)
+  return [(k, old[k], new.get(k)) for k in sorted(old) if old[k] != new.get(k)]
