@@ -28,7 +28,11 @@ def vertex_default_root(environ=os.environ):
   model_dir = environ.get(VERTEX_MODEL_DIR)
   if not model_dir:
     return None
-  return storage.dirname(model_dir.rstrip("/")) or model_dir
+  model_dir = storage.absolute(model_dir)
+  parent = storage.dirname(model_dir)
+  # A bucket's root has no parent: then the model dir itself, which Workdir refuses.
+  usable = parent and (not storage.has_scheme(model_dir) or "://" in parent)
+  return parent if usable else model_dir
 
 
 class Workdir:
@@ -45,11 +49,12 @@ class Workdir:
     self.root = storage.absolute(root)
     self.config_json = self._path("config.json")
     # BackupAndRestore: resume after a crash
-    self.checkpoints = self._vertex(environ, VERTEX_CHECKPOINT_DIR) or self._path("checkpoints")
-    self.tensorboard = (self._vertex(environ, VERTEX_TENSORBOARD_DIR)
+    self.checkpoints = (self._vertex(environ, VERTEX_CHECKPOINT_DIR, "checkpoints")
+                        or self._path("checkpoints"))
+    self.tensorboard = (self._vertex(environ, VERTEX_TENSORBOARD_DIR, "TensorBoard logs")
                         or self._path("tensorboard"))
     # SavedModel of the trained model
-    self.export = self._vertex(environ, VERTEX_MODEL_DIR) or self._path("export")
+    self.export = self._vertex(environ, VERTEX_MODEL_DIR, "export") or self._path("export")
     self.metrics = self._path("metrics.json")
     self.history = self._path("history.json")  # per-epoch logs, kept across restarts
     self.curves = self._path("curves.png")
@@ -61,10 +66,23 @@ class Workdir:
   def _path(self, name):
     return storage.join(self.root, name)
 
-  @staticmethod
-  def _vertex(environ, variable):
+  def _vertex(self, environ, variable, what):
+    """The directory `variable` names in `environ`, or None; a UserError for one that
+    cannot hold the run's `what` apart from its other outputs."""
     value = environ.get(variable)
-    return storage.absolute(value.rstrip("/")) if value else None
+    if not value:
+      return None
+    path = storage.absolute(value)
+    bucket_root = storage.has_scheme(path) and path.split("://", 1)[1].count("/") == 0
+    filesystem_root = not path.strip("/")  # "/", and "//", which POSIX keeps as it is
+    if filesystem_root or bucket_root or path == self.root:
+      raise UserError(
+          f"{variable}={value!r} cannot hold this run's {what}: it is "
+          f"{'the workdir ' + self.root if path == self.root else 'a filesystem or bucket root'}. "
+          f"Vertex AI sets it to a directory of its own under the job's base output "
+          f"directory (gs://BUCKET/DIR/model/, .../checkpoints/, .../logs/). Unset "
+          f"{variable} or point it at such a directory.")
+    return path
 
   def prepare(self, config, overwrite=False):
     """Creates the directory, proves it is writable, takes the lock, records the config.
@@ -73,6 +91,9 @@ class Workdir:
     or with `overwrite` emptied of that run's outputs first. Call release() when the run
     ends (also when it fails).
     """
+    if not self.root.strip("/"):
+      raise UserError("The workdir is the filesystem root (/): a run writes a dozen files "
+                      "and directories there. Pick a directory of its own with --workdir=DIR.")
     storage.check_reachable(self.root, "Workdir")
     try:
       storage.makedirs(self.root)

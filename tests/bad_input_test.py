@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import testutil
-from kmodels import data, predicting, sources
+from kmodels import data, predicting, sources, workdir
 from kmodels.errors import UserError
 
 _SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
@@ -154,6 +154,35 @@ class SplitSpecTest(absltest.TestCase):
       with self.subTest(split=split), self.assertRaisesRegex(UserError, message):
         data.load_split(config, split, "--split")
     self.assertEqual(3, data.load_split(config, "test[:3]", "--split").info.eval_examples)
+
+
+
+class VertexDirectoriesTest(absltest.TestCase):
+  """AIP_* directories a stranger might set: roots, a bucket, the workdir itself."""
+
+  @hypothesis.settings(deadline=None, max_examples=40)
+  @hypothesis.given(variable=st.sampled_from([workdir.VERTEX_MODEL_DIR,
+                                              workdir.VERTEX_CHECKPOINT_DIR,
+                                              workdir.VERTEX_TENSORBOARD_DIR]),
+                    value=st.sampled_from(["/", "//", "gs://", "gs://bucket", "gs://bucket/",
+                                           "/tmp/run", "/tmp/run/"]))
+  def test_a_root_or_the_workdir_itself_is_refused_naming_the_variable(self, variable, value):
+    with self.assertRaisesRegex(UserError, f"{variable}=.*cannot hold this run's"):
+      workdir.Workdir("/tmp/run", environ={variable: value})
+
+  def test_the_default_workdir_is_the_model_dirs_parent_or_refused(self):
+    self.assertEqual(workdir.vertex_default_root({"AIP_MODEL_DIR": "gs://b/job/model/"}),
+                     "gs://b/job")
+    self.assertIsNone(workdir.vertex_default_root({}))
+    for model_dir in ("gs://b/", "/"):  # no parent of its own: refused by Workdir
+      root = workdir.vertex_default_root({"AIP_MODEL_DIR": model_dir})
+      with self.assertRaises(UserError):
+        workdir.Workdir(root, environ={"AIP_MODEL_DIR": model_dir})
+
+  def test_the_filesystem_root_is_no_workdir(self):
+    for root in ("/", "//"):
+      with self.assertRaisesRegex(UserError, "filesystem root"):
+        workdir.Workdir(root).prepare(testutil.tiny_config())
 
 
 if __name__ == "__main__":
