@@ -190,6 +190,8 @@ class BackboneWeightsTest(absltest.TestCase):
     for config, message in (
         (self._config("resnet50", "imagenet"), "model.weights takes a file.*notop.h5"),
         (self._config("resnet50", "/no/such/file.h5"), "does not exist"),
+        (self._config("resnet50", "gs://no-such-bucket-kmodels/w.h5"),
+         "model.weights gs://no-such-bucket-kmodels/w.h5.*(unreachable|does not exist)"),
         (self._config("shallownet", "/any.h5"), "'shallownet' has none")):
       with self.subTest(config=config.weights), self.assertRaisesRegex(UserError, message):
         models.build_from_config(config, (32, 32, 3), 5)

@@ -24,6 +24,7 @@ import typing
 from absl import logging
 import tensorflow as tf
 
+from kmodels import storage
 from kmodels.errors import UserError, first_line
 
 layers = tf.keras.layers
@@ -158,6 +159,7 @@ def load_backbone_weights(model, name, path):
   saying what the file holds and what `name` expects."""
   if path == "imagenet":
     raise UserError(imagenet_weights_help(name))
+  storage.check_reachable(path, "model.weights")  # a bucket that doesn't answer: one line
   if not tf.io.gfile.exists(path):
     raise UserError(f"model.weights={path} does not exist. " + imagenet_weights_help(name))
   local, temporary = _local_copy(path)
