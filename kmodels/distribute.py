@@ -87,8 +87,7 @@ def _slurm_resolver(distribution_config):
     raise UserError("distribution.cluster=slurm, but this process is not a Slurm job step "
                     "(no SLURM_PROCID / SLURM_STEP_NODELIST): start it with srun, e.g. "
                     "launch/cluster/slurm.sbatch.")
-  tasks_per_node = max(int(n) for n in re.findall(r"(\d+)(?:\(x\d+\))?",
-                                                  os.environ["SLURM_STEP_TASKS_PER_NODE"]))
+  tasks_per_node = _most_slurm_tasks_per_node(os.environ)
   gpus = len(tf.config.list_physical_devices("GPU"))
   if gpus and tasks_per_node > 1:
     raise UserError(f"{tasks_per_node} Slurm tasks share a node: kmodels runs one task per "
@@ -100,9 +99,27 @@ def _slurm_resolver(distribution_config):
   resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
       port_base=distribution_config.get("slurm_port_base", 8888),
       gpus_per_node=slots * tasks_per_node, gpus_per_task=slots, auto_set_gpu=False)
-  logging.info("Slurm cluster: %s; this is task %s %d.", resolver.cluster_spec().as_dict(),
+  logging.info("Slurm cluster: %s; this is task %s %s.", resolver.cluster_spec().as_dict(),
                resolver.task_type, resolver.task_id)
   return resolver
+
+
+def _most_slurm_tasks_per_node(environ):
+  """The most tasks of this step on one node, with the step's variables checked: what
+  srun sets, or a UserError naming the variable that is not."""
+  def bad(name, what):
+    return UserError(f"Slurm's {name}={environ.get(name)!r} is not {what}, as srun sets it; "
+                     "start the task with srun (launch/cluster/slurm.sbatch).")
+  counts = re.findall(r"(\d+)(?:\(x\d+\))?", environ.get("SLURM_STEP_TASKS_PER_NODE", ""))
+  if not counts or not all(int(c) > 0 for c in counts):
+    raise bad("SLURM_STEP_TASKS_PER_NODE", "a list of task counts such as '2(x3),1'")
+  step_tasks = environ.get("SLURM_STEP_NUM_TASKS") or environ.get("SLURM_NTASKS")
+  if step_tasks is not None and not (step_tasks.isdigit() and int(step_tasks) > 0):
+    raise bad("SLURM_STEP_NUM_TASKS", "a positive number of tasks")
+  rank = environ.get("SLURM_PROCID", "")
+  if not rank.isdigit() or (step_tasks and int(rank) >= int(step_tasks)):
+    raise bad("SLURM_PROCID", f"this task's rank, 0 to {int(step_tasks or 1) - 1}")
+  return max(int(c) for c in counts)
 
 
 def _multi_worker(distribution_config):

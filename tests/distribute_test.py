@@ -180,6 +180,28 @@ class GpuReadinessTest(parameterized.TestCase):
     self.assertIn("GPUs: none visible (TensorFlow built", "\n".join(logs.output))
 
 
+class SlurmStepTest(parameterized.TestCase):
+  """A Slurm step's variables as srun sets them, and damaged the ways a stranger might."""
+
+  _STEP = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "5",
+           "SLURM_STEP_TASKS_PER_NODE": "2(x2),1", "SLURM_STEP_NODELIST": "n[1-3]"}
+
+  def test_what_srun_sets_is_read(self):
+    self.assertEqual(distribute._most_slurm_tasks_per_node(self._STEP), 2)  # pylint: disable=protected-access
+    self.assertEqual(distribute.cluster_source("auto", self._STEP), "slurm")
+    self.assertEqual(distribute.cluster_source("auto", {**self._STEP, "TF_CONFIG": "{}"}),
+                     "tf_config")
+
+  @parameterized.parameters(
+      ("SLURM_PROCID", ""), ("SLURM_PROCID", "x"), ("SLURM_PROCID", "-1"),
+      ("SLURM_PROCID", "5"), ("SLURM_STEP_TASKS_PER_NODE", ""),
+      ("SLURM_STEP_TASKS_PER_NODE", "two"), ("SLURM_STEP_TASKS_PER_NODE", "0"),
+      ("SLURM_STEP_NUM_TASKS", "0"), ("SLURM_STEP_NUM_TASKS", "many"))
+  def test_a_damaged_variable_is_named(self, name, value):
+    with self.assertRaisesRegex(UserError, f"Slurm's {name}={value!r} is not"):
+      distribute._most_slurm_tasks_per_node({**self._STEP, name: value})  # pylint: disable=protected-access
+
+
 class TfConfigTest(parameterized.TestCase):
 
   def _read(self, value):
