@@ -40,5 +40,5 @@ _autograph_leaves_tf_keras_alone()
 
 from kmodels.errors import UserError  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["UserError", "__version__"]

@@ -28,7 +28,8 @@ DatasetInfo = sources.DatasetInfo
 
 
 class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info",
-                                                   "make_decoded_train"])):
+                                                   "make_decoded_train",
+                                                   "first_eval_images"])):
   """The pipelines of one run.
 
   make_train(input_context, start_step=0) builds the training pipeline of one input
@@ -36,7 +37,8 @@ class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info",
   training step `start_step` on (a resumed run sees the batches an uninterrupted run would
   have seen). `eval` is one pass over the evaluation split in global batches.
   make_decoded_train() decodes the same training images and does nothing else (see
-  _decoded_training_images).
+  _decoded_training_images). first_eval_images(count) gives the first `count` evaluation
+  images as uint8 (the exports' warm-up requests).
   """
 
   @property
@@ -281,7 +283,18 @@ def _with_options(ds, shard_policy):
   return ds.with_options(options)
 
 
-def _eval_pipeline(source, dataset_config, batch_size):
+def _first_eval_images(source, dataset_config, count):
+  """uint8 [count, H, W, C]: the first evaluation images, as evaluation prepares them.
+
+  From a pipeline of their own, uncached: reading the start of `Datasets.eval` before its
+  first full pass truncated its in-memory cache to what was read (TF 2.15: the run's
+  labels then came out 10 instead of 48).
+  """
+  pixels, _ = next(iter(_eval_pipeline(source, dataset_config, count, cache=False)))
+  return np.round(pixels.numpy() * _PIXEL_MAX).astype(np.uint8)
+
+
+def _eval_pipeline(source, dataset_config, batch_size, cache=True):
   # No drop_remainder: evaluation covers every test example exactly once. Under several
   # workers tf.distribute shards the batches (DATA policy: one file is enough).
   info = source.info
@@ -292,7 +305,7 @@ def _eval_pipeline(source, dataset_config, batch_size):
     ds = _skip_undecodable(ds.map(lambda image, label: (transform(load(image)), label),
                                   num_parallel_calls=_parallel_calls()), source.kind)
   eval_bytes = (info.eval_examples or 0) * int(np.prod(info.image_shape))
-  if cache_decision(dataset_config, eval_bytes, "eval"):
+  if cache and cache_decision(dataset_config, eval_bytes, "eval"):
     ds = ds.cache()
   ds = ds.batch(batch_size)
   ds = ds.map(lambda x, y: (_scale(x), _checked(y, info.num_classes)),
@@ -374,4 +387,5 @@ def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) 
                     f"examples of {info.name!r} split {dataset_config.train_split!r}.")
   make_train = functools.partial(_train_pipeline, source, dataset_config, batch_size, seed)
   return Datasets(make_train, _eval_pipeline(source, dataset_config, batch_size), info,
-                  functools.partial(_decoded_training_images, source))
+                  functools.partial(_decoded_training_images, source),
+                  functools.partial(_first_eval_images, source, dataset_config))

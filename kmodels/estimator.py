@@ -13,6 +13,8 @@ lane imports this module and gets a clear error only when an estimator trainer i
 """
 
 
+import tempfile
+
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -143,15 +145,39 @@ def _predicted_classes(estimator, eval_input_fn):
   return np.concatenate(classes)
 
 
-def _export(estimator, feature_key, info, export_dir):
+def _export(estimator, feature_key, run, card):
+  """Exports the Estimator in the Keras exports' signatures, as the next version.
+
+  The Estimator writes its TF1 SavedModel (one float32 `images` input, its own output
+  names) to a scratch directory; a tf.Module then wraps its predict signature in
+  serving.signatures, so every kmodels export serves the same inputs and outputs.
+  """
+  info = run.datasets.info
+
   def serving_input_fn():  # called by the export inside the Estimator's graph
-    # The same uint8 images as the Keras exports take, scaled inside as evaluation does.
-    images = tf.compat.v1.placeholder(tf.uint8, [None, *info.image_shape],
+    images = tf.compat.v1.placeholder(tf.float32, [None, *info.image_shape],
                                       name=serving.INPUT_NAME)
     return tf.estimator.export.ServingInputReceiver({feature_key: data.scale_pixels(images)},
                                                     {serving.INPUT_NAME: images})
 
-  return estimator.export_saved_model(export_dir, serving_input_fn).decode()
+  with tempfile.TemporaryDirectory(prefix="kmodels-estimator-export-") as scratch:
+    estimator_export = estimator.export_saved_model(scratch, serving_input_fn).decode()
+    wrapper = tf.Module()
+    wrapper.estimator = tf.saved_model.load(estimator_export)
+    # A canned Estimator's prediction signature is "predict" (its serving_default
+    # classifies tf.Examples); model_to_estimator's is serving_default.
+    signatures = wrapper.estimator.signatures
+    predict = signatures.get("predict") or signatures["serving_default"]
+    # A DNNClassifier's outputs include its logits; a Keras model's are its output layer's.
+    output, logits = (("logits", True) if run.config.trainer == "estimator" else
+                      (next(iter(predict.structured_outputs)),
+                       models.REGISTRY[run.config.model.name].logits))
+    with serving.new_version(run.workdir.export, run.strategy,
+                                run.workdir.export_versioned) as slot:
+      serving.export_module(
+          wrapper, lambda pixels: predict(images=pixels)[output], info, slot, card, logits,
+          warmup_images=run.datasets.first_eval_images(serving.WARMUP_IMAGES))
+  return slot.path
 
 
 def train(run):
@@ -189,9 +215,8 @@ def train(run):
   final = _eval_logs(estimator.evaluate(eval_input_fn))
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):
-    path = _export(estimator, feature_key, info, run.workdir.export)
-    serving.write_card(run.workdir.export, info,
-                       serving.Card.from_config(config, final["val_accuracy"]))
-    logging.info("Exported the Estimator's SavedModel to %s.", path)
+    card = serving.Card.from_config(config, final["val_accuracy"])
+    logging.info("Exported the Estimator in serving signatures to %s.",
+                 _export(estimator, feature_key, run, card))
   return (final["val_loss"], final["val_accuracy"], classes,
           parameters or _dnn_parameters(estimator))

@@ -75,7 +75,7 @@ class Source:
   feature_key: str
   input_shape: typing.Tuple[int, ...]
   kmodels_config: typing.Optional[ml_collections.ConfigDict]
-  kmodels_card: typing.Optional[dict]  # the kmodels run's export/model_card.json
+  kmodels_card: typing.Optional[dict]  # the model card of the kmodels run's export
   read_from: dict  # setting -> "graph" | "variables" | "flag" | "default" | "config"
 
   kind = ""
@@ -294,9 +294,11 @@ def _kmodels_run(estimator_dir):
   if not trainers.is_estimator(config.trainer):
     raise UserError(f"{estimator_dir} is a kmodels run of trainer={config.trainer}: it is a "
                     "Keras model already (its export/ serves as it is).")
-  card = serving.read_card(workdir.export)
-  if card is None:
-    raise UserError(f"{estimator_dir} has no export/model_card.json: the run did not finish. "
+  export = workdir.current_export()
+  card = export and serving.read_card(export)
+  if not card:
+    raise UserError(f"{estimator_dir} has no export/<version>/model_card.json: the run did "
+                    "not finish. "
                     "Run its launch.train command again to complete it, then migrate.")
   return workdir.checkpoints, config, card
 

@@ -169,8 +169,9 @@ def _save_keras(model, output_dir):
     model.save_weights(path)
 
 
-def export_for_serving(source, model, export_dir):
-  """SavedModel whose serving_default takes the Estimator's own feature by its key.
+def export_for_serving(source, model, export_root):
+  """The next version under `export_root`: a SavedModel whose serving_default takes the
+  Estimator's own feature by its key.
 
   Outputs: probabilities (float32), class_id (int64), and class_name where the class names
   are known. A kmodels image run also gets serving_images / serving_float / serving_bytes,
@@ -190,22 +191,13 @@ def export_for_serving(source, model, export_dir):
 
   functions = {"serving_default": serving_default}
   if source.image_preprocessing_known():
-    images = serving.signatures(_ProbabilitiesModel(model, source), source.input_shape,
-                                label_names, logits=False)
+    keras_scores = serving.keras_scores(model)
+    images = serving.signatures(lambda pixels: source.probabilities(keras_scores(pixels)),
+                                source.input_shape, label_names, logits=False)
     functions.update(serving_images=images.pop("serving_default"), **images)
-  model.save(export_dir, save_format="tf", include_optimizer=False, signatures=functions)
-  reporting.write_json(storage.join(export_dir, serving.MODEL_CARD),
-                       source.model_card(sorted(functions)))
-  logging.info("Exported %s with signatures %s.", export_dir, ", ".join(sorted(functions)))
-
-
-class _ProbabilitiesModel(tf.Module):
-  """`model` followed by the Estimator head's probabilities, callable like a Keras model."""
-
-  def __init__(self, model, source):
-    super().__init__()
-    self.model, self.source = model, source
-
-  def __call__(self, inputs, training=False):
-    return self.source.probabilities(self.model(inputs, training=training))
+  with serving.new_version(export_root) as slot:
+    model.save(slot.path, save_format="tf", include_optimizer=False, signatures=functions)
+    reporting.write_json(storage.join(slot.path, serving.MODEL_CARD),
+                         dict(source.model_card(sorted(functions)), version=slot.version))
+  logging.info("Exported %s with signatures %s.", slot.path, ", ".join(sorted(functions)))
 

@@ -1,8 +1,9 @@
 """Classifies image files, or a split of a run's dataset, with a run's serving export.
 
-Everything goes through the export's uint8-image signature (`serving_default`, or
-`serving_images` in an Estimator migrated by launch.migrate), the same one any other client
-calls, so what `launch.predict` prints is what a server says.
+Files go, as they are, through the export's `serving_bytes` signature: the export's own
+decoder, centre crop and resize, the same a server runs, so what `launch.predict` prints is
+what a server says. A split of the run's dataset goes through the uint8-image signature
+(`serving_default`, or `serving_images` in an Estimator migrated by launch.migrate).
 """
 
 import csv
@@ -16,38 +17,72 @@ import tensorflow as tf
 
 from kmodels import data, images, serving, storage
 from kmodels.errors import UserError, first_line
+from kmodels.workdir import current_export
 
 BATCH = 256
 PROGRESS_EVERY = 1000  # images between progress lines
 
 
 class Predictor:
-  """A loaded export: its input shape, its label names, and a batch classifier."""
+  """A loaded export: its input shape, its label names, and batch classifiers."""
 
   def __init__(self, path):
     self.export_dir = find_export(path)
     self.card = serving.read_card(self.export_dir)
     loaded = serving.load_export(self.export_dir)
-    self._signature, spec = _uint8_images_signature(loaded)
+    self._pixels_signature, spec = _uint8_images_signature(loaded)
     if spec is None:
       raise UserError(f"{self.export_dir} has no signature taking uint8 `images` (a kmodels "
                       "export's serving_default does). A migrated Estimator that was not "
                       "trained by kmodels takes its own features: call its serving_default "
-                      "with saved_model_cli or TF Serving. Exports made before kmodels "
-                      "0.1.0: run the same launch.train command again to re-export.")
+                      "with saved_model_cli or TF Serving.")
     self.image_shape = tuple(spec.shape[1:])
-    self._loaded = loaded  # keeps the signature's variables alive
+    self._bytes_signature = loaded.signatures.get("serving_bytes") or self._decode_then_pixels
+    self._loaded = loaded  # keeps the signatures' variables alive
 
   def probabilities(self, pixels):
-    """float32 [N, classes] for uint8 images [N, H, W, C], in batches, with progress."""
-    outputs = []
-    for start in range(0, len(pixels), BATCH):
-      batch = tf.constant(pixels[start:start + BATCH])
-      outputs.append(self._signature(images=batch)["probabilities"].numpy())
-      done = min(start + BATCH, len(pixels))
-      if len(pixels) > PROGRESS_EVERY and (done // BATCH) % (PROGRESS_EVERY // BATCH) == 0:
-        logging.info("Predicted %d/%d images.", done, len(pixels))
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    """float32 [N, classes] for uint8 images [N, H, W, C]."""
+    return _in_batches(len(pixels), lambda start, stop: self._pixels_signature(
+        images=tf.constant(pixels[start:stop]))["probabilities"].numpy())
+
+  def classify_files(self, sources, encoded):
+    """(sources kept, float32 [N, classes]) for the files' bytes, through serving_bytes.
+
+    A file whose header looked right but which does not decode fails its whole batch;
+    that batch is then classified file by file, and the files that fail are reported and
+    skipped.
+    """
+    kept, outputs = [], []
+    for start in range(0, len(encoded), BATCH):
+      batch = slice(start, start + BATCH)
+      try:
+        outputs.append(self._classify_bytes(encoded[batch]))
+        kept += sources[batch]
+      except tf.errors.InvalidArgumentError:
+        for source, one in zip(sources[batch], encoded[batch]):
+          try:
+            outputs.append(self._classify_bytes([one]))
+            kept.append(source)
+          except tf.errors.InvalidArgumentError as e:
+            logging.error("%s: does not decode (%s); skipped", source, first_line(e))
+      _progress(min(start + BATCH, len(encoded)), len(encoded))
+    if not kept:
+      raise UserError("None of the files decoded (see the lines above). Pass PNG, JPEG, "
+                      "GIF or BMP files, or directories of them.")
+    return kept, np.concatenate(outputs)
+
+  def _classify_bytes(self, encoded):
+    return self._bytes_signature(images=tf.constant(encoded, tf.string))[
+        "probabilities"].numpy()
+
+  def _decode_then_pixels(self, images):  # pylint: disable=redefined-outer-name
+    """For exports without serving_bytes (Estimator runs of kmodels 0.1): the decoder
+    serving_bytes holds, then the uint8 signature."""
+    to_pixels = serving.bytes_to_pixels(self.image_shape, (self.card or {}).get(
+        "eval_crop_fraction"))
+    pixels = tf.map_fn(to_pixels, images,
+                       fn_output_signature=tf.TensorSpec(self.image_shape, tf.uint8))
+    return self._pixels_signature(images=pixels)
 
   @property
   def label_names(self):
@@ -58,6 +93,19 @@ class Predictor:
     """The training run's dataset.max_image_pixels (files declaring more are refused)."""
     dataset = ((self.card or {}).get("config") or {}).get("dataset") or {}
     return dataset.get("max_image_pixels") or images.DEFAULT_MAX_PIXELS
+
+
+def _in_batches(count, classify):
+  outputs = []
+  for start in range(0, count, BATCH):
+    outputs.append(classify(start, start + BATCH))
+    _progress(min(start + BATCH, count), count)
+  return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def _progress(done, total):
+  if total > PROGRESS_EVERY and (done // BATCH) % (PROGRESS_EVERY // BATCH) == 0:
+    logging.info("Predicted %d/%d images.", done, total)
 
 
 def _uint8_images_signature(loaded):
@@ -71,12 +119,14 @@ def _uint8_images_signature(loaded):
 
 
 def find_export(path):
-  """WORKDIR/export or the export directory itself."""
+  """The served SavedModel of a workdir, of an export/ directory, or the version named."""
   for candidate in (storage.join(path, "export"), path):
-    if storage.exists(storage.join(candidate, "saved_model.pb")):
-      return candidate
-  raise UserError(f"No SavedModel at {path} or {storage.join(path, 'export')}. Pass a "
-                  "workdir of launch.train or its export/ directory with --model.")
+    export = current_export(candidate)
+    if export:
+      return export
+  raise UserError(f"No SavedModel at {path}, in {storage.join(path, 'export')} or in a "
+                  "numbered version under either. Pass a workdir of launch.train, its "
+                  "export/ directory or one of its versions (export/1) with --model.")
 
 
 def image_files(paths):
@@ -91,51 +141,26 @@ def image_files(paths):
   return files
 
 
-def read_image(path, image_shape, max_pixels):
-  """uint8 [H, W, C] of the file, converted to `image_shape`; and a note if it was.
+def read_files(paths, max_pixels):
+  """(sources, their bytes) of the image files named or inside the directories named.
 
-  The file's header and end are checked first (images.check_file), so a decompression
-  bomb or a cut file is refused before anything is decoded.
+  Each file's header and end are checked first (images.check_file), so a decompression
+  bomb, a cut file or another format is refused, with a line saying why, before it is
+  read whole. Decoding is the export's (Predictor.classify_files).
   """
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
-  height, width, channels = image_shape
-  problem, _ = images.check_file(path, max_pixels)
-  if problem:
-    raise ValueError(f"{path}: {problem}; skipped")
-  try:
-    with tf.io.gfile.GFile(path, "rb") as f:
-      image = Image.open(io.BytesIO(f.read()))
-      image.load()
-  except (UnidentifiedImageError, OSError, tf.errors.OpError) as e:
-    raise ValueError(f"{path}: not an image this can read ({type(e).__name__}: "
-                     f"{first_line(e)})") from e
-  before = f"{image.width}x{image.height} {image.mode}"
-  mode = "L" if channels == 1 else "RGB"
-  converted = image.convert(mode) if image.mode != mode else image
-  if converted.size != (width, height):
-    converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-  after = f"{width}x{height} {mode}"
-  note = f"converted {path}: {before} -> {after}" if before != after else None
-  return np.asarray(converted, dtype=np.uint8).reshape(image_shape), note
-
-
-def read_images(paths, image_shape, max_pixels):
-  """(sources, uint8 images); prints a line for each converted or unreadable file."""
-  sources, pixels = [], []
+  sources, encoded = [], []
   for path in image_files(paths):
-    try:
-      image, note = read_image(path, image_shape, max_pixels)
-    except ValueError as e:
-      logging.error("%s", e)
+    problem, _ = images.check_file(path, max_pixels)
+    if problem:
+      logging.error("%s: %s; skipped", path, problem)
       continue
-    if note:
-      logging.info("%s", note)
+    with tf.io.gfile.GFile(path, "rb") as f:
+      encoded.append(f.read())
     sources.append(path)
-    pixels.append(image)
   if not sources:
     raise UserError(f"None of {', '.join(paths)} could be read as an image (see the lines "
                     "above). Pass PNG, JPEG, GIF or BMP files, or directories of them.")
-  return sources, np.stack(pixels)
+  return sources, encoded
 
 
 def split_images(workdir_root, split):

@@ -1,8 +1,9 @@
 """The export a client can use without knowing how the model was trained.
 
-`WORKDIR/export/` is the trained Keras model saved as a SavedModel (Keras can still load
-it) with three serving signatures, each applying evaluation's preprocessing inside and
-returning named outputs whatever the training precision, trainer or strategy:
+`WORKDIR/export/<version>/` (1, 2, ...: each export of the run adds the next version; TF
+Serving and KServe serve the highest) is the trained model saved as a SavedModel with three
+serving signatures, each applying evaluation's preprocessing inside and returning named
+outputs whatever the training precision, trainer or strategy:
 
   serving_default  images: uint8 [N, H, W, C], as a PNG/JPEG decoder gives them
   serving_float    images: float32 [N, H, W, C], pixels in 0-255
@@ -12,66 +13,85 @@ returning named outputs whatever the training precision, trainer or strategy:
                    (a served file gets the pixels evaluation gave it), else resized whole
   ->  probabilities: float32 [N, classes]; class_id: int64 [N]; class_name: string [N]
 
-Beside it, `export/model_card.json` says what the model is (dataset, labels, input,
-preprocessing, precision, accuracy, config): `python -m launch.predict --describe` prints it.
+Keras trainers' versions are Keras SavedModels (tf.keras.models.load_model reads them);
+Estimator trainers' wrap the Estimator's own export in the same signatures. Each version
+holds `model_card.json` (what the model is: dataset, labels, input, preprocessing,
+precision, accuracy, config; `python -m launch.predict --describe` prints it) and
+`assets.extra/tf_serving_warmup_requests`: one real request per signature, built from
+evaluation images, which TF Serving replays before it serves the version.
 """
 
+import contextlib
 import json
 import typing
 
+import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 import kmodels
-from kmodels import data, images, reporting, storage
+from kmodels import data, distribute, images, reporting, storage
 from kmodels.errors import UserError, first_line
 
 SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
 MODEL_CARD = "model_card.json"
 INPUT_NAME = "images"
+# Where TF Serving looks for warm-up requests in a SavedModel version (its
+# saved_model_warmup docs); TF Serving reads at most 1000 of them.
+WARMUP_REQUESTS = ("assets.extra", "tf_serving_warmup_requests")
+WARMUP_IMAGES = 4  # per request
+INCOMPLETE = "incomplete-"  # a version being written: export/incomplete-<N>/
 
 
-def _outputs(model, images_0_255, label_names, logits):
+def keras_scores(model):
+  """The scores function of a Keras model: float32 pixels in 0-255 -> its outputs."""
+  return lambda pixels_0_255: model(data.scale_pixels(pixels_0_255), training=False)
+
+
+def _outputs(scores_of, images_0_255, label_names, logits):
   """Named outputs for a batch of pixels in 0-255 (any dtype)."""
-  scores = tf.cast(model(data.scale_pixels(images_0_255), training=False), tf.float32)
+  scores = tf.cast(scores_of(tf.cast(images_0_255, tf.float32)), tf.float32)
   probabilities = tf.nn.softmax(scores) if logits else scores
   class_id = tf.argmax(probabilities, axis=-1)
   return {"probabilities": probabilities, "class_id": class_id,
           "class_name": tf.gather(tf.constant(label_names), class_id)}
 
 
-def _decode(encoded, image_shape):
+def decode(encoded, image_shape):
+  """encoded image -> uint8 `image_shape`, resized whole (runs without an evaluation crop)."""
   height, width, channels = image_shape
   image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
   image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def _bytes_to_pixels(image_shape, eval_crop_fraction):
+def bytes_to_pixels(image_shape, eval_crop_fraction):
   """encoded image -> uint8 image_shape, as evaluation prepares images of this run."""
   if eval_crop_fraction is None:
-    return lambda encoded: _decode(encoded, image_shape)
+    return lambda encoded: decode(encoded, image_shape)
   return lambda encoded: images.eval_image(encoded, image_shape[0], eval_crop_fraction,
                                            image_shape[-1])
 
 
-def signatures(model, image_shape, label_names, logits, eval_crop_fraction=None):
-  """The serving functions of `model`, by signature name."""
+def signatures(scores_of, image_shape, label_names, logits, eval_crop_fraction=None):
+  """The serving functions, by signature name, of a model whose `scores_of` maps float32
+  pixels in 0-255 [N, H, W, C] to its scores (logits when `logits`, else probabilities)."""
   shape = [None, *image_shape]
-  to_pixels = _bytes_to_pixels(image_shape, eval_crop_fraction)
+  to_pixels = bytes_to_pixels(image_shape, eval_crop_fraction)
 
   @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8, name=INPUT_NAME)])
   def serving_default(images):
-    return _outputs(model, images, label_names, logits)
+    return _outputs(scores_of, images, label_names, logits)
 
   @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)])
   def serving_float(images):
-    return _outputs(model, images, label_names, logits)
+    return _outputs(scores_of, images, label_names, logits)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
   def serving_bytes(images):
     decoded = tf.map_fn(to_pixels, images,
                         fn_output_signature=tf.TensorSpec(image_shape, tf.uint8))
-    return _outputs(model, decoded, label_names, logits)
+    return _outputs(scores_of, decoded, label_names, logits)
 
   return {"serving_default": serving_default, "serving_float": serving_float,
           "serving_bytes": serving_bytes}
@@ -117,6 +137,7 @@ def model_card(info, card: Card):
           "decoded, resized to the input size" if info.eval_crop_fraction is None else
           f"decoded, centre square of {info.eval_crop_fraction} x the shorter side, resized "
           "to the input size (as evaluation)"),
+      "eval_crop_fraction": info.eval_crop_fraction,
       "model": card.model_name,
       "trainer": card.trainer,
       "training_precision": card.precision,
@@ -125,13 +146,72 @@ def model_card(info, card: Card):
   }
 
 
-def export_keras(model, info, export_dir, card: Card, logits: bool):
-  """Saves `model` with the serving signatures, and the model card beside it."""
-  model.save(export_dir, save_format="tf", include_optimizer=False,
-             signatures=signatures(model, info.image_shape, info.label_names, logits,
-                                   info.eval_crop_fraction),
+class Slot(typing.NamedTuple):
+  """Where this worker writes the export, and the version it will be (None on Vertex AI)."""
+  path: str
+  version: typing.Optional[int]
+
+
+@contextlib.contextmanager
+def new_version(export_root, strategy=None, versioned=True):
+  """Yields the Slot of the next export; on success it becomes the served version.
+
+  The chief writes into `export/incomplete-<N>/` and renames it to `export/<N>/` when all
+  is written: servers only load directories named by a number, so they never see half a
+  version (locally the rename is atomic; on object stores it copies object by object,
+  saved_model.pb first). Other workers of a multi-worker job write a scratch copy
+  (distribute.writable_path). Unversioned (Vertex AI's AIP_MODEL_DIR), the slot is
+  `export_root` itself.
+  """
+  strategy = strategy or tf.distribute.get_strategy()  # none given: this process writes
+  if not versioned:
+    with distribute.writable_path(export_root, strategy) as path:
+      yield Slot(path, None)
+    return
+  version = _next_version(export_root)
+  final = storage.join(export_root, str(version))
+  staging = storage.join(export_root, f"{INCOMPLETE}{version}")
+  with distribute.writable_path(staging, strategy) as path:
+    if path == staging:
+      _remove_incomplete(export_root)  # left by exports that were killed
+    storage.makedirs(path)
+    yield Slot(path, version)
+    if path == staging:
+      storage.rename(staging, final)
+
+
+def _remove_incomplete(export_root):
+  if storage.isdir(export_root):
+    for name in storage.listdir(export_root):
+      if name.startswith(INCOMPLETE):
+        storage.remove(storage.join(export_root, name.rstrip("/")))
+
+
+def _next_version(export_root):
+  """1 + the highest version number in use, complete or not (none is ever reused)."""
+  if not storage.isdir(export_root):
+    return 1
+  names = (name.rstrip("/") for name in storage.listdir(export_root))
+  numbers = [int(name.rpartition("-")[2]) for name in names
+             if name.rpartition("-")[2].isdigit()]
+  return max(numbers, default=0) + 1
+
+
+def export_keras(model, info, slot: Slot, card: Card, logits: bool, warmup_images):
+  """Saves `model` with the serving signatures, its model card and warm-up requests."""
+  model.save(slot.path, save_format="tf", include_optimizer=False,
+             signatures=signatures(keras_scores(model), info.image_shape, info.label_names,
+                                   logits, info.eval_crop_fraction),
              save_traces=not _only_keras_layers(model))
-  write_card(export_dir, info, card)
+  write_extras(slot, info, card, warmup_images)
+
+
+def export_module(module, scores_of, info, slot: Slot, card: Card, logits, warmup_images):
+  """Saves a tf.Module (holding what `scores_of` uses) with the serving signatures."""
+  tf.saved_model.save(module, slot.path,
+                      signatures=signatures(scores_of, info.image_shape, info.label_names,
+                                            logits, info.eval_crop_fraction))
+  write_extras(slot, info, card, warmup_images)
 
 
 def _only_keras_layers(model):
@@ -146,8 +226,32 @@ def _only_keras_layers(model):
              for layer in model._flatten_layers(include_self=True))  # pylint: disable=protected-access
 
 
-def write_card(export_dir, info, card: Card):
-  reporting.write_json(storage.join(export_dir, MODEL_CARD), model_card(info, card))
+def write_extras(slot: Slot, info, card: Card, warmup_images):
+  """The model card, and TF Serving's warm-up requests, into the version being written."""
+  reporting.write_json(storage.join(slot.path, MODEL_CARD),
+                       dict(model_card(info, card), version=slot.version))
+  write_warmup_requests(slot.path, warmup_images)
+
+
+def warmup_requests(pixels):
+  """One PredictionLog per signature, each asking for `pixels` (uint8 [N, H, W, C]) in
+  the signature's own input form."""
+  encoded = [tf.io.encode_png(image).numpy() for image in pixels]
+  inputs = {"serving_default": pixels, "serving_float": pixels.astype(np.float32),
+            "serving_bytes": np.array(encoded, dtype=object)}
+  return [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+      request=predict_pb2.PredictRequest(
+          model_spec=model_pb2.ModelSpec(signature_name=name),
+          inputs={INPUT_NAME: tf.make_tensor_proto(value)})))
+          for name, value in inputs.items()]
+
+
+def write_warmup_requests(version_dir, pixels):
+  path = storage.join(version_dir, *WARMUP_REQUESTS)
+  storage.makedirs(storage.dirname(path))
+  with tf.io.TFRecordWriter(path) as writer:
+    for request in warmup_requests(pixels):
+      writer.write(request.SerializeToString())
 
 
 def read_card(export_dir):
@@ -167,5 +271,5 @@ def load_export(export_dir):
   except Exception as e:  # pylint: disable=broad-except  (see the docstring)
     raise UserError(f"The SavedModel in {export_dir} cannot be loaded: it is damaged or "
                     f"incomplete ({type(e).__name__}: {first_line(e)}). Export it again: re-run the "
-                    "run's launch.train command (its checkpoints are kept), or copy the "
-                    "export/ directory again.") from e
+                    "run's launch.train command (its checkpoints are kept; a new version is "
+                    "exported), or copy the version's directory again.") from e

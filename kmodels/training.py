@@ -1,8 +1,10 @@
 """Runs one experiment: set up, train with the configured trainer, evaluate, report, export.
 
-Two trainers share everything around the training loop:
-  fit          Keras `model.fit` with BackupAndRestore (here);
-  custom_loop  a GradientTape loop under `strategy.run` (kmodels/custom_loop.py).
+The trainers of kmodels.trainers.TABLE share everything around the training loop:
+  fit              Keras `model.fit` with BackupAndRestore (here);
+  custom_loop      a GradientTape loop under `strategy.run` (kmodels/custom_loop.py);
+  estimator        tf.estimator.DNNClassifier (kmodels/estimator.py);
+  keras_estimator  a registered Keras model through model_to_estimator (same module).
 """
 
 import json
@@ -139,10 +141,12 @@ def _keras_trainer(train_fn):
       classes = np.argmax(model.predict(run.datasets.eval, verbose=0), axis=-1)
       # Equal on every worker of a healthy multi-worker job; a quick check for users too.
       logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
-      with distribute.writable_path(run.workdir.export, run.strategy) as export_dir:
-        serving.export_keras(model, run.datasets.info, export_dir,
+      with serving.new_version(run.workdir.export, run.strategy,
+                                run.workdir.export_versioned) as slot:
+        serving.export_keras(model, run.datasets.info, slot,
                              serving.Card.from_config(run.config, float(test_accuracy)),
-                             logits=models.REGISTRY[run.config.model.name].logits)
+                             logits=models.REGISTRY[run.config.model.name].logits,
+                             warmup_images=run.datasets.first_eval_images(serving.WARMUP_IMAGES))
     top5 = results.get("top5_accuracy")
     return Outcome(float(test_loss), float(test_accuracy), classes, model.count_params(),
                    None if top5 is None else float(top5))
@@ -337,6 +341,6 @@ def _write_reports(config, workdir, info, metrics, report):
   logging.info("Classification report (%s, split %r):\n%s", info.name,
                config.dataset.eval_split, report)
   logging.info("Test accuracy %.4f, test loss %.4f. Outputs in %s: metrics.json, curves.png, "
-               "classification_report.txt, confusion_matrix.png, export/ (SavedModel), "
-               "tensorboard/, checkpoints/.",
-               metrics["test_accuracy"], metrics["test_loss"], workdir.root)
+               "classification_report.txt, confusion_matrix.png, tensorboard/, checkpoints/; "
+               "the SavedModel to serve: %s.", metrics["test_accuracy"], metrics["test_loss"],
+               workdir.root, workdir.current_export())

@@ -53,8 +53,12 @@ class Workdir:
                         or self._path("checkpoints"))
     self.tensorboard = (self._vertex(environ, VERTEX_TENSORBOARD_DIR, "TensorBoard logs")
                         or self._path("tensorboard"))
-    # SavedModel of the trained model
-    self.export = self._vertex(environ, VERTEX_MODEL_DIR, "export") or self._path("export")
+    # SavedModels for serving: numbered versions export/1/, export/2/, ... (TF Serving and
+    # KServe serve the highest). On Vertex AI, AIP_MODEL_DIR itself: Vertex reads
+    # saved_model.pb at that directory's root and versions models in its Model Registry.
+    vertex_model_dir = self._vertex(environ, VERTEX_MODEL_DIR, "export")
+    self.export = vertex_model_dir or self._path("export")
+    self.export_versioned = vertex_model_dir is None
     self.metrics = self._path("metrics.json")
     self.history = self._path("history.json")  # per-epoch logs, kept across restarts
     self.curves = self._path("curves.png")
@@ -136,6 +140,9 @@ class Workdir:
     return [self.config_json, self.checkpoints, self.tensorboard, self.export, self.metrics,
             self.history, self.curves, self.report, self.confusion, self.evaluation()]
 
+  def current_export(self):
+    return current_export(self.export)
+
   def evaluation(self, split=None):
     """Where launch.evaluate writes its outputs for `split` (all splits: None)."""
     base = self._path("evaluation")
@@ -146,6 +153,28 @@ class Workdir:
     if self._held_lock is not None:
       self._held_lock.release()
       self._held_lock = None
+
+
+def export_versions(export_root):
+  """The version numbers of the complete SavedModels under `export_root`, ascending."""
+  if not storage.isdir(export_root):
+    return []
+  names = (name.rstrip("/") for name in storage.listdir(export_root))
+  return sorted(int(name) for name in names if name.isdigit() and
+                storage.exists(storage.join(export_root, name, SAVED_MODEL)))
+
+
+def current_export(export_root):
+  """The SavedModel a server serves from `export_root`: its highest version; or the root
+  itself when the SavedModel sits there (Vertex AI's AIP_MODEL_DIR, exports of kmodels
+  0.1); None before the first export."""
+  versions = export_versions(export_root)
+  if versions:
+    return storage.join(export_root, str(versions[-1]))
+  return export_root if storage.exists(storage.join(export_root, SAVED_MODEL)) else None
+
+
+SAVED_MODEL = "saved_model.pb"
 
 
 def _safe_name(split):

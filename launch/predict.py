@@ -1,13 +1,15 @@
 r"""Classifies images with a trained run's serving export.
 
   python -m launch.predict --model=runs/quickstart shoe.png photos/
-  python -m launch.predict --model=runs/quickstart/export --top_k=1 --output=pred.csv photos/
+  python -m launch.predict --model=runs/quickstart/export/2 --top_k=1 --output=pred.csv photos/
   python -m launch.predict --model=runs/quickstart --split=test[:100]    # with accuracy
   python -m launch.predict --model=runs/quickstart --describe            # the model card
 
-Prints the top-k classes with probabilities for each image. Images of another size or
-colour mode are converted (one line says so); files that are not images are reported
-and skipped; exit 2 when none could be read.
+--model is a workdir, its export/ directory (both: the highest version, the one a server
+serves) or one version. Prints the top-k classes with probabilities for each image. Files
+go whole through the export's serving_bytes signature, which decodes them and brings them
+to the model's input size and colour mode as a server would; files that are not images
+are reported and skipped; exit 2 when none could be read.
 """
 
 import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
@@ -22,7 +24,8 @@ from kmodels import predicting
 from kmodels.errors import UserError
 from launch import common
 
-_MODEL = flags.DEFINE_string("model", None, "A launch.train workdir, or its export/ directory.")
+_MODEL = flags.DEFINE_string("model", None, "A launch.train workdir, its export/ directory "
+                             "(both: the highest version) or a version (export/N).")
 _TOP_K = flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to FILE.csv|.json.")
 _SPLIT = flags.DEFINE_string("split", None, "Predict this split of the run's own dataset "
@@ -35,13 +38,14 @@ def _predict(predictor, paths):
   labels = None
   if _SPLIT.value:
     sources, images, labels = predicting.split_images(_MODEL.value, _SPLIT.value)
+    probabilities = predictor.probabilities(images)
   elif paths:
-    sources, images = predicting.read_images(paths, predictor.image_shape,
-                                              predictor.max_pixels)
+    sources, encoded = predicting.read_files(paths, predictor.max_pixels)
+    sources, probabilities = predictor.classify_files(sources, encoded)
   else:
     raise UserError("Name image files or directories to classify, or pass --split=SPLIT "
                     "or --describe.")
-  probabilities = predictor.probabilities(images)
+  print(f"Model: {predictor.export_dir}", flush=True)
   rows = predicting.top_k_rows(sources, probabilities, predictor.label_names, _TOP_K.value,
                                labels)
   for row in rows:

@@ -13,5 +13,5 @@ PY="$(bash launch/setup.sh | tail -n 1)"
 "$PY" -m launch.train --config=configs/fashion_mnist_quickstart.py --workdir="$WORKDIR" \
   --alsologtostderr "$@"
 echo "[quickstart] done: plot $WORKDIR/curves.png, metrics $WORKDIR/metrics.json," \
-  "report $WORKDIR/classification_report.txt, SavedModel $WORKDIR/export/," \
+  "report $WORKDIR/classification_report.txt, SavedModel $WORKDIR/export/ (its highest version)," \
   "TensorBoard: tensorboard --logdir $WORKDIR/tensorboard" >&2

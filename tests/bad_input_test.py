@@ -96,9 +96,10 @@ class UndecodableImagesTest(absltest.TestCase):
       self, width, height):
     bomb = self._write("bomb.png", testutil.png_declaring(width, height))
     with self.assertLogs(level="ERROR") as logs:
-      sources_read, pixels = predicting.read_images([self.directory], (2, 2, 3), 1_000_000)
+      sources_read, encoded = predicting.read_files([self.directory], 1_000_000)
     self.assertEqual([self.good], sources_read)
-    self.assertEqual((1, 2, 2, 3), pixels.shape)
+    with open(self.good, "rb") as f:
+      self.assertEqual([f.read()], encoded)
     self.assertIn(f"{bomb}: declares {width}x{height}", "\n".join(logs.output))
     os.remove(bomb)
 
@@ -113,7 +114,7 @@ class UndecodableImagesTest(absltest.TestCase):
     Image.new("RGB", (4, 4)).save(os.path.join(self.directory, "photo.tiff"))
     with self.assertLogs(level="ERROR") as logs, self.assertRaisesRegex(
         UserError, "could be read as an image"):
-      predicting.read_images([self.directory], (2, 2, 3), 1_000_000)
+      predicting.read_files([self.directory], 1_000_000)
     said = "\n".join(logs.output)
     for fragment in ("cut.png: truncated PNG", "empty.jpg: empty file", "noise.gif: not an "
                      "image", "bomb.png: declares 30000x30000", "photo.tiff: a TIFF image"):

@@ -79,7 +79,7 @@ class ContainerTest(absltest.TestCase):
                    "--config.train.steps_per_epoch=2", timeout=900)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     run = os.path.join(volume, "run")
-    self.assertTrue(os.path.exists(os.path.join(run, "export", "saved_model.pb")))
+    self.assertTrue(os.path.exists(os.path.join(run, "export", "1", "saved_model.pb")))
     self.assertEqual(testutil.read_json(os.path.join(run, "metrics.json"), {})["status"],
                      "completed")
     self.assertEqual(os.stat(os.path.join(run, "metrics.json")).st_uid, 1000)  # not root

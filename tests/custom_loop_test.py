@@ -18,7 +18,7 @@ def _config(**overrides):
 
 
 def _exported_weights(workdir):
-  return tf.keras.models.load_model(Workdir(workdir).export).get_weights()
+  return tf.keras.models.load_model(testutil.export_of(workdir)).get_weights()
 
 
 class CustomLoopTest(parameterized.TestCase):
@@ -27,7 +27,7 @@ class CustomLoopTest(parameterized.TestCase):
     workdir = Workdir(self.create_tempdir().full_path)
     metrics = training.train_and_evaluate(_config(train__epochs=2), workdir.root)
     for path in (workdir.config_json, workdir.metrics, workdir.curves, workdir.report,
-                 workdir.history, os.path.join(workdir.export, "saved_model.pb")):
+                 workdir.history, os.path.join(workdir.export, "1", "saved_model.pb")):
       self.assertTrue(os.path.exists(path), path)
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images"):
@@ -83,7 +83,7 @@ class CustomLoopTest(parameterized.TestCase):
     metrics = training.train_and_evaluate(_config(precision="mixed_bfloat16", xla=True),
                                           workdir)
     self.assertTrue(np.isfinite(metrics["history"][0]["loss"]))
-    outputs = tf.keras.models.load_model(Workdir(workdir).export)(np.zeros((2, 28, 28, 1)))
+    outputs = tf.keras.models.load_model(testutil.export_of(workdir))(np.zeros((2, 28, 28, 1)))
     self.assertEqual(outputs.dtype, tf.float32)
 
 

@@ -177,7 +177,7 @@ class VariableSizeDatasetsTest(parameterized.TestCase):
     with tfds.testing.mock_data(num_examples=30):
       metrics = training.train_and_evaluate(config, workdir)
     self.assertEqual(1, metrics["epochs_completed"])
-    card = testutil.read_json(os.path.join(workdir, "export", "model_card.json"), {})
+    card = testutil.read_json(os.path.join(testutil.export_of(workdir), "model_card.json"), {})
     self.assertEqual([None, 24, 24, 3], card["input"]["shape"])
 
   def test_a_dataset_without_a_test_split_is_evaluated_on_a_stated_held_out_slice(self):

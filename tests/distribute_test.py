@@ -117,7 +117,7 @@ class DistributeTest(parameterized.TestCase):
                                                          else None), **overrides)
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(config, workdir)
-    return tf.keras.models.load_model(os.path.join(workdir, "export")).get_weights()
+    return tf.keras.models.load_model(testutil.export_of(workdir)).get_weights()
 
   @parameterized.parameters(("fit", False), ("custom_loop", False), ("custom_loop", True))
   def test_mirrored_over_two_cpus_matches_one_device(self, trainer, xla):

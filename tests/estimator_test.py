@@ -39,13 +39,16 @@ class EstimatorTest(parameterized.TestCase):
     for path in (workdir.metrics, workdir.curves, workdir.report, workdir.history):
       self.assertTrue(os.path.exists(path), path)
     self.assertTrue(tf.train.latest_checkpoint(workdir.checkpoints))
-    # export_saved_model's timestamped directory, beside the model card
-    (version,) = [d for d in os.listdir(workdir.export) if d.isdigit()]
-    served = tf.saved_model.load(os.path.join(workdir.export, version))
-    predict = served.signatures["predict"]
-    outputs = predict(images=tf.zeros([3, 28, 28, 1], tf.uint8))  # the Keras exports' input
+    # The Estimator's export wrapped in the Keras exports' signatures, as version 1.
+    served = tf.saved_model.load(os.path.join(workdir.export, "1"))
+    outputs = served.signatures["serving_default"](images=tf.zeros([3, 28, 28, 1], tf.uint8))
     self.assertEqual(outputs["probabilities"].shape, (3, 10))
-    card = testutil.read_json(os.path.join(workdir.export, "model_card.json"), None)
+    self.assertEqual(outputs["class_name"].dtype, tf.string)
+    png = tf.io.encode_png(tf.zeros([28, 28, 1], tf.uint8))
+    np.testing.assert_allclose(
+        served.signatures["serving_bytes"](images=tf.stack([png] * 3))["probabilities"],
+        outputs["probabilities"], atol=1e-6)
+    card = testutil.read_json(os.path.join(workdir.export, "1", "model_card.json"), None)
     self.assertEqual(card["test_accuracy"], metrics["test_accuracy"])
 
   @full_lane_only

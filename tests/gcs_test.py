@@ -104,7 +104,9 @@ class TrainToBucketTest(parameterized.TestCase):
     self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
     self.assertEqual(_top_level(f"{trainer}/unbroken"), _OUTPUTS)
     objects = _server.objects(_BUCKET, f"{trainer}/unbroken/")
-    self.assertIn(f"{trainer}/unbroken/export/saved_model.pb", objects)
+    self.assertIn(f"{trainer}/unbroken/export/1/saved_model.pb", objects)
+    self.assertIn(f"{trainer}/unbroken/export/1/assets.extra/tf_serving_warmup_requests",
+                  objects)
     self.assertTrue(any("/tensorboard/train/events.out.tfevents" in n for n in objects))
     metrics = json.loads(_server.read(_BUCKET, f"{trainer}/unbroken/metrics.json"))
     self.assertEqual(metrics["status"], "completed")
@@ -212,7 +214,7 @@ class BucketToolsTest(absltest.TestCase):
     metrics = json.loads(_server.read(_BUCKET, "photos-run/metrics.json"))
     self.assertEqual({"train": 1, "eval": 0}, metrics["bad_files"])
     self.assertEqual(names, json.loads(_server.read(
-        _BUCKET, "photos-run/export/model_card.json"))["label_names"])
+        _BUCKET, "photos-run/export/1/model_card.json"))["label_names"])
 
     proc = testutil.run_launcher("prepare_data", "--dataset=image_folder",
                                  f"--image_dir=gs://{_BUCKET}/photos", "--max_bad_fraction=0.1",
@@ -280,8 +282,8 @@ class BucketToolsTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     objects = _server.objects(_BUCKET, "estimator/")
     self.assertTrue(any(n.startswith("estimator/checkpoints/model.ckpt-") for n in objects))
-    self.assertTrue(any(n.startswith("estimator/export/") and n.endswith("saved_model.pb")
-                        for n in objects))
+    self.assertIn("estimator/export/1/saved_model.pb", objects)
+    self.assertFalse([n for n in objects if "/incomplete-" in n])
 
 
 class VertexAiTest(absltest.TestCase):

@@ -302,10 +302,10 @@ class FolderTrainingTest(absltest.TestCase):
       report = f.read()
     for name in names:
       self.assertIn(name, report)
-    card = testutil.read_json(os.path.join(workdir, "export", "model_card.json"), {})
+    card = testutil.read_json(os.path.join(testutil.export_of(workdir), "model_card.json"), {})
     self.assertEqual(names, card["label_names"])
 
-    exported = tf.saved_model.load(os.path.join(workdir, "export"))
+    exported = tf.saved_model.load(testutil.export_of(workdir))
     datasets = data.load(config.dataset, batch_size=4, seed=0)
     eval_pixels = np.concatenate([
         np.round(x.numpy() * 255).astype(np.uint8) for x, _ in datasets.eval])

@@ -24,7 +24,7 @@ class TrainLauncherTest(parameterized.TestCase):
     self.assertEqual((config["train"]["epochs"], config["model"]["name"]), (2, "mlp"))
     with open(os.path.join(workdir, "metrics.json")) as f:
       self.assertLen(json.load(f)["history"], 2)
-    for name in ("curves.png", "classification_report.txt", "export/saved_model.pb"):
+    for name in ("curves.png", "classification_report.txt", "export/1/saved_model.pb"):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     self.assertIn("Test accuracy", proc.stderr)
 

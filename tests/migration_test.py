@@ -72,7 +72,7 @@ class MigrateDnnClassifierTest(parameterized.TestCase):
     self.assertEqual(expected.shape, (len(features), settings["n_classes"]))
     self.assertGreater(len(set(expected.argmax(-1))), 1, "a model that predicts one class "
                        "proves little")
-    outputs, specs = _serve(os.path.join(out, "export"), features)
+    outputs, specs = _serve(os.path.join(out, "export", "1"), features)
     self.assertEqual(specs["serving_default"]["inputs"], {settings["key"]: "float32"})
     np.testing.assert_allclose(outputs["serving_default/probabilities"], expected,
                                atol=migration.MAX_DIFFERENCE)
@@ -96,7 +96,7 @@ class MigrateDnnClassifierTest(parameterized.TestCase):
     record = testutil.read_json(os.path.join(out, "migration.json"), None)
     self.assertEqual(record["proof"]["estimator_accuracy"], record["proof"]["keras_accuracy"])
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    shown = subprocess.run([cli, "show", "--dir", os.path.join(out, "export"), "--tag_set",
+    shown = subprocess.run([cli, "show", "--dir", os.path.join(out, "export", "1"), "--tag_set",
                             "serve", "--signature_def", "serving_default"],
                            capture_output=True, text=True, timeout=120)
     self.assertEqual(shown.returncode, 0, shown.stderr[-2000:])
@@ -175,7 +175,7 @@ class MigrateKerasTest(absltest.TestCase):
     self.assertTrue(record["proof"]["equal"], record["proof"])
     with np.load(os.path.join(out, "proof.npz")) as arrays:
       features, expected = arrays["features"], arrays["estimator_outputs"]
-    outputs, _ = _serve(os.path.join(out, "export"), features)
+    outputs, _ = _serve(os.path.join(out, "export", "1"), features)
     np.testing.assert_allclose(outputs["serving_default/probabilities"], expected,
                                atol=migration.MAX_DIFFERENCE)
 
@@ -198,22 +198,17 @@ class MigrateKmodelsRunTest(parameterized.TestCase):
     self.assertEqual(proof["keras_accuracy"], proof["estimator_accuracy"])
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
     outputs, specs = testutil.run_serving_client(
-        sys.executable, os.path.join(out, "export"),
+        sys.executable, os.path.join(out, "export", "1"),
         {"serving_images": images, "serving_default": images.astype(np.float32) / 255})
     self.assertIn("class_name", specs["serving_default"]["outputs"])
     np.testing.assert_allclose(outputs["serving_images/probabilities"],
                                outputs["serving_default/probabilities"], atol=1e-6)
-    # The Estimator's own export answers the same (its uint8-image signature is "predict":
-    # a canned head's default one would need serialized tf.Examples).
-    estimator_export = os.path.join(workdir, "export", sorted(
-        n for n in os.listdir(os.path.join(workdir, "export")) if n.isdigit())[-1]) \
-        if trainer == "estimator" else None
-    if estimator_export:
-      original, _ = testutil.run_serving_client(sys.executable, estimator_export,
-                                                {"predict": images})
-      np.testing.assert_allclose(outputs["serving_images/probabilities"],
-                                 original["predict/probabilities"],
-                                 atol=migration.MAX_DIFFERENCE)
+    # The run's own export (the Estimator's, wrapped in kmodels' signatures) answers the same.
+    original, _ = testutil.run_serving_client(sys.executable, testutil.export_of(workdir),
+                                              {"serving_default": images})
+    np.testing.assert_allclose(outputs["serving_images/probabilities"],
+                               original["serving_default/probabilities"],
+                               atol=migration.MAX_DIFFERENCE)
 
 
 class CurrentLaneTest(absltest.TestCase):
@@ -235,7 +230,7 @@ class CurrentLaneTest(absltest.TestCase):
     self.assertLessEqual(record["proof"]["max_abs_difference"], migration.MAX_DIFFERENCE)
     with np.load(os.path.join(out, "proof.npz")) as arrays:
       features, expected = arrays["features"], arrays["estimator_outputs"]
-    outputs, _ = _serve(os.path.join(out, "export"), features)
+    outputs, _ = _serve(os.path.join(out, "export", "1"), features)
     np.testing.assert_allclose(outputs["serving_default/probabilities"], expected,
                                atol=migration.MAX_DIFFERENCE)
 

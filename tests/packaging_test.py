@@ -94,7 +94,7 @@ class PackagingTest(absltest.TestCase):
         capture_output=True, text=True, cwd=scratch, env=dict(os.environ, PYTHONPATH=""),
         timeout=600)
     self.assertEqual(run.returncode, 0, run.stderr[-3000:])
-    self.assertTrue(os.path.exists(os.path.join(workdir, "export", "saved_model.pb")))
+    self.assertTrue(os.path.exists(os.path.join(workdir, "export", "1", "saved_model.pb")))
 
 
   def test_the_gpu_lane_file_resolves_with_the_lane_pins(self):

@@ -86,7 +86,7 @@ class RunRecordsTest(absltest.TestCase):
     self.assertEqual((recorded["precision"], recorded["precision_requested"]),
                      (expected, "auto"))
     self.assertEqual(config.precision, "auto")  # the caller's config is left as it was
-    card = testutil.read_json(os.path.join(workdir, "export", "model_card.json"), None)
+    card = testutil.read_json(os.path.join(testutil.export_of(workdir), "model_card.json"), None)
     self.assertEqual(card["training_precision"], expected)
 
 

@@ -41,7 +41,7 @@ def _step(optimizer, model, gradient_of):
 
 def _exported_predictions(config, workdir):
   """(probabilities, labels) of the run's evaluation split, by its export (a fresh load)."""
-  exported = tf.saved_model.load(os.path.join(workdir, "export"))
+  exported = tf.saved_model.load(testutil.export_of(workdir))
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
   probabilities, labels = [], []
   for images, batch_labels in datasets.eval:

@@ -1,6 +1,7 @@
 """Reports people read: the classification report's numbers, the curves PNG, atomic JSON."""
 
 import os
+import re
 
 from absl.testing import absltest
 
@@ -110,6 +111,24 @@ class RunTrackingTest(absltest.TestCase):
              for line in plane.lines for e in line.events}
     self.assertTrue(any("train_function" in n or "MatMul" in n for n in names),
                     sorted(names)[:20])
+    # The pinned TensorBoard profile plugin opens it: its overview page of those steps
+    # finds the TF ops they ran on the host. (Tool names end with "^" in older releases.)
+    converter = _profile_plugin_converter()
+    (overview,) = [t for t in converter.xspace_to_tool_names(traces)
+                   if t.rstrip("^") == "overview_page"]
+    page, _ = converter.xspace_to_tool_data(traces, overview, {})
+    host_ops = re.search(r'"host_tf_op_percent": ?"([\d.]+)%"',
+                         page if isinstance(page, str) else page.decode())
+    self.assertGreater(float(host_ops.group(1)), 0)
+
+
+def _profile_plugin_converter():
+  """tensorboard-plugin-profile's converter (moved into its xprof package from 2.19.6)."""
+  try:
+    from xprof.convert import raw_to_tool_data  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    from tensorboard_plugin_profile.convert import raw_to_tool_data  # pylint: disable=g-import-not-at-top
+  return raw_to_tool_data
 
 
 if __name__ == "__main__":

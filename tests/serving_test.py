@@ -15,13 +15,15 @@ import textwrap
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import hypothesis
+from hypothesis import strategies as st
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
 from tests import testutil
 from kmodels import data, models, precision, serving, training
-from kmodels.workdir import Workdir
+from kmodels.workdir import Workdir, current_export
 
 def _encode(image, format_name):
   buffer = io.BytesIO()
@@ -43,8 +45,9 @@ class ExportTest(parameterized.TestCase):
       expected = tf.cast(model(data.scale_pixels(images), training=False), tf.float32)
       logits = models.REGISTRY[name].logits
       expected = (tf.nn.softmax(expected) if logits else expected).numpy()
-      serving.export_keras(model, info, export_dir,
-                           serving.Card(policy, "fit", name, 0.5, {}), logits=logits)
+      serving.export_keras(model, info, serving.Slot(export_dir, 7),
+                           serving.Card(policy, "fit", name, 0.5, {}), logits=logits,
+                           warmup_images=images[:2])
     png = [_encode(i, "PNG") for i in images]
     outputs, specs = testutil.run_serving_client(sys.executable, export_dir, {
         "serving_default": images, "serving_float": images.astype(np.float32),
@@ -61,14 +64,21 @@ class ExportTest(parameterized.TestCase):
     self.assertEqual(specs["serving_float"]["inputs"], {"images": "float32"})
     self.assertEqual(specs["serving_bytes"]["inputs"], {"images": "string"})
     card = serving.read_card(export_dir)
-    self.assertEqual((card["training_precision"], card["input"]["dtype"]), (policy, "uint8"))
+    self.assertEqual((card["training_precision"], card["input"]["dtype"], card["version"]),
+                     (policy, "uint8", 7))
+    # TF Serving's warm-up file: one request per signature, read with TF Serving's own
+    # protos by the client and replayed: each answers for the images it was built from.
+    for signature in serving.SIGNATURES:
+      np.testing.assert_allclose(outputs[f"warmup/{signature}/probabilities"], expected[:2],
+                                 atol=atol)
 
   def test_real_png_and_jpeg_files_of_another_size_and_colour(self):
     info = data.DatasetInfo("test", (28, 28, 1), 10, [str(i) for i in range(10)], 8, 8)
     export_dir = os.path.join(self.create_tempdir().full_path, "export")
     model = models.build_model("mlp", info.image_shape, info.num_classes)
-    serving.export_keras(model, info, export_dir, serving.Card("float32", "fit", "mlp", None,
-                                                               {}), logits=False)
+    serving.export_keras(model, info, serving.Slot(export_dir, 1),
+                         serving.Card("float32", "fit", "mlp", None, {}), logits=False,
+                         warmup_images=np.zeros((1, 28, 28, 1), np.uint8))
     rgb = np.random.default_rng(1).integers(0, 256, (56, 56, 3), dtype=np.uint8)
     grey = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28),
                                                              Image.Resampling.BILINEAR))
@@ -80,6 +90,41 @@ class ExportTest(parameterized.TestCase):
     # Decoded to one channel and resized inside: close to the same image done by hand.
     np.testing.assert_allclose(outputs["serving_bytes/probabilities"],
                                outputs["serving_default/probabilities"], atol=0.05)
+
+
+# What an export directory may hold: versions with or without a SavedModel (damaged,
+# being copied), exports killed mid-write, and whatever else people put there.
+_EXPORT_ENTRY = st.one_of(
+    st.tuples(st.integers(0, 10**12).map(str), st.booleans()),
+    st.tuples(st.integers(0, 99).map(lambda n: f"{serving.INCOMPLETE}{n}"), st.booleans()),
+    st.tuples(st.sampled_from(["latest", "v2", "1.5", "-3", "model_card.json", "00x"]),
+              st.booleans()))
+
+
+class VersionLayoutTest(absltest.TestCase):
+
+  @hypothesis.given(st.lists(_EXPORT_ENTRY, max_size=8, unique_by=lambda e: e[0]))
+  @hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+  def test_the_current_version_is_the_highest_complete_one_and_new_ones_go_above_all(
+      self, entries):
+    root = tempfile.mkdtemp(prefix="kmodels-versions-")
+    for name, complete in entries:
+      os.makedirs(os.path.join(root, name))
+      if complete:
+        open(os.path.join(root, name, "saved_model.pb"), "wb").close()
+    complete = [int(n) for n, done in entries if n.isdigit() and done]
+    expected = os.path.join(root, str(max(complete))) if complete else None
+    self.assertEqual(expected, current_export(root))
+    with serving.new_version(root) as slot:
+      open(os.path.join(slot.path, "saved_model.pb"), "wb").close()
+    numbers = [int(n.rpartition("-")[2]) for n, _ in entries if n.rpartition("-")[2].isdigit()]
+    self.assertGreater(slot.version, max(numbers, default=0))
+    self.assertEqual(os.path.join(root, str(slot.version)), current_export(root))
+    self.assertFalse([n for n in os.listdir(root) if n.startswith(serving.INCOMPLETE)])
+
+  def test_an_empty_or_missing_export_directory_has_no_current_version(self):
+    self.assertIsNone(current_export(self.create_tempdir().full_path))
+    self.assertIsNone(current_export("/no/such/export"))
 
 
 class TrainedExportTest(parameterized.TestCase):
@@ -94,11 +139,14 @@ class TrainedExportTest(parameterized.TestCase):
     batches = list(datasets.eval.as_numpy_iterator())
     images = np.round(np.concatenate([x for x, _ in batches]) * 255).astype(np.uint8)
     labels = np.concatenate([y for _, y in batches])
-    outputs, _ = testutil.run_serving_client(sys.executable, workdir.export, {"serving_default": images})
+    export = testutil.export_of(workdir.root)
+    outputs, _ = testutil.run_serving_client(sys.executable, export, {"serving_default": images})
     accuracy = float(np.mean(outputs["serving_default/class_id"] == labels))
     self.assertAlmostEqual(accuracy, metrics["test_accuracy"], delta=0.001)
-    self.assertEqual(serving.read_card(workdir.export)["test_accuracy"],
-                     metrics["test_accuracy"])
+    self.assertEqual(serving.read_card(export)["test_accuracy"], metrics["test_accuracy"])
+    # The warm-up requests are the run's first evaluation images.
+    np.testing.assert_array_equal(outputs["warmup/serving_default/class_id"],
+                                  outputs["serving_default/class_id"][:serving.WARMUP_IMAGES])
 
   def test_saved_model_cli_runs_the_export_on_a_npy_of_uint8_images(self):
     workdir = Workdir(self.create_tempdir().full_path)
@@ -109,7 +157,8 @@ class TrainedExportTest(parameterized.TestCase):
     np.save(os.path.join(scratch, "images.npy"), images)
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     proc = subprocess.run(
-        [cli, "run", "--dir", workdir.export, "--tag_set", "serve", "--signature_def",
+        [cli, "run", "--dir", testutil.export_of(workdir.root), "--tag_set", "serve",
+         "--signature_def",
          "serving_default", "--inputs", f"images={scratch}/images.npy", "--outdir",
          os.path.join(scratch, "out")], capture_output=True, text=True, timeout=300)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -117,7 +166,8 @@ class TrainedExportTest(parameterized.TestCase):
     class_id = np.load(os.path.join(scratch, "out", "class_id.npy"))
     self.assertEqual(probabilities.shape, (4, 10))
     np.testing.assert_array_equal(class_id, probabilities.argmax(-1))
-    show = subprocess.run([cli, "show", "--dir", workdir.export, "--tag_set", "serve",
+    show = subprocess.run([cli, "show", "--dir", testutil.export_of(workdir.root),
+                           "--tag_set", "serve",
                            "--signature_def", "serving_default"],
                           capture_output=True, text=True, timeout=300)
     self.assertIn("DT_UINT8", show.stdout)
@@ -131,13 +181,33 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.workdir = tempfile.mkdtemp(prefix="kmodels-serving-")
-    proc = testutil.run_launcher(
-        "train", "--config=configs/base.py", f"--workdir={cls.workdir}",
-        "--config.dataset.source=synthetic", "--config.dataset.name=fashion_mnist",
-        "--config.model.name=mlp", "--config.train.steps_per_epoch=5",
-        "--config.trainer=custom_loop")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = ("train", "--config=configs/base.py", f"--workdir={cls.workdir}",
+             "--config.dataset.source=synthetic", "--config.dataset.name=fashion_mnist",
+             "--config.model.name=mlp", "--config.train.steps_per_epoch=5",
+             "--config.trainer=custom_loop")
+    # The same command twice: the second resumes the finished run and exports version 2.
+    # A version that was being written when its export was killed is left behind too.
+    for _ in range(2):
+      proc = testutil.run_launcher(*train)
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      os.makedirs(os.path.join(cls.workdir, "export", "incomplete-9", "variables"))
     cls.metrics = testutil.read_json(os.path.join(cls.workdir, "metrics.json"), None)
+
+  def test_each_export_adds_a_version_and_the_highest_is_current(self):
+    export = os.path.join(self.workdir, "export")
+    self.assertEqual(sorted(os.listdir(export)), ["1", "10", "incomplete-9"])
+    self.assertEqual(os.path.join(export, "10"), Workdir(self.workdir).current_export())
+    for version in ("1", "10"):
+      card = testutil.read_json(os.path.join(export, version, "model_card.json"), None)
+      self.assertEqual(card["version"], int(version))
+      self.assertTrue(os.path.exists(os.path.join(export, version, *serving.WARMUP_REQUESTS)))
+    # launch.predict serves the highest version of a workdir or export/, or the one named.
+    for model, served in ((self.workdir, 10), (export, 10), (f"{export}/1", 1)):
+      proc = testutil.run_launcher("predict", f"--model={model}", "--describe")
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+      self.assertEqual(json.loads(proc.stdout)["version"], served)
+    proc = testutil.run_launcher("predict", f"--model={self.workdir}", "--split=test[:4]")
+    self.assertIn(f"Model: {os.path.join(export, '10')}\n", proc.stdout)
 
   def test_a_training_run_writes_its_confusion_matrix(self):
     with open(os.path.join(self.workdir, "confusion_matrix.png"), "rb") as f:
@@ -151,12 +221,18 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(
         os.path.join(images, "colour.jpg"))
     self.create_tempfile(os.path.join(images, "notes.txt"), "not an image")
+    # A PNG whose header and end are right but whose pixel data is noise: only the
+    # decoder can tell, and it fails that file alone.
+    with open(os.path.join(images, "grey.png"), "rb") as f:
+      whole = f.read()
+    noisy = whole[:60] + rng.bytes(len(whole) - 72) + whole[-12:]
+    self.create_tempfile(os.path.join(images, "noisy.png"), noisy, mode="wb")
     output = os.path.join(self.create_tempdir().full_path, "predictions.json")
     proc = testutil.run_launcher("predict", f"--model={self.workdir}", "--top_k=2",
                                  f"--output={output}", images)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("colour.jpg: 48x64 RGB -> 28x28 L", proc.stderr)
     self.assertIn("notes.txt: not an image", proc.stderr)
+    self.assertIn("noisy.png: does not decode", proc.stderr)
     lines = [l for l in proc.stdout.splitlines() if l.startswith(images)]
     self.assertLen(lines, 2)
     self.assertRegex(lines[0], r"colour.jpg: 1\. \S+ 0\.\d{4}  2\. \S+ 0\.\d{4}$")
@@ -164,6 +240,18 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     self.assertEqual([len(r["top_k"]) for r in rows], [2, 2])
     best, second = rows[0]["top_k"]
     self.assertGreaterEqual(best["probability"], second["probability"])
+    # What predict printed is what a server answers for the same file bytes.
+    files = []
+    for name in ("colour.jpg", "grey.png"):
+      with open(os.path.join(images, name), "rb") as f:
+        files.append(f.read())
+    served, _ = testutil.run_serving_client(
+        sys.executable, testutil.export_of(self.workdir),
+        {"serving_bytes": np.array(files, dtype=object).astype(bytes)})
+    for row, probabilities in zip(rows, served["serving_bytes/probabilities"]):
+      self.assertEqual(row["top_k"][0]["class_id"], int(probabilities.argmax()))
+      self.assertAlmostEqual(row["top_k"][0]["probability"], float(probabilities.max()),
+                             places=6)
 
   def test_predict_with_nothing_readable_exits_2(self):
     not_image = self.create_tempfile("x.png", "text, not a PNG").full_path
@@ -220,8 +308,9 @@ _EXPORT_ON_THIS_LANE = textwrap.dedent("""
     images = np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     np.save(sys.argv[2], model(data.scale_pixels(images), training=False).numpy())
     np.save(sys.argv[3], images)
-    serving.export_keras(model, info, sys.argv[1], serving.Card("float32", "fit", "x", None, {}),
-                         logits=False)
+    serving.export_keras(model, info, serving.Slot(sys.argv[1], 1),
+                         serving.Card("float32", "fit", "x", None, {}), logits=False,
+                         warmup_images=images)
     print(tf.__version__)
 """)
 

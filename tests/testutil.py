@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
-from kmodels import image_folder, models
+from kmodels import image_folder, models, workdir
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -186,6 +186,17 @@ for name, signature in loaded.signatures.items():
   specs[name] = {"inputs": {k: s.dtype.name for k, s in
   signature.structured_input_signature[1].items()},
                  "outputs": {k: v.dtype.name for k, v in signature.structured_outputs.items()}}
+# TF Serving's warm-up requests, as its own protos read them: each replayed on its signature.
+warmup = export + "/assets.extra/tf_serving_warmup_requests"
+if tf.io.gfile.exists(warmup):
+  from tensorflow_serving.apis import prediction_log_pb2
+  for record in tf.data.TFRecordDataset(warmup):
+    request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+    name = request.model_spec.signature_name
+    inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+    for key, value in loaded.signatures[name](**inputs).items():
+      value = value.numpy()
+      results[f"warmup/{name}/{key}"] = value.astype(bytes) if value.dtype == object else value
 np.savez(out, **results)
 print(json.dumps({"specs": specs, "kmodels_imported": "kmodels" in sys.modules}))
 """
@@ -210,6 +221,13 @@ def run_serving_client(python, export_dir, inputs):
   assert not report["kmodels_imported"]
   with np.load(outputs_path) as outputs:
     return {k: outputs[k] for k in outputs.files}, report["specs"]
+
+
+def export_of(workdir_root):
+  """The SavedModel a server serves from a run's workdir (its highest export version)."""
+  export = workdir.Workdir(workdir_root).current_export()
+  assert export, f"no export in {workdir_root}"
+  return export
 
 
 class CrashAtEpoch(tf.keras.callbacks.Callback):

@@ -50,7 +50,7 @@ class TrainAndEvaluateTest(absltest.TestCase):
     self.assertRegex(report, r"accuracy\s+[\d.]+\s+20\n")  # the whole mock test split
 
     # The export serves uint8 images with named outputs (tests/serving_test.py: more).
-    exported = tf.saved_model.load(workdir.export)
+    exported = tf.saved_model.load(workdir.current_export())
     images = np.random.randint(0, 256, size=(3, 28, 28, 1)).astype("uint8")
     outputs = exported.signatures["serving_default"](images=tf.constant(images))
     self.assertEqual(outputs["probabilities"].shape, (3, 10))
