@@ -108,7 +108,7 @@ def kmodels_training(model, datasets, config, steps, synthetic_batch, first_step
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
   else:
     dataset = datasets.train
-  if config.trainer == "custom_loop":
+  if trainers.TABLE[config.trainer].benchmark_loop == "custom_loop":
     return _custom_loop_throughput(model, dataset, config, steps, first_step)
   return _fit_throughput(model, dataset, config.train.batch_size, steps, first_step)
 

@@ -22,7 +22,7 @@ from typing import List
 from absl import logging
 import tensorflow as tf
 
-from kmodels import cpus, faults, reporting, storage
+from kmodels import checkpoints, cpus, faults, reporting, storage
 
 
 class EpochHistory(tf.keras.callbacks.Callback):
@@ -117,6 +117,26 @@ class EpochLog(tf.keras.callbacks.Callback):
                  self.epochs, metrics, record["images"] / record["seconds"], record["seconds"])
 
 
+class EpochScalars(tf.keras.callbacks.Callback):
+  """Each epoch's logs as TensorBoard scalars named as Keras' TensorBoard names them
+  (`train/epoch_loss`, `validation/epoch_accuracy`, ...), for trainers without a Keras
+  model for that callback to watch (the Estimators)."""
+
+  def __init__(self, directory):
+    super().__init__()
+    self.directory, self._writers = directory, {}
+
+  def on_epoch_end(self, epoch, logs=None):
+    for name, value in (logs or {}).items():
+      split, name = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+      if split not in self._writers:
+        self._writers[split] = tf.summary.create_file_writer(
+            storage.join(self.directory, split))
+      with self._writers[split].as_default(step=epoch):
+        tf.summary.scalar(f"epoch_{name}", float(value))
+      self._writers[split].flush()
+
+
 class StepScalars(tf.keras.callbacks.Callback):
   """The running train metrics every `every` steps, as TensorBoard scalars by global step.
 
@@ -127,7 +147,7 @@ class StepScalars(tf.keras.callbacks.Callback):
   def __init__(self, directory, every, steps_per_epoch):
     super().__init__()
     self.directory, self.steps_per_epoch = directory, steps_per_epoch
-    self.every = faults.Every(every)
+    self.every = checkpoints.Every(every)
     self._epoch, self._writer = 0, None
 
   def on_epoch_begin(self, epoch, logs=None):

@@ -19,15 +19,13 @@ import time
 from typing import List
 
 from absl import logging
-import matplotlib
+import matplotlib.pyplot as plt  # the Agg backend: kmodels.runtime.configure
 import ml_collections
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from kmodels import estimator, reporting, storage, trainers
+from kmodels.errors import UserError
 
-from kmodels import estimator, reporting, storage, trainers  # noqa: E402
-from kmodels.errors import UserError  # noqa: E402
-
+MIGRATE = "migrate"  # not a trainer: the "estimator" path's model_dir through launch.migrate
 # path -> (trainer, model.name)
 PATHS = {
     "sequential": ("fit", "mlp"),
@@ -37,7 +35,7 @@ PATHS = {
     "estimator": ("estimator", "mlp"),  # DNNClassifier; model.name unused
     "keras_estimator": ("keras_estimator", "mlp"),
     # Not trained: the "estimator" path's model_dir through launch.migrate.
-    "estimator_migrated": ("migrate", "mlp"),
+    "estimator_migrated": (MIGRATE, "mlp"),
 }
 COLUMNS = ["path", "trainer", "model", "parameters", "test_loss", "test_accuracy",
            "train_seconds", "images_per_second", "first_step_seconds",
@@ -67,12 +65,13 @@ def _run_path(path, config_file, overrides, workdir):
   """Trains one path in its own process; returns its table row."""
   trainer, model = PATHS[path]
   row = {"path": path, "trainer": trainer,
-         "model": "DNNClassifier[256]" if trainer == "estimator" else model}
-  needs_estimator = trainer == "migrate" or trainers.is_estimator(trainer)
+         "model": model if trainer == MIGRATE or trainers.TABLE[trainer].registry_model
+                  else "DNNClassifier[256]"}
+  needs_estimator = trainer == MIGRATE or trainers.is_estimator(trainer)
   if needs_estimator and _estimator_missing():
     return dict(row, status="skipped: tf.estimator needs the full lane (TF 2.15)")
   path_dir = storage.join(workdir, path)
-  if trainer == "migrate":
+  if trainer == MIGRATE:
     return _migrated_row(row, workdir, path_dir)
   launched = time.time()
   code = _launch("train", [f"--config={config_file}", f"--workdir={path_dir}", *overrides,

@@ -23,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 
 from kmodels import callbacks as callbacks_lib
+from kmodels import checkpoints as checkpoints_lib
 from kmodels import distribute, faults, models, optimizers, storage
 
 
@@ -144,13 +145,13 @@ class _Checkpoints:
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
                                           step=self.step, best_val_loss=self.best_val_loss)
     self.latest = tf.train.CheckpointManager(self.checkpoint, directory,
-                                             faults.KEEP_CHECKPOINTS)
-    self.best = tf.train.CheckpointManager(self.checkpoint, storage.join(directory, "best"),
-                                           max_to_keep=1, checkpoint_name="best")
+                                             checkpoints_lib.KEEP_CHECKPOINTS)
+    self.best = tf.train.CheckpointManager(self.checkpoint, storage.join(directory, checkpoints_lib.BEST),
+                                           max_to_keep=1, checkpoint_name=checkpoints_lib.BEST)
 
   def restore_latest(self, directory, repair):
     """Restores the newest readable checkpoint in `directory` (the chief's): steps done."""
-    path = faults.newest_readable_checkpoint(directory, repair)
+    path = checkpoints_lib.newest_readable_checkpoint(directory, repair)
     if path:
       self.checkpoint.restore(path).assert_existing_objects_matched()
       logging.info("Restored %s (epoch %d, step %d, best val_loss %.4f).", path,
@@ -238,7 +239,7 @@ def train(run):
         add_progbar=distribute.is_chief(strategy) and sys.stdout.isatty(), model=model,
         epochs=config.train.epochs, steps=steps_per_epoch, verbose=1)
 
-    every = faults.Every(config.train.checkpoint_every_steps, steps_done)
+    every = checkpoints_lib.Every(config.train.checkpoint_every_steps, steps_done)
 
     def after_call(epoch, done):
       """Mid-epoch, after each call: stop on SIGTERM, or a step checkpoint when due."""
@@ -248,7 +249,7 @@ def train(run):
         raise faults.preempted(epoch, done - 1, steps_per_epoch)
       if every.crossed(steps):
         checkpoints.save_step(steps)
-        faults.log_step_checkpoint(steps)
+        checkpoints_lib.log_step_checkpoint(steps)
 
     callbacks.on_train_begin()
     for epoch in range(first_epoch, config.train.epochs):

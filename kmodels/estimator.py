@@ -13,6 +13,7 @@ lane imports this module and gets a clear error only when an estimator trainer i
 """
 
 
+import functools
 import tempfile
 
 from absl import logging
@@ -20,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import callbacks as kmodels_callbacks
-from kmodels import data, distribute, estimator_reading, faults, models, optimizers, serving
+from kmodels import (checkpoints, data, distribute, faults, models, optimizers, serving,
+                     trainers)
 from kmodels.errors import UserError
 
 FEATURE = "image"  # the DNNClassifier feature key (Keras models use their input's name)
@@ -48,14 +50,22 @@ def check_config(config):
                     f"got {hidden!r}.")
 
 
-class _FirstStepHook(tf.compat.v1.train.SessionRunHook):
-  """Records when the first training step of this process finished."""
+class _StepHook(tf.compat.v1.train.SessionRunHook):
+  """Inside Estimator.train: the first-step timer, steps counted, and SIGTERM -> stop.
 
-  def __init__(self, timer):
-    self.timer = timer
+  After SIGTERM it asks the session to stop after the current step; the Estimator's
+  checkpoint saver then writes that step as it closes (CheckpointSaverHook.end).
+  """
+
+  def __init__(self, timer, sigterm, start_step):
+    self.timer, self.sigterm = timer, sigterm
+    self.steps_done = start_step
 
   def after_run(self, run_context, run_values):
     self.timer.step_done()
+    self.steps_done += 1
+    if self.sigterm.stop_now():
+      run_context.request_stop()
 
 
 def _run_config(strategy, model_dir, steps_per_epoch, seed):
@@ -63,7 +73,7 @@ def _run_config(strategy, model_dir, steps_per_epoch, seed):
   return tf.estimator.RunConfig(
       # The Estimator's graph has its own seed; without it every run starts elsewhere.
       model_dir=model_dir, train_distribute=distributed, tf_random_seed=seed,
-      save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=faults.KEEP_CHECKPOINTS,
+      save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=checkpoints.KEEP_CHECKPOINTS,
       log_step_count_steps=max(1, steps_per_epoch // 4))
 
 
@@ -116,11 +126,13 @@ def _input_fns(config, feature_key):
   def features(images, labels):
     return {feature_key: images}, labels
 
-  def train_input_fn(input_context=None):
+  def train_input_fn(start_step, input_context=None):
     # Under a strategy the Estimator passes an input_context and feeds one batch per
-    # replica, so the pipeline batches per replica, as for the Keras trainers.
+    # replica, so the pipeline batches per replica, as for the Keras trainers. Each
+    # Estimator.train call (one per epoch) starts at its first step's batches, as the
+    # pipeline of an unbroken run would be there.
     datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
-    return datasets.make_train(input_context).map(features)
+    return datasets.make_train(input_context, start_step).map(features)
 
   def eval_input_fn():
     return data.load(config.dataset, config.train.batch_size, config.train.seed).eval.map(
@@ -169,15 +181,49 @@ def _export(estimator, feature_key, run, card):
     signatures = wrapper.estimator.signatures
     predict = signatures.get("predict") or signatures["serving_default"]
     # A DNNClassifier's outputs include its logits; a Keras model's are its output layer's.
-    output, logits = (("logits", True) if run.config.trainer == "estimator" else
-                      (next(iter(predict.structured_outputs)),
-                       models.REGISTRY[run.config.model.name].logits))
+    keras_inside = trainers.TABLE[run.config.trainer].registry_model
+    output, logits = ((next(iter(predict.structured_outputs)),
+                       models.REGISTRY[run.config.model.name].logits) if keras_inside else
+                      ("logits", True))
     with serving.new_version(run.workdir.export, run.strategy,
                                 run.workdir.export_versioned) as slot:
       serving.export_module(
           wrapper, lambda pixels: predict(images=pixels)[output], info, slot, card, logits,
           warmup_images=run.datasets.first_eval_images(serving.WARMUP_IMAGES))
   return slot.path
+
+
+def _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm):
+  """The epoch loop on the Keras trainers' epoch contract.
+
+  run.callbacks (history, extra callbacks; TensorBoard replaced by epoch scalars, since
+  Keras' callback wants a Keras model) see each epoch begin and end; a NaN loss stops the
+  run with TrainingDiverged before the epoch is saved; SIGTERM checkpoints the step and
+  stops with Preempted (exit 143). The Estimator's own summaries stay in its model_dir.
+  """
+  config, spe = run.config, run.steps_per_epoch
+  steps_done = checkpoints.resume_step(run.workdir.checkpoints, spe, repair=False)
+  contract = [c for c in run.callbacks if not isinstance(c, tf.keras.callbacks.TensorBoard)]
+  callbacks = tf.keras.callbacks.CallbackList(
+      [*contract, kmodels_callbacks.EpochScalars(run.workdir.tensorboard),
+       kmodels_callbacks.EpochLog(run.history, config.train.epochs)])
+  callbacks.on_train_begin()
+  for epoch in range(steps_done // spe, config.train.epochs):
+    callbacks.on_epoch_begin(epoch)
+    hook = _StepHook(run.timer, sigterm, steps_done)
+    try:
+      estimator.train(functools.partial(train_input_fn, steps_done),
+                      max_steps=(epoch + 1) * spe, hooks=[hook])
+    except tf.compat.v1.train.NanLossDuringTrainingError as e:
+      checkpoints.discard_after(run.workdir.checkpoints, steps_done)  # the epoch's start
+      raise faults.diverged(float("nan"), epoch, (hook.steps_done - 1) % spe, config) from e
+    steps_done = hook.steps_done
+    if sigterm.stop_now() and steps_done < (epoch + 1) * spe:
+      raise faults.preempted(epoch, (steps_done - 1) % spe, spe)
+    callbacks.on_epoch_end(epoch, _eval_logs(estimator.evaluate(eval_input_fn)))
+    if sigterm.stop_now():  # during the epoch's last step or its evaluation
+      raise faults.preempted(epoch, spe - 1, spe)
+  callbacks.on_train_end()
 
 
 def train(run):
@@ -191,7 +237,7 @@ def train(run):
   check_available(config.trainer)
   run_config = _run_config(run.strategy, run.workdir.checkpoints, run.steps_per_epoch,
                            config.train.seed)
-  if config.trainer == "estimator":
+  if not trainers.TABLE[config.trainer].registry_model:
     estimator, feature_key = _dnn_classifier(config, info, run_config)
     parameters = None  # known once the network exists, after training
   else:
@@ -199,19 +245,8 @@ def train(run):
     parameters = model.count_params()
     estimator, feature_key = keras_to_estimator(model, run_config)
   train_input_fn, eval_input_fn = _input_fns(config, feature_key)
-  latest = estimator.latest_checkpoint()
-  done_steps = estimator_reading.global_step(latest) if latest else None
-  first_epoch = (done_steps or 0) // run.steps_per_epoch
-  # The Keras trainers' history and log line; the first-step timer through a session hook.
-  callbacks = tf.keras.callbacks.CallbackList(
-      [run.history, kmodels_callbacks.EpochLog(run.history, config.train.epochs)])
-  callbacks.on_train_begin()
-  for epoch in range(first_epoch, config.train.epochs):
-    callbacks.on_epoch_begin(epoch)
-    estimator.train(train_input_fn, max_steps=(epoch + 1) * run.steps_per_epoch,
-                    hooks=[_FirstStepHook(run.timer)])
-    callbacks.on_epoch_end(epoch, _eval_logs(estimator.evaluate(eval_input_fn)))
-  callbacks.on_train_end()
+  with faults.sigterm_flag(run.strategy) as sigterm:
+    _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm)
   final = _eval_logs(estimator.evaluate(eval_input_fn))
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import evaluation, models, serving, storage, trainers
+from kmodels import checkpoints, evaluation, models, serving, storage, trainers
 from kmodels.errors import UserError, first_line
 from kmodels.workdir import Workdir
 
@@ -44,18 +44,7 @@ class Overrides(typing.NamedTuple):
   keras_model: typing.Optional[str] = None  # model_to_estimator: the Keras model's file
 
 
-# The step counter's name: canned Estimators' name-based checkpoints, model_to_estimator's
-# object-based ones (TF 2.x: checkpoint_format="checkpoint", keys relative to the model).
-_GLOBAL_STEP_KEYS = ("global_step", "estimator_global_step/.ATTRIBUTES/VARIABLE_VALUE")
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-
-
-def global_step(checkpoint_path):
-  """The training step a checkpoint was written at (None if it records none)."""
-  reader = tf.train.load_checkpoint(checkpoint_path)
-  names = reader.get_variable_to_shape_map()
-  key = next((k for k in _GLOBAL_STEP_KEYS if k in names), None)
-  return int(reader.get_tensor(key)) if key else None
 
 
 def check_estimator_available():
@@ -271,12 +260,13 @@ def read(estimator_dir, checkpoint=None, overrides=None):
   model_dir, config, card = _kmodels_run(estimator_dir)
   path = _checkpoint(model_dir, checkpoint)
   shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-  step = global_step(path)
+  step = checkpoints.steps_done(path)
   graph = _read_graph(model_dir)
   common = dict(checkpoint=path, step=step, kmodels_config=config, kmodels_card=card)
   if any(name.startswith(_DNN_PREFIX) for name in shapes):
     return _read_dnn(shapes, graph, overrides, common)
-  if config is not None and config.trainer == "keras_estimator" or overrides.keras_model:
+  keras_inside = config is not None and trainers.TABLE[config.trainer].registry_model
+  if keras_inside or overrides.keras_model:
     return _read_keras(overrides, config, card, common)
   raise UserError(_not_supported(
       path, shapes, "no dnn/hiddenlayer_*/kernel variables: not a canned DNNClassifier. "

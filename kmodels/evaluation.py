@@ -14,7 +14,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, models, optimizers, precision, reporting, storage, trainers
+from kmodels import (checkpoints, data, models, optimizers, precision, reporting, storage,
+                     trainers)
 from kmodels.errors import UserError, first_line
 from kmodels.workdir import Workdir
 
@@ -37,12 +38,13 @@ def checkpoint_path(workdir, config, which):
                       f"Use {' or '.join(CHECKPOINTS)}, or a path like "
                       f"{storage.join(workdir.checkpoints, 'ckpt-12')}.")
     return which
-  if which == "best" and config.trainer != "custom_loop":
+  if which == "best" and not trainers.TABLE[config.trainer].best_checkpoint:
+    keeping = [t.name for t in trainers.TABLE.values() if t.best_checkpoint]
     raise UserError(f"--checkpoint=best: the {config.trainer} trainer keeps no best "
-                    "checkpoint (the custom_loop trainer does). Use --checkpoint=latest.")
-  directory = {"latest": storage.join(workdir.checkpoints, "chief") if config.trainer == "fit"
-               else workdir.checkpoints,
-               "best": storage.join(workdir.checkpoints, "best")}[which]
+                    f"checkpoint (the {' and '.join(keeping)} trainer does). Use "
+                    "--checkpoint=latest.")
+  directory = (trainers.latest_checkpoints(config, workdir.checkpoints) if which == "latest"
+               else storage.join(workdir.checkpoints, checkpoints.BEST))
   path = tf.train.latest_checkpoint(directory)
   if not path:
     raise UserError(f"No {which} checkpoint in {directory}: the run saved none yet (it "

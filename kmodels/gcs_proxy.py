@@ -8,11 +8,15 @@ emulator (fake-gcs-server or any server of the GCS JSON API). `kmodels.storage` 
 as a child process when `STORAGE_EMULATOR_HOST` is set; it is a development and test route,
 never used against real Google Cloud Storage.
 
-Two things the emulator needs adapted, both found against fake-gcs-server:
+Three things the emulator needs adapted, all found against fake-gcs-server:
 - a resumable upload's `Location` comes back as `http://...`; curl must get `https://` with
   the Google host to stay inside this proxy;
 - Go's HTTP server answers `Transfer-Encoding: identity` with 501, so every request is
-  forwarded with its body read whole and a `Content-Length`.
+  forwarded with its body read whole and a `Content-Length`;
+- TensorFlow 2.21 asks `GET /storage/v1/b/BUCKET/storageLayout` before renaming a
+  directory (to use the folders API of hierarchical-namespace buckets) and fails the rename
+  on the emulator's 404; for a bucket that exists the proxy answers what Google answers for
+  a flat bucket.
 
 Run as a script (no kmodels or TensorFlow import, so it starts in a fraction of a second):
   python kmodels/gcs_proxy.py --upstream=http://127.0.0.1:4443 --certdir=DIR
@@ -23,7 +27,9 @@ import argparse
 import datetime
 import http.client
 import http.server
+import json
 import os
+import re
 import socketserver
 import ssl
 import sys
@@ -33,6 +39,7 @@ import urllib.parse
 
 # The hosts TensorFlow's GCS filesystem calls (JSON API, uploads, object reads).
 GOOGLE_STORAGE_HOSTS = ("www.googleapis.com", "storage.googleapis.com")
+_STORAGE_LAYOUT = re.compile(r"/storage/v1/b/([^/]+)/storageLayout")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                "trailer", "upgrade", "content-length", "expect"}
 
@@ -119,23 +126,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
     if body or self.command in ("POST", "PUT", "PATCH"):
       headers["Content-Length"] = str(len(body))
-    upstream = self.server.upstream
     try:
-      connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
-      connection.request(self.command, self.path, body, headers)
-      response = connection.getresponse()
-      payload = response.read()
-      connection.close()
+      status, reason, response_headers, payload = self._ask_upstream(
+          self.command, self.path, body, headers)
+      layout_of = _STORAGE_LAYOUT.fullmatch(urllib.parse.urlsplit(self.path).path)
+      if status == 404 and self.command == "GET" and layout_of:
+        status, reason, response_headers, payload = self._flat_layout(layout_of[1], headers)
     except OSError as e:
-      message = f"GCS emulator {upstream.geturl()} unreachable: {e}".encode()
-      self.send_response(502)
-      self.send_header("Content-Type", "text/plain")
-      self.send_header("Content-Length", str(len(message)))
-      self.end_headers()
-      self.wfile.write(message)
-      return
-    self.send_response_only(response.status, response.reason)
-    for name, value in response.getheaders():
+      message = f"GCS emulator {self.server.upstream.geturl()} unreachable: {e}".encode()
+      status, reason, payload = 502, "Bad Gateway", message
+      response_headers = [("Content-Type", "text/plain")]
+    self.send_response_only(status, reason)
+    for name, value in response_headers:
       if name.lower() in _HOP_BY_HOP:
         continue
       if name.lower() == "location":
@@ -145,6 +147,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     self.end_headers()
     if self.command != "HEAD":
       self.wfile.write(payload)
+
+  def _ask_upstream(self, method, path, body, headers):
+    upstream = self.server.upstream
+    connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
+    try:
+      connection.request(method, path, body, headers)
+      response = connection.getresponse()
+      return response.status, response.reason, response.getheaders(), response.read()
+    finally:
+      connection.close()
+
+  def _flat_layout(self, bucket, headers):
+    """Google's storageLayout answer for an existing bucket without hierarchical namespace."""
+    status, reason, response_headers, payload = self._ask_upstream(
+        "GET", f"/storage/v1/b/{bucket}", None, headers)
+    if status != 200:
+      return status, reason, response_headers, payload
+    layout = {"kind": "storage#storageLayout", "bucket": urllib.parse.unquote(bucket),
+              "location": "US", "locationType": "multi-region",
+              "hierarchicalNamespace": {"enabled": False}}
+    return 200, "OK", [("Content-Type", "application/json")], json.dumps(layout).encode()
 
   def _through_proxy(self, location):
     """An emulator URL in a Location header, as the Google URL that curl sent us."""

@@ -55,11 +55,6 @@ def _check_features(name, features):
                     "kmodels needs a ClassLabel (a class index and a number of classes).")
 
 
-# tfds 4.9.4 (full lane) looks for ready-made copies of every dataset on Google's public
-# bucket gs://tfds-data; newer tfds no longer does. Here that was a useless request to
-# Google (and a GCE metadata-server lookup) on every load; kmodels reads only data_dir.
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
-
 # The raw class attribute: tfds' logging decorator makes a new object on every lookup.
 _REAL_DOWNLOAD_AND_PREPARE = vars(tfds.core.DatasetBuilder)["download_and_prepare"]
 

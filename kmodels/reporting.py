@@ -2,14 +2,11 @@
 
 import json
 
-import matplotlib
+import matplotlib.pyplot as plt  # the Agg backend: kmodels.runtime.configure
+from matplotlib.ticker import MaxNLocator
+import numpy as np
 
-matplotlib.use("Agg")  # Files only; training machines have no display.
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-
-from kmodels import storage  # noqa: E402
+from kmodels import storage
 
 
 def write_json(path, value):

@@ -30,7 +30,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 import kmodels
-from kmodels import data, distribute, images, reporting, storage
+from kmodels import data, distribute, images, reporting, storage, trainers
 from kmodels.errors import UserError, first_line
 
 SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
@@ -99,7 +99,7 @@ def signatures(scores_of, image_shape, label_names, logits, eval_crop_fraction=N
 
 def model_label(config):
   """The trained model's name for people: the registry name, or the DNNClassifier's shape."""
-  if config.trainer == "estimator":
+  if not trainers.TABLE[config.trainer].registry_model:  # the DNNClassifier's own network
     return f"DNNClassifier{list(config.estimator.hidden_units)}"
   return config.model.name
 
@@ -158,8 +158,8 @@ def new_version(export_root, strategy=None, versioned=True):
 
   The chief writes into `export/incomplete-<N>/` and renames it to `export/<N>/` when all
   is written: servers only load directories named by a number, so they never see half a
-  version (locally the rename is atomic; on object stores it copies object by object,
-  saved_model.pb first). Other workers of a multi-worker job write a scratch copy
+  version (locally the rename is atomic; on object stores it is a server-side copy object
+  by object, seconds against the minutes of writing the export). Other workers of a multi-worker job write a scratch copy
   (distribute.writable_path). Unversioned (Vertex AI's AIP_MODEL_DIR), the slot is
   `export_root` itself.
   """

@@ -10,8 +10,10 @@ named in README "Extending kmodels".
 import importlib
 import typing
 
-ALL_STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
-ALL_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+from kmodels import checkpoints, distribute, precision, storage
+
+ALL_STRATEGIES = tuple(distribute.STRATEGIES)  # owned by distribute
+ALL_PRECISIONS = precision.PRECISIONS  # owned by precision
 
 
 class Trainer(typing.NamedTuple):
@@ -20,9 +22,18 @@ class Trainer(typing.NamedTuple):
   summary: str
   strategies: typing.Tuple[str, ...]
   precisions: typing.Tuple[str, ...]
-  benchmarkable: bool  # launch.benchmark can time its steps
+  benchmark_loop: typing.Optional[str]  # launch.benchmark times its steps: "fit" or "custom_loop"
   estimator: bool  # a tf.estimator.Estimator: TF <= 2.15 (the full lane) only
+  registry_model: bool  # trains config.model (the DNNClassifier builds its own network)
+  latest_checkpoints: str = ""  # where under checkpoints/ its newest checkpoint is
+  best_checkpoint: bool = False  # keeps checkpoints/best/ (launch.evaluate --checkpoint=best)
+  jit_compile: bool = False  # config.xla compiles its whole train step (model.compile)
+  finetunes: bool = False  # model.freeze_backbone_epochs (a callback that thaws mid-fit)
   precision_note: str = ""  # why the precisions are limited, for the refusal
+
+  @property
+  def benchmarkable(self):
+    return self.benchmark_loop is not None
 
   def train(self, run):
     """Runs this trainer on a training.Run; returns a training.Outcome."""
@@ -35,18 +46,21 @@ _ESTIMATOR_PRECISION = " (Estimators predate Keras mixed precision)"
 
 TABLE = {t.name: t for t in (
     Trainer("fit", "train_with_fit", "Keras model.fit with kmodels' callbacks",
-            ALL_STRATEGIES, ALL_PRECISIONS, benchmarkable=True, estimator=False),
+            ALL_STRATEGIES, ALL_PRECISIONS, benchmark_loop="fit", estimator=False,
+            registry_model=True, latest_checkpoints=checkpoints.BACKUP_CHIEF, jit_compile=True,
+            finetunes=True),
     Trainer("custom_loop", "train_with_custom_loop",
             "a hand-written GradientTape step under strategy.run, the same callbacks",
-            ALL_STRATEGIES, ALL_PRECISIONS, benchmarkable=True, estimator=False),
+            ALL_STRATEGIES, ALL_PRECISIONS, benchmark_loop="custom_loop", estimator=False,
+            registry_model=True, best_checkpoint=True),
     Trainer("estimator", "train_with_estimator",
             "tf.estimator.DNNClassifier (hidden units from estimator.hidden_units)",
-            _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmarkable=False, estimator=True,
-            precision_note=_ESTIMATOR_PRECISION),
+            _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
+            registry_model=False, precision_note=_ESTIMATOR_PRECISION),
     Trainer("keras_estimator", "train_with_estimator",
             "the registry's Keras model moved into an Estimator by model_to_estimator",
-            _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmarkable=False, estimator=True,
-            precision_note=_ESTIMATOR_PRECISION),
+            _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
+            registry_model=True, precision_note=_ESTIMATOR_PRECISION),
 )}
 NAMES = tuple(TABLE)
 
@@ -59,8 +73,14 @@ def benchmarkable():
   return tuple(t.name for t in TABLE.values() if t.benchmarkable)
 
 
+def latest_checkpoints(config, checkpoints_dir):
+  """The directory holding the newest checkpoint of config.trainer's run."""
+  subdirectory = TABLE[config.trainer].latest_checkpoints
+  return storage.join(checkpoints_dir, subdirectory) if subdirectory else checkpoints_dir
+
+
 def markdown_table():
-  """The README's trainer table (tests/trainers_test.py keeps README in step with it)."""
+  """The README's trainer table (tests/validation_test.py keeps README in step with it)."""
   lines = ["| trainer | what it is | strategies | precisions | benchmark | lane |",
            "|---|---|---|---|---|---|"]
   for t in TABLE.values():

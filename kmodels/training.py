@@ -17,9 +17,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import (callbacks, custom_loop, data, distribute, estimator, faults, models,
-                     optimizers, precision, preparation, reporting, serving, sources, storage,
-                     trainers, validation)
+from kmodels import (callbacks, checkpoints, custom_loop, data, distribute, estimator, faults,
+                     models, optimizers, precision, preparation, reporting, serving, sources,
+                     storage, trainers, validation)
 from kmodels import errors
 from kmodels.errors import PeerLost, TrainingDiverged, UserError
 from kmodels import workdir as workdir_lib
@@ -43,7 +43,7 @@ def build_and_compile(config, info, strategy):
         num_classes=info.num_classes, label_smoothing=config.train.label_smoothing,
         steps_per_execution=config.train.steps_per_execution,
         # The custom loop compiles its own step; Keras' evaluate/predict stay as they are.
-        jit_compile=config.xla and config.trainer == "fit")
+        jit_compile=config.xla and trainers.TABLE[config.trainer].jit_compile)
     if config.model.freeze_backbone_epochs:
       # Slots for every weight now, while all are trainable: the head-only epochs would
       # otherwise build the optimizer for the head alone (callbacks.FreezeBackbone).
@@ -85,11 +85,9 @@ def warn_about_xla_on_cpu(config, strategy):
 def fit(run):
   """The `fit` trainer: Keras model.fit, resumable at every epoch end and after SIGTERM."""
   _check_fit_xla(run.config, run.strategy)
-  start_step = faults.backup_resume_step(run.workdir.checkpoints, run.steps_per_epoch,
-                                         repair=not distribute.is_multi_worker(run.strategy))
-  if start_step:
-    logging.info("Resuming after training step %d; the input pipeline skips the batches "
-                 "already trained on.", start_step)
+  start_step = checkpoints.resume_step(
+      storage.join(run.workdir.checkpoints, checkpoints.BACKUP_CHIEF), run.steps_per_epoch,
+      repair=not distribute.is_multi_worker(run.strategy))
   freeze_epochs = run.config.model.freeze_backbone_epochs
   freezing = ([callbacks.FreezeBackbone(models.backbone_of(run.model), freeze_epochs)]
               if freeze_epochs else [])
@@ -98,7 +96,7 @@ def fit(run):
                   epochs=run.config.train.epochs, steps_per_epoch=run.steps_per_epoch,
                   validation_data=run.datasets.eval,
                   # Last: the others have seen the epoch end when it stops the run.
-                  callbacks=[*freezing, *run.callbacks, faults.PreemptibleBackup(
+                  callbacks=[*freezing, *run.callbacks, checkpoints.PreemptibleBackup(
                       run.workdir.checkpoints, run.steps_per_epoch, sigterm,
                       run.config.train.checkpoint_every_steps, start_step)],
                   # A progress bar for people at a terminal; one line per epoch in logs.

@@ -153,8 +153,9 @@ def _check_fine_tuning(config):
   if epochs >= config.train.epochs:
     raise UserError(f"model.freeze_backbone_epochs={epochs} leaves no epoch to fine-tune the "
                     f"whole model in train.epochs={config.train.epochs}; make it smaller.")
-  if config.trainer != "fit":
-    raise UserError(f"model.freeze_backbone_epochs needs trainer=fit (got "
+  if not trainers.TABLE[config.trainer].finetunes:
+    able = [t.name for t in trainers.TABLE.values() if t.finetunes]
+    raise UserError(f"model.freeze_backbone_epochs needs trainer={' or '.join(able)} (got "
                     f"{config.trainer!r}); or set it to 0.")
 
 

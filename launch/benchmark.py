@@ -22,17 +22,12 @@ steps with TensorFlow's profiler and prints each op type's share of kernel time 
 is in WORKDIR/op_profile for TensorBoard).
 """
 
-import time
+from absl import app
+from absl import flags
 
-_PROCESS_START = time.time()  # before the imports: time to first step counts them
-
-import kmodels  # noqa: F401,E402  (picks Keras 2 before TensorFlow is imported)
-
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-
-from kmodels import benchmark, reporting, storage  # noqa: E402
-from launch import common  # noqa: E402
+from kmodels import benchmark, reporting, storage
+import launch  # its PROCESS_START: before the imports, so time to first step counts them
+from launch import common
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir(
     "Training config to measure (configs/*.py).", "Directory for benchmark.json.")
@@ -69,7 +64,7 @@ def main(argv):
       results = benchmark.run(
           _CONFIG.value, steps=_STEPS.value, pipeline_batches=_PIPELINE_BATCHES.value,
           synthetic_batch=_SYNTHETIC_BATCH.value, with_reference=_REFERENCE.value,
-          process_start=_PROCESS_START, op_profile_dir=profile_dir)
+          process_start=launch.PROCESS_START, op_profile_dir=profile_dir)
   storage.makedirs(_WORKDIR.value)
   reporting.write_json(storage.join(_WORKDIR.value, "benchmark.json"), results)
   print(_table(results), flush=True)

@@ -5,7 +5,6 @@ import os
 import sys
 import traceback
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags

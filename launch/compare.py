@@ -8,8 +8,6 @@ Writes comparison.md, comparison.csv and comparison.png into the workdir, one
 subdirectory per path with that run's outputs and log, and prints the table.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags

@@ -14,8 +14,6 @@ each worker gives it with --worker_address. Workers need the job's data (image_d
 data_dir) at the same path or gs:// location as the trainer. The servers run until killed.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 from absl import logging

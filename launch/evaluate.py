@@ -8,8 +8,6 @@ Writes WORKDIR/evaluation/<split>/: metrics.json, classification_report.txt and
 confusion_matrix.png (with the class names), and prints the metrics.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 

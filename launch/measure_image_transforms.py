@@ -8,8 +8,6 @@ numbers behind BUILD_NOTES "Training resize without antialiasing"; `launch.bench
 --input_only` measures the whole pipeline.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 import time
 
 from absl import app

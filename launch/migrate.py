@@ -16,8 +16,6 @@ feature by its key), migration.json and proof.npz. Runs on the full lane (TF 2.1
 export serves on any TensorFlow 2.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 

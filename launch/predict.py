@@ -12,8 +12,6 @@ to the model's input size and colour mode as a server would; files that are not 
 are reported and skipped; exit 2 when none could be read.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 import json
 
 from absl import app

@@ -13,8 +13,6 @@ reads them with --config.dataset.image_dir=DATA_DIR (the fast form for many smal
 on a bucket).
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 from absl import logging

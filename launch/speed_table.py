@@ -14,8 +14,6 @@ import os
 import subprocess
 import sys
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 

@@ -8,8 +8,6 @@ Re-running the same command on the same workdir resumes from the last completed 
 On Vertex AI (AIP_MODEL_DIR set) --workdir may be omitted; see kmodels/workdir.py.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 

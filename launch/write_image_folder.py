@@ -10,13 +10,12 @@ read folders. --mixed gives every file its own size, colour mode and format (JPE
 a folder of photos from many sources has.
 """
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
-
 from absl import app
 from absl import flags
 from absl import logging
 
 from kmodels import image_folder, preparation
+from kmodels.errors import UserError
 from launch import common
 
 _DATASET = flags.DEFINE_string("dataset", "fashion_mnist", "A prepared tfds dataset.")
@@ -40,8 +39,8 @@ def _parse_size(text):
   except ValueError:
     width = height = 0
   if not (0 < width <= _MAX_PHOTO_SIDE and 0 < height <= _MAX_PHOTO_SIDE):
-    raise kmodels.UserError(f"--photo_size={text!r}: give WIDTHxHEIGHT, each 1-"
-                            f"{_MAX_PHOTO_SIDE}, e.g. 500x375.")
+    raise UserError(f"--photo_size={text!r}: give WIDTHxHEIGHT, each 1-"
+                    f"{_MAX_PHOTO_SIDE}, e.g. 500x375.")
   return width, height
 
 
@@ -50,8 +49,8 @@ def main(argv):
   with common.user_errors_exit():
     builder = preparation.get_builder(_DATASET.value, _DATA_DIR.value)
     if not preparation.is_prepared(builder):
-      raise kmodels.UserError(f"{_DATASET.value} is not prepared in {builder.data_dir}: run "
-                              "launch.prepare_data first.")
+      raise UserError(f"{_DATASET.value} is not prepared in {builder.data_dir}: run "
+                      "launch.prepare_data first.")
     names = list(builder.info.features["label"].names)
     photo_size = _parse_size(_PHOTO_SIZE.value) if _PHOTO_SIZE.value else None
     for split, count in (("train", _TRAIN.value), ("test", _TEST.value)):

@@ -12,7 +12,8 @@ from kmodels import cpus
 
 
 # Prints what size_thread_pools did and the intra-op pool size TensorFlow was given.
-_SIZE_POOLS = ("import kmodels, tensorflow as tf; from kmodels import cpus; "
+_SIZE_POOLS = ("from kmodels import runtime; runtime.configure(); import tensorflow as tf; "
+               "from kmodels import cpus; "
                "print(cpus.size_thread_pools(), "
                "tf.config.threading.get_intra_op_parallelism_threads())")
 

@@ -1,6 +1,5 @@
 """Input pipeline, augmentation and offline preparation, on mock and real-format data."""
 
-import math
 import os
 
 from absl.testing import absltest

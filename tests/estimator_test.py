@@ -14,8 +14,8 @@ import tensorflow_datasets as tfds
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from kmodels import data, estimator, training, validation  # noqa: E402
-from kmodels.errors import UserError  # noqa: E402
+from kmodels import checkpoints, data, estimator, training, validation  # noqa: E402
+from kmodels.errors import TrainingDiverged, UserError  # noqa: E402
 from kmodels.workdir import Workdir  # noqa: E402
 
 HAS_ESTIMATOR = testutil.HAS_ESTIMATOR
@@ -26,14 +26,51 @@ def _config(**overrides):
   return testutil.tiny_config(trainer="estimator", model__name="mlp", **overrides)
 
 
+class _EpochEnds(tf.keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.ends = []
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.ends.append((epoch, dict(logs)))
+
+
+def _scalar_tags(logdir):
+  return {value.tag for path in tf.io.gfile.glob(os.path.join(logdir, "events.*"))
+          for event in tf.compat.v1.train.summary_iterator(path)
+          for value in event.summary.value}
+
+
 class EstimatorTest(parameterized.TestCase):
+
+  @full_lane_only
+  def test_a_nan_loss_stops_the_run_before_anything_of_the_epoch_is_saved(self):
+    workdir = Workdir(self.create_tempdir().full_path)
+    config = _config(dataset__source="synthetic", train__epochs=2,
+                     train__optimizer__name="sgd", train__optimizer__learning_rate=1e30)
+    with self.assertRaisesRegex(TrainingDiverged, r"loss became nan at epoch 1, step \d+\. "
+                                r"Likely causes: a learning rate too high"):
+      training.train_and_evaluate(config, workdir.root)
+    self.assertEqual(testutil.read_json(workdir.metrics, {})["status"], "diverged")
+    # The Estimator's first checkpoint (step 0) is the newest: nothing trained was kept.
+    self.assertEqual(checkpoints.resume_step(workdir.checkpoints, 10), 0)
 
   @full_lane_only
   def test_dnn_classifier_on_mock_tfds_trains_evaluates_exports_and_serves(self):
     workdir = Workdir(self.create_tempdir().full_path)
+    seen = _EpochEnds()
     with tfds.testing.mock_data(num_examples=48):
-      metrics = training.train_and_evaluate(_config(train__epochs=2), workdir.root)
+      metrics = training.train_and_evaluate(_config(train__epochs=2), workdir.root,
+                                            extra_callbacks=[seen])
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
+    # The epoch contract: extra callbacks see each epoch's evaluation, and TensorBoard
+    # gets it under Keras' names.
+    self.assertEqual([epoch for epoch, _ in seen.ends], [0, 1])
+    self.assertEqual([logs["val_loss"] for _, logs in seen.ends],
+                     [h["val_loss"] for h in metrics["history"]])
+    self.assertEqual(_scalar_tags(os.path.join(workdir.tensorboard, "validation")),
+                     {"epoch_loss", "epoch_accuracy"})
     self.assertEqual(metrics["parameters"], 28 * 28 * 256 + 256 + 256 * 10 + 10)
     self.assertBetween(metrics["test_accuracy"], 0.0, 1.0)
     for path in (workdir.metrics, workdir.curves, workdir.report, workdir.history):

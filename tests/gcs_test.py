@@ -306,6 +306,26 @@ class VertexAiTest(absltest.TestCase):
     self.assertFalse({"export", "tensorboard"} & _top_level("vertex_job"))
 
 
+class EmulatorRouteTest(absltest.TestCase):
+  """What TensorFlow's gs:// filesystem does through kmodels' route to the emulator."""
+
+  _RENAME = ("from kmodels import runtime, storage; runtime.configure(); "
+             "storage.route_gs_to_emulator(); import sys; storage.rename(*sys.argv[1:])")
+
+  def test_a_directory_renames_within_the_bucket(self):
+    # TF 2.21 asks the bucket's storageLayout first; the emulator has no such endpoint.
+    for name in ("saved_model.pb", "variables/variables.index"):
+      _server.upload(_BUCKET, f"renamed/incomplete-1/{name}", name.encode())
+    proc = subprocess.run(
+        [sys.executable, "-c", self._RENAME, f"gs://{_BUCKET}/renamed/incomplete-1",
+         f"gs://{_BUCKET}/renamed/1"], cwd=testutil.REPO_ROOT, capture_output=True,
+        text=True, timeout=120, env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertEqual(set(_server.objects(_BUCKET, "renamed/")) - {"renamed/1/"},
+                     {"renamed/1/saved_model.pb", "renamed/1/variables/variables.index"})
+    self.assertEqual(_server.read(_BUCKET, "renamed/1/saved_model.pb"), b"saved_model.pb")
+
+
 class UnusableStorageTest(absltest.TestCase):
 
   def test_a_missing_bucket_is_one_message(self):

@@ -10,7 +10,6 @@ a mirrored-over-2 run exactly as a user's command would run.
 import runpy
 import sys
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
 

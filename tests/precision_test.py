@@ -5,7 +5,6 @@ compute capability and the CPU flags, so those branches are tested with device r
 as TensorFlow lists them (untested on real hardware). The CPU branch also runs for real.
 """
 
-import json
 import os
 import subprocess
 

@@ -299,7 +299,8 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
 _FULL_LANE_PYTHON = os.path.join(testutil.REPO_ROOT, ".venv", "bin", "python")
 _EXPORT_ON_THIS_LANE = textwrap.dedent("""
     import sys
-    import kmodels
+    from kmodels import runtime
+    runtime.configure()
     import numpy as np
     import tensorflow as tf
     from kmodels import data, models, serving

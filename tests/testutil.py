@@ -16,7 +16,6 @@ import urllib.parse
 import urllib.request
 import zlib
 
-import kmodels  # noqa: F401  (first: picks Keras 2 before TensorFlow is imported)
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds

@@ -1,13 +1,16 @@
 """Config validation: every rule rejects what it should, with a message that names the key."""
 
 import os
+import re
+import subprocess
+import sys
 
 from absl.testing import absltest
 from absl.testing import parameterized
 
 from tests import testutil
 
-from kmodels import trainers, validation
+from kmodels import runtime, trainers, validation
 from kmodels.errors import UserError
 from configs import base
 import configs.cifar_googlenet
@@ -100,6 +103,38 @@ class ValidationTest(parameterized.TestCase):
       self.assertIn(trainers.markdown_table(), f.read())
     for trainer in trainers.TABLE.values():  # every row names a train function that exists
       self.assertTrue(callable(getattr(training, trainer.function)), trainer.name)
+
+  def test_only_the_trainer_table_compares_trainer_names(self):
+    # What differs between trainers is a column of kmodels.trainers.TABLE; code elsewhere
+    # reads the column, so a new trainer is one row (and its module), not a hunt.
+    name = "|".join(trainers.NAMES)
+    comparison = re.compile(rf"""trainer\)?\s*(==|!=)\s*["']({name})["']|"""
+                            rf"""["']({name})["']\s*(==|!=)\s*\w*trainer""")
+    found = []
+    for folder in ("kmodels", "launch"):
+      for directory, _, files in os.walk(os.path.join(testutil.REPO_ROOT, folder)):
+        for file_name in files:
+          path = os.path.join(directory, file_name)
+          if not file_name.endswith(".py") or path.endswith(os.path.join("kmodels",
+                                                                          "trainers.py")):
+            continue
+          with open(path) as f:
+            found += [f"{path}:{n}" for n, line in enumerate(f, 1) if comparison.search(line)]
+    self.assertEqual([], found)
+
+  def test_importing_kmodels_changes_nothing_and_configure_must_come_first(self):
+    env = {k: v for k, v in os.environ.items()
+           if k not in runtime.ENVIRONMENT and k != "PYTHONPATH"}
+    quiet = subprocess.run(
+        [sys.executable, "-c", "import os, sys, kmodels, kmodels.errors; "
+         "print('tensorflow' in sys.modules, 'TF_USE_LEGACY_KERAS' in os.environ)"],
+        cwd=testutil.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    self.assertEqual(quiet.stdout.split(), ["False", "False"], quiet.stderr[-2000:])
+    late = subprocess.run(
+        [sys.executable, "-c", "import tensorflow; from kmodels import runtime; "
+         "runtime.configure()"],
+        cwd=testutil.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    self.assertIn("must run before TensorFlow is imported", late.stderr)
 
   def test_time_decay_follows_overridden_epochs(self):
     config = configs.cifar_googlenet.get_config()
