@@ -51,7 +51,7 @@ def get_config():
   config.dataset.cache_ram_fraction = 0.25  # share of usable RAM for cache + shuffle buffer
   config.dataset.max_bad_fraction = 0.01  # image folders: refuse the run above this share
   config.dataset.max_image_pixels = 100_000_000  # files declaring more are refused (bombs);
-  # the same as kmodels.images.DEFAULT_MAX_PIXELS, what launch.predict uses for older exports
+  # the same as kmodels.data.images.DEFAULT_MAX_PIXELS, what launch.predict uses for older exports
   config.dataset.service = config_dict.placeholder(str)  # grpc://HOST:PORT of a tf.data service
   config.dataset.shuffle_buffer = 10_000
   config.dataset.synthetic_train_examples = 1024

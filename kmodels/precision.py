@@ -87,13 +87,15 @@ def choose(devices=None, flags=None, probe=_bf16_matmul_is_faster,
   return Choice("float32", "CPU flags unreadable; a bf16 matmul probe was slower")
 
 
-def resolve(requested: str, trainer: str) -> str:
-  """The precision a run uses for `requested` (auto or explicit), logged with why."""
-  from kmodels import trainers  # pylint: disable=g-import-not-at-top
+def resolve(requested: str, trainer) -> str:
+  """The precision a run uses for `requested` (auto or explicit), logged with why.
+
+  trainer: its row of kmodels.trainers.TABLE (the precisions it supports).
+  """
   if requested != AUTO:
     return requested
-  if "mixed_bfloat16" not in trainers.TABLE[trainer].precisions:
-    choice = Choice("float32", f"trainer={trainer} trains in float32 only")
+  if "mixed_bfloat16" not in trainer.precisions:
+    choice = Choice("float32", f"trainer={trainer.name} trains in float32 only")
   else:
     choice = choose()
   logging.info("precision=auto -> %s: %s.", choice.precision, choice.reason)

@@ -30,7 +30,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 import kmodels
-from kmodels import data, distribute, images, reporting, storage, trainers
+from kmodels import data, distribute, reporting, storage
+from kmodels.data import images
 from kmodels.errors import UserError, first_line
 
 SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
@@ -97,9 +98,10 @@ def signatures(scores_of, image_shape, label_names, logits, eval_crop_fraction=N
           "serving_bytes": serving_bytes}
 
 
-def model_label(config):
-  """The trained model's name for people: the registry name, or the DNNClassifier's shape."""
-  if not trainers.TABLE[config.trainer].registry_model:  # the DNNClassifier's own network
+def model_label(config, registry_model):
+  """The trained model's name for people: the registry name, or (for a trainer that builds
+  its own network, registry_model=False) the DNNClassifier's shape."""
+  if not registry_model:
     return f"DNNClassifier{list(config.estimator.hidden_units)}"
   return config.model.name
 
@@ -113,9 +115,9 @@ class Card(typing.NamedTuple):
   config: dict
 
   @classmethod
-  def from_config(cls, config, test_accuracy):
+  def from_config(cls, config, test_accuracy, registry_model):
     return cls(precision=config.precision, trainer=config.trainer,
-               model_name=model_label(config), test_accuracy=test_accuracy,
+               model_name=model_label(config, registry_model), test_accuracy=test_accuracy,
                config=json.loads(config.to_json_best_effort()))
 
 

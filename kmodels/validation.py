@@ -4,9 +4,10 @@ Each check names the key, the bad value and what would be accepted. The lists of
 names come from the modules that implement them, so they cannot drift apart.
 """
 
-from kmodels import (data, data_service, distribute, estimator, models, optimizers, precision,
-                     sources, trainers)
+from kmodels import data, distribute, models, optimizers, precision, trainers
+from kmodels.data import data_service, sources
 from kmodels.errors import UserError
+from kmodels.trainers import estimator
 
 DATA_SOURCES = ("tfds", "synthetic")
 

@@ -1,7 +1,7 @@
 """The workdir: one place that names every file a run writes (docs and tests rely on them).
 
 A workdir is a local directory or a URL (gs://bucket/run); every access goes through
-kmodels.storage. One run at a time may use it (kmodels.locks says how, per filesystem).
+kmodels.storage. One run at a time may use it (kmodels.storage.locks says how, per filesystem).
 """
 
 import json
@@ -10,8 +10,9 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from kmodels import locks, optimizers, reporting, storage
+from kmodels import optimizers, reporting, storage
 from kmodels.errors import UserError
+from kmodels.storage import locks
 
 
 # What Vertex AI custom training sets in each task's environment (from the job's

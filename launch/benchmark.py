@@ -25,7 +25,8 @@ is in WORKDIR/op_profile for TensorBoard).
 from absl import app
 from absl import flags
 
-from kmodels import benchmark, reporting, storage
+from kmodels import reporting, storage
+from kmodels.tools import benchmark
 import launch  # its PROCESS_START: before the imports, so time to first step counts them
 from launch import common
 

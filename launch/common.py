@@ -9,8 +9,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from kmodels import cpus, storage
+from kmodels import cpus
 from kmodels.errors import UserError
+from kmodels.storage import emulator
 
 
 def define_config_and_workdir(config_help, workdir_help, default_workdir=None):
@@ -37,7 +38,7 @@ def start(argv):
   logging.set_verbosity(logging.INFO)
   cpus.size_thread_pools()
   with user_errors_exit():
-    storage.route_gs_to_emulator()
+    emulator.route_gs_to_emulator()
 
 
 def _fail(message, status=2):

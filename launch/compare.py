@@ -12,7 +12,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from kmodels import compare, validation
+from kmodels import validation
+from kmodels.tools import compare
 from launch import common
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir(

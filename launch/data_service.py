@@ -18,7 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from kmodels import data_service
+from kmodels.data import data_service
 from kmodels.errors import UserError, first_line
 from launch import common
 

@@ -11,7 +11,7 @@ confusion_matrix.png (with the class names), and prints the metrics.
 from absl import app
 from absl import flags
 
-from kmodels import evaluation
+from kmodels.tools import evaluation
 from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (as given to launch.train).")

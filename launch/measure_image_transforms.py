@@ -16,7 +16,8 @@ import ml_collections
 import tensorflow as tf
 
 from configs import base
-from kmodels import cpus, images, storage
+from kmodels import cpus, storage
+from kmodels.data import images
 from kmodels.errors import UserError
 from launch import common
 

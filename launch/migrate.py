@@ -19,8 +19,8 @@ export serves on any TensorFlow 2.
 from absl import app
 from absl import flags
 
-from kmodels import estimator_reading, migration
 from kmodels.errors import UserError
+from kmodels.legacy import estimator_reading, migration
 from launch import common
 
 _ESTIMATOR_DIR = flags.DEFINE_string("estimator_dir", None,

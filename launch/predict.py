@@ -18,8 +18,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from kmodels import predicting
 from kmodels.errors import UserError
+from kmodels.tools import predicting
 from launch import common
 
 _MODEL = flags.DEFINE_string("model", None, "A launch.train workdir, its export/ directory "

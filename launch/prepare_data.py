@@ -18,7 +18,7 @@ from absl import flags
 from absl import logging
 
 from configs import base
-from kmodels import image_folder, preparation, sources
+from kmodels.data import image_folder, preparation, sources
 from kmodels.errors import UserError
 from launch import common
 

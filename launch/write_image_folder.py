@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from kmodels import image_folder, preparation
+from kmodels.data import image_folder, preparation
 from kmodels.errors import UserError
 from launch import common
 

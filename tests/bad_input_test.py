@@ -17,8 +17,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import testutil
-from kmodels import data, predicting, sources, workdir
+from kmodels import data, workdir
+from kmodels.data import sources
 from kmodels.errors import UserError
+from kmodels.tools import predicting
 
 _SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
 

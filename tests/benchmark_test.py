@@ -9,7 +9,8 @@ from absl.testing import absltest
 from tests import testutil
 import tensorflow as tf
 
-from kmodels import benchmark, models, precision
+from kmodels import models, precision
+from kmodels.tools import benchmark
 
 
 _ENCLOSING = {"Process", "ParallelFor", "DoCompute"}  # executor events, not ops

@@ -15,7 +15,8 @@ from absl.testing import parameterized
 from ml_collections import config_flags
 
 from tests import testutil
-from kmodels import models, sources, training
+from kmodels import models, training
+from kmodels.data import sources
 from kmodels.models import applications
 
 CONFIG_DIR = os.path.join(testutil.REPO_ROOT, "configs")

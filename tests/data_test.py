@@ -11,7 +11,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
-from kmodels import augmentation, data, netcheck, preparation, training
+from kmodels import data, netcheck, training
+from kmodels.data import augmentation, preparation
 from kmodels.errors import UserError
 
 

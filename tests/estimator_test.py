@@ -14,8 +14,9 @@ import tensorflow_datasets as tfds
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from kmodels import checkpoints, data, estimator, training, validation  # noqa: E402
+from kmodels import checkpoints, data, training, validation  # noqa: E402
 from kmodels.errors import TrainingDiverged, UserError  # noqa: E402
+from kmodels.trainers import estimator  # noqa: E402
 from kmodels.workdir import Workdir  # noqa: E402
 
 HAS_ESTIMATOR = testutil.HAS_ESTIMATOR

@@ -32,7 +32,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import testutil
-from kmodels import checkpoints, data, preparation, trainers, training
+from kmodels import checkpoints, data, trainers, training
+from kmodels.data import preparation
 from kmodels.errors import TrainingDiverged, UserError
 
 # Long enough epochs (about a second here) that a SIGTERM sent early in epoch 2 lands

@@ -309,8 +309,9 @@ class VertexAiTest(absltest.TestCase):
 class EmulatorRouteTest(absltest.TestCase):
   """What TensorFlow's gs:// filesystem does through kmodels' route to the emulator."""
 
-  _RENAME = ("from kmodels import runtime, storage; runtime.configure(); "
-             "storage.route_gs_to_emulator(); import sys; storage.rename(*sys.argv[1:])")
+  _RENAME = ("from kmodels import runtime, storage; from kmodels.storage import emulator; "
+             "runtime.configure(); emulator.route_gs_to_emulator(); import sys; "
+             "storage.rename(*sys.argv[1:])")
 
   def test_a_directory_renames_within_the_bucket(self):
     # TF 2.21 asks the bucket's storageLayout first; the emulator has no such endpoint.

@@ -17,7 +17,8 @@ from PIL import Image
 import tensorflow as tf
 
 from tests import testutil
-from kmodels import data, image_folder, images, training
+from kmodels import data, training
+from kmodels.data import image_folder, images
 from kmodels.errors import UserError
 
 _LIMIT = 1_000_000  # max_image_pixels in these tests

@@ -15,14 +15,15 @@ import time
 from absl.testing import absltest
 
 from tests import testutil
-from kmodels import locks, training
+from kmodels import training
 from kmodels.errors import UserError
+from kmodels.storage import locks
 from kmodels.workdir import Workdir
 
 _HOLD = """
 import sys, time
 sys.path.insert(0, {root!r})
-from kmodels import locks
+from kmodels.storage import locks
 start_at = float(sys.argv[2])
 while time.time() < start_at:
   pass

@@ -18,7 +18,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from kmodels import estimator_reading, migration, training
+from kmodels import training
+from kmodels.legacy import estimator_reading, migration
 from tests import testutil
 
 full_lane_only = absltest.skipUnless(testutil.HAS_ESTIMATOR, "tf.estimator: full lane only")

@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import models
-from kmodels.models import applications
 from kmodels.errors import UserError
+from kmodels.models import applications
 
 CIFAR = (32, 32, 3)
 MNIST = (28, 28, 1)
@@ -146,16 +146,17 @@ class ApplicationsTest(parameterized.TestCase):
 class XlaOnCpuTest(absltest.TestCase):
 
   def test_xla_on_cpus_is_warned_about(self):
-    from kmodels import data, training  # pylint: disable=g-import-not-at-top
+    from kmodels import data  # pylint: disable=g-import-not-at-top
+    from kmodels.trainers import keras  # pylint: disable=g-import-not-at-top
     config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar10",
                                   model__name="mobilenet_v2", xla=True)
     info = data.load(config.dataset, 8, 0).info
     with self.assertLogs(level="WARNING") as logs:
-      training.build_and_compile(config, info, tf.distribute.get_strategy())
+      keras.build_and_compile(config, info, tf.distribute.get_strategy())
     self.assertIn("xla=True on CPUs", "\n".join(logs.output))
     config.xla = False
     with self.assertNoLogs(level="WARNING"):
-      training.warn_about_xla_on_cpu(config, tf.distribute.get_strategy())
+      keras.warn_about_xla_on_cpu(config, tf.distribute.get_strategy())
 
 
 class BackboneWeightsTest(absltest.TestCase):

@@ -13,7 +13,7 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 from tests import testutil
-from kmodels import precision, training
+from kmodels import precision, trainers, training
 
 _CPU = tf.config.PhysicalDevice("/physical_device:CPU:0", "CPU")
 
@@ -68,9 +68,10 @@ class ChooseTest(parameterized.TestCase):
     self.assertEqual(precision.choose().precision, expected)
 
   def test_estimators_and_explicit_values(self):
-    self.assertEqual(precision.resolve("auto", "estimator"), "float32")
-    self.assertEqual(precision.resolve("auto", "keras_estimator"), "float32")
-    self.assertEqual(precision.resolve("mixed_float16", "fit"), "mixed_float16")
+    table = trainers.TABLE
+    self.assertEqual(precision.resolve("auto", table["estimator"]), "float32")
+    self.assertEqual(precision.resolve("auto", table["keras_estimator"]), "float32")
+    self.assertEqual(precision.resolve("mixed_float16", table["fit"]), "mixed_float16")
 
 
 class RunRecordsTest(absltest.TestCase):

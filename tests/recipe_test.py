@@ -8,8 +8,10 @@ import numpy as np
 import tensorflow as tf
 
 from tests import testutil
-from kmodels import data, evaluation, models, optimizers, training, validation
+from kmodels import data, models, optimizers, training, validation
 from kmodels.errors import UserError
+from kmodels.tools import evaluation
+from kmodels.trainers import keras
 
 # Two CPU devices for the synchronized BatchNorm test (before TensorFlow starts its runtime).
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
@@ -234,7 +236,7 @@ class SyncBatchNormTest(absltest.TestCase):
   def test_the_config_switch_synchronizes_every_batchnorm_layer(self):
     config = testutil.tiny_config(model__name="fastcnn", train__sync_batchnorm=True)
     info = data.load(testutil.tiny_config(dataset__source="synthetic").dataset, 8, 0).info
-    model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+    model = keras.build_and_compile(config, info, tf.distribute.get_strategy())
     norms = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
              if isinstance(layer, tf.keras.layers.BatchNormalization)]
     self.assertNotEmpty(norms)

@@ -21,7 +21,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
-from kmodels import image_folder, models, workdir
+from kmodels import models, workdir
+from kmodels.data import image_folder
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

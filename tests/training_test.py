@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from kmodels import training
+from kmodels import trainers, training
 from kmodels.errors import UserError
+from kmodels.trainers import keras
 from kmodels.workdir import Workdir
 
 
@@ -86,15 +87,16 @@ class TrainAndEvaluateTest(absltest.TestCase):
     for name, logits in (("cnnblocks", True), ("resnet_like", True), ("mlp", False)):
       config = testutil.tiny_config(model__name=name)
       with self.assertLogs(level="INFO") as logs:
-        model = training.build_and_compile(config, info, strategy)
+        model = keras.build_and_compile(config, info, strategy)
       self.assertEqual(model.loss.get_config()["from_logits"], logits, name)
       self.assertFalse(any("multiple" in line for line in logs.output))  # summary has shapes
 
   def test_fit_with_xla_compiles_the_train_step(self):
     config = testutil.tiny_config(dataset__source="synthetic", xla=True)
     info = training.data.DatasetInfo("mnist", (28, 28, 1), 10, list("0123456789"), 16, 8)
-    self.assertTrue(training.build_and_compile(config, info, tf.distribute.get_strategy())
-                    .jit_compile)
+    fit = trainers.TABLE["fit"]
+    self.assertTrue(keras.build_and_compile(config, info, tf.distribute.get_strategy(),
+                                            fit.jit_compile).jit_compile)
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
     self.assertTrue(np.isfinite(metrics["history"][0]["loss"]))
 
@@ -103,7 +105,7 @@ class TrainAndEvaluateTest(absltest.TestCase):
     info = training.data.DatasetInfo("mnist", (28, 28, 1), 10, list("0123456789"), 16, 8)
     with self.assertLogs(level="WARNING") as logs:  # this machine has no GPU
       with training.precision.policy("mixed_float16"):
-        model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+        model = keras.build_and_compile(config, info, tf.distribute.get_strategy())
     self.assertIn("--config.precision=mixed_bfloat16", logs.output[0])
     self.assertIsInstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)

@@ -1,5 +1,7 @@
 """Config validation: every rule rejects what it should, with a message that names the key."""
 
+import ast
+import collections
 import os
 import re
 import subprocess
@@ -97,12 +99,11 @@ class ValidationTest(parameterized.TestCase):
     with self.assertRaisesRegex(UserError, "set train.steps_per_epoch"):
       optimizers.learning_rate(config.train.optimizer, steps=None)
 
-  def test_every_trainer_in_the_table_exists_and_the_readme_shows_the_table(self):
-    from kmodels import training  # pylint: disable=g-import-not-at-top
+  def test_every_trainer_in_the_table_trains_and_the_readme_shows_the_table(self):
     with open(os.path.join(testutil.REPO_ROOT, "README.md")) as f:
       self.assertIn(trainers.markdown_table(), f.read())
-    for trainer in trainers.TABLE.values():  # every row names a train function that exists
-      self.assertTrue(callable(getattr(training, trainer.function)), trainer.name)
+    for trainer in trainers.TABLE.values():
+      self.assertTrue(callable(trainer.train), trainer.name)
 
   def test_only_the_trainer_table_compares_trainer_names(self):
     # What differs between trainers is a column of kmodels.trainers.TABLE; code elsewhere
@@ -110,17 +111,26 @@ class ValidationTest(parameterized.TestCase):
     name = "|".join(trainers.NAMES)
     comparison = re.compile(rf"""trainer\)?\s*(==|!=)\s*["']({name})["']|"""
                             rf"""["']({name})["']\s*(==|!=)\s*\w*trainer""")
-    found = []
+    found, trainers_package = [], os.path.dirname(trainers.__file__)
     for folder in ("kmodels", "launch"):
       for directory, _, files in os.walk(os.path.join(testutil.REPO_ROOT, folder)):
         for file_name in files:
           path = os.path.join(directory, file_name)
-          if not file_name.endswith(".py") or path.endswith(os.path.join("kmodels",
-                                                                          "trainers.py")):
+          if not file_name.endswith(".py") or directory.startswith(trainers_package):
             continue
           with open(path) as f:
             found += [f"{path}:{n}" for n, line in enumerate(f, 1) if comparison.search(line)]
     self.assertEqual([], found)
+
+  def test_imports_form_no_circle_between_modules_or_rooms(self):
+    graph = _kmodels_imports()
+    self.assertEqual([], _circles(graph))
+    rooms = collections.defaultdict(set)  # kmodels.data.sources -> kmodels.data
+    for module, imported in graph.items():
+      rooms[_room(module)] |= {_room(m) for m in imported} - {_room(module)}
+    self.assertEqual([], _circles(rooms))
+    self.assertIn("kmodels.trainers", rooms["kmodels.training"])  # the reading sees imports
+    self.assertNotIn("kmodels.trainers", rooms["kmodels.serving"])
 
   def test_importing_kmodels_changes_nothing_and_configure_must_come_first(self):
     env = {k: v for k, v in os.environ.items()
@@ -142,6 +152,59 @@ class ValidationTest(parameterized.TestCase):
     config.train.epochs = 10
     self.assertAlmostEqual(config.train.optimizer.time_decay, 1e-2 / 10)
 
+
+
+def _kmodels_imports():
+  """{module: kmodels modules it imports anywhere in its file}, read from the source."""
+  root = os.path.join(testutil.REPO_ROOT, "kmodels")
+  files = {}
+  for directory, _, names in os.walk(root):
+    for name in names:
+      if name.endswith(".py"):
+        relative = os.path.relpath(os.path.join(directory, name[:-3]), testutil.REPO_ROOT)
+        module = relative.replace(os.sep, ".").removesuffix(".__init__")
+        files[module] = os.path.join(directory, name)
+  graph = {}
+  for module, path in files.items():
+    with open(path) as f:
+      tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        imported |= {a.name for a in node.names if a.name in files}
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in files:
+        submodules = {f"{node.module}.{a.name}" for a in node.names} & set(files)
+        imported |= submodules or {node.module}
+        if len(submodules) < len(node.names):
+          imported.add(node.module)
+    graph[module] = imported - {module}
+  return graph
+
+
+def _room(module):
+  """A subpackage (kmodels.data) or a top-level module (kmodels.training)."""
+  return ".".join(module.split(".")[:2])
+
+
+def _circles(graph):
+  """The import circles of `graph`, each as a sorted list (depth-first search)."""
+  done, path, circles = set(), [], []
+
+  def visit(node):
+    if node in path:
+      circles.append(sorted(path[path.index(node):]))
+      return
+    if node in done:
+      return
+    path.append(node)
+    for neighbour in sorted(graph.get(node, ())):
+      visit(neighbour)
+    path.pop()
+    done.add(node)
+
+  for node in sorted(graph):
+    visit(node)
+  return circles
 
 if __name__ == "__main__":
   absltest.main()

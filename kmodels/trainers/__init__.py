@@ -1,16 +1,22 @@
-"""The trainers: one table that says what each one is and what it supports.
+"""The trainers: one module each, and one table that says what each one is and supports.
 
-Validation (which strategy and precision a trainer takes), the benchmark (which trainers it
-measures), compare (which paths need the full lane), precision=auto (Estimators train in
-float32), evaluation (which runs it can rebuild) and the README's trainer table all read
-it. Adding a trainer: a row here, its train function in kmodels.training, and the tests
-named in README "Extending kmodels".
+  fit              Keras model.fit with kmodels' callbacks (fit.py);
+  custom_loop      a GradientTape step under strategy.run (custom_loop.py);
+  estimator        tf.estimator.DNNClassifier (estimator.py);
+  keras_estimator  a registered Keras model through model_to_estimator (estimator.py).
+
+A row holds the trainer's train function (Run -> Outcome, see run.py) and what differs
+between trainers. Validation (strategies, precisions), precision=auto, the benchmark,
+compare, launch.evaluate (checkpoint layout), the model card and the README's trainer table
+all read the row; code outside this package never compares trainer names
+(tests/validation_test.py). Adding a trainer: its module here, one row, and the tests named
+in README "Extending kmodels".
 """
 
-import importlib
 import typing
 
-from kmodels import checkpoints, distribute, precision, storage
+from kmodels import checkpoints, distribute, precision, serving, storage
+from kmodels.trainers import custom_loop, estimator, fit, keras
 
 ALL_STRATEGIES = tuple(distribute.STRATEGIES)  # owned by distribute
 ALL_PRECISIONS = precision.PRECISIONS  # owned by precision
@@ -18,7 +24,7 @@ ALL_PRECISIONS = precision.PRECISIONS  # owned by precision
 
 class Trainer(typing.NamedTuple):
   name: str
-  function: str  # its train function in kmodels.training: Run -> Outcome
+  train: typing.Callable  # Run -> Outcome (kmodels.trainers.run)
   summary: str
   strategies: typing.Tuple[str, ...]
   precisions: typing.Tuple[str, ...]
@@ -35,29 +41,24 @@ class Trainer(typing.NamedTuple):
   def benchmarkable(self):
     return self.benchmark_loop is not None
 
-  def train(self, run):
-    """Runs this trainer on a training.Run; returns a training.Outcome."""
-    training = importlib.import_module("kmodels.training")  # imports this module
-    return getattr(training, self.function)(run)
-
 
 _ESTIMATOR_STRATEGIES = ("auto", "default", "one_device", "mirrored")
 _ESTIMATOR_PRECISION = " (Estimators predate Keras mixed precision)"
 
 TABLE = {t.name: t for t in (
-    Trainer("fit", "train_with_fit", "Keras model.fit with kmodels' callbacks",
+    Trainer("fit", keras.trainer(fit.train), "Keras model.fit with kmodels' callbacks",
             ALL_STRATEGIES, ALL_PRECISIONS, benchmark_loop="fit", estimator=False,
             registry_model=True, latest_checkpoints=checkpoints.BACKUP_CHIEF, jit_compile=True,
             finetunes=True),
-    Trainer("custom_loop", "train_with_custom_loop",
+    Trainer("custom_loop", keras.trainer(custom_loop.train),
             "a hand-written GradientTape step under strategy.run, the same callbacks",
             ALL_STRATEGIES, ALL_PRECISIONS, benchmark_loop="custom_loop", estimator=False,
             registry_model=True, best_checkpoint=True),
-    Trainer("estimator", "train_with_estimator",
+    Trainer("estimator", estimator.train,
             "tf.estimator.DNNClassifier (hidden units from estimator.hidden_units)",
             _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
             registry_model=False, precision_note=_ESTIMATOR_PRECISION),
-    Trainer("keras_estimator", "train_with_estimator",
+    Trainer("keras_estimator", estimator.train,
             "the registry's Keras model moved into an Estimator by model_to_estimator",
             _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
             registry_model=True, precision_note=_ESTIMATOR_PRECISION),
@@ -67,6 +68,11 @@ NAMES = tuple(TABLE)
 
 def is_estimator(name):
   return TABLE[name].estimator
+
+
+def model_label(config):
+  """The trained model's name for people (serving.model_label with this trainer's row)."""
+  return serving.model_label(config, TABLE[config.trainer].registry_model)
 
 
 def benchmarkable():

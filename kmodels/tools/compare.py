@@ -22,8 +22,10 @@ from absl import logging
 import matplotlib.pyplot as plt  # the Agg backend: kmodels.runtime.configure
 import ml_collections
 
-from kmodels import estimator, reporting, storage, trainers
+import kmodels
+from kmodels import reporting, storage, trainers
 from kmodels.errors import UserError
+from kmodels.trainers import estimator
 
 MIGRATE = "migrate"  # not a trainer: the "estimator" path's model_dir through launch.migrate
 # path -> (trainer, model.name)
@@ -40,7 +42,8 @@ PATHS = {
 COLUMNS = ["path", "trainer", "model", "parameters", "test_loss", "test_accuracy",
            "train_seconds", "images_per_second", "first_step_seconds",
            "predict_images_per_second", "status"]
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where `launch` sits beside `kmodels` (a clone, or site-packages after pip install).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(kmodels.__file__)))
 
 
 def _estimator_missing():

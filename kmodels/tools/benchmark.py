@@ -17,10 +17,10 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import (callbacks, cpus, custom_loop, data, precision, storage, trainers,
-                     training, validation)
+from kmodels import callbacks, cpus, data, precision, storage, trainers, training, validation
 from kmodels.errors import UserError
 from kmodels.models import applications
+from kmodels.trainers import custom_loop, keras
 
 
 # The CIFAR styles tutorial's ImageDataGenerator arguments, from the CIFAR-10 Keras tutorial this
@@ -218,7 +218,7 @@ def _reference_model(config, info):
   reference = config.copy_and_resolve_references()
   with reference.unlocked():
     reference.precision, reference.xla, reference.train.steps_per_execution = "float32", False, 1
-  return training.build_and_compile(reference, info, tf.distribute.get_strategy())
+  return keras.build_and_compile(reference, info, tf.distribute.get_strategy())
 
 
 def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
@@ -238,7 +238,8 @@ def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
   info, batch = datasets.info, config.train.batch_size
   with precision.policy(config.precision):
     first_step = callbacks.FirstStepTimer()
-    model = training.build_and_compile(config, info, tf.distribute.get_strategy())
+    model = keras.build_and_compile(config, info, tf.distribute.get_strategy(),
+                                    trainers.TABLE[config.trainer].jit_compile)
     images_per_second, step_seconds = kmodels_training(model, datasets, config, steps,
                                                        synthetic_batch, first_step)
     flops = forward_flops_per_image(model, info.image_shape)

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from kmodels import image_folder, images, preparation, storage
+from kmodels import storage
+from kmodels.data import image_folder, images, preparation
 from kmodels.errors import UserError
 
 PIXELS, ENCODED, FILE = "pixels", "encoded", "file"

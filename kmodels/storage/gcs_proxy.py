@@ -19,7 +19,7 @@ Three things the emulator needs adapted, all found against fake-gcs-server:
   a flat bucket.
 
 Run as a script (no kmodels or TensorFlow import, so it starts in a fraction of a second):
-  python kmodels/gcs_proxy.py --upstream=http://127.0.0.1:4443 --certdir=DIR
+  python kmodels/storage/gcs_proxy.py --upstream=http://127.0.0.1:4443 --certdir=DIR
 It writes DIR/ca.pem, prints the port it listens on, and exits when its parent does.
 """
 

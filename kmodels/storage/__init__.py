@@ -6,21 +6,18 @@ for object stores, which have no atomic rename: `write_atomic` writes a temporar
 and renames it (copy, then delete), so a reader sees the old object or the new one, never
 half of one, but may briefly see the `.tmp-*` object beside it.
 
-`route_gs_to_emulator()` sends TensorFlow's `gs://` traffic to a local GCS emulator when
-`STORAGE_EMULATOR_HOST` is set (kmodels/gcs_proxy.py says how and why).
+The room also holds the workdir lock (locks.py) and the development route of `gs://` to a
+local GCS emulator (emulator.py, gcs_proxy.py; the `emulator` extra).
 """
 
 import contextlib
 import io
 import os
 import posixpath
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 
-from absl import logging
 import tensorflow as tf
 
 from kmodels.errors import UserError, first_line
@@ -124,46 +121,7 @@ def copy_tree(source: str, target: str) -> None:
       tf.io.gfile.copy(join(directory, name), join(destination, name), overwrite=True)
 
 
-# --- gs:// against a local emulator -------------------------------------------------------
-
-EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
-_proxy = None
-
-
-def route_gs_to_emulator() -> bool:
-  """With STORAGE_EMULATOR_HOST set, sends every gs:// access of this process there.
-
-  Starts kmodels/gcs_proxy.py as a child process and points TensorFlow's libcurl at it
-  (HTTPS_PROXY, CURL_CA_BUNDLE), with a test token instead of Google credentials. Must run
-  before TensorFlow first touches gs://. Without the variable nothing changes. Returns
-  whether the route is on.
-  """
-  global _proxy
-  endpoint = os.environ.get(EMULATOR_VARIABLE, "").strip()
-  if not endpoint:
-    return False
-  if _proxy is not None:
-    return True
-  if "://" not in endpoint:
-    endpoint = "http://" + endpoint
-  certdir = tempfile.mkdtemp(prefix="kmodels-gcs-proxy-")
-  _proxy = subprocess.Popen(
-      [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_proxy.py"),
-       f"--upstream={endpoint}", f"--certdir={certdir}"],
-      stdout=subprocess.PIPE, text=True)
-  port = _proxy.stdout.readline().strip()
-  if not port.isdigit():
-    raise UserError(f"Could not start the proxy to the GCS emulator {endpoint} "
-                    f"({EMULATOR_VARIABLE}); is the `cryptography` package installed?")
-  # Upper case on purpose: libcurl reads HTTPS_PROXY, gRPC (multi-worker collectives)
-  # reads only lower-case https_proxy, so workers keep talking to each other directly.
-  os.environ["HTTPS_PROXY"] = f"http://127.0.0.1:{port}"
-  os.environ["CURL_CA_BUNDLE"] = os.path.join(certdir, "ca.pem")
-  os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
-  os.environ["NO_GCE_CHECK"] = "true"  # never ask a GCE metadata server for credentials
-  logging.info("gs:// goes to the GCS emulator at %s (%s is set), through a local TLS "
-               "proxy on port %s.", endpoint, EMULATOR_VARIABLE, port)
-  return True
+EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"  # kmodels.storage.emulator
 
 
 def check_reachable(url: str, what: str) -> None:

@@ -1,7 +1,7 @@
-"""The input pipelines of a run, from the examples kmodels.sources reads.
+"""The input pipelines of a run, from the examples kmodels.data.sources reads.
 
 Training pipeline order, each step for a reason:
-  shard (kmodels.sources: by file when there are enough files, else by example)
+  shard (kmodels.data.sources: by file when there are enough files, else by example)
   -> cache (dataset.cache: decoded uint8, 4x smaller than float; auto: only if it fits)
   -> shuffle (a new order every epoch) -> repeat
   -> [any size: skip on resume, then decode + random-resized crop + flip per example,
@@ -20,9 +20,10 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import augmentation, cpus, data_service, images, preparation, sources
+from kmodels import cpus
+from kmodels.data import augmentation, data_service, images, preparation, sources
+from kmodels.data.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an element holds)
 from kmodels.errors import UserError, first_line
-from kmodels.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an element holds)
 
 DatasetInfo = sources.DatasetInfo
 
@@ -228,7 +229,7 @@ def _service_shard(ds, start_step):
 
   The placeholder shard becomes shard(workers, worker index) on each worker
   (ShardingPolicy.HINT). Workers' batches arrive in no fixed order, so there is no exact
-  position to skip to on a resume: the stream starts afresh (kmodels/data_service.py).
+  position to skip to on a resume: the stream starts afresh (kmodels/data/data_service.py).
   """
   if start_step:
     logging.info("Resuming at step %d through the tf.data service: the input stream starts "

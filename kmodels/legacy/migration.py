@@ -6,7 +6,7 @@ say), rebuilds the same network in Keras, and proves the two equal every time: t
 Estimator's own `predict` and the Keras model run on the same inputs, and a migration whose
 probabilities differ by more than MAX_DIFFERENCE is refused.
 
-What it reads (kmodels.estimator_reading does the reading):
+What it reads (kmodels.legacy.estimator_reading does the reading):
 - a canned DNNClassifier, whoever trained it;
 - a model_to_estimator model_dir (Keras weights under their own names), given the Keras
   model it started from (--keras_model, or the config of a kmodels workdir);
@@ -27,8 +27,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, estimator_reading, reporting, serving, storage
+from kmodels import data, reporting, serving, storage
 from kmodels.errors import UserError
+from kmodels.legacy import estimator_reading
 
 MAX_DIFFERENCE = 1e-5  # max |p_estimator - p_keras| over every probability checked
 RANDOM_CHECK_EXAMPLES = 512

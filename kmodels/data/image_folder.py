@@ -22,7 +22,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import cpus, images, storage
+from kmodels import cpus, storage
+from kmodels.data import images
 from kmodels.errors import UserError
 
 RECORDS_INDEX = "kmodels_records.json"

@@ -22,8 +22,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import checkpoints, evaluation, models, serving, storage, trainers
+from kmodels import checkpoints, models, serving, storage, trainers
 from kmodels.errors import UserError, first_line
+from kmodels.tools import evaluation
 from kmodels.workdir import Workdir
 
 # Activation ops a DNNClassifier's hidden layer may hold -> the tf.nn function.

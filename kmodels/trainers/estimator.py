@@ -21,9 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import callbacks as kmodels_callbacks
-from kmodels import (checkpoints, data, distribute, faults, models, optimizers, serving,
-                     trainers)
+from kmodels import checkpoints, data, distribute, faults, models, optimizers, serving
 from kmodels.errors import UserError
+from kmodels.trainers.run import Outcome
 
 FEATURE = "image"  # the DNNClassifier feature key (Keras models use their input's name)
 
@@ -181,7 +181,7 @@ def _export(estimator, feature_key, run, card):
     signatures = wrapper.estimator.signatures
     predict = signatures.get("predict") or signatures["serving_default"]
     # A DNNClassifier's outputs include its logits; a Keras model's are its output layer's.
-    keras_inside = trainers.TABLE[run.config.trainer].registry_model
+    keras_inside = run.trainer.registry_model
     output, logits = ((next(iter(predict.structured_outputs)),
                        models.REGISTRY[run.config.model.name].logits) if keras_inside else
                       ("logits", True))
@@ -230,14 +230,15 @@ def train(run):
   """Trains and evaluates with an Estimator, resuming from its checkpoints.
 
   Returns:
-    (test_loss, test_accuracy, predicted test classes, parameters). Per-epoch evaluation
-    goes to run.history, as for the Keras trainers.
+    An Outcome (no top-5 accuracy). Per-epoch evaluation goes to run.history, as for the
+    Keras trainers. run.trainer.registry_model picks the network: the registry's Keras
+    model through model_to_estimator, or a DNNClassifier.
   """
   config, info = run.config, run.datasets.info
   check_available(config.trainer)
   run_config = _run_config(run.strategy, run.workdir.checkpoints, run.steps_per_epoch,
                            config.train.seed)
-  if not trainers.TABLE[config.trainer].registry_model:
+  if not run.trainer.registry_model:
     estimator, feature_key = _dnn_classifier(config, info, run_config)
     parameters = None  # known once the network exists, after training
   else:
@@ -250,8 +251,8 @@ def train(run):
   final = _eval_logs(estimator.evaluate(eval_input_fn))
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):
-    card = serving.Card.from_config(config, final["val_accuracy"])
+    card = serving.Card.from_config(config, final["val_accuracy"], run.trainer.registry_model)
     logging.info("Exported the Estimator in serving signatures to %s.",
                  _export(estimator, feature_key, run, card))
-  return (final["val_loss"], final["val_accuracy"], classes,
-          parameters or _dnn_parameters(estimator))
+  return Outcome(final["val_loss"], final["val_accuracy"], classes,
+                 parameters or _dnn_parameters(estimator))

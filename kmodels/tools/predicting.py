@@ -15,7 +15,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, images, serving, storage
+from kmodels import data, serving, storage
+from kmodels.data import images
 from kmodels.errors import UserError, first_line
 from kmodels.workdir import current_export
 
@@ -165,7 +166,7 @@ def read_files(paths, max_pixels):
 
 def split_images(workdir_root, split):
   """(sources, uint8 images, labels) of `split` of the run's own dataset."""
-  from kmodels import evaluation  # pylint: disable=g-import-not-at-top  (imports Keras models)
+  from kmodels.tools import evaluation  # pylint: disable=g-import-not-at-top  (imports Keras models)
   from kmodels.workdir import Workdir  # pylint: disable=g-import-not-at-top
   config = evaluation.load_config(Workdir(workdir_root))
   datasets = data.load_split(config, split, "--split")

@@ -1,0 +1,1 @@
+"""What launchers do with trained runs: evaluate, predict, benchmark, compare."""

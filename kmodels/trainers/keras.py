@@ -1,0 +1,90 @@
+"""What the Keras trainers (fit, custom_loop) share: building the registry's model, then
+evaluating and exporting it after their own training loop."""
+
+from absl import logging
+import numpy as np
+
+from kmodels import distribute, models, optimizers, precision, serving
+from kmodels.trainers.run import Outcome
+
+
+def build_and_compile(config, info, strategy, jit_compile=False):
+  """The registry model of `config`, built and compiled in `strategy`'s scope.
+
+  jit_compile: compile the whole train step with XLA (when config.xla; the custom loop
+  compiles its own step instead).
+  """
+  warn_about_xla_on_cpu(config, strategy)
+  with strategy.scope():
+    model = models.build_from_config(config.model, info.image_shape, info.num_classes)
+    if config.train.sync_batchnorm:
+      layers = models.synchronize_batchnorm(model)
+      logging.info("train.sync_batchnorm: %d BatchNorm layers use the global batch's "
+                   "statistics (all-reduced over %d replicas).", layers,
+                   strategy.num_replicas_in_sync)
+    optimizer = optimizers.build_optimizer(
+        config.train.optimizer, optimizers.total_steps(config.train, info),
+        config.train.batch_size, finetune_from_step=_finetune_from_step(config, info))
+    models.compile_classifier(
+        model, config.model.name, optimizer,
+        num_classes=info.num_classes, label_smoothing=config.train.label_smoothing,
+        steps_per_execution=config.train.steps_per_execution,
+        # Keras' evaluate/predict stay as they are.
+        jit_compile=config.xla and jit_compile)
+    if config.model.freeze_backbone_epochs:
+      # Slots for every weight now, while all are trainable: the head-only epochs would
+      # otherwise build the optimizer for the head alone (callbacks.FreezeBackbone).
+      optimizers.build_variables(model.optimizer, model.trainable_variables)
+  models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
+  return model
+
+
+def _finetune_from_step(config, info):
+  """The first step that trains the whole model after a frozen backbone, or None."""
+  if not config.model.freeze_backbone_epochs:
+    return None
+  return config.model.freeze_backbone_epochs * optimizers.steps_per_epoch(config.train, info)
+
+
+def warn_about_xla_on_cpu(config, strategy):
+  """XLA's CPU backend convolves without oneDNN: convolutional nets slow down a lot."""
+  devices = distribute.replica_devices(strategy)
+  if config.xla and all("CPU" in d.upper() for d in devices):
+    logging.warning(
+        "xla=True on CPUs: XLA compiles convolutions without oneDNN; MiniVGGNet trained "
+        "10x and ResNet-50 at 224 5x slower with it than without (BUILD_NOTES \"Speed\" "
+        "and \"ImageNet architectures\"). It pays off on GPUs and TPUs; on this machine "
+        "use --config.xla=False.")
+
+
+def trainer(train_loop):
+  """A train function (Run -> Outcome) around `train_loop(run)`, a Keras trainer's own
+  loop: builds and compiles the model before it, evaluates and exports after it."""
+
+  def train(run):
+    with precision.policy(run.config.precision):
+      model = build_and_compile(run.config, run.datasets.info, run.strategy,
+                                run.trainer.jit_compile)
+      train_loop(run._replace(model=model))
+      results = model.evaluate(run.datasets.eval, verbose=0, return_dict=True)
+      test_loss, test_accuracy = results["loss"], results["accuracy"]
+      # argmax is the same on logits and on probabilities.
+      classes = np.argmax(model.predict(run.datasets.eval, verbose=0), axis=-1)
+      # Equal on every worker of a healthy multi-worker job; a quick check for users too.
+      logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
+      with serving.new_version(run.workdir.export, run.strategy,
+                                run.workdir.export_versioned) as slot:
+        serving.export_keras(model, run.datasets.info, slot,
+                             serving.Card.from_config(run.config, float(test_accuracy),
+                                                      run.trainer.registry_model),
+                             logits=models.REGISTRY[run.config.model.name].logits,
+                             warmup_images=run.datasets.first_eval_images(serving.WARMUP_IMAGES))
+    top5 = results.get("top5_accuracy")
+    return Outcome(float(test_loss), float(test_accuracy), classes, model.count_params(),
+                   None if top5 is None else float(top5))
+
+  return train
+
+
+def weights_fingerprint(model):
+  return float(sum(np.abs(w.astype(np.float64)).sum() for w in model.get_weights()))
