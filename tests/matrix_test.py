@@ -4,7 +4,9 @@ Strategies: default, one_device, mirrored over 1 and over 2 logical CPUs, multi_
 two localhost processes, tpu (no TPU here). Trainers: fit, custom_loop, estimator,
 keras_estimator. Precisions: auto, float32, mixed_bfloat16, mixed_float16. A cell that
 trains must finish and write its outputs; a refused one must raise UserError (exit 2 in
-the launchers) before its workdir exists. Anything else (a crash, a half run) fails.
+the launchers) before its workdir exists. Anything else (a crash, a half run) fails. An
+`auto` cell takes the answer of the precision auto resolves to on this machine (the same
+run; the resolution itself is precision_test's).
 
 `python -m tests.matrix_test` also writes the table of answers to $KMODELS_MATRIX_TABLE
 (a Markdown file) when that is set: kmodels/docs/scale.md shows it.
@@ -23,7 +25,7 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from kmodels import trainers, training  # noqa: E402
+from kmodels import precision, trainers, training  # noqa: E402
 from kmodels.errors import UserError  # noqa: E402
 
 STRATEGIES = {  # column name -> distribution overrides
@@ -36,13 +38,32 @@ STRATEGIES = {  # column name -> distribution overrides
     # in a process of its own, as connecting to a cluster changes the process's context.)
     "tpu (none here)": {"distribution__strategy": "tpu"},
 }
+TPU = "tpu (none here)"  # refused whatever the precision (auto would resolve for a TPU)
 TRAINERS = trainers.NAMES
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 _results = {}
 
 
+def _resolved_elsewhere(strategy, trainer, policy):
+  """The answer of the cell `policy` resolves to, if that cell already ran, else None.
+
+  precision=auto runs exactly as the precision it resolves to (tests/precision_test.py
+  checks the resolution and what a run records), so its cell reuses that cell's answer
+  instead of training the same thing twice. Explicit precisions run first for this.
+  """
+  if policy != precision.AUTO:
+    return None
+  return _results.get((strategy, trainer, precision.resolve(policy, trainers.TABLE[trainer])))
+
+
+def _precisions_auto_last():
+  return tuple(p for p in PRECISIONS if p != precision.AUTO) + (precision.AUTO,)
+
+
 def _cell(test, strategy, trainer, policy):
   """Runs one in-process cell; returns 'trains' or 'refused: <first line of the reason>'."""
+  if strategy != TPU and _resolved_elsewhere(strategy, trainer, policy):
+    return _resolved_elsewhere(strategy, trainer, policy)
   config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer, precision=policy,
                                 model__name="mlp", train__batch_size=8,
                                 **STRATEGIES[strategy])
@@ -62,7 +83,8 @@ def _cell(test, strategy, trainer, policy):
 class MatrixTest(absltest.TestCase):
 
   def test_in_process_strategies(self):
-    for strategy, trainer, policy in itertools.product(STRATEGIES, TRAINERS, PRECISIONS):
+    for strategy, trainer, policy in itertools.product(STRATEGIES, TRAINERS,
+                                                       _precisions_auto_last()):
       with self.subTest(strategy=strategy, trainer=trainer, precision=policy):
         _results[(strategy, trainer, policy)] = _cell(self, strategy, trainer, policy)
     # What must train on every lane, and what must be refused.
@@ -70,7 +92,7 @@ class MatrixTest(absltest.TestCase):
       for trainer, policy in itertools.product(("fit", "custom_loop"), PRECISIONS):
         self.assertStartsWith(_results[(strategy, trainer, policy)], "trains")
     for trainer, policy in itertools.product(TRAINERS, PRECISIONS):
-      self.assertStartsWith(_results[("tpu (none here)", trainer, policy)], "refused")
+      self.assertStartsWith(_results[(TPU, trainer, policy)], "refused")
 
   def test_an_imagenet_architecture_trains_under_each_strategy_and_precision(self):
     # One cell per strategy, each with another precision: MobileNetV2 at its smallest size.
@@ -89,9 +111,11 @@ class MatrixTest(absltest.TestCase):
         self.assertTrue(all(np.isfinite(h["loss"]) for h in metrics["history"]))
 
   def test_multi_worker_processes(self):
-    for trainer, policy in itertools.product(TRAINERS, PRECISIONS):
+    strategy = "multi_worker (2 processes)"
+    for trainer, policy in itertools.product(TRAINERS, _precisions_auto_last()):
       with self.subTest(trainer=trainer, precision=policy):
-        _results[("multi_worker (2 processes)", trainer, policy)] = self._job(trainer, policy)
+        _results[(strategy, trainer, policy)] = (
+            _resolved_elsewhere(strategy, trainer, policy) or self._job(trainer, policy))
 
   def _job(self, trainer, policy):
     workdir = os.path.join(self.create_tempdir().full_path, "run")
