@@ -136,6 +136,11 @@ class EpochScalars(tf.keras.callbacks.Callback):
         tf.summary.scalar(f"epoch_{name}", float(value))
       self._writers[split].flush()
 
+  def on_train_end(self, logs=None):
+    for writer in self._writers.values():
+      writer.close()
+    self._writers = {}
+
 
 class StepScalars(tf.keras.callbacks.Callback):
   """The running train metrics every `every` steps, as TensorBoard scalars by global step.

@@ -192,8 +192,7 @@ def newest_readable_checkpoint(directory, repair=True):
     raise UserError(f"Could not read {state_file}: its storage did not answer or it is "
                     "damaged (see the warning above). Nothing was changed; check the "
                     "storage and run the same command again.")
-  paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-  timestamps = list(state.all_model_checkpoint_timestamps) or [0.0] * len(paths)
+  paths, timestamps = _listed(state)
   dropped = False
   while paths:
     readable, reason = _is_readable(paths[-1])
@@ -222,8 +221,7 @@ def discard_after(directory, steps):
   state = tf.train.get_checkpoint_state(directory)
   if state is None:
     return
-  paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-  timestamps = list(state.all_model_checkpoint_timestamps) or [0.0] * len(paths)
+  paths, timestamps = _listed(state)
   kept = [(path, stamp) for path, stamp in zip(paths, timestamps)
           if (steps_done(path) or 0) <= steps]
   for path in set(paths) - {path for path, _ in kept}:
@@ -233,6 +231,13 @@ def discard_after(directory, steps):
       storage.rename(file, file + ".discarded")
   _rewrite_state(directory, [p for p, _ in kept], [t for _, t in kept],
                  state.last_preserved_timestamp)
+
+
+def _listed(state):
+  """A checkpoint state's (paths, save times), oldest first; 0.0 where none was recorded."""
+  paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+  timestamps = list(state.all_model_checkpoint_timestamps) or [0.0] * len(paths)
+  return paths, timestamps
 
 
 def _rewrite_state(directory, paths, timestamps, last_preserved_timestamp):

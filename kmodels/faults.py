@@ -28,7 +28,6 @@ from kmodels import distribute
 from kmodels.errors import Preempted, TrainingDiverged, UserError
 
 
-
 def diverged(loss, epoch, step, config):
   """The TrainingDiverged error for a non-finite `loss` at 0-based `epoch` and `step`."""
   causes = [f"a learning rate too high for this model (train.optimizer.learning_rate="

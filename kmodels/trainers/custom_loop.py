@@ -146,8 +146,9 @@ class _Checkpoints:
                                           step=self.step, best_val_loss=self.best_val_loss)
     self.latest = tf.train.CheckpointManager(self.checkpoint, directory,
                                              checkpoints_lib.KEEP_CHECKPOINTS)
-    self.best = tf.train.CheckpointManager(self.checkpoint, storage.join(directory, checkpoints_lib.BEST),
-                                           max_to_keep=1, checkpoint_name=checkpoints_lib.BEST)
+    self.best = tf.train.CheckpointManager(
+        self.checkpoint, storage.join(directory, checkpoints_lib.BEST), max_to_keep=1,
+        checkpoint_name=checkpoints_lib.BEST)
 
   def restore_latest(self, directory, repair):
     """Restores the newest readable checkpoint in `directory` (the chief's): steps done."""

@@ -200,6 +200,9 @@ def _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm):
   Keras' callback wants a Keras model) see each epoch begin and end; a NaN loss stops the
   run with TrainingDiverged before the epoch is saved; SIGTERM checkpoints the step and
   stops with Preempted (exit 143). The Estimator's own summaries stay in its model_dir.
+
+  Returns the last epoch's evaluation logs (the final weights'), or None if every epoch
+  was trained before (a rerun of a finished run).
   """
   config, spe = run.config, run.steps_per_epoch
   steps_done = checkpoints.resume_step(run.workdir.checkpoints, spe, repair=False)
@@ -208,6 +211,7 @@ def _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm):
       [*contract, kmodels_callbacks.EpochScalars(run.workdir.tensorboard),
        kmodels_callbacks.EpochLog(run.history, config.train.epochs)])
   callbacks.on_train_begin()
+  logs = None
   for epoch in range(steps_done // spe, config.train.epochs):
     callbacks.on_epoch_begin(epoch)
     hook = _StepHook(run.timer, sigterm, steps_done)
@@ -220,10 +224,12 @@ def _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm):
     steps_done = hook.steps_done
     if sigterm.stop_now() and steps_done < (epoch + 1) * spe:
       raise faults.preempted(epoch, (steps_done - 1) % spe, spe)
-    callbacks.on_epoch_end(epoch, _eval_logs(estimator.evaluate(eval_input_fn)))
+    logs = _eval_logs(estimator.evaluate(eval_input_fn))
+    callbacks.on_epoch_end(epoch, logs)
     if sigterm.stop_now():  # during the epoch's last step or its evaluation
       raise faults.preempted(epoch, spe - 1, spe)
   callbacks.on_train_end()
+  return logs
 
 
 def train(run):
@@ -247,8 +253,8 @@ def train(run):
     estimator, feature_key = keras_to_estimator(model, run_config)
   train_input_fn, eval_input_fn = _input_fns(config, feature_key)
   with faults.sigterm_flag(run.strategy) as sigterm:
-    _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm)
-  final = _eval_logs(estimator.evaluate(eval_input_fn))
+    last_epoch = _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm)
+  final = last_epoch or _eval_logs(estimator.evaluate(eval_input_fn))
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):
     card = serving.Card.from_config(config, final["val_accuracy"], run.trainer.registry_model)
