@@ -2,11 +2,13 @@
 
 Classes: a damaged SavedModel (any file of it cut, overwritten or gone), image files that
 must not be decoded (decompression bombs, cut files, wrong formats, empty files), and
-split specs that select nothing (malformed, unknown names, empty slices).
+split specs that select nothing (malformed, unknown names, empty slices), Vertex AI's
+directories and the GCS emulator's address set wrong.
 """
 
 import os
 import shutil
+from unittest import mock
 
 from absl.testing import absltest
 import hypothesis
@@ -17,9 +19,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import testutil
-from kmodels import data, workdir
+from kmodels import data, storage, workdir
 from kmodels.data import sources
 from kmodels.errors import UserError
+from kmodels.storage import emulator
 from kmodels.tools import predicting
 
 _SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
@@ -186,6 +189,27 @@ class VertexDirectoriesTest(absltest.TestCase):
     for root in ("/", "//"):
       with self.assertRaisesRegex(UserError, "filesystem root"):
         workdir.Workdir(root).prepare(testutil.tiny_config())
+
+
+class EmulatorAddressTest(absltest.TestCase):
+  """STORAGE_EMULATOR_HOST as a stranger might set it: refused before any proxy starts."""
+
+  @hypothesis.settings(deadline=None, max_examples=40, derandomize=True)
+  @hypothesis.given(value=st.one_of(
+      st.sampled_from(["garbage host", "http://", "https://", "ftp://x:9", "127.0.0.1:abc",
+                       "http://[::1", "http://127.0.0.1:0", "http://127.0.0.1:99999",
+                       "file:///tmp/x", "http://host :4443"]),
+      st.text(alphabet=" \t:/", min_size=1, max_size=8).filter(lambda t: t.strip())))
+  def test_a_malformed_address_is_a_user_error_naming_the_variable(self, value):
+    with mock.patch.dict(os.environ, {storage.EMULATOR_VARIABLE: value}):
+      with self.assertRaisesRegex(UserError, "STORAGE_EMULATOR_HOST=.* is not an emulator "
+                                  "address: set it like http://127.0.0.1:4443"):
+        emulator.route_gs_to_emulator()
+
+  def test_the_launchers_say_it_in_one_line(self):
+    proc = testutil.run_launcher("train", "--config=configs/base.py", "--workdir=gs://b/x",
+                                 env={storage.EMULATOR_VARIABLE: "http://"})
+    testutil.assert_user_error(self, proc, "STORAGE_EMULATOR_HOST='http://' is not")
 
 
 if __name__ == "__main__":

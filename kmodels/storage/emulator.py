@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 
 from absl import logging
 
@@ -29,6 +30,7 @@ def route_gs_to_emulator() -> bool:
     return False
   if "://" not in endpoint:
     endpoint = "http://" + endpoint
+  _check_endpoint(endpoint)
   port, certdir = _start_proxy(endpoint)
   # Upper case on purpose: libcurl reads HTTPS_PROXY, gRPC (multi-worker collectives)
   # reads only lower-case https_proxy, so workers keep talking to each other directly.
@@ -37,6 +39,21 @@ def route_gs_to_emulator() -> bool:
   os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
   os.environ["NO_GCE_CHECK"] = "true"  # never ask a GCE metadata server for credentials
   return True
+
+
+def _check_endpoint(endpoint):
+  """The emulator's address must be http(s)://HOST[:PORT]; anything else is a typo."""
+  try:
+    url = urllib.parse.urlsplit(endpoint)
+    usable = (url.scheme in ("http", "https") and bool(url.hostname)
+              and (url.port is None or url.port > 0)  # .port raises outside 0-65535
+              and not any(c.isspace() for c in endpoint))
+  except ValueError:
+    usable = False
+  if not usable:
+    raise UserError(f"{EMULATOR_VARIABLE}={os.environ[EMULATOR_VARIABLE]!r} is not an "
+                    "emulator address: set it like http://127.0.0.1:4443 (or unset it to "
+                    "use Google Cloud Storage).")
 
 
 @functools.lru_cache(maxsize=None)  # one proxy per process and endpoint
