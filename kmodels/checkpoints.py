@@ -109,10 +109,18 @@ def resume_step(directory, steps_per_epoch, repair=True):
   none), whichever trainer wrote it."""
   path = newest_readable_checkpoint(directory, repair)
   step = (steps_done(path, steps_per_epoch) or 0) if path else 0
-  if step:
-    logging.info("Resuming after training step %d; the input pipeline skips the batches "
-                 "already trained on.", step)
+  log_resume(step)
   return step
+
+
+# Every trainer logs this one line on a resume; tests and users read the step from it.
+RESUME_LINE = "Resuming after training step %d; the input pipeline skips the batches " \
+              "already trained on."
+
+
+def log_resume(step):
+  if step:
+    logging.info(RESUME_LINE, step)
 
 
 # Where each trainer's checkpoint records its progress.

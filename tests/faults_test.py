@@ -36,9 +36,9 @@ from kmodels import checkpoints, data, trainers, training
 from kmodels.data import preparation
 from kmodels.errors import TrainingDiverged, UserError
 
-# Long enough epochs (about a second here) that a SIGTERM sent early in epoch 2 lands
-# mid-epoch, well before the run ends.
-_STEPS_PER_EPOCH = 150
+# The SIGTERM is sent when epoch 1 is in history.json: it lands at that epoch's end or in
+# epoch 2, and the resume must start right after the step the stop reports, either way.
+_STEPS_PER_EPOCH = 48  # a multiple of steps_per_execution (3)
 _RUN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
               "--config.dataset.synthetic_train_examples=512",
               "--config.dataset.synthetic_eval_examples=64",
@@ -82,8 +82,7 @@ class SigtermTest(parameterized.TestCase):
     workdir = self.create_tempdir().full_path
     broken = _launch(workdir, trainer)
     _wait_for_epochs(workdir, 1, broken)
-    time.sleep(0.3)  # into epoch 2
-    broken.send_signal(signal.SIGTERM)
+    broken.send_signal(signal.SIGTERM)  # at epoch 1's end or early in epoch 2
     stopped = broken.communicate(timeout=300)[0]
     self.assertEqual(broken.returncode, 143, stopped[-3000:])
     self.assertIn("kmodels: error: Stopped by SIGTERM after epoch", stopped)
@@ -95,9 +94,8 @@ class SigtermTest(parameterized.TestCase):
     resumed = testutil.run_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
                                     f"--workdir={workdir}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
-    if steps_done % _STEPS_PER_EPOCH:
-      # Stopped mid-epoch: resumed at the next step, not at the epoch's start.
-      self.assertRegex(resumed.stderr, rf"(Resuming after training step|step) {steps_done}\b")
+    # Resumed right after the step the stop checkpointed (mid-epoch: not the epoch's start).
+    self.assertEqual(testutil.resumed_step(resumed.stderr), steps_done)
     unbroken_output = unbroken.communicate(timeout=300)[0]
     self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
     if trainer != "estimator":  # the Keras trainers log their weights' fingerprint
@@ -288,7 +286,7 @@ class UnreadableCheckpointTest(parameterized.TestCase):
       metrics = training.train_and_evaluate(config, workdir)
     log = "\n".join(logs.output)
     self.assertIn(f"Checkpoint {truncated} is unreadable", log)
-    self.assertRegex(log, r"Resuming after training step 2\b|\(epoch 1, step 2,")
+    self.assertEqual(testutil.resumed_step(log), 2)  # the survivor: epoch 1's end
     self.assertEqual(metrics["status"], "completed")
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
     self.assertTrue(os.path.exists(truncated + ".index.unreadable"))
@@ -322,9 +320,17 @@ class UnreadableCheckpointTest(parameterized.TestCase):
   def test_a_transient_read_error_sets_nothing_aside(self):
     directory, _, (_, newest) = self._two_checkpoints()
     hiccup = tf.errors.UnavailableError(None, None, "connection reset")
-    real_read = checkpoints._read_every_tensor
-    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=[hiccup, real_read]):
+    real_read, reads = checkpoints._read_every_tensor, []
+
+    def hiccup_then_read(path):
+      reads.append(path)
+      if len(reads) == 1:
+        raise hiccup
+      return real_read(path)  # the retry reads the real checkpoint, whole
+
+    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup_then_read):
       self.assertEqual(checkpoints.newest_readable_checkpoint(directory), newest)
+    self.assertEqual(reads, [newest, newest])
     with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup):
       with self.assertRaisesRegex(UserError, "does not look like a damaged checkpoint"):
         checkpoints.newest_readable_checkpoint(directory)
@@ -460,7 +466,7 @@ class FullDiskTest(parameterized.TestCase):
     subprocess.run(["mount", "-o", "remount,size=64m", os.path.dirname(workdir)], check=True)
     with self.assertLogs(level="INFO") as logs:
       metrics = training.train_and_evaluate(config, workdir)
-    self.assertRegex("\n".join(logs.output), r"Resuming after training step 2\b|step 2,")
+    self.assertEqual(testutil.resumed_step("\n".join(logs.output)), 2)
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
 
 

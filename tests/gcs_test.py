@@ -8,6 +8,7 @@ through the server's HTTP API, never through kmodels or TensorFlow.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,12 +20,13 @@ from absl.testing import parameterized
 from tests import testutil
 
 _BUCKET = "bucket"
-# As in faults_test: epochs of about a second, several steps per call, deterministic ops,
+_SPE = 48  # steps per epoch (a multiple of steps_per_execution)
+# As in faults_test: short epochs, several steps per call, deterministic ops,
 # so a run broken and resumed must end with the weights of an unbroken one.
 _RUN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
               "--config.dataset.synthetic_train_examples=512",
               "--config.dataset.synthetic_eval_examples=64", "--config.train.batch_size=16",
-              "--config.train.steps_per_epoch=150", "--config.train.epochs=3",
+              f"--config.train.steps_per_epoch={_SPE}", "--config.train.epochs=3",
               "--config.train.steps_per_execution=3", "--config.train.deterministic=True")
 _QUICK_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
                 "--config.model.name=mlp", "--config.train.batch_size=16",
@@ -84,14 +86,19 @@ class TrainToBucketTest(parameterized.TestCase):
     flags = (*_RUN_FLAGS, f"--config.trainer={trainer}")
     broken = _launch(f"gs://{_BUCKET}/{prefix}", *flags)
     _wait_for_epochs(prefix, 1, broken)
-    time.sleep(0.3)  # into epoch 2
-    broken.send_signal(how)
+    broken.send_signal(how)  # at epoch 1's end or in epoch 2
     output = broken.communicate(timeout=300)[0]
     self.assertEqual(broken.returncode, 143 if how == signal.SIGTERM else -9, output[-3000:])
+    epochs_before = len(_server.read_json(_BUCKET, f"{prefix}/history.json", []))
     resumed = testutil.run_launcher("train", *flags, f"--workdir=gs://{_BUCKET}/{prefix}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     self.assertIn("GCS emulator", resumed.stderr)
-    self.assertRegex(resumed.stderr, r"Resum")
+    if how == signal.SIGTERM:  # right after the step the stop checkpointed
+      stopped = int(re.search(r"\((\d+) steps in all\)", output).group(1))
+      self.assertEqual(testutil.resumed_step(resumed.stderr), stopped)
+    else:  # after the newest epoch checkpoint: the last in history, or the one before
+      self.assertIn(testutil.resumed_step(resumed.stderr),
+                    {_SPE * epochs_before, _SPE * (epochs_before - 1)} - {0})
     self.assertAlmostEqual(testutil.weights_fingerprint(resumed.stderr), unbroken_fingerprint,
                            delta=1e-6 * unbroken_fingerprint)
     history = _server.read_json(_BUCKET, f"{prefix}/history.json", [])

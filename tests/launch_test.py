@@ -36,8 +36,8 @@ class TrainLauncherTest(parameterized.TestCase):
       ("missing_config", ["--config=configs/no_such_config.py"], ["no_such_config.py"]),
   )
   def test_user_mistake_is_one_clear_message(self, args, fragments):
-    proc = testutil.run_launcher("train", "--config=configs/base.py",
-                                 f"--workdir={self.create_tempdir().full_path}", *args)
+    proc = testutil.call_launcher("train", "--config=configs/base.py",
+                                            f"--workdir={self.create_tempdir().full_path}", *args)
     testutil.assert_user_error(self, proc, *fragments)
 
   @parameterized.named_parameters(
@@ -48,9 +48,9 @@ class TrainLauncherTest(parameterized.TestCase):
     path = self.create_tempfile(
         "mine.py", "from configs import base\ndef get_config():\n"
         "  config = base.get_config()\n" + body).full_path
-    proc = testutil.run_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
+    proc = testutil.call_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
     testutil.assert_user_error(self, proc, fragment, f"the config file {path}",
-                               "bug in the config file itself")
+                           "bug in the config file itself")
     self.assertNotIn("in an override:", proc.stderr)
 
   @parameterized.named_parameters(
@@ -61,22 +61,24 @@ class TrainLauncherTest(parameterized.TestCase):
       ("prepare_data", "prepare_data", ["--dataset=mnist", "--archive_dir=/tmp/unused"]),
       ("evaluate", "evaluate", ["--workdir=/tmp/unused"]))
   def test_stray_positional_arguments_are_exit_2(self, launcher, flags):
+    # A real process per launcher: its exit status and stderr as a shell sees them. Other
+    # user mistakes are checked in this process (testutil.call_launcher).
     proc = testutil.run_launcher(launcher, *flags, "stray")
     testutil.assert_user_error(self, proc, "unexpected arguments: stray")
 
   def test_config_with_syntax_error(self):
     path = self.create_tempfile("broken.py", "def get_config(:\n").full_path
-    proc = testutil.run_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
+    proc = testutil.call_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
     testutil.assert_user_error(self, proc, "SyntaxError")
 
   def test_unprepared_dataset_points_to_prepare_data(self):
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "train", "--config=configs/fashion_mnist_quickstart.py",
         f"--workdir={self.create_tempdir().full_path}",
         f"--config.dataset.data_dir={self.create_tempdir().full_path}",
         "--config.dataset.download=False")
     testutil.assert_user_error(self, proc, "launch.prepare_data --dataset=fashion_mnist",
-                       "dataset-fashion-mnist")
+                           "dataset-fashion-mnist")
 
 
 class PrepareDataLauncherTest(absltest.TestCase):
@@ -110,20 +112,19 @@ class PrepareDataLauncherTest(absltest.TestCase):
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
       with gzip.open(os.path.join(archive_dir, name), "wb"):
         pass  # an empty archive: right name, nothing inside
-    proc = testutil.run_launcher("prepare_data", "--dataset=fashion_mnist",
-                                 f"--archive_dir={archive_dir}",
-                                 f"--data_dir={self.create_tempdir().full_path}")
-    testutil.assert_user_error(
-        self, proc, testutil.CHECKSUM_MESSAGE if testutil.TFDS_VERIFIES_ARCHIVES
+    proc = testutil.call_launcher("prepare_data", "--dataset=fashion_mnist",
+                                            f"--archive_dir={archive_dir}",
+                                            f"--data_dir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(self, proc, testutil.CHECKSUM_MESSAGE if testutil.TFDS_VERIFIES_ARCHIVES
         else "could not be read as its archives")
 
   def test_archive_dir_with_wrong_files_lists_expected_names(self):
     archive_dir = self.create_tempdir().full_path
     self.create_tempfile(os.path.join(archive_dir, "cifar-10-python.tar.gz"))
-    proc = testutil.run_launcher("prepare_data", "--dataset=cifar10",
-                                 f"--archive_dir={archive_dir}")
+    proc = testutil.call_launcher("prepare_data", "--dataset=cifar10",
+                                            f"--archive_dir={archive_dir}")
     testutil.assert_user_error(self, proc, "lacks cifar-10-binary.tar.gz",
-                       "found: cifar-10-python.tar.gz")
+                           "found: cifar-10-python.tar.gz")
 
 
 if __name__ == "__main__":

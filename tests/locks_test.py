@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from absl.testing import absltest
 
@@ -21,28 +20,34 @@ from kmodels.storage import locks
 from kmodels.workdir import Workdir
 
 _HOLD = """
-import sys, time
+import os, sys
 sys.path.insert(0, {root!r})
 from kmodels.storage import locks
-start_at = float(sys.argv[2])
-while time.time() < start_at:
-  pass
+go = int(sys.argv[2])
+if go >= 0:  # a barrier: every holder blocks here until the test closes the pipe's end
+  print("ready", flush=True)
+  os.read(go, 1)
 try:
   held = locks.acquire(sys.argv[1], "workdir")
 except Exception as e:
   print("refused:", e, flush=True)
   sys.exit(0)
 print("acquired", flush=True)
-time.sleep(float(sys.argv[3]))
+sys.stdin.read()  # hold until the test closes stdin (or kills this process)
 held.release()
 """
 
 
-def _holder(lock_path, start_at=0.0, hold_seconds=60.0):
-  """A separate process that takes the lock (at `start_at`) and holds it."""
+def _holder(lock_path, go_fd=-1):
+  """A separate process that takes the lock and holds it until its stdin closes.
+
+  With `go_fd`, the read end of a pipe, it first prints "ready" and waits for that pipe to
+  close, so several holders can be released at the same instant.
+  """
   return subprocess.Popen(
-      [sys.executable, "-c", _HOLD.format(root=testutil.REPO_ROOT), lock_path, str(start_at),
-       str(hold_seconds)], stdout=subprocess.PIPE, text=True)
+      [sys.executable, "-c", _HOLD.format(root=testutil.REPO_ROOT), lock_path, str(go_fd)],
+      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+      pass_fds=(go_fd,) if go_fd >= 0 else ())
 
 
 class FileLockTest(absltest.TestCase):
@@ -88,10 +93,15 @@ class FileLockTest(absltest.TestCase):
       held.release()
 
   def test_runs_started_at_the_same_instant_one_wins(self):
-    start_at = time.time() + 3  # after every process has imported and is spinning
-    holders = [_holder(self.lock_path, start_at, hold_seconds=5) for _ in range(4)]
+    go_read, go_write = os.pipe()
+    holders = [_holder(self.lock_path, go_read) for _ in range(4)]
+    os.close(go_read)
+    for h in holders:  # every process has imported and waits at the barrier
+      self.assertEqual(h.stdout.readline().strip(), "ready")
+    os.close(go_write)  # all of them go at once
     answers = [h.stdout.readline().strip() for h in holders]
     for h in holders:
+      h.stdin.close()
       h.wait()
     self.assertEqual(sum(a == "acquired" for a in answers), 1, answers)
     self.assertEqual(sum(a.startswith("refused: Workdir workdir is in use") for a in answers),

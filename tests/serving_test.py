@@ -188,7 +188,7 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     # The same command twice: the second resumes the finished run and exports version 2.
     # A version that was being written when its export was killed is left behind too.
     for _ in range(2):
-      proc = testutil.run_launcher(*train)
+      proc = testutil.call_launcher(*train)
       assert proc.returncode == 0, proc.stderr[-3000:]
       os.makedirs(os.path.join(cls.workdir, "export", "incomplete-9", "variables"))
     cls.metrics = testutil.read_json(os.path.join(cls.workdir, "metrics.json"), None)
@@ -203,10 +203,10 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
       self.assertTrue(os.path.exists(os.path.join(export, version, *serving.WARMUP_REQUESTS)))
     # launch.predict serves the highest version of a workdir or export/, or the one named.
     for model, served in ((self.workdir, 10), (export, 10), (f"{export}/1", 1)):
-      proc = testutil.run_launcher("predict", f"--model={model}", "--describe")
+      proc = testutil.call_launcher("predict", f"--model={model}", "--describe")
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
       self.assertEqual(json.loads(proc.stdout)["version"], served)
-    proc = testutil.run_launcher("predict", f"--model={self.workdir}", "--split=test[:4]")
+    proc = testutil.call_launcher("predict", f"--model={self.workdir}", "--split=test[:4]")
     self.assertIn(f"Model: {os.path.join(export, '10')}\n", proc.stdout)
 
   def test_a_training_run_writes_its_confusion_matrix(self):
@@ -228,6 +228,8 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     noisy = whole[:60] + rng.bytes(len(whole) - 72) + whole[-12:]
     self.create_tempfile(os.path.join(images, "noisy.png"), noisy, mode="wb")
     output = os.path.join(self.create_tempdir().full_path, "predictions.json")
+    # A real process (predict's output streams as a shell sees them); other launcher runs
+    # of this class are in-process (testutil.call_launcher).
     proc = testutil.run_launcher("predict", f"--model={self.workdir}", "--top_k=2",
                                  f"--output={output}", images)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -255,12 +257,12 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
 
   def test_predict_with_nothing_readable_exits_2(self):
     not_image = self.create_tempfile("x.png", "text, not a PNG").full_path
-    proc = testutil.run_launcher("predict", f"--model={self.workdir}", not_image)
+    proc = testutil.call_launcher("predict", f"--model={self.workdir}", not_image)
     testutil.assert_user_error(self, proc, "could be read as an image")
 
   def test_predict_a_split_reports_the_runs_accuracy_and_describe_prints_the_card(self):
     csv_path = os.path.join(self.create_tempdir().full_path, "p.csv")
-    proc = testutil.run_launcher("predict", f"--model={self.workdir}", "--split=test",
+    proc = testutil.call_launcher("predict", f"--model={self.workdir}", "--split=test",
                                  f"--output={csv_path}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     accuracy = float(proc.stdout.split("accuracy ")[1].split()[0])
@@ -268,7 +270,7 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     self.assertIn("(label: ", proc.stdout)
     with open(csv_path) as f:
       self.assertEqual(f.readline().strip(), "source,rank,class,class_id,probability,label")
-    proc = testutil.run_launcher("predict", f"--model={self.workdir}/export", "--describe")
+    proc = testutil.call_launcher("predict", f"--model={self.workdir}/export", "--describe")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     card = json.loads(proc.stdout)
     self.assertEqual((card["dataset"], card["input"]["dtype"], card["trainer"]),
@@ -276,7 +278,7 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     self.assertIn("Ankle boot", card["label_names"])
 
   def test_evaluate_latest_and_best_checkpoints(self):
-    proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}")
+    proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}")  # a real process
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     written = testutil.read_json(os.path.join(self.workdir, "evaluation", "test",
                                               "metrics.json"), None)
@@ -284,15 +286,15 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     self.assertAlmostEqual(written["loss"], self.metrics["test_loss"], delta=1e-4)
     for name in ("classification_report.txt", "confusion_matrix.png"):
       self.assertTrue(os.path.exists(os.path.join(self.workdir, "evaluation", "test", name)))
-    proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}", "--checkpoint=best")
+    proc = testutil.call_launcher("evaluate", f"--workdir={self.workdir}", "--checkpoint=best")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("checkpoints/best/best-1", proc.stdout)
 
   def test_evaluate_mistakes_are_one_message(self):
-    proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}",
+    proc = testutil.call_launcher("evaluate", f"--workdir={self.workdir}",
                                  "--checkpoint=/no/such/ckpt-3")
     testutil.assert_user_error(self, proc, "no checkpoint there")
-    proc = testutil.run_launcher("evaluate", f"--workdir={self.create_tempdir().full_path}")
+    proc = testutil.call_launcher("evaluate", f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "holds no run (no config.json)")
 
 

@@ -71,7 +71,7 @@ class StepCheckpointTest(parameterized.TestCase):
     resumed = testutil.run_launcher("train", *flags, f"--workdir={workdir}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     # Mid-epoch: at the step checkpointed last, not at the start of epoch 1.
-    self.assertRegex(resumed.stderr, rf"(Resuming after training step|step) {last}\b")
+    self.assertEqual(testutil.resumed_step(resumed.stderr), last)
     unbroken_output = unbroken.communicate(timeout=300)[0]
     self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
     expected = testutil.weights_fingerprint(unbroken_output)

@@ -1,5 +1,7 @@
 """Helpers shared by the test modules: tiny configs, a real-format CIFAR archive, launchers."""
 
+import contextlib
+import importlib
 import io
 import json
 import os
@@ -11,11 +13,13 @@ import sys
 import tarfile
 import tempfile
 import time
+from unittest import mock
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
 
+from absl import flags
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -156,6 +160,39 @@ def run_launcher(module, *args, timeout=600, env=None):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, **(env or {}))
   return subprocess.run([sys.executable, "-m", f"launch.{module}", *args], cwd=REPO_ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# absl's own flags, defined before any launcher is imported (launchers import testutil's
+# callers, never the reverse).
+_FLAGS_BEFORE_LAUNCHERS = frozenset(flags.FLAGS)
+
+
+def call_launcher(module, *args, env=None):
+  """Runs `python -m launch.<module> args...` in this process, as run_launcher does in one.
+
+  The launcher's own flag parser and main() run as in a process of their own; its exit
+  status comes from SystemExit, its stdout and stderr (log lines included) are captured.
+  Returns a subprocess.CompletedProcess, so run_launcher's checks apply unchanged. This is
+  how user mistakes are checked without a process per case (a launcher process costs
+  10-20 s); each launcher keeps one real process test. Flags of the launcher called before
+  are removed first (launchers share flag names). `env`: variables set for the call.
+  """
+  from launch import common  # pylint: disable=g-import-not-at-top
+  for name in set(flags.FLAGS) - _FLAGS_BEFORE_LAUNCHERS:
+    delattr(flags.FLAGS, name)
+  name = f"launch.{module}"
+  launcher = (importlib.reload(sys.modules[name]) if name in sys.modules
+              else importlib.import_module(name))
+  stdout, stderr, argv = io.StringIO(), io.StringIO(), [f"launch/{module}.py", *args]
+  # ml_collections reads --config.a.b overrides from sys.argv itself.
+  with mock.patch.dict(os.environ, env or {}), mock.patch.object(sys, "argv", argv), \
+       contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    try:
+      launcher.main(common.parse_flags(argv))
+      status = 0
+    except SystemExit as e:
+      status = e.code
+  return subprocess.CompletedProcess(argv, status, stdout.getvalue(), stderr.getvalue())
 
 
 def assert_user_error(test, proc, *fragments):
@@ -405,6 +442,19 @@ class GcsServer:
     if self._process.poll() is None:
       self._process.kill()
       self._process.wait()
+
+
+_RESUMED = re.compile(r"Resuming after training step (\d+);")
+
+
+def resumed_step(output):
+  """The training step a run's log says it resumed after; 0 if it started afresh.
+
+  Every trainer logs the same line (kmodels.checkpoints.RESUME_LINE), once per run.
+  """
+  found = _RESUMED.findall(output)
+  assert len(found) <= 1, f"resumed more than once: {found}"
+  return int(found[0]) if found else 0
 
 
 _FINGERPRINT = re.compile(r"Weights fingerprint \(sum of \|w\|\): ([0-9.e+-]+)")

@@ -229,6 +229,7 @@ def train(run):
     checkpoints = _Checkpoints(model, optimizer, checkpoint_dir)
     steps_done = checkpoints.restore_latest(
         run.workdir.checkpoints, repair=not distribute.is_multi_worker(strategy))
+    checkpoints_lib.log_resume(steps_done)
     # The input pipeline skips the batches already trained on: a resumed run sees the
     # same data as an uninterrupted one.
     train_iterator = iter(run.datasets.distributed_train(strategy, steps_done))
