@@ -1,34 +1,70 @@
 #!/usr/bin/env bash
-# Creates (or updates) the virtualenv of a lane with its exact pins and installs kmodels.
-#   bash launch/setup.sh            full lane (TF 2.15 + Estimator) in .venv
-#   LANE=current bash launch/setup.sh   current lane (TF 2.21 + tf-keras) in .venv-current
+# Makes the virtualenv of a lane with its exact pins and kmodels installed (editable).
+#   bash launch/setup.sh                 full lane (TF 2.15 + Estimator): .venv
+#   LANE=current bash launch/setup.sh    current lane (TF 2.21 + tf-keras): .venv-current
 # Prints the venv's python path on the last line.
+#
+# The venv itself lives in a cache named by the hash of the lane's lock file and
+# pyproject.toml (KMODELS_VENV_CACHE, default ~/.cache/kmodels/venvs) and .venv links to
+# it: a fresh clone with the same pins reuses it instead of installing TensorFlow again.
+# A failed install stops here, naming what pip could not install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO="$PWD"
 LANE="${LANE:-full}"
 case "$LANE" in
-  full) VENV=.venv ;;
-  current) VENV=.venv-current ;;
+  full) LINK=.venv ;;
+  current) LINK=.venv-current ;;
   *) echo "LANE must be 'full' or 'current', got '$LANE'" >&2; exit 2 ;;
 esac
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 LOCK="launch/lanes/$LANE.txt"
-STAMP="$VENV/.kmodels-lock.sha256"
+HASH="$(cat "$LOCK" pyproject.toml | sha256sum | cut -c1-16)"
+CACHE="${KMODELS_VENV_CACHE:-$HOME/.cache/kmodels/venvs}"
+VENV="$CACHE/$LANE-$HASH"
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "[setup] creating $VENV ($LANE lane) with $($PYTHON --version)" >&2
+pip_install() {  # pip_install WHAT ARGS...: fails loudly with pip's own words
+  local what="$1"; shift
+  if ! "$VENV/bin/pip" install --disable-pip-version-check "$@" >"$LOG" 2>&1; then
+    echo "[setup] FAILED: pip could not install $what into $VENV ($LANE lane). pip said:" >&2
+    grep -E "ERROR|error:|No matching|Could not|conflict" "$LOG" | head -20 >&2 || tail -20 "$LOG" >&2
+    exit 1
+  fi
+}
+
+if [ ! -f "$VENV/.kmodels-complete" ]; then
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  echo "[setup] creating the $LANE lane's venv $VENV with $($PYTHON --version) from $LOCK" >&2
   "$PYTHON" -m venv "$VENV"
+  pip_install "the pins of $LOCK" --quiet -r "$LOCK"
+  touch "$VENV/.kmodels-complete"
 fi
-# Skip pip when the venv already holds exactly this lock file (repeat runs start fast).
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$(sha256sum "$LOCK" pyproject.toml)" ]; then
-  echo "[setup] installing $LOCK into $VENV" >&2
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$LOCK" 2>&1 \
-    | grep -v "^WARNING: Location .* is ignored" >&2 || true
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
-    | grep -v "^WARNING: Location .* is ignored" >&2 || true
-  TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" -c "import kmodels, tensorflow, tensorflow_datasets" 2>/dev/null \
-    || { echo "[setup] install of $LOCK failed" >&2; exit 1; }
-  sha256sum "$LOCK" pyproject.toml > "$STAMP"
+# kmodels itself, editable, from this checkout (another clone may have installed its own).
+# Checked from outside the repo, where `import kmodels` works only if the install did.
+installed_from() {
+  (cd / && TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" -c \
+    "import os, kmodels; print(os.path.dirname(os.path.dirname(kmodels.__file__)))" 2>/dev/null)
+}
+if [ "$(installed_from)" != "$REPO" ]; then
+  pip_install "kmodels from $REPO" --quiet --no-deps --no-build-isolation -e .
+  if [ "$(installed_from)" != "$REPO" ]; then
+    echo "[setup] FAILED: after pip install -e ., 'import kmodels' outside the repo does not" \
+         "find $REPO (got '$(installed_from)')" >&2
+    exit 1
+  fi
 fi
-echo "$VENV/bin/python"
+if ! (cd / && TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" -c "import tensorflow, tensorflow_datasets" \
+      2>"$LOG"); then
+  echo "[setup] FAILED: the $LANE lane's venv cannot import TensorFlow and tfds:" >&2
+  tail -5 "$LOG" >&2
+  exit 1
+fi
+if [ "$(readlink "$LINK" 2>/dev/null)" != "$VENV" ]; then
+  rm -rf "$LINK"
+  ln -s "$VENV" "$LINK"
+fi
+echo "$REPO/$LINK/bin/python"

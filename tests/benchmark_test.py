@@ -81,7 +81,7 @@ class BenchmarkTest(absltest.TestCase):
   def test_input_only_measures_the_pipeline_against_decoding_the_same_files(self):
     image_dir, workdir = self.create_tempdir().full_path, self.create_tempdir().full_path
     testutil.write_image_folder(image_dir, per_class=12)
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "benchmark", "--input_only", *testutil.image_folder_flags(image_dir),
         f"--workdir={workdir}", "--config.dataset.cache=none",
         "--config.train.batch_size=8", "--pipeline_batches=10")
@@ -98,7 +98,7 @@ class BenchmarkTest(absltest.TestCase):
     self.assertNotIn("train_images_per_second", results)  # nothing was trained
 
   def test_input_only_on_decoded_pixels_says_what_it_needs(self):
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "benchmark", "--input_only", "--config=configs/base.py", "--workdir=/tmp/unused",
         "--config.dataset.source=synthetic", "--config.dataset.name=cifar10")
     testutil.assert_user_error(self, proc, "--input_only measures decoding")
@@ -134,7 +134,7 @@ class BenchmarkTest(absltest.TestCase):
     self.assertGreater(results["train_images_per_second"], 0)
 
   def test_estimator_trainers_are_refused_with_where_to_look(self):
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "benchmark", "--config=configs/base.py", f"--workdir={self.create_tempdir().full_path}",
         "--config.trainer=estimator", "--config.model.name=mlp")
     testutil.assert_user_error(self, proc, "measures the Keras trainers", "launch.compare")

@@ -85,7 +85,7 @@ class DataServiceTest(absltest.TestCase):
     for service in ("localhost:5050", "grpc://localhost", "http://localhost:5050",
                     "grpc://:5050", "grpc://host:5050/path"):
       with self.subTest(service=service):
-        proc = testutil.run_launcher(
+        proc = testutil.call_launcher(
             "train", *testutil.image_folder_flags(self.image_dir),
             f"--config.dataset.service={service}",
             f"--workdir={self.create_tempdir().full_path}")
@@ -94,22 +94,25 @@ class DataServiceTest(absltest.TestCase):
 
   def test_a_dispatcher_address_where_nothing_listens_is_exit_2_not_a_hang(self):
     closed_port = testutil.free_ports(1)[0]
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "train", *testutil.image_folder_flags(self.image_dir),
         "--config.model.name=mlp", "--config.train.batch_size=8",
         f"--config.dataset.service=grpc://localhost:{closed_port}",
-        f"--workdir={self.create_tempdir().full_path}", timeout=120)
+        f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "No tf.data service dispatcher answers at",
                                "launch.data_service --dispatcher")
 
   def test_a_data_service_launcher_without_its_partner_addresses_says_what_it_needs(self):
+    # One real process (its exit status as a shell sees it), the other cases in-process.
+    proc = testutil.run_launcher("data_service", "--dispatcher", "--port=1")
+    testutil.assert_user_error(self, proc, "--worker_addresses")
     for args, needs in ((["--dispatcher", "--port=1"], "--worker_addresses"),
                         (["--worker", "--port=1"], "--dispatcher_address"),
                         (["--port=1"], "exactly one of --dispatcher and --worker"),
                         (["--worker", "--port=70000", "--dispatcher_address=localhost:1"],
                          "--port=70000 is not a TCP port")):
       with self.subTest(args=args):
-        testutil.assert_user_error(self, testutil.run_launcher("data_service", *args), needs)
+        testutil.assert_user_error(self, testutil.call_launcher("data_service", *args), needs)
 
 
 if __name__ == "__main__":

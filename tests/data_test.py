@@ -186,7 +186,8 @@ class VariableSizeDatasetsTest(parameterized.TestCase):
     if testutil.TFDS_VERIFIES_ARCHIVES:
       with self.assertRaisesRegex(UserError, testutil.CHECKSUM_MESSAGE):
         preparation.prepare_offline("tf_flowers", archive_dir, data_dir)
-      return
+      self.skipTest("this tfds rejects test-made archives (checked above); the full lane "
+                    "prepares and trains tf_flowers")
     builder = preparation.prepare_offline("tf_flowers", archive_dir, data_dir)
     self.assertEqual(["train"], list(builder.info.splits.keys()))
     workdir = self.create_tempdir().full_path
@@ -268,7 +269,8 @@ class OfflinePreparationTest(absltest.TestCase):
     if testutil.TFDS_VERIFIES_ARCHIVES:
       with self.assertRaisesRegex(UserError, testutil.CHECKSUM_MESSAGE + ".*full lane"):
         preparation.prepare_offline("cifar10", archive_dir, data_dir)
-      return
+      self.skipTest("this tfds rejects test-made archives (checked above); the full lane "
+                    "prepares the real cifar10 builder")
     builder = preparation.prepare_offline("cifar10", archive_dir, data_dir)
     self.assertEqual(builder.info.splits["train"].num_examples, 15)
     self.assertEqual(builder.info.features["label"].names[0], "airplane")

@@ -153,7 +153,7 @@ class EstimatorTest(parameterized.TestCase):
   def test_current_lane_says_where_estimator_went(self):
     with self.assertRaisesRegex(UserError, "removed in 2.16.*full lane"):
       validation.validate(_config())
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "train", "--config=configs/base.py", f"--workdir={self.create_tempdir().full_path}",
         "--config.trainer=estimator", "--config.dataset.source=synthetic")
     testutil.assert_user_error(self, proc, "removed in 2.16")
@@ -163,7 +163,7 @@ class CompareTest(absltest.TestCase):
 
   def test_compare_writes_table_csv_and_chart(self):
     workdir = self.create_tempdir().full_path
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "compare", "--config=configs/compare_fashion_mnist.py", f"--workdir={workdir}",
         "--config.dataset.source=synthetic", "--config.train.batch_size=16",
         "--config.train.steps_per_epoch=2", "--config.train.epochs=1",
@@ -188,7 +188,7 @@ class CompareTest(absltest.TestCase):
       self.assertNotEqual(rows["estimator_migrated"].split("|")[10].strip(), "—")
 
   def test_unknown_path_is_a_user_error(self):
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "compare", "--config=configs/compare_fashion_mnist.py",
         f"--workdir={self.create_tempdir().full_path}", "--config.compare.paths=sequential,jax")
     testutil.assert_user_error(self, proc, "unknown jax")

@@ -77,8 +77,8 @@ class SigtermTest(parameterized.TestCase):
   def test_sigterm_checkpoints_the_step_and_the_rerun_ends_like_an_unbroken_run(self, trainer):
     if trainer == "estimator" and not testutil.HAS_ESTIMATOR:
       self.skipTest("tf.estimator exists on the full lane only")
-    unbroken_dir = self.create_tempdir().full_path
-    unbroken = _launch(unbroken_dir, trainer)
+    # The run that gets the signal is a real process; the unbroken run and the resume run
+    # the same launcher in this process (testutil.call_launcher).
     workdir = self.create_tempdir().full_path
     broken = _launch(workdir, trainer)
     _wait_for_epochs(workdir, 1, broken)
@@ -91,16 +91,18 @@ class SigtermTest(parameterized.TestCase):
     self.assertBetween(steps_done, _STEPS_PER_EPOCH, 3 * _STEPS_PER_EPOCH - 1)
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
-    resumed = testutil.run_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
-                                    f"--workdir={workdir}")
+    resumed = testutil.call_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
+                                     f"--workdir={workdir}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     # Resumed right after the step the stop checkpointed (mid-epoch: not the epoch's start).
     self.assertEqual(testutil.resumed_step(resumed.stderr), steps_done)
-    unbroken_output = unbroken.communicate(timeout=300)[0]
-    self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
+    unbroken_dir = self.create_tempdir().full_path
+    unbroken = testutil.call_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
+                                      f"--workdir={unbroken_dir}")
+    self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
     if trainer != "estimator":  # the Keras trainers log their weights' fingerprint
-      self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken_output),
-                             delta=1e-6 * _fingerprint(unbroken_output))
+      self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken.stderr),
+                             delta=1e-6 * _fingerprint(unbroken.stderr))
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     unbroken_metrics = testutil.read_json(os.path.join(unbroken_dir, "metrics.json"), {})
     self.assertAlmostEqual(metrics["test_loss"], unbroken_metrics["test_loss"], delta=1e-6)
@@ -195,10 +197,12 @@ class DivergenceTest(parameterized.TestCase):
 # Epochs of two steps, so a checkpoint is written every second or so, of a model whose
 # checkpoint (weights and Adam slots, ~13 MB) takes a while to write. No dropout: its
 # random state is not checkpointed, so the resumed weights would differ from the unbroken.
+_SAVE_OFTEN_STEPS = 2
 _SAVE_OFTEN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
                      "--config.dataset.name=mnist", "--config.model.name=cnnblocks",
                      "--config.train.batch_size=8",
-                     "--config.train.steps_per_epoch=2", "--config.train.epochs=12",
+                     f"--config.train.steps_per_epoch={_SAVE_OFTEN_STEPS}",
+                     "--config.train.epochs=12",
                      "--config.dataset.synthetic_eval_examples=8",
                      "--config.train.deterministic=True")
 
@@ -237,7 +241,6 @@ class KillDuringSaveTest(parameterized.TestCase):
 
   @parameterized.parameters("fit", "custom_loop")
   def test_a_kill_during_a_save_leaves_the_previous_checkpoint_in_charge(self, trainer):
-    unbroken = _launch(self.create_tempdir().full_path, trainer, _SAVE_OFTEN_FLAGS)
     workdir = self.create_tempdir().full_path
     directory = _checkpoint_dir(workdir, trainer)
     for _ in range(3):  # the save may finish before the kill lands; then try again
@@ -249,19 +252,21 @@ class KillDuringSaveTest(parameterized.TestCase):
     # The state file still names a checkpoint that was complete before the kill.
     newest = tf.train.latest_checkpoint(directory)
     self.assertNotIn("_temp", newest)
-    tf.train.load_checkpoint(newest)
+    survivor_step = checkpoints.steps_done(newest, _SAVE_OFTEN_STEPS)  # reads it whole
 
-    resumed = testutil.run_launcher("train", *_SAVE_OFTEN_FLAGS, f"--config.trainer={trainer}",
-                                    f"--workdir={workdir}")
+    # The killed runs are processes; the resume and the unbroken run go in this process.
+    resumed = testutil.call_launcher("train", *_SAVE_OFTEN_FLAGS, f"--config.trainer={trainer}",
+                                     f"--workdir={workdir}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
-    self.assertIn("Resumed from the checkpoint of epoch", resumed.stderr)
+    self.assertEqual(testutil.resumed_step(resumed.stderr), survivor_step)
     self.assertNotIn("unreadable", resumed.stderr)
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     self.assertEqual([h["epoch"] for h in metrics["history"]], list(range(1, 13)))
-    unbroken_output = unbroken.communicate(timeout=300)[0]
-    self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
-    self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken_output),
-                           delta=1e-6 * _fingerprint(unbroken_output))
+    unbroken = testutil.call_launcher("train", *_SAVE_OFTEN_FLAGS, f"--config.trainer={trainer}",
+                                      f"--workdir={self.create_tempdir().full_path}")
+    self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
+    self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken.stderr),
+                           delta=1e-6 * _fingerprint(unbroken.stderr))
 
 
 def _truncate_newest_checkpoint(directory):
@@ -328,10 +333,13 @@ class UnreadableCheckpointTest(parameterized.TestCase):
         raise hiccup
       return real_read(path)  # the retry reads the real checkpoint, whole
 
-    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup_then_read):
+    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup_then_read), \
+         mock.patch.object(checkpoints.time, "sleep") as waits:
       self.assertEqual(checkpoints.newest_readable_checkpoint(directory), newest)
     self.assertEqual(reads, [newest, newest])
-    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup):
+    self.assertEqual([c.args for c in waits.call_args_list], [(1,)])  # it backed off once
+    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup), \
+         mock.patch.object(checkpoints.time, "sleep"):
       with self.assertRaisesRegex(UserError, "does not look like a damaged checkpoint"):
         checkpoints.newest_readable_checkpoint(directory)
     self.assertEqual(tf.train.latest_checkpoint(directory), newest)
@@ -409,7 +417,7 @@ class BadDataTest(parameterized.TestCase):
 
     _copy_with_features(_prepared_dummy_mnist(data_dir), data_dir, "relabeled_mnist",
                         declare_five_classes)
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "train", "--config=configs/base.py", "--config.dataset.name=relabeled_mnist",
         f"--config.dataset.data_dir={data_dir}", "--config.model.name=mlp",
         f"--config.trainer={trainer}", "--config.train.batch_size=4",

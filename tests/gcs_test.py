@@ -90,7 +90,7 @@ class TrainToBucketTest(parameterized.TestCase):
     output = broken.communicate(timeout=300)[0]
     self.assertEqual(broken.returncode, 143 if how == signal.SIGTERM else -9, output[-3000:])
     epochs_before = len(_server.read_json(_BUCKET, f"{prefix}/history.json", []))
-    resumed = testutil.run_launcher("train", *flags, f"--workdir=gs://{_BUCKET}/{prefix}")
+    resumed = testutil.call_launcher("train", *flags, f"--workdir=gs://{_BUCKET}/{prefix}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     self.assertIn("GCS emulator", resumed.stderr)
     if how == signal.SIGTERM:  # right after the step the stop checkpointed
@@ -109,7 +109,7 @@ class TrainToBucketTest(parameterized.TestCase):
   # layouts, and a SIGTERM's mid-epoch save, round-trip through a bucket.
   @parameterized.parameters(("fit", signal.SIGKILL), ("custom_loop", signal.SIGTERM))
   def test_outputs_land_in_the_bucket_and_a_broken_run_resumes_from_it(self, trainer, how):
-    unbroken = testutil.run_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
+    unbroken = testutil.call_launcher("train", *_RUN_FLAGS, f"--config.trainer={trainer}",
                                      f"--workdir=gs://{_BUCKET}/{trainer}/unbroken")
     self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
     self.assertEqual(_top_level(f"{trainer}/unbroken"), _OUTPUTS)
@@ -128,14 +128,14 @@ class TrainToBucketTest(parameterized.TestCase):
 
   def test_a_local_workdir_copied_to_the_bucket_resumes_there(self):
     local = self.create_tempdir().full_path
-    first = testutil.run_launcher("train", *_QUICK_FLAGS, f"--workdir={local}")
+    first = testutil.call_launcher("train", *_QUICK_FLAGS, f"--workdir={local}")
     self.assertEqual(first.returncode, 0, first.stderr[-3000:])
     for directory, _, files in os.walk(local):
       for name in files:
         path = os.path.join(directory, name)
         with open(path, "rb") as f:
           _server.upload(_BUCKET, "copied/" + os.path.relpath(path, local), f.read())
-    resumed = testutil.run_launcher("train", *_QUICK_FLAGS, "--config.train.epochs=2",
+    resumed = testutil.call_launcher("train", *_QUICK_FLAGS, "--config.train.epochs=2",
                                     f"--workdir=gs://{_BUCKET}/copied")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     self.assertIn("Resumed from the checkpoint of epoch 1", resumed.stderr)
@@ -180,7 +180,7 @@ class BucketToolsTest(absltest.TestCase):
     archive_dir = self.create_tempdir().full_path
     testutil.write_cifar10_archive(os.path.join(archive_dir, "cifar-10-binary.tar.gz"))
     data_dir = f"gs://{_BUCKET}/tfds"
-    proc = testutil.run_launcher("prepare_data", "--dataset=cifar10",
+    proc = testutil.call_launcher("prepare_data", "--dataset=cifar10",
                                  f"--archive_dir={archive_dir}", f"--data_dir={data_dir}")
     if testutil.TFDS_VERIFIES_ARCHIVES:
       testutil.assert_user_error(self, proc, testutil.CHECKSUM_MESSAGE)
@@ -189,7 +189,7 @@ class BucketToolsTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertTrue(any(n.startswith("tfds/cifar10/") and ".tfrecord" in n
                         for n in _server.objects(_BUCKET, "tfds/")))
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "train", "--config=configs/cifar_shallownet.py", f"--workdir=gs://{_BUCKET}/cifar",
         f"--config.dataset.data_dir={data_dir}", "--config.dataset.download=False",
         "--config.train.batch_size=4", "--config.train.epochs=1",
@@ -212,7 +212,7 @@ class BucketToolsTest(absltest.TestCase):
                     "--config.dataset.image_size=16", "--config.dataset.max_bad_fraction=0.1",
                     "--config.model.name=mlp", "--config.train.batch_size=8",
                     "--config.train.epochs=1", "--config.train.steps_per_epoch=2")
-    proc = testutil.run_launcher("train", *folder_flags,
+    proc = testutil.call_launcher("train", *folder_flags,
                                  f"--config.dataset.image_dir=gs://{_BUCKET}/photos",
                                  f"--workdir=gs://{_BUCKET}/photos-run")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -223,7 +223,7 @@ class BucketToolsTest(absltest.TestCase):
     self.assertEqual(names, json.loads(_server.read(
         _BUCKET, "photos-run/export/1/model_card.json"))["label_names"])
 
-    proc = testutil.run_launcher("prepare_data", "--dataset=image_folder",
+    proc = testutil.call_launcher("prepare_data", "--dataset=image_folder",
                                  f"--image_dir=gs://{_BUCKET}/photos", "--max_bad_fraction=0.1",
                                  f"--data_dir=gs://{_BUCKET}/photo-records")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -232,7 +232,7 @@ class BucketToolsTest(absltest.TestCase):
                      {k: index["splits"]["train"][k] for k in ("examples", "bad_files")})
     self.assertIn("photo-records/train.tfrecord-00000-of-00001",
                   _server.objects(_BUCKET, "photo-records/"))
-    proc = testutil.run_launcher("train", *folder_flags,
+    proc = testutil.call_launcher("train", *folder_flags,
                                  f"--config.dataset.image_dir=gs://{_BUCKET}/photo-records",
                                  f"--workdir=gs://{_BUCKET}/records-run")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -260,7 +260,7 @@ class BucketToolsTest(absltest.TestCase):
                   "mobilenet_v2_notop.h5", proc.stderr)
 
   def test_compare_and_benchmark_write_to_the_bucket(self):
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "compare", "--config=configs/compare_fashion_mnist.py",
         f"--workdir=gs://{_BUCKET}/compare", "--config.dataset.source=synthetic",
         "--config.compare.paths=sequential", "--config.train.steps_per_epoch=2")
@@ -272,7 +272,7 @@ class BucketToolsTest(absltest.TestCase):
     self.assertEqual(rows[0]["status"], "ok")
     self.assertIn("compare/sequential/log.txt", _server.objects(_BUCKET, "compare/"))
 
-    proc = testutil.run_launcher(
+    proc = testutil.call_launcher(
         "benchmark", "--config=configs/base.py", f"--workdir=gs://{_BUCKET}/bench",
         "--config.dataset.source=synthetic", "--config.model.name=mlp", "--steps=2",
         "--pipeline_batches=2", "--reference=False")
@@ -281,7 +281,7 @@ class BucketToolsTest(absltest.TestCase):
     self.assertGreater(results["train_images_per_second"], 0)
 
   def test_estimator_model_dir_in_the_bucket(self):
-    proc = testutil.run_launcher("train", *_QUICK_FLAGS, "--config.trainer=estimator",
+    proc = testutil.call_launcher("train", *_QUICK_FLAGS, "--config.trainer=estimator",
                                  "--config.estimator.hidden_units=(16,)",
                                  f"--workdir=gs://{_BUCKET}/estimator")
     if "needs tf.estimator" in proc.stderr:
@@ -337,6 +337,8 @@ class EmulatorRouteTest(absltest.TestCase):
 class UnusableStorageTest(absltest.TestCase):
 
   def test_a_missing_bucket_is_one_message(self):
+    # A real process: the exit status a shell sees. Other runs of this module that are not
+    # signalled go in this process (testutil.call_launcher), through the same route.
     proc = testutil.run_launcher("train", *_QUICK_FLAGS, "--workdir=gs://no-such-bucket/run")
     testutil.assert_user_error(self, proc, "gs://no-such-bucket", "does not exist")
 
@@ -353,7 +355,7 @@ class UnusableStorageTest(absltest.TestCase):
     owner = {"pid": os.getpid(), "host": os.uname().nodename, "started": "now",
              "heartbeat": time.time(), "token": "other-run"}
     _server.upload(_BUCKET, "locked/.lock", json.dumps(owner).encode())
-    proc = testutil.run_launcher("train", *_QUICK_FLAGS, f"--workdir=gs://{_BUCKET}/locked")
+    proc = testutil.call_launcher("train", *_QUICK_FLAGS, f"--workdir=gs://{_BUCKET}/locked")
     testutil.assert_user_error(self, proc, f"in use by another run (pid {os.getpid()}",
                                f"delete gs://{_BUCKET}/locked/.lock")
     self.assertEqual(json.loads(_server.read(_BUCKET, "locked/.lock"))["token"], "other-run")

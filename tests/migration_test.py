@@ -155,7 +155,7 @@ class UnsupportedTest(parameterized.TestCase):
   def test_the_launcher_exits_2(self):
     model_dir = self.create_tempdir().full_path
     legacy_estimators.linear_combined_classifier(model_dir)
-    proc = testutil.run_launcher("migrate", f"--estimator_dir={model_dir}",
+    proc = testutil.call_launcher("migrate", f"--estimator_dir={model_dir}",
                                  f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "DNNLinearCombinedClassifier")
 
@@ -218,7 +218,7 @@ class CurrentLaneTest(absltest.TestCase):
     if testutil.HAS_ESTIMATOR:
       self.skipTest("this is the full lane; the current lane's run serves what it migrates")
     if not os.path.exists(_FULL_LANE_PYTHON):
-      self.skipTest("no full-lane venv (.venv) here: `bash launch/setup.sh` makes one")
+      self.skipTest("no .venv here: `bash launch/setup.sh` makes one")
     model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
     env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
     for command in ([_FULL_LANE_PYTHON, "-m", "tests.legacy_estimators", model_dir],
@@ -238,7 +238,7 @@ class CurrentLaneTest(absltest.TestCase):
   def test_launch_migrate_says_it_needs_the_full_lane(self):
     if testutil.HAS_ESTIMATOR:
       self.skipTest("the full lane migrates")
-    proc = testutil.run_launcher("migrate", f"--estimator_dir={self.create_tempdir()}",
+    proc = testutil.call_launcher("migrate", f"--estimator_dir={self.create_tempdir()}",
                                  f"--workdir={self.create_tempdir()}")
     testutil.assert_user_error(self, proc, "needs tf.estimator", "full lane")
 

@@ -324,7 +324,7 @@ class CrossLaneTest(absltest.TestCase):
     if tf.__version__.startswith("2.15"):
       self.skipTest("this is the full lane; the current lane's run loads its export")
     if not os.path.exists(_FULL_LANE_PYTHON):
-      self.skipTest("no full-lane venv (.venv) here: `bash launch/setup.sh` makes one")
+      self.skipTest("no .venv here: `bash launch/setup.sh` makes one")
     scratch = self.create_tempdir().full_path
     export_dir, expected, images = (os.path.join(scratch, n)
                                     for n in ("export", "expected.npy", "images.npy"))

@@ -32,6 +32,8 @@ def route_gs_to_emulator() -> bool:
     endpoint = "http://" + endpoint
   _check_endpoint(endpoint)
   port, certdir = _start_proxy(endpoint)
+  logging.info("gs:// goes to the GCS emulator at %s (%s is set), through a local TLS "
+               "proxy on port %s.", endpoint, EMULATOR_VARIABLE, port)
   # Upper case on purpose: libcurl reads HTTPS_PROXY, gRPC (multi-worker collectives)
   # reads only lower-case https_proxy, so workers keep talking to each other directly.
   os.environ["HTTPS_PROXY"] = f"http://127.0.0.1:{port}"
@@ -69,6 +71,4 @@ def _start_proxy(endpoint):
     raise UserError(f"Could not start the proxy to the GCS emulator {endpoint} "
                     f"({EMULATOR_VARIABLE}); is the `cryptography` package installed "
                     "(pip install 'kmodels[emulator]')?")
-  logging.info("gs:// goes to the GCS emulator at %s (%s is set), through a local TLS "
-               "proxy on port %s.", endpoint, EMULATOR_VARIABLE, port)
   return port, certdir
