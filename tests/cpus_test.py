@@ -18,6 +18,32 @@ _SIZE_POOLS = ("from kmodels import runtime; runtime.configure(); import tensorf
                "tf.config.threading.get_intra_op_parallelism_threads())")
 
 
+def _one_cpu_cgroup():
+  """(a new cgroup directory, a function giving it a one-CPU quota), or (None, None).
+
+  cgroup v2 where its root lists the cpu controller for children (most hosts today);
+  else the v1 cpu hierarchy (hybrid hosts, like the ones CI has run on so far).
+  """
+  v2, v1 = "/sys/fs/cgroup", "/sys/fs/cgroup/cpu"
+  name = f"kmodels-test-{os.getpid()}"
+  subtree = os.path.join(v2, "cgroup.subtree_control")
+  if os.access(subtree, os.W_OK) and "cpu" in testutil.read_text(subtree).split():
+    group = os.path.join(v2, name)
+    os.mkdir(group)
+    return group, lambda: _write(os.path.join(group, "cpu.max"), "100000 100000")
+  if os.access(v1, os.W_OK) and os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")):
+    group = os.path.join(v1, name)
+    os.mkdir(group)
+    period = testutil.read_text(os.path.join(group, "cpu.cfs_period_us")).strip()
+    return group, lambda: _write(os.path.join(group, "cpu.cfs_quota_us"), period)
+  return None, None
+
+
+def _write(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+
+
 class CpusTest(absltest.TestCase):
 
   def test_cgroup_v2_and_v1_quotas(self):
@@ -39,16 +65,15 @@ class CpusTest(absltest.TestCase):
         ("/cg/cpu.max", ("/cg/cpu/cpu.cfs_quota_us", "/cg/cpu/cpu.cfs_period_us"))])
 
   def test_a_launcher_in_a_cgroup_with_a_one_cpu_quota_sizes_its_pools_to_one(self):
-    """A real cgroup v1 CPU quota (as `docker --cpus=1` sets), where this machine allows."""
-    parent = "/sys/fs/cgroup/cpu"
-    if os.cpu_count() < 2 or not os.access(parent, os.W_OK) or not os.path.exists(
-        os.path.join(parent, "cpu.cfs_quota_us")):
-      self.skipTest("needs a writable cgroup v1 cpu hierarchy (root) and 2+ CPUs")
-    group = os.path.join(parent, f"kmodels-test-{os.getpid()}")
-    os.mkdir(group)
+    """A real one-CPU quota (as `docker --cpus=1` sets), cgroup v2 or v1, where allowed."""
+    if os.cpu_count() < 2:
+      self.skipTest("needs a machine with 2 CPUs or more")
+    group, limit = _one_cpu_cgroup()
+    if group is None:
+      self.skipTest("needs a cgroup this root may make: the cgroup v2 cpu controller "
+                    "delegated to /sys/fs/cgroup, or a writable cgroup v1 cpu hierarchy")
     try:
-      with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
-        f.write(str(int(open(os.path.join(group, "cpu.cfs_period_us")).read())))  # 1 CPU
+      limit()
       proc = subprocess.run(
           ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"',
            sys.executable, _SIZE_POOLS], cwd=testutil.REPO_ROOT, capture_output=True,

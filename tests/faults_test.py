@@ -194,47 +194,63 @@ class DivergenceTest(parameterized.TestCase):
     self.assertNotIn("Traceback", proc.stderr)
 
 
-# Epochs of two steps, so a checkpoint is written every second or so, of a model whose
-# checkpoint (weights and Adam slots, ~13 MB) takes a while to write. No dropout: its
-# random state is not checkpointed, so the resumed weights would differ from the unbroken.
+# Epochs of two steps, each ending in a checkpoint. No dropout: its random state is not
+# checkpointed, so the resumed weights would differ from the unbroken run's.
 _SAVE_OFTEN_STEPS = 2
+_SAVE_OFTEN_EPOCHS = 4
 _SAVE_OFTEN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
-                     "--config.dataset.name=mnist", "--config.model.name=cnnblocks",
+                     "--config.dataset.name=mnist", "--config.model.name=mlp",
                      "--config.train.batch_size=8",
                      f"--config.train.steps_per_epoch={_SAVE_OFTEN_STEPS}",
-                     "--config.train.epochs=12",
+                     f"--config.train.epochs={_SAVE_OFTEN_EPOCHS}",
                      "--config.dataset.synthetic_eval_examples=8",
                      "--config.train.deterministic=True")
 
+# `launch.train` whose process stops itself (SIGSTOP) in the middle of a save: TensorFlow
+# has written the save's shards into ckpt-N_temp/ and is about to merge them into ckpt-N,
+# and an earlier checkpoint in that directory is committed (named in its `checkpoint`
+# state file). The test kills it there: mid-save every time, no race with a poll loop.
+_STOPS_MID_SAVE = """
+import os, runpy, signal, sys
+from tensorflow.python.ops import gen_io_ops
 
-def _a_save_after_a_committed_one_is_under_way(names):
-  """True while a checkpoint is being written and an earlier one has been committed.
+merge, directory = gen_io_ops.merge_v2_checkpoints, os.environ["STOP_MID_SAVE_IN"]
 
-  TensorFlow writes `ckpt-N_temp/`, merges it into `ckpt-N.index` and `.data`, deletes
-  the temp directory and only then names ckpt-N in the `checkpoint` state file. So a
-  `ckpt-N.index` next to a `_temp` is not enough: that is also the first save's own
-  merge, before anything is committed (a kill there leaves no checkpoint, which is right,
-  but is not the fault this test is about; CI caught the test killing there).
+def merge_after_a_stop(checkpoint_prefixes, destination_prefix, *args, **kwargs):
+  prefix = destination_prefix
+  prefix = prefix if isinstance(prefix, str) else prefix.numpy().decode()
+  if (os.path.dirname(prefix) == directory
+      and os.path.exists(os.path.join(directory, "checkpoint"))):
+    os.kill(os.getpid(), signal.SIGSTOP)
+  return merge(checkpoint_prefixes, destination_prefix, *args, **kwargs)
+
+gen_io_ops.merge_v2_checkpoints = merge_after_a_stop
+sys.argv[0] = "launch.train"
+runpy.run_module("launch.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def _kill_during_a_save(workdir, trainer):
+  """Runs training until it stops itself mid-save (above), SIGKILLs it there.
+
+  Returns the names in its checkpoint directory at the kill.
   """
-  in_progress = [n[:-len("_temp")] for n in names if n.endswith("_temp")]
-  return "checkpoint" in names and any(f"{prefix}.index" not in names
-                                       for prefix in in_progress)
-
-
-def _kill_during_a_save(process, directory, timeout=300):
-  """SIGKILLs `process` as soon as it starts writing a checkpoint after a committed one.
-
-  Returns the names it saw in `directory`.
-  """
-  deadline = time.monotonic() + timeout
-  while process.poll() is None and time.monotonic() < deadline:
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    if _a_save_after_a_committed_one_is_under_way(names):
-      process.kill()
-      process.wait()
-      return names
-    time.sleep(0.002)
-  raise AssertionError(f"no second checkpoint was started:\n{process.communicate()[0][-3000:]}")
+  directory = _checkpoint_dir(workdir, trainer)
+  log_path = os.path.join(os.path.dirname(workdir), f"{os.path.basename(workdir)}-killed.log")
+  with open(log_path, "w") as log:  # a file, not a pipe nobody reads while it runs
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STOPS_MID_SAVE, *_SAVE_OFTEN_FLAGS,
+         f"--config.trainer={trainer}", f"--workdir={workdir}"],
+        cwd=testutil.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT, STOP_MID_SAVE_IN=directory))
+  _, status = os.waitpid(process.pid, os.WUNTRACED)  # until it stops (or ends)
+  if not os.WIFSTOPPED(status):
+    raise AssertionError("the run ended without stopping in a save:\n"
+                         + testutil.read_text(log_path)[-3000:])
+  names = sorted(os.listdir(directory))
+  process.kill()
+  process.wait()
+  return names
 
 
 class KillDuringSaveTest(parameterized.TestCase):
@@ -243,12 +259,10 @@ class KillDuringSaveTest(parameterized.TestCase):
   def test_a_kill_during_a_save_leaves_the_previous_checkpoint_in_charge(self, trainer):
     workdir = self.create_tempdir().full_path
     directory = _checkpoint_dir(workdir, trainer)
-    for _ in range(3):  # the save may finish before the kill lands; then try again
-      _kill_during_a_save(_launch(workdir, trainer, _SAVE_OFTEN_FLAGS), directory)
-      partial = [n for n in os.listdir(directory) if n.endswith("_temp")]
-      if partial:
-        break
-    self.assertTrue(partial, "every save finished before the kill landed")
+    names_at_the_kill = _kill_during_a_save(workdir, trainer)
+    partial = [n for n in os.listdir(directory) if n.endswith("_temp")]
+    self.assertEqual(partial, [n for n in names_at_the_kill if n.endswith("_temp")])
+    self.assertTrue(os.listdir(os.path.join(directory, partial[0])), "an empty _temp dir")
     # The state file still names a checkpoint that was complete before the kill.
     newest = tf.train.latest_checkpoint(directory)
     self.assertNotIn("_temp", newest)
@@ -261,7 +275,8 @@ class KillDuringSaveTest(parameterized.TestCase):
     self.assertEqual(testutil.resumed_step(resumed.stderr), survivor_step)
     self.assertNotIn("unreadable", resumed.stderr)
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
-    self.assertEqual([h["epoch"] for h in metrics["history"]], list(range(1, 13)))
+    self.assertEqual([h["epoch"] for h in metrics["history"]],
+                     list(range(1, _SAVE_OFTEN_EPOCHS + 1)))
     unbroken = testutil.call_launcher("train", *_SAVE_OFTEN_FLAGS, f"--config.trainer={trainer}",
                                       f"--workdir={self.create_tempdir().full_path}")
     self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])

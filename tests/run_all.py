@@ -9,15 +9,18 @@
 Why processes: TensorFlow's device setup (logical CPUs for MirroredStrategy) and Keras'
 global precision policy are per process, so modules must not share one. Two run at a
 time (the machines have two cores and much of a test's time is Python tracing that leaves
-a core idle), but never two multi-process modules (MULTI_PROCESS): each of those runs
-several TensorFlow processes at once, and two of them side by side overload two cores (a
-multi-worker job's heartbeats time out, and every module takes twice as long).
+a core idle), but never two multi-process units side by side (MULTI_PROCESS): each of
+those runs several TensorFlow processes at once, and two of them side by side overload two
+cores (a multi-worker job's heartbeats time out, and every module takes twice as long).
+A module whose multi-process part is a few test classes (MULTI_PROCESS_CLASSES) runs as two
+units, so the rest of it need not wait for the other multi-process units.
 
 At the end: the five slowest modules, every skipped test with its reason, and
 `.test_times.json` at the repo root (git-ignored) with each module's wall time, tier, test
 and skip counts and the total. A module past its timeout is killed and fails by name.
 """
 
+import ast
 import json
 import os
 import signal
@@ -27,6 +30,8 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
+
+from tests import skip_reasons
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
@@ -41,8 +46,12 @@ SLOW = {"benchmark_test", "cluster_test", "configs_test", "container_test", "cpu
         "packaging_test", "serving_test", "step_checkpoint_test", "tpu_test"}
 # Modules that run several TensorFlow processes at once (worker pairs, a server with its
 # clients, a container, a run beside its unbroken twin): never two of them side by side.
-MULTI_PROCESS = {"cluster_test", "container_test", "data_service_test", "gcs_test",
-                 "matrix_test", "multi_worker_test", "step_checkpoint_test"}
+MULTI_PROCESS = {"cluster_test", "container_test", "data_service_test",
+                 "multi_worker_test", "step_checkpoint_test"}
+# Modules that run one TensorFlow process at a time except in these classes: the classes
+# are a multi-process unit of their own ("module:Class"), the rest of the module another.
+MULTI_PROCESS_CLASSES = {"gcs_test": ("SharedBucketTest",),
+                         "matrix_test": ("MultiWorkerRowTest",)}
 
 # What the current lane (TF 2.21 + tf-keras) runs: what can differ between TensorFlow
 # versions, not everything twice. A module name alone runs the whole module; a tuple names
@@ -70,8 +79,9 @@ CURRENT_LANE = {
 
 # Skips CI may see: a test of the other lane. Under CI=true any other skip (a server, a
 # package or a data file the scripts should have installed is missing) fails the module.
-# The cgroup v1 quota test has no cgroup v2 counterpart yet (BUILD_NOTES "Known limits").
-EXPECTED_SKIPS = ("lane", "tf.estimator", "tfds rejects", "cgroup v1 cpu hierarchy")
+# A machine where root may not make a cgroup (neither v2 with the cpu controller delegated
+# nor a v1 cpu hierarchy) cannot run the quota test: nothing a script could install.
+EXPECTED_SKIPS = ("lane", "tf.estimator", "tfds rejects", "a cgroup this root may make")
 
 # Seconds a module took in the full lane (2-core AMD EPYC, 2026-12-06): the order of a first
 # run on a fresh clone, which has no .test_times.json yet.
@@ -92,8 +102,28 @@ def tier(module):
   return "slow" if module in SLOW else "fast"
 
 
+def _test_classes(module):
+  """The TestCase classes a module defines (`class NameTest(`), read without importing it."""
+  with open(os.path.join(TESTS_DIR, f"{module}.py")) as f:
+    tree = ast.parse(f.read())
+  return [node.name for node in tree.body
+          if isinstance(node, ast.ClassDef) and node.name.endswith("Test")]
+
+
+def units(module, selected_tests):
+  """[(unit name, test names or None, multi-process?)] that a module's selection runs as."""
+  split = MULTI_PROCESS_CLASSES.get(module, ())
+  if not split:
+    return [(module, selected_tests, module in MULTI_PROCESS)]
+  wanted = selected_tests or _test_classes(module)
+  multi = [t for t in wanted if t.split(".")[0] in split]
+  single = [t for t in wanted if t.split(".")[0] not in split]
+  return ([(module, single, False)] if single else []) + (
+      [(f"{module}:{','.join(split)}", multi, True)] if multi else [])
+
+
 def select(args, lane):
-  """[(module, test names or None)] for the arguments and lane, longest (slow) first."""
+  """[(module, test names or None)] for the arguments and lane."""
   names = _all_modules()
   wanted = set()
   for arg in args or ["all"]:
@@ -118,7 +148,7 @@ def select(args, lane):
 
 
 class _Slots:
-  """Two workers, at most one of them in a multi-process module."""
+  """Two workers, at most one of them in a multi-process unit."""
 
   def __init__(self, workers):
     self._condition = threading.Condition()
@@ -131,23 +161,26 @@ class _Slots:
         if not pending:
           return None
         if self._free:
-          for i, (module, _) in enumerate(pending):
-            if module not in MULTI_PROCESS or not self._multi_running:
+          for i, (_, _, multi) in enumerate(pending):
+            if not multi or not self._multi_running:
               self._free -= 1
-              self._multi_running |= module in MULTI_PROCESS
+              self._multi_running |= multi
               return pending.pop(i)
         self._condition.wait()
 
-  def give_back(self, module):
+  def give_back(self, multi):
     with self._condition:
       self._free += 1
-      if module in MULTI_PROCESS:
+      if multi:
         self._multi_running = False
       self._condition.notify_all()
 
 
-def _counts(xml_path):
-  """(tests, failures+errors, [(test, skip reason)]) from absltest's JUnit XML."""
+def _counts(xml_path, skip_reasons):
+  """(tests, failures+errors, [(test, skip reason)]) from absltest's JUnit XML.
+
+  The XML has no skip reasons: they come from tests/skip_reasons.py's file.
+  """
   try:
     root = ElementTree.parse(xml_path).getroot()
   except (OSError, ElementTree.ParseError):
@@ -156,20 +189,23 @@ def _counts(xml_path):
   for case in root.iter("testcase"):
     tests += 1
     bad += len(case.findall("failure")) + len(case.findall("error"))
-    for skipped in case.findall("skipped"):
-      reason = skipped.get("message") or (skipped.text or "").strip()
-      skips.append((f"{case.get('classname')}.{case.get('name')}", reason))
-    if case.get("result") == "suppressed" and not case.findall("skipped"):
-      skips.append((f"{case.get('classname')}.{case.get('name')}", "skipped"))
+    if case.get("result") == "suppressed" or case.findall("skipped"):
+      test = f"{case.get('classname')}.{case.get('name')}"
+      skips.append((test, skip_reasons.get(test, "(no reason recorded)")))
   return tests, bad, skips
 
 
-def run_module(module, selected_tests):
-  """Runs one module in its own process group; returns its record for the report."""
-  timeout = TIMEOUTS.get(module, DEFAULT_TIMEOUT)
-  xml_path = os.path.join(tempfile.mkdtemp(prefix="kmodels-tests-"), f"{module}.xml")
-  command = [sys.executable, "-m", f"tests.{module}", *(selected_tests or ())]
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, XML_OUTPUT_FILE=xml_path)
+def run_unit(unit, selected_tests, multi):
+  """Runs one unit (a module or part of one) in its own process group; returns its record."""
+  module = unit.split(":")[0]
+  timeout = TIMEOUTS.get(unit, DEFAULT_TIMEOUT)
+  scratch = tempfile.mkdtemp(prefix="kmodels-tests-")
+  xml_path = os.path.join(scratch, f"{module}.xml")
+  skips_path = os.path.join(scratch, f"{module}.skips.jsonl")
+  command = [sys.executable, "-m", "tests.skip_reasons", f"tests.{module}",
+             *(selected_tests or ())]
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, XML_OUTPUT_FILE=xml_path,
+             KMODELS_SKIP_REASONS=skips_path)
   start = time.monotonic()
   proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -181,13 +217,13 @@ def run_module(module, selected_tests):
     output, _ = proc.communicate()
     output += f"\n{module} TIMED OUT after {timeout} s (its limit in tests/run_all.py TIMEOUTS)"
     code = "timeout"
-  tests, bad, skips = _counts(xml_path)
+  tests, bad, skips = _counts(xml_path, skip_reasons.read(skips_path))
   if os.environ.get("CI") == "true" and code == 0:
     hidden = [f"{t}: {r}" for t, r in skips if not any(w in r for w in EXPECTED_SKIPS)]
     if hidden:  # a prerequisite CI should have installed is missing: a failure, not a skip
       output += "\nUnder CI=true these skips are failures:\n  " + "\n  ".join(hidden)
       code = "skipped a prerequisite"
-  return {"module": module, "tier": tier(module), "seconds": round(time.monotonic() - start, 1),
+  return {"module": unit, "tier": tier(module), "multi_process": multi, "seconds": round(time.monotonic() - start, 1),
           "status": "ok" if code == 0 else (code if isinstance(code, str) else f"exit {code}"),
           "tests": tests, "failed": bad, "skipped": len(skips),
           "skips": [{"test": t, "reason": r} for t, r in skips],
@@ -213,7 +249,7 @@ def _summary(records, total_seconds, lane):
   tests = sum(r["tests"] for r in records)
   bad = sum(r["failed"] for r in records) + sum(1 for r in records if r["status"] != "ok"
                                                  and not r["failed"])
-  print(f"\n{len(records) - len(failed)}/{len(records)} modules passed in {total_seconds:.0f}s "
+  print(f"\n{len(records) - len(failed)}/{len(records)} test units passed in {total_seconds:.0f}s "
         f"({lane} lane)." + (f" Failed: {', '.join(failed)}" if failed else ""))
   # The plain closing line CI reads.
   print(f"{tests - bad - len(skips)} passed, {bad} failed, {len(skips)} skipped")
@@ -248,16 +284,15 @@ def _write_times(records, total_seconds, lane):
 
 def main(args):
   lane = os.environ.get("LANE", "full")
-  pending = select(args, lane)
+  pending = [unit for module, tests in select(args, lane) for unit in units(module, tests)]
   workers = int(os.environ.get("KMODELS_TEST_JOBS", "2"))
-  # Multi-process modules first (they run one at a time; others fill the other worker),
+  # Multi-process units first (they run one at a time; others fill the other worker),
   # then longest first by the last run's times (or a first guess), so the workers finish
   # together.
   last = {**FIRST_GUESS, **_last_times(lane)}
-  pending.sort(key=lambda item: (item[0] not in MULTI_PROCESS, -last.get(item[0], 0),
-                                 item[0]))
-  print(f"Running {len(pending)} test modules ({lane} lane), {workers} at a time, one "
-        f"multi-process module at a time: {', '.join(m for m, _ in pending)}", flush=True)
+  pending.sort(key=lambda unit: (not unit[2], -last.get(unit[0], 0), unit[0]))
+  print(f"Running {len(pending)} test units ({lane} lane), {workers} at a time, one "
+        f"multi-process unit at a time: {', '.join(u for u, _, _ in pending)}", flush=True)
   slots, records, lock = _Slots(workers), [], threading.Lock()
   start = time.monotonic()
 
@@ -266,8 +301,8 @@ def main(args):
       item = slots.take(pending)
       if item is None:
         return
-      record = run_module(*item)
-      slots.give_back(item[0])
+      record = run_unit(*item)
+      slots.give_back(item[2])
       with lock:
         records.append(record)
         print(_report_line(record), flush=True)

@@ -12,7 +12,7 @@ from absl.testing import parameterized
 
 from tests import testutil
 
-from kmodels import runtime, trainers, validation
+from kmodels import runtime, trainers, training, validation
 from kmodels.errors import UserError
 from configs import base
 import configs.cifar_googlenet
@@ -103,7 +103,17 @@ class ValidationTest(parameterized.TestCase):
     with open(os.path.join(testutil.REPO_ROOT, "README.md")) as f:
       self.assertIn(trainers.markdown_table(), f.read())
     for trainer in trainers.TABLE.values():
-      self.assertTrue(callable(trainer.train), trainer.name)
+      with self.subTest(trainer=trainer.name):
+        config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+                                      trainer=trainer.name)
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        if trainer.estimator and not testutil.HAS_ESTIMATOR:  # the current lane refuses it
+          with self.assertRaisesRegex(UserError, "removed in 2.16"):
+            training.train_and_evaluate(config, workdir)
+          continue
+        metrics = training.train_and_evaluate(config, workdir)
+        self.assertEqual((metrics["status"], metrics["trainer"]), ("completed", trainer.name))
+        self.assertEqual(len(metrics["history"]), 1)
 
   def test_only_the_trainer_table_compares_trainer_names(self):
     # What differs between trainers is a column of kmodels.trainers.TABLE; code elsewhere
