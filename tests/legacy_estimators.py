@@ -3,7 +3,8 @@
 Nothing here imports kmodels: these are the model_dirs `launch.migrate` must read whoever
 wrote them. `python -m tests.legacy_estimators MODEL_DIR` writes the canonical one (a
 DNNClassifier [128, 64] on a 784-value "pixels" feature, 10 classes) for tests that
-migrate in a full-lane process.
+migrate in a full-lane process; with `FEATURES.npy OUT.npy` after it, also the
+Estimator's own predicted probabilities for those features.
 """
 
 import json
@@ -81,10 +82,21 @@ def model_to_estimator(model_dir, json_path):
     f.write(model.to_json())
   estimator = tf.keras.estimator.model_to_estimator(keras_model=model, model_dir=model_dir)
   estimator.train(_data("features", (6,), 3), steps=20)
+  return estimator
+
+
+def predict(estimator, key, features, output="probabilities"):
+  """The Estimator's own predict() on `features` (one array per example, stacked)."""
+  def input_fn():
+    return tf.data.Dataset.from_tensor_slices({key: features}).batch(64)
+
+  return np.stack([prediction[output] for prediction in estimator.predict(input_fn)])
 
 
 def main():
-  dnn_classifier(sys.argv[1])
+  estimator = dnn_classifier(sys.argv[1])
+  if len(sys.argv) == 4:  # FEATURES.npy OUT.npy: the Estimator's own predict() on them
+    np.save(sys.argv[3], predict(estimator, "pixels", np.load(sys.argv[2])))
   print(json.dumps({"model_dir": os.path.abspath(sys.argv[1]),
                     "tensorflow": tf.__version__}))
 
