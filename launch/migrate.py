@@ -4,6 +4,8 @@ r"""Migrates a tf.estimator model_dir to Keras, proves it equal, exports it for 
   python -m launch.migrate --estimator_dir=runs/compare/estimator --workdir=runs/migrated \
       --check_data=test                         # a kmodels Estimator run: its test split
   python -m launch.migrate --estimator_dir=m2e_dir --keras_model=model.json --workdir=OUT
+  python -m launch.migrate --estimator_dir=wide_deep_dir --feature_columns=columns.py \
+      --workdir=OUT                             # canned classifiers over feature columns
 
 Reads a canned DNNClassifier's checkpoint (the latest, or --checkpoint) and graph.pbtxt,
 a model_to_estimator model_dir with the Keras model it was given (--keras_model), or a
@@ -14,13 +16,20 @@ exported) when the probabilities differ by more than 1e-5. Writes into --workdir
 keras/ (Keras SavedModel), weights.h5, export/ (serving_default takes the Estimator's
 feature by its key), migration.json and proof.npz. Runs on the full lane (TF 2.15); the
 export serves on any TensorFlow 2.
+
+With --feature_columns (a Python file defining linear_feature_columns() and/or
+dnn_feature_columns(), the columns the Estimator was given): a LinearClassifier,
+DNNClassifier or DNNLinearCombinedClassifier over any feature columns, proven on
+tf.Examples (--check_data=FILE.tfrecord, or ones generated from the columns) and exported
+with the Estimator's own signatures (serving_default, classification, predict, regression
+for two classes) over serialized tf.Examples: TF Serving clients do not change.
 """
 
 from absl import app
 from absl import flags
 
 from kmodels.errors import UserError
-from kmodels.legacy import estimator_reading, migration
+from kmodels.legacy import estimator_reading, feature_columns, migration
 from launch import common
 
 _ESTIMATOR_DIR = flags.DEFINE_string("estimator_dir", None,
@@ -37,6 +46,11 @@ _INPUT_SHAPE = flags.DEFINE_string("input_shape", None, "The feature's shape, e.
 _KERAS_MODEL = flags.DEFINE_string("keras_model", None,
                                    "model_to_estimator dirs: the Keras model it was given "
                                    "(.keras, .h5, SavedModel dir or to_json() text).")
+_FEATURE_COLUMNS = flags.DEFINE_string(
+    "feature_columns", None, "A Python file defining linear_feature_columns() and/or "
+    "dnn_feature_columns(): the columns a canned classifier over feature columns was given.")
+_SPARSE_COMBINER = flags.DEFINE_enum("sparse_combiner", "sum", ["sum", "mean", "sqrtn"],
+                                     "The linear part's sparse_combiner (--feature_columns).")
 flags.mark_flags_as_required(["estimator_dir", "workdir"])
 
 
@@ -51,6 +65,9 @@ def _shape(text):
 
 def main(argv):
   common.start(argv)
+  if _FEATURE_COLUMNS.value:
+    _migrate_over_feature_columns()
+    return
   with common.user_errors_exit():
     overrides = estimator_reading.Overrides(
         activation=_ACTIVATION.value, feature_key=_FEATURE_KEY.value,
@@ -70,6 +87,21 @@ def main(argv):
         f"{proof['estimator_predict_images_per_second']:.0f}, Keras "
         f"{proof['keras_predict_images_per_second']:.0f}.\nWritten: keras/, weights.h5, "
         f"export/, migration.json, proof.npz in {_WORKDIR.value}", flush=True)
+
+
+def _migrate_over_feature_columns():
+  with common.user_errors_exit():
+    record = feature_columns.migrate(
+        _ESTIMATOR_DIR.value, _WORKDIR.value, _FEATURE_COLUMNS.value,
+        checkpoint=_CHECKPOINT.value, sparse_combiner=_SPARSE_COMBINER.value,
+        check_data=_CHECK_DATA.value)
+  proof = record["proof"]
+  print(f"Migrated {record['kind']} (step {record['step']}) over "
+        f"{len(record['linear_columns']) + len(record['dnn_columns'])} feature columns: max "
+        f"difference {proof['max_abs_difference']:.2g} <= {proof['tolerance']:g} over "
+        f"{proof['examples']} tf.Examples ({record['check_data']}).\nSignatures "
+        f"{', '.join(record['signatures'])} take serialized tf.Examples, as the Estimator's "
+        f"export did. Written: export/1, migration.json in {_WORKDIR.value}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Nothing here imports kmodels: these are the model_dirs `launch.migrate` must rea
 wrote them. `python -m tests.legacy_estimators MODEL_DIR` writes the canonical one (a
 DNNClassifier [128, 64] on a 784-value "pixels" feature, 10 classes) for tests that
 migrate in a full-lane process; with `FEATURES.npy OUT.npy` after it, also the
-Estimator's own predicted probabilities for those features.
+Estimator's own predicted probabilities for those features. `python -m
+tests.legacy_estimators wide_and_deep MODEL_DIR RECORDS` trains the wide & deep classifier
+over tests/legacy_feature_columns.py, exports it as the Estimator does, writes check
+tf.Examples to RECORDS and prints the export's path.
 """
 
 import json
@@ -85,6 +88,66 @@ def model_to_estimator(model_dir, json_path):
   return estimator
 
 
+def canned_over_columns(model_dir, kind, n_classes, steps=30):
+  """A LinearClassifier, DNNClassifier or DNNLinearCombinedClassifier over the columns of
+  tests/legacy_feature_columns.py, trained on tf.Examples, with its own export_saved_model
+  (a parsing receiver, as TF Serving users have it). Returns (estimator, export dir)."""
+  from tests import legacy_feature_columns as columns  # pylint: disable=g-import-not-at-top
+  linear, dnn = columns.linear_feature_columns(), columns.dnn_feature_columns()
+  common = dict(n_classes=n_classes, model_dir=model_dir,
+                config=tf.estimator.RunConfig(tf_random_seed=1))
+  if kind == "linear":
+    estimator = tf.estimator.LinearClassifier(linear, **common)
+  elif kind == "dnn":
+    estimator = tf.estimator.DNNClassifier([8, 4], dnn, dropout=0.1, **common)
+  else:
+    estimator = tf.estimator.DNNLinearCombinedClassifier(
+        linear_feature_columns=linear, dnn_feature_columns=dnn, dnn_hidden_units=[8, 4],
+        batch_norm=True, **common)
+  spec = tf.feature_column.make_parse_example_spec(
+      linear + dnn if kind == "wide_and_deep" else linear if kind == "linear" else dnn)
+  examples = column_examples(256, n_classes)
+
+  def input_fn():
+    return tf.data.Dataset.from_tensor_slices(examples).repeat().batch(32).map(
+        lambda batch: _parsed_with_labels(batch, spec))
+
+  estimator.train(input_fn, steps=steps)
+  export = estimator.export_saved_model(
+      os.path.join(model_dir, "export"),
+      tf.estimator.export.build_parsing_serving_input_receiver_fn(spec))
+  return estimator, export.decode()
+
+
+def _parsed_with_labels(batch, spec):
+  features = tf.io.parse_example(batch, {**spec, "label": tf.io.FixedLenFeature([1], tf.int64)})
+  return features, features.pop("label")
+
+
+def column_examples(count, n_classes, seed=0):
+  """Serialized tf.Examples for the columns above, labels that depend on them."""
+  rng = np.random.default_rng(seed)
+  examples = []
+  for i in range(count):
+    age = float(rng.uniform(10, 80))
+    color = str(rng.choice(["red", "green", "blue", "pink"]))
+    feature = {
+        "age": tf.train.Feature(float_list=tf.train.FloatList(value=[age])),
+        "hours": tf.train.Feature(float_list=tf.train.FloatList(value=rng.uniform(0, 60, 2))),
+        "color": tf.train.Feature(bytes_list=tf.train.BytesList(value=[color.encode()])),
+        "city": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[f"c{rng.integers(30)}".encode()])),
+        "day": tf.train.Feature(int64_list=tf.train.Int64List(value=[rng.integers(7)])),
+        "tags": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"c"][:1 + i % 2])),
+        "tag_weight": tf.train.Feature(float_list=tf.train.FloatList(
+            value=[0.5, 2.0][:1 + i % 2])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[(int(age > 40) + int(color == "red") + i % 2) % n_classes]))}
+    examples.append(tf.train.Example(
+        features=tf.train.Features(feature=feature)).SerializeToString())
+  return examples
+
+
 def predict(estimator, key, features, output="probabilities"):
   """The Estimator's own predict() on `features` (one array per example, stacked)."""
   def input_fn():
@@ -93,7 +156,18 @@ def predict(estimator, key, features, output="probabilities"):
   return np.stack([prediction[output] for prediction in estimator.predict(input_fn)])
 
 
+def write_records(path, examples):
+  with tf.io.TFRecordWriter(path) as writer:
+    for example in examples:
+      writer.write(example)
+
+
 def main():
+  if sys.argv[1] == "wide_and_deep":  # MODEL_DIR RECORDS: the model_dir and check examples
+    _, export = canned_over_columns(sys.argv[2], "wide_and_deep", 3)
+    write_records(sys.argv[3], column_examples(64, 3, seed=5))
+    print(json.dumps({"export": export}))
+    return
   estimator = dnn_classifier(sys.argv[1])
   if len(sys.argv) == 4:  # FEATURES.npy OUT.npy: the Estimator's own predict() on them
     np.save(sys.argv[3], predict(estimator, "pixels", np.load(sys.argv[2])))

@@ -208,9 +208,12 @@ _SERVING_CLIENT = """
 import json, sys
 import numpy as np
 import tensorflow as tf
-export, inputs, out = sys.argv[1:4]
+export, inputs, out, records = sys.argv[1:5]
 loaded = tf.saved_model.load(export)
 arrays = dict(np.load(inputs, allow_pickle=False))
+# Serialized tf.Examples come as TFRecord files ({signature: path}), as a client keeps them.
+for name, path in json.loads(records).items():
+  arrays[name] = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
 results, specs = {}, {}
 for name, signature in loaded.signatures.items():
   if name not in arrays:
@@ -239,8 +242,11 @@ print(json.dumps({"specs": specs, "kmodels_imported": "kmodels" in sys.modules})
 """
 
 
-def run_serving_client(python, export_dir, inputs):
+def run_serving_client(python, export_dir, inputs, records=None):
   """Calls each SavedModel signature named in `inputs` from a fresh `python` process.
+
+  `records` ({signature: a TFRecord file of serialized tf.Examples}) feeds signatures that
+  parse tf.Examples.
 
   The process runs outside the repo with plain TensorFlow (it must not import kmodels).
   Returns (outputs as {"signature/output": array}, specs as {signature: {"inputs": {name:
@@ -249,7 +255,8 @@ def run_serving_client(python, export_dir, inputs):
   scratch = tempfile.mkdtemp(prefix="kmodels-serving-")
   inputs_path, outputs_path = os.path.join(scratch, "in.npz"), os.path.join(scratch, "out.npz")
   np.savez(inputs_path, **inputs)
-  proc = subprocess.run([python, "-c", _SERVING_CLIENT, export_dir, inputs_path, outputs_path],
+  proc = subprocess.run([python, "-c", _SERVING_CLIENT, export_dir, inputs_path, outputs_path,
+                         json.dumps(records or {})],
                         cwd=scratch, capture_output=True, text=True, timeout=300,
                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
   if proc.returncode:

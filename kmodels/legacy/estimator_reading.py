@@ -259,10 +259,10 @@ def read(estimator_dir, checkpoint=None, overrides=None):
   """Reads `estimator_dir` (a model_dir or a kmodels workdir); returns a Source."""
   overrides = overrides or Overrides()
   model_dir, config, card = _kmodels_run(estimator_dir)
-  path = _checkpoint(model_dir, checkpoint)
+  path = checkpoint_path(model_dir, checkpoint)
   shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
   step = checkpoints.steps_done(path)
-  graph = _read_graph(model_dir)
+  graph = read_graph(model_dir)
   common = dict(checkpoint=path, step=step, kmodels_config=config, kmodels_card=card)
   if any(name.startswith(_DNN_PREFIX) for name in shapes):
     return _read_dnn(shapes, graph, overrides, common)
@@ -272,7 +272,8 @@ def read(estimator_dir, checkpoint=None, overrides=None):
   raise UserError(_not_supported(
       path, shapes, "no dnn/hiddenlayer_*/kernel variables: not a canned DNNClassifier. "
       "A model_to_estimator model_dir migrates with --keras_model=FILE (the Keras model it "
-      "was given: .keras, .h5, SavedModel or to_json() text); a custom model_fn or another "
+      "was given: .keras, .h5, SavedModel or to_json() text); a LinearClassifier migrates with "
+      "--feature_columns=FILE.py (the columns it was given); a custom model_fn or another "
       "canned Estimator is not supported"))
 
 
@@ -294,7 +295,7 @@ def _kmodels_run(estimator_dir):
   return workdir.checkpoints, config, card
 
 
-def _checkpoint(model_dir, checkpoint):
+def checkpoint_path(model_dir, checkpoint):
   if checkpoint:
     if not tf.io.gfile.glob(checkpoint + ".index"):
       raise UserError(f"--checkpoint={checkpoint}: no checkpoint there (expected "
@@ -309,7 +310,7 @@ def _checkpoint(model_dir, checkpoint):
   return path
 
 
-def _read_graph(model_dir):
+def read_graph(model_dir):
   path = storage.join(model_dir, "graph.pbtxt")
   if not storage.exists(path):
     return None
@@ -325,12 +326,13 @@ def _read_dnn(shapes, graph, overrides, common):
   if any(n.startswith("linear/") for n in shapes):
     raise UserError(_not_supported(common["checkpoint"], shapes,
                                    "a DNNLinearCombinedClassifier (linear/ and dnn/ "
-                                   "variables) is not supported; only DNNClassifier is"))
+                                   "variables) migrates with --feature_columns=FILE.py, "
+                                   "the columns it was given"))
   embedded = [n for n in shapes if n.startswith(_DNN_PREFIX + _INPUT_LAYER)]
   if embedded:
     raise UserError(_not_supported(
         common["checkpoint"], shapes, f"embedding or categorical feature columns "
-        f"({embedded[0]}) are not supported; only one numeric_column is"))
+        f"({embedded[0]}) migrate with --feature_columns=FILE.py, the columns it was given"))
   count = len([n for n in shapes if n.startswith(_DNN_PREFIX + "hiddenlayer_")
                and n.endswith("/kernel") and "batchnorm" not in n])
   if f"{_DNN_PREFIX}logits/kernel" not in shapes:
@@ -344,9 +346,9 @@ def _read_dnn(shapes, graph, overrides, common):
                "batch_norm": "variables"}
   activation, alpha = _pick(read_from, "activation",
                             (overrides.activation and (overrides.activation, None), "flag"),
-                            (_activation(graph), "graph"),
+                            (activation_in(graph), "graph"),
                             (("relu", None), "default (no graph.pbtxt)"))
-  dropout = _pick(read_from, "dropout", (_dropout(graph), "graph"),
+  dropout = _pick(read_from, "dropout", (dropout_in(graph), "graph"),
                   (None, "graph" if graph else "default (no graph.pbtxt)"))
   feature_key, graph_shape = _pick(read_from, "feature_key",
                                    (overrides.feature_key and (overrides.feature_key, None),
@@ -388,7 +390,7 @@ def _scope_nodes(graph, scope):
   return [n for n in graph.node if n.name.startswith(scope)] if graph else []
 
 
-def _activation(graph):
+def activation_in(graph):
   """(tf.nn name, leaky_relu alpha) of the first hidden layer's activation op; None if none."""
   if graph is None:
     return None
@@ -401,7 +403,7 @@ def _activation(graph):
                   f"(its ops: {', '.join(ops)}). Pass --activation=NAME (a tf.nn function).")
 
 
-def _dropout(graph):
+def dropout_in(graph):
   """The dropout rate, from the graph's dropout ops; None without dropout (or graph).
 
   Keras' Dropout in the training graph compares a uniform sample with the rate:

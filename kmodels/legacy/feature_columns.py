@@ -1,0 +1,441 @@
+"""Canned classifiers over feature columns -> Keras, serving the Estimator's tf.Example API.
+
+Who this is for: a LinearClassifier, a DNNClassifier or a wide & deep
+DNNLinearCombinedClassifier trained over feature columns (vocabularies, hash buckets,
+buckets, crosses, indicators, embeddings), exported with a parsing receiver and called by
+TF Serving clients with serialized tf.Examples. TensorFlow 2.16 removed tf.estimator; the
+Keras model made here runs on any TF 2 with Keras 2 (tf-keras), and its export keeps the
+Estimator's signature names, input names and output keys, so those clients do not change.
+
+The user's own column definitions are the source of what a checkpoint does not hold
+(vocabularies, boundaries, hash sizes): a Python file (`launch.migrate
+--feature_columns=FILE.py`) with `linear_feature_columns()` and/or
+`dnn_feature_columns()`, as their training code had them. The variables give the rest:
+hidden units, classes, the linear weights; graph.pbtxt gives the activation and dropout.
+
+How each part becomes Keras, with the Estimator's own arithmetic:
+- The DNN part: tf-keras' DenseFeatures over the same columns (the layer the Estimator's
+  input layer is), then Dense -> activation -> (dropout) -> (batch norm) per hidden layer.
+- The linear part: for a categorical column, the sum of its weights over the example's ids
+  under `sparse_combiner` is what an embedding_column with those weights as its table and
+  that combiner computes; for a dense column it is features @ weights. Plus the bias.
+- The head: softmax over n logits, or for two classes the logistic of one logit.
+
+Not yet: regressors and Baseline estimators, label_vocabulary, shared_embeddings, reading
+the columns from graph.pbtxt alone (see BUILD_NOTES "Known limits").
+"""
+
+import dataclasses
+import importlib.util
+import tempfile
+import typing
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from kmodels import reporting, storage
+from kmodels.errors import UserError, first_line
+from kmodels.legacy import estimator_reading
+
+_LINEAR = "linear/linear_model/"
+_DNN = "dnn/"
+_DNN_INPUT = _DNN + "input_from_feature_columns/input_layer/"
+CHECK_EXAMPLES = 256
+
+
+@dataclasses.dataclass
+class ColumnsSource:
+  """A canned classifier over feature columns: what was read, from where."""
+  checkpoint: str
+  step: int
+  linear_columns: list
+  dnn_columns: list
+  hidden_units: typing.List[int]
+  n_classes: int
+  activation: str = "relu"
+  alpha: typing.Optional[float] = None
+  dropout: typing.Optional[float] = None
+  batch_norm: bool = False
+  sparse_combiner: str = "sum"
+
+  @property
+  def kind(self):
+    if self.linear_columns and self.dnn_columns:
+      return "DNNLinearCombinedClassifier"
+    return "LinearClassifier" if self.linear_columns else "DNNClassifier"
+
+  @property
+  def units(self):
+    return 1 if self.n_classes == 2 else self.n_classes
+
+  def parse_spec(self):
+    return tf.feature_column.make_parse_example_spec(self.linear_columns + self.dnn_columns)
+
+  def record(self):
+    return {"kind": self.kind, "checkpoint": self.checkpoint, "step": self.step,
+            "n_classes": self.n_classes, "hidden_units": self.hidden_units,
+            "activation": self.activation, "dropout": self.dropout,
+            "batch_norm": self.batch_norm, "sparse_combiner": self.sparse_combiner,
+            "linear_columns": [c.name for c in self.linear_columns],
+            "dnn_columns": [c.name for c in self.dnn_columns]}
+
+  def estimator(self, model_dir):
+    """The same canned Estimator, to run its own predict from the checkpoint."""
+    common = dict(n_classes=self.n_classes, model_dir=model_dir)
+    dnn = dict(hidden_units=self.hidden_units, activation_fn=self.activation_fn(),
+               dropout=self.dropout, batch_norm=self.batch_norm)
+    if self.kind == "LinearClassifier":
+      return tf.estimator.LinearClassifier(self.linear_columns,
+                                           sparse_combiner=self.sparse_combiner, **common)
+    if self.kind == "DNNClassifier":
+      return tf.estimator.DNNClassifier(feature_columns=self.dnn_columns, **dnn, **common)
+    return tf.estimator.DNNLinearCombinedClassifier(
+        linear_feature_columns=self.linear_columns, dnn_feature_columns=self.dnn_columns,
+        dnn_hidden_units=dnn["hidden_units"], dnn_activation_fn=dnn["activation_fn"],
+        dnn_dropout=self.dropout, batch_norm=self.batch_norm,
+        linear_sparse_combiner=self.sparse_combiner, **common)
+
+  def activation_fn(self):
+    fn = getattr(tf.nn, self.activation)
+    return (lambda x: fn(x, alpha=self.alpha)) if self.alpha is not None else fn
+
+
+def load_columns(path):
+  """(linear columns, dnn columns) from the user's Python file of column definitions."""
+  if not storage.exists(path):
+    raise UserError(f"--feature_columns={path}: no such file.")
+  spec = importlib.util.spec_from_file_location("estimator_feature_columns", path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  (the user's code: say where)
+    raise UserError(f"--feature_columns={path} failed to run: {type(e).__name__}: {e}") from e
+  columns = [list(getattr(module, name)()) if hasattr(module, name) else []
+             for name in ("linear_feature_columns", "dnn_feature_columns")]
+  if not any(columns):
+    raise UserError(f"--feature_columns={path} defines neither linear_feature_columns() nor "
+                    "dnn_feature_columns(): define the one(s) the Estimator was given.")
+  return columns
+
+
+def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum"):
+  """Reads a canned classifier's model_dir with the user's columns; returns a ColumnsSource."""
+  path = estimator_reading.checkpoint_path(model_dir, checkpoint)
+  shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  linear_columns, dnn_columns = load_columns(columns_file)
+  has_linear = f"{_LINEAR}bias_weights" in shapes
+  has_dnn = f"{_DNN}logits/kernel" in shapes
+  for present, columns, part, function in (
+      (has_linear, linear_columns, "linear", "linear_feature_columns"),
+      (has_dnn, dnn_columns, "DNN", "dnn_feature_columns")):
+    if present and not columns:
+      raise UserError(f"{path} has a {part} part, and {columns_file} defines no {function}()"
+                      ": define it with the columns the Estimator's {part} part was given.")
+  if not (has_linear or has_dnn):
+    raise UserError(f"{path} holds neither {_LINEAR}bias_weights nor {_DNN}logits/kernel: "
+                    "not a canned Linear, DNN or DNNLinearCombined classifier.")
+  # A file may define both (one module for several Estimators): the checkpoint says which.
+  linear_columns = linear_columns if has_linear else []
+  dnn_columns = dnn_columns if has_dnn else []
+  units = shapes[f"{_LINEAR}bias_weights" if has_linear else f"{_DNN}logits/bias"][0]
+  hidden = []
+  while f"{_DNN}hiddenlayer_{len(hidden)}/kernel" in shapes:
+    hidden.append(shapes[f"{_DNN}hiddenlayer_{len(hidden)}/kernel"][1])
+  graph = estimator_reading.read_graph(model_dir)
+  activation, alpha = (estimator_reading.activation_in(graph) if has_dnn and graph
+                       else ("relu", None))
+  source = ColumnsSource(
+      checkpoint=path, step=int(tf.train.load_checkpoint(path).get_tensor("global_step")),
+      linear_columns=linear_columns, dnn_columns=dnn_columns, hidden_units=hidden,
+      n_classes=2 if units == 1 else units, activation=activation, alpha=alpha,
+      dropout=estimator_reading.dropout_in(graph) if has_dnn else None,
+      batch_norm=any("/batchnorm_" in n for n in shapes), sparse_combiner=sparse_combiner)
+  _check_linear_weights(source, shapes)
+  return source
+
+
+def _check_linear_weights(source, shapes):
+  for column in source.linear_columns:
+    name = f"{_LINEAR}{column.name}/weights"
+    if name not in shapes:
+      raise UserError(f"{source.checkpoint} has no {name}: the Estimator's linear part did "
+                      f"not read a column named {column.name!r}. Check --feature_columns.")
+
+
+class CannedModel(tf.keras.Model):
+  """The canned classifier's logits from a dict of parsed features, with its weights."""
+
+  def __init__(self, source: ColumnsSource, reader):
+    super().__init__(name=source.kind.lower())
+    self._source = source
+    self._linear = _LinearPart(source, reader) if source.linear_columns else None
+    self._dnn_layers = _dnn_layers(source) if source.dnn_columns else None
+    self._reader = reader
+
+  def call(self, features, training=False):
+    logits = 0.0
+    if self._dnn_layers:
+      net = features
+      for layer in self._dnn_layers:
+        net = layer(net, training=training) if isinstance(
+            layer, (tf.keras.layers.Dropout, tf.keras.layers.BatchNormalization)) else layer(net)
+      logits += net
+    if self._linear is not None:
+      logits += self._linear(features)
+    return logits
+
+  def load_dnn_weights(self):
+    """Copies the DNN part's variables (embeddings included) from the checkpoint."""
+    if not self._dnn_layers:
+      return
+    input_layer, *rest = self._dnn_layers
+    for variable in input_layer.weights:  # ".../<column>_embedding/embedding_weights:0"
+      scope = "/".join(variable.name.split(":")[0].split("/")[-2:])
+      variable.assign(self._reader.get_tensor(_DNN_INPUT + scope))
+    for layer in rest:
+      if isinstance(layer, tf.keras.layers.Dense):
+        scope = f"{_DNN}{layer.name}/"
+        layer.set_weights([self._reader.get_tensor(scope + n) for n in ("kernel", "bias")])
+      elif isinstance(layer, tf.keras.layers.BatchNormalization):
+        i = layer.name.split("_")[-1]
+        scope = f"{_DNN}hiddenlayer_{i}/batchnorm_{i}/"
+        layer.set_weights([self._reader.get_tensor(scope + n)
+                           for n in ("gamma", "beta", "moving_mean", "moving_variance")])
+
+
+def _dnn_layers(source):
+  layers = [tf.keras.layers.DenseFeatures(source.dnn_columns, name="input_layer")]
+  for i, units in enumerate(source.hidden_units):
+    layers.append(tf.keras.layers.Dense(units, name=f"hiddenlayer_{i}"))
+    layers.append(tf.keras.layers.Lambda(source.activation_fn(), name=f"activation_{i}"))
+    if source.dropout:
+      layers.append(tf.keras.layers.Dropout(source.dropout, name=f"dropout_{i}"))
+    if source.batch_norm:
+      layers.append(tf.keras.layers.BatchNormalization(epsilon=1e-3, name=f"batchnorm_{i}"))
+  layers.append(tf.keras.layers.Dense(source.units, name="logits"))
+  return layers
+
+
+class _LinearPart(tf.keras.layers.Layer):
+  """Sum over columns of the Estimator's linear weights, plus its bias.
+
+  A categorical column's part is an embedding_column whose table is the column's weights
+  and whose combiner is sparse_combiner; a dense column's is its value @ its weights.
+  """
+
+  def __init__(self, source, reader):
+    super().__init__(name="linear")
+    weights = {c.name: reader.get_tensor(f"{_LINEAR}{c.name}/weights")
+               for c in source.linear_columns}
+    categorical = [c for c in source.linear_columns if hasattr(c, "num_buckets")]
+    dense = sorted((c for c in source.linear_columns if not hasattr(c, "num_buckets")),
+                   key=lambda c: c.name)  # DenseFeatures' own order
+    self._categorical = tf.keras.layers.DenseFeatures([
+        tf.feature_column.embedding_column(
+            c, dimension=source.units, combiner=source.sparse_combiner,
+            initializer=tf.constant_initializer(weights[c.name]))
+        for c in categorical], name="categorical") if categorical else None
+    self._dense = tf.keras.layers.DenseFeatures(dense, name="dense") if dense else None
+    self._dense_weights = (tf.constant(np.concatenate([weights[c.name] for c in dense]))
+                           if dense else None)
+    self._categorical_count = len(categorical)
+    self._units = source.units
+    self._bias = tf.constant(reader.get_tensor(f"{_LINEAR}bias_weights"))
+
+  def call(self, features):
+    logits = self._bias
+    if self._categorical is not None:  # [N, columns * units] -> the sum over columns
+      embedded = self._categorical(features)
+      logits += tf.reduce_sum(
+          tf.reshape(embedded, [-1, self._categorical_count, self._units]), axis=1)
+    if self._dense is not None:
+      logits += tf.matmul(self._dense(features), self._dense_weights)
+    return logits
+
+
+def head_outputs(logits, n_classes):
+  """The classifier head's predict outputs, as the Estimator's export names them."""
+  if n_classes == 2:
+    positive = tf.sigmoid(logits)
+    probabilities = tf.concat([1 - positive, positive], axis=-1)
+  else:
+    probabilities = tf.nn.softmax(logits)
+  class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)[:, tf.newaxis]
+  batch = tf.shape(logits)[0]
+  all_class_ids = tf.tile(tf.range(n_classes)[tf.newaxis], [batch, 1])
+  binary = {"logistic": probabilities[:, 1:]} if n_classes == 2 else {}
+  return {"logits": logits, **binary, "probabilities": probabilities, "class_ids": class_ids,
+          "classes": tf.strings.as_string(class_ids),
+          "all_class_ids": all_class_ids, "all_classes": tf.strings.as_string(all_class_ids)}
+
+
+def build_keras_model(source):
+  reader = tf.train.load_checkpoint(source.checkpoint)
+  model = CannedModel(source, reader)
+  model(tf.io.parse_example(tf.constant(check_examples(source, 2)), source.parse_spec()))
+  model.load_dnn_weights()
+  return model
+
+
+def check_examples(source, count=CHECK_EXAMPLES, seed=0):
+  """Serialized tf.Examples that cover the columns: every vocabulary entry and one value
+  outside it, every bucket edge and values past both ends, and (for features that may be
+  missing) examples without the feature."""
+  rng = np.random.default_rng(seed)
+  edges = _bucket_edges(source.linear_columns + source.dnn_columns)
+  vocabularies = _vocabularies(source.linear_columns + source.dnn_columns)
+  examples = []
+  for i in range(count):
+    feature = {}
+    for key, spec in sorted(source.parse_spec().items()):
+      if isinstance(spec, tf.io.VarLenFeature) and i % 7 == 6:
+        continue  # missing: allowed for var-len features
+      size = int(np.prod(spec.shape)) if isinstance(spec, tf.io.FixedLenFeature) else (
+          1 + i % 3)
+      feature[key] = _feature_values(spec.dtype, size, i, rng, edges.get(key),
+                                     vocabularies.get(key))
+    examples.append(tf.train.Example(
+        features=tf.train.Features(feature=feature)).SerializeToString())
+  return examples  # a list: numpy's bytes dtype would strip a proto's trailing zero bytes
+
+
+def _feature_values(dtype, size, i, rng, edges, vocabulary):
+  if dtype == tf.string:
+    words = [*(vocabulary or []), "~out-of-vocabulary~", f"w{rng.integers(1000)}"]
+    values = [words[(i + j) % len(words)].encode() for j in range(size)]
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+  if dtype == tf.int64:
+    values = [int((i + j) % max(len(vocabulary or ()), 10)) for j in range(size)]
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+  points = sorted(edges or [0.0])
+  spread = max(points[-1] - points[0], 1.0)
+  candidates = [*points, points[0] - spread, points[-1] + spread]
+  values = [float(candidates[(i + j) % len(candidates)]) if (i + j) % 2 == 0 else
+            float(rng.uniform(points[0] - spread, points[-1] + spread)) for j in range(size)]
+  return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def _walk(columns):
+  for column in columns:
+    yield column
+    for name in ("categorical_column", "source_column"):
+      if hasattr(column, name):
+        yield from _walk([getattr(column, name)])
+    if hasattr(column, "keys"):
+      yield from _walk([k for k in column.keys if not isinstance(k, str)])
+
+
+def _bucket_edges(columns):
+  return {c.source_column.key: list(c.boundaries) for c in _walk(columns)
+          if hasattr(c, "boundaries")}
+
+
+def _vocabularies(columns):
+  return {c.key: [str(v) for v in c.vocabulary_list] for c in _walk(columns)
+          if hasattr(c, "vocabulary_list")}
+
+
+def estimator_predictions(source, examples):
+  """The Estimator's own predict on serialized `examples`: {output: array}."""
+  estimator = source.estimator(tempfile.mkdtemp(prefix="kmodels-migrate-"))
+  spec = source.parse_spec()
+
+  def input_fn():
+    return tf.data.Dataset.from_tensor_slices(examples).batch(64).map(
+        lambda batch: tf.io.parse_example(batch, spec))
+
+  batches = list(estimator.predict(input_fn, checkpoint_path=source.checkpoint,
+                                   yield_single_examples=False))
+  return {key: np.concatenate([b[key] for b in batches])
+          for key in ("logits", "probabilities", "class_ids")}
+
+
+class _Exported(tf.Module):
+  def __init__(self, model, spec, n_classes):
+    super().__init__()
+    self.model = model
+    self._spec, self._n_classes = spec, n_classes
+
+  def predict_outputs(self, serialized):
+    return head_outputs(self.model(tf.io.parse_example(serialized, self._spec)),
+                        self._n_classes)
+
+
+def export_for_serving(source, model, export_dir):
+  """The Estimator's export signatures over serialized tf.Examples, saved to export_dir."""
+  module = _Exported(model, source.parse_spec(), source.n_classes)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  def predict(examples):
+    return module.predict_outputs(examples)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+  def classification(inputs):
+    outputs = module.predict_outputs(inputs)
+    return {"classes": outputs["all_classes"], "scores": outputs["probabilities"]}
+
+  signatures = {"predict": predict, "classification": classification,
+                "serving_default": classification}
+  if source.n_classes == 2:
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regression(inputs):
+      return {"outputs": module.predict_outputs(inputs)["probabilities"][:, 1:]}
+    signatures["regression"] = regression
+  tf.saved_model.save(module, export_dir, signatures=signatures)
+  return sorted(signatures)
+
+
+def _check_data(source, check_data):
+  """(serialized tf.Examples, description) for the proof."""
+  if not check_data:
+    return check_examples(source), f"{CHECK_EXAMPLES} tf.Examples generated from the columns"
+  if not check_data.endswith(".tfrecord") or not storage.exists(check_data):
+    raise UserError(f"--check_data={check_data}: expected an existing .tfrecord file of "
+                    "serialized tf.Examples (with --feature_columns).")
+  try:
+    examples = list(tf.data.TFRecordDataset(check_data).as_numpy_iterator())
+    if not examples:
+      raise UserError(f"--check_data={check_data} holds no records.")
+    tf.io.parse_example(tf.constant(examples), source.parse_spec())
+  except tf.errors.OpError as e:
+    raise UserError(f"--check_data={check_data} is not a TFRecord file of tf.Examples these "
+                    f"columns parse: {first_line(e.message)}") from e
+  return examples, f"{check_data} ({len(examples)} tf.Examples)"
+
+
+def migrate(model_dir, output_dir, columns_file, checkpoint=None, sparse_combiner="sum",
+            check_data=None, tolerance=1e-5):
+  """Reads, proves equal on check tf.Examples, exports; returns the migration record."""
+  estimator_reading.check_estimator_available()
+  source = read(model_dir, columns_file, checkpoint, sparse_combiner)
+  examples, check_description = _check_data(source, check_data)
+  expected = estimator_predictions(source, examples)
+  tf.keras.backend.clear_session()
+  model = build_keras_model(source)
+  actual = {k: v.numpy() for k, v in head_outputs(
+      model(tf.io.parse_example(tf.constant(examples), source.parse_spec())),
+      source.n_classes).items()}
+  differences = {key: float(np.max(np.abs(expected[key] - actual[key])))
+                 for key in ("logits", "probabilities")}
+  proof = {"examples": len(examples), "max_abs_difference": max(differences.values()),
+           "by_output": differences, "tolerance": tolerance,
+           "class_ids_equal": bool(np.array_equal(expected["class_ids"],
+                                                  actual["class_ids"]))}
+  proof["equal"] = proof["max_abs_difference"] <= tolerance and proof["class_ids_equal"]
+  record = dict(source.record(), proof=proof, check_data=check_description)
+  storage.makedirs(output_dir)
+  reporting.write_json(storage.join(output_dir, "migration.json"), record)
+  if not proof["equal"]:
+    raise UserError(f"The Keras model does not reproduce the {source.kind}: max difference "
+                    f"{proof['max_abs_difference']:.3g} > {tolerance:g} over "
+                    f"{len(examples)} tf.Examples. Nothing was exported; check "
+                    "--feature_columns (the columns the Estimator was trained with) and "
+                    "--sparse_combiner.")
+  record["signatures"] = export_for_serving(source, model, storage.join(output_dir, "export",
+                                                                        "1"))
+  reporting.write_json(storage.join(output_dir, "migration.json"), record)
+  logging.info("Migrated %s over %d columns: max difference %.3g over %d tf.Examples.",
+               source.kind, len(source.linear_columns) + len(source.dnn_columns),
+               proof["max_abs_difference"], len(examples))
+  return record
