@@ -18,11 +18,13 @@ feature by its key), migration.json and proof.npz. Runs on the full lane (TF 2.1
 export serves on any TensorFlow 2.
 
 With --feature_columns (a Python file defining linear_feature_columns() and/or
-dnn_feature_columns(), the columns the Estimator was given): a LinearClassifier,
-DNNClassifier or DNNLinearCombinedClassifier over any feature columns, proven on
-tf.Examples (--check_data=FILE.tfrecord, or ones generated from the columns) and exported
-with the Estimator's own signatures (serving_default, classification, predict, regression
-for two classes) over serialized tf.Examples: TF Serving clients do not change.
+dnn_feature_columns(), the columns the Estimator was given, and optionally
+label_vocabulary()): a Linear, DNN or DNNLinearCombined classifier or regressor over any
+feature columns, proven on tf.Examples (--check_data=FILE.tfrecord, or ones generated from
+the columns) and exported with the Estimator's own signatures (classifiers:
+serving_default, classification, predict, and regression for two classes; regressors:
+serving_default, regression, predict) over serialized tf.Examples: TF Serving clients do
+not change.
 """
 
 from absl import app
@@ -49,6 +51,8 @@ _KERAS_MODEL = flags.DEFINE_string("keras_model", None,
 _FEATURE_COLUMNS = flags.DEFINE_string(
     "feature_columns", None, "A Python file defining linear_feature_columns() and/or "
     "dnn_feature_columns(): the columns a canned classifier over feature columns was given.")
+_HEAD = flags.DEFINE_enum("head", None, ["classifier", "regressor"],
+                          "--feature_columns without graph.pbtxt: the Estimator's head.")
 _SPARSE_COMBINER = flags.DEFINE_enum("sparse_combiner", "sum", ["sum", "mean", "sqrtn"],
                                      "The linear part's sparse_combiner (--feature_columns).")
 flags.mark_flags_as_required(["estimator_dir", "workdir"])
@@ -94,7 +98,7 @@ def _migrate_over_feature_columns():
     record = feature_columns.migrate(
         _ESTIMATOR_DIR.value, _WORKDIR.value, _FEATURE_COLUMNS.value,
         checkpoint=_CHECKPOINT.value, sparse_combiner=_SPARSE_COMBINER.value,
-        check_data=_CHECK_DATA.value)
+        check_data=_CHECK_DATA.value, head=_HEAD.value)
   proof = record["proof"]
   print(f"Migrated {record['kind']} (step {record['step']}) over "
         f"{len(record['linear_columns']) + len(record['dnn_columns'])} feature columns: max "

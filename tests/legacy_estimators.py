@@ -88,29 +88,42 @@ def model_to_estimator(model_dir, json_path):
   return estimator
 
 
-def canned_over_columns(model_dir, kind, n_classes, steps=30):
-  """A LinearClassifier, DNNClassifier or DNNLinearCombinedClassifier over the columns of
-  tests/legacy_feature_columns.py, trained on tf.Examples, with its own export_saved_model
-  (a parsing receiver, as TF Serving users have it). Returns (estimator, export dir)."""
+def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
+                        label_vocabulary=None):
+  """A Linear, DNN or DNNLinearCombined classifier (regressor: n_classes is its
+  label_dimension) over the columns of tests/legacy_feature_columns.py, trained on
+  tf.Examples, with its own export_saved_model (a parsing receiver, as TF Serving users
+  have it). Returns (estimator, export dir)."""
   from tests import legacy_feature_columns as columns  # pylint: disable=g-import-not-at-top
   linear, dnn = columns.linear_feature_columns(), columns.dnn_feature_columns()
-  common = dict(n_classes=n_classes, model_dir=model_dir,
-                config=tf.estimator.RunConfig(tf_random_seed=1))
+  network = {"linear": "Linear", "dnn": "DNN", "wide_and_deep": "DNNLinearCombined"}[kind]
+  estimator_class = getattr(tf.estimator, network + ("Regressor" if regressor else
+                                                     "Classifier"))
+  common = dict(model_dir=model_dir, config=tf.estimator.RunConfig(tf_random_seed=1))
+  common.update(dict(label_dimension=n_classes) if regressor else
+                dict(n_classes=n_classes, label_vocabulary=label_vocabulary))
   if kind == "linear":
-    estimator = tf.estimator.LinearClassifier(linear, **common)
+    estimator = estimator_class(linear, **common)
   elif kind == "dnn":
-    estimator = tf.estimator.DNNClassifier([8, 4], dnn, dropout=0.1, **common)
+    estimator = estimator_class([8, 4], dnn, dropout=0.1, **common)
   else:
-    estimator = tf.estimator.DNNLinearCombinedClassifier(
+    estimator = estimator_class(
         linear_feature_columns=linear, dnn_feature_columns=dnn, dnn_hidden_units=[8, 4],
         batch_norm=True, **common)
   spec = tf.feature_column.make_parse_example_spec(
       linear + dnn if kind == "wide_and_deep" else linear if kind == "linear" else dnn)
   examples = column_examples(256, n_classes)
 
+  def labelled(batch):
+    features, labels = _parsed_with_labels(batch, spec)
+    if regressor:  # label_dimension values per example, from the class label
+      return features, tf.tile(tf.cast(labels, tf.float32), [1, n_classes])
+    if label_vocabulary:
+      return features, tf.gather(tf.constant(label_vocabulary), labels)
+    return features, labels
+
   def input_fn():
-    return tf.data.Dataset.from_tensor_slices(examples).repeat().batch(32).map(
-        lambda batch: _parsed_with_labels(batch, spec))
+    return tf.data.Dataset.from_tensor_slices(examples).repeat().batch(32).map(labelled)
 
   estimator.train(input_fn, steps=steps)
   export = estimator.export_saved_model(

@@ -11,6 +11,7 @@ needs the full lane.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -273,16 +274,29 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
     self.assertEqual(sorted(specs), ["classification", "predict", "serving_default"])
     self.assertEqual(specs["predict"]["inputs"], {"examples": "string"})
 
-  @parameterized.parameters(("linear", 2), ("dnn", 4))
-  def test_linear_and_dnn_classifiers_migrate_equal(self, kind, n_classes):
+  @parameterized.named_parameters(
+      ("binary_linear_classifier", "linear", 2, {}),
+      ("dnn_classifier_with_a_label_vocabulary", "dnn", 4,
+       {"label_vocabulary": ["ant", "bee", "cat", "dog"]}),
+      ("wide_and_deep_regressor_of_2_labels", "wide_and_deep", 2, {"regressor": True}))
+  def test_each_head_serves_like_the_estimators_export(self, kind, n_classes, settings):
     model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
-    _, estimator_export = legacy_estimators.canned_over_columns(model_dir, kind, n_classes)
-    record = feature_columns.migrate(model_dir, out, _COLUMNS_FILE)
+    _, estimator_export = legacy_estimators.canned_over_columns(model_dir, kind, n_classes,
+                                                                **settings)
+    columns_file = _COLUMNS_FILE
+    if "label_vocabulary" in settings:  # the user's file says it, as their code did
+      columns_file = self.create_tempfile("columns.py", (
+          "from tests.legacy_feature_columns import dnn_feature_columns\n"
+          f"def label_vocabulary():\n  return {settings['label_vocabulary']!r}\n")).full_path
+    record = feature_columns.migrate(model_dir, out, columns_file)
     self.assertTrue(record["proof"]["equal"], record["proof"])
     self.assertEqual(record["proof"]["examples"], feature_columns.CHECK_EXAMPLES)
-    if n_classes == 2:  # the binary head: logistic output and the regression signature
-      specs = _assert_serve_alike(self, estimator_export, os.path.join(out, "export", "1"),
-                                  self._records(2))
+    specs = _assert_serve_alike(self, estimator_export, os.path.join(out, "export", "1"),
+                                self._records(n_classes))
+    if settings.get("regressor"):
+      self.assertEqual(record["kind"], "DNNLinearCombinedRegressor")
+      self.assertEqual(sorted(specs), ["predict", "regression", "serving_default"])
+    elif n_classes == 2:  # the binary head: logistic output and the regression signature
       self.assertIn("regression", specs)
       self.assertIn("logistic", specs["predict"]["outputs"])
 
@@ -307,6 +321,9 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
     broken = scratch.create_file("broken.py", "raise ValueError('no such column kind')\n")
     empty = scratch.create_file("empty.tfrecord", "")
     damaged = scratch.create_file("damaged.tfrecord", "not a record at all")
+    graphless = os.path.join(scratch.full_path, "graphless")
+    shutil.copytree(self.model_dir, graphless)
+    os.remove(os.path.join(graphless, "graph.pbtxt"))
     for flags, message in (
         ([f"--feature_columns={dnn_only.full_path}"], "defines no linear_feature_columns"),
         ([f"--feature_columns={broken.full_path}"], "failed to run: ValueError"),
@@ -314,7 +331,9 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
         ([f"--feature_columns={_COLUMNS_FILE}", f"--check_data={empty.full_path}"],
          "holds no records"),
         ([f"--feature_columns={_COLUMNS_FILE}", f"--check_data={damaged.full_path}"],
-         "not a TFRecord file of tf.Examples")):
+         "not a TFRecord file of tf.Examples"),
+        ([f"--feature_columns={_COLUMNS_FILE}", f"--estimator_dir={graphless}"],
+         "pass --head=classifier or --head=regressor")):
       with self.subTest(message=message):
         out = os.path.join(scratch.full_path, "out")
         proc = testutil.call_launcher("migrate", f"--estimator_dir={self.model_dir}",

@@ -1,7 +1,7 @@
-"""Canned classifiers over feature columns -> Keras, serving the Estimator's tf.Example API.
+"""Canned Estimators over feature columns -> Keras, serving the Estimator's tf.Example API.
 
-Who this is for: a LinearClassifier, a DNNClassifier or a wide & deep
-DNNLinearCombinedClassifier trained over feature columns (vocabularies, hash buckets,
+Who this is for: a Linear, DNN or wide & deep DNNLinearCombined classifier or regressor
+trained over feature columns (vocabularies, hash buckets,
 buckets, crosses, indicators, embeddings), exported with a parsing receiver and called by
 TF Serving clients with serialized tf.Examples. TensorFlow 2.16 removed tf.estimator; the
 Keras model made here runs on any TF 2 with Keras 2 (tf-keras), and its export keeps the
@@ -10,8 +10,10 @@ Estimator's signature names, input names and output keys, so those clients do no
 The user's own column definitions are the source of what a checkpoint does not hold
 (vocabularies, boundaries, hash sizes): a Python file (`launch.migrate
 --feature_columns=FILE.py`) with `linear_feature_columns()` and/or
-`dnn_feature_columns()`, as their training code had them. The variables give the rest:
-hidden units, classes, the linear weights; graph.pbtxt gives the activation and dropout.
+`dnn_feature_columns()`, as their training code had them, and `label_vocabulary()` if the
+Estimator had one. The variables give the rest: hidden units, classes (or the label
+dimension), the linear weights; graph.pbtxt gives the activation, the dropout, and whether
+the head classifies (its class_ids op) or regresses (else --head says).
 
 How each part becomes Keras, with the Estimator's own arithmetic:
 - The DNN part: tf-keras' DenseFeatures over the same columns (the layer the Estimator's
@@ -19,10 +21,11 @@ How each part becomes Keras, with the Estimator's own arithmetic:
 - The linear part: for a categorical column, the sum of its weights over the example's ids
   under `sparse_combiner` is what an embedding_column with those weights as its table and
   that combiner computes; for a dense column it is features @ weights. Plus the bias.
-- The head: softmax over n logits, or for two classes the logistic of one logit.
+- The head: softmax over n logits, or for two classes the logistic of one logit; class
+  names from the label vocabulary. A regression head's predictions are its logits.
 
-Not yet: regressors and Baseline estimators, label_vocabulary, shared_embeddings, reading
-the columns from graph.pbtxt alone (see BUILD_NOTES "Known limits").
+Not yet: Baseline estimators, shared_embeddings, reading the columns from graph.pbtxt alone
+(see BUILD_NOTES "Known limits").
 """
 
 import dataclasses
@@ -52,7 +55,9 @@ class ColumnsSource:
   linear_columns: list
   dnn_columns: list
   hidden_units: typing.List[int]
-  n_classes: int
+  n_classes: int  # a regressor: its label_dimension
+  regressor: bool = False
+  label_vocabulary: typing.Optional[typing.List[str]] = None
   activation: str = "relu"
   alpha: typing.Optional[float] = None
   dropout: typing.Optional[float] = None
@@ -62,19 +67,27 @@ class ColumnsSource:
   @property
   def kind(self):
     if self.linear_columns and self.dnn_columns:
-      return "DNNLinearCombinedClassifier"
-    return "LinearClassifier" if self.linear_columns else "DNNClassifier"
+      network = "DNNLinearCombined"
+    else:
+      network = "Linear" if self.linear_columns else "DNN"
+    return network + ("Regressor" if self.regressor else "Classifier")
 
   @property
   def units(self):
-    return 1 if self.n_classes == 2 else self.n_classes
+    return 1 if self.n_classes == 2 and not self.regressor else self.n_classes
+
+  def head(self):
+    return (RegressionHead(self.n_classes) if self.regressor else
+            ClassificationHead(self.n_classes, self.label_vocabulary))
 
   def parse_spec(self):
     return tf.feature_column.make_parse_example_spec(self.linear_columns + self.dnn_columns)
 
   def record(self):
     return {"kind": self.kind, "checkpoint": self.checkpoint, "step": self.step,
-            "n_classes": self.n_classes, "hidden_units": self.hidden_units,
+            "n_classes": None if self.regressor else self.n_classes,
+            "label_dimension": self.n_classes if self.regressor else None,
+            "label_vocabulary": self.label_vocabulary, "hidden_units": self.hidden_units,
             "activation": self.activation, "dropout": self.dropout,
             "batch_norm": self.batch_norm, "sparse_combiner": self.sparse_combiner,
             "linear_columns": [c.name for c in self.linear_columns],
@@ -82,15 +95,18 @@ class ColumnsSource:
 
   def estimator(self, model_dir):
     """The same canned Estimator, to run its own predict from the checkpoint."""
-    common = dict(n_classes=self.n_classes, model_dir=model_dir)
+    common = (dict(label_dimension=self.n_classes) if self.regressor else
+              dict(n_classes=self.n_classes, label_vocabulary=self.label_vocabulary))
+    common["model_dir"] = model_dir
     dnn = dict(hidden_units=self.hidden_units, activation_fn=self.activation_fn(),
                dropout=self.dropout, batch_norm=self.batch_norm)
-    if self.kind == "LinearClassifier":
-      return tf.estimator.LinearClassifier(self.linear_columns,
-                                           sparse_combiner=self.sparse_combiner, **common)
-    if self.kind == "DNNClassifier":
-      return tf.estimator.DNNClassifier(feature_columns=self.dnn_columns, **dnn, **common)
-    return tf.estimator.DNNLinearCombinedClassifier(
+    estimator_class = getattr(tf.estimator, self.kind)
+    if not self.dnn_columns:
+      return estimator_class(self.linear_columns, sparse_combiner=self.sparse_combiner,
+                             **common)
+    if not self.linear_columns:
+      return estimator_class(feature_columns=self.dnn_columns, **dnn, **common)
+    return estimator_class(
         linear_feature_columns=self.linear_columns, dnn_feature_columns=self.dnn_columns,
         dnn_hidden_units=dnn["hidden_units"], dnn_activation_fn=dnn["activation_fn"],
         dnn_dropout=self.dropout, batch_norm=self.batch_norm,
@@ -102,7 +118,7 @@ class ColumnsSource:
 
 
 def load_columns(path):
-  """(linear columns, dnn columns) from the user's Python file of column definitions."""
+  """(linear columns, dnn columns, label vocabulary or None) from the user's Python file."""
   if not storage.exists(path):
     raise UserError(f"--feature_columns={path}: no such file.")
   spec = importlib.util.spec_from_file_location("estimator_feature_columns", path)
@@ -116,14 +132,18 @@ def load_columns(path):
   if not any(columns):
     raise UserError(f"--feature_columns={path} defines neither linear_feature_columns() nor "
                     "dnn_feature_columns(): define the one(s) the Estimator was given.")
-  return columns
+  vocabulary = getattr(module, "label_vocabulary", None)
+  return (*columns, [str(v) for v in vocabulary()] if vocabulary else None)
 
 
-def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum"):
-  """Reads a canned classifier's model_dir with the user's columns; returns a ColumnsSource."""
+def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum", head=None):
+  """Reads a canned model_dir with the user's columns; returns a ColumnsSource.
+
+  head: "classifier" or "regressor" where graph.pbtxt is missing (it says which).
+  """
   path = estimator_reading.checkpoint_path(model_dir, checkpoint)
   shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-  linear_columns, dnn_columns = load_columns(columns_file)
+  linear_columns, dnn_columns, label_vocabulary = load_columns(columns_file)
   has_linear = f"{_LINEAR}bias_weights" in shapes
   has_dnn = f"{_DNN}logits/kernel" in shapes
   for present, columns, part, function in (
@@ -143,16 +163,31 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum"):
   while f"{_DNN}hiddenlayer_{len(hidden)}/kernel" in shapes:
     hidden.append(shapes[f"{_DNN}hiddenlayer_{len(hidden)}/kernel"][1])
   graph = estimator_reading.read_graph(model_dir)
+  regressor = _is_regressor(graph, head)
   activation, alpha = (estimator_reading.activation_in(graph) if has_dnn and graph
                        else ("relu", None))
   source = ColumnsSource(
       checkpoint=path, step=int(tf.train.load_checkpoint(path).get_tensor("global_step")),
       linear_columns=linear_columns, dnn_columns=dnn_columns, hidden_units=hidden,
-      n_classes=2 if units == 1 else units, activation=activation, alpha=alpha,
+      n_classes=2 if units == 1 and not regressor else units, regressor=regressor,
+      label_vocabulary=None if regressor else label_vocabulary,
+      activation=activation, alpha=alpha,
       dropout=estimator_reading.dropout_in(graph) if has_dnn else None,
       batch_norm=any("/batchnorm_" in n for n in shapes), sparse_combiner=sparse_combiner)
   _check_linear_weights(source, shapes)
   return source
+
+
+def _is_regressor(graph, head):
+  """Whether the head is a regression head: the flag, else the graph's head ops."""
+  if head:
+    if head not in ("classifier", "regressor"):
+      raise UserError(f"--head={head}: choose classifier or regressor.")
+    return head == "regressor"
+  if graph is None:
+    raise UserError("graph.pbtxt is missing, so whether the Estimator is a classifier or a "
+                    "regressor is unknown: pass --head=classifier or --head=regressor.")
+  return not any(n.name.startswith("head/predictions/class_ids") for n in graph.node)
 
 
 def _check_linear_weights(source, shapes):
@@ -254,20 +289,58 @@ class _LinearPart(tf.keras.layers.Layer):
     return logits
 
 
-def head_outputs(logits, n_classes):
-  """The classifier head's predict outputs, as the Estimator's export names them."""
-  if n_classes == 2:
-    positive = tf.sigmoid(logits)
-    probabilities = tf.concat([1 - positive, positive], axis=-1)
-  else:
-    probabilities = tf.nn.softmax(logits)
-  class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)[:, tf.newaxis]
-  batch = tf.shape(logits)[0]
-  all_class_ids = tf.tile(tf.range(n_classes)[tf.newaxis], [batch, 1])
-  binary = {"logistic": probabilities[:, 1:]} if n_classes == 2 else {}
-  return {"logits": logits, **binary, "probabilities": probabilities, "class_ids": class_ids,
-          "classes": tf.strings.as_string(class_ids),
-          "all_class_ids": all_class_ids, "all_classes": tf.strings.as_string(all_class_ids)}
+class ClassificationHead:
+  """Softmax over n logits, or the logistic of one; the Estimator export's signatures."""
+  compared = ("logits", "probabilities")
+
+  def __init__(self, n_classes, label_vocabulary=None):
+    self._n_classes = n_classes
+    names = label_vocabulary or [str(i) for i in range(n_classes)]
+    self._names = tf.constant(names)
+
+  def outputs(self, logits):
+    """The predict outputs, as the Estimator's export names them."""
+    if self._n_classes == 2:
+      positive = tf.sigmoid(logits)
+      probabilities = tf.concat([1 - positive, positive], axis=-1)
+    else:
+      probabilities = tf.nn.softmax(logits)
+    class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)[:, tf.newaxis]
+    all_class_ids = tf.tile(tf.range(self._n_classes)[tf.newaxis], [tf.shape(logits)[0], 1])
+    binary = {"logistic": probabilities[:, 1:]} if self._n_classes == 2 else {}
+    return {"logits": logits, **binary, "probabilities": probabilities,
+            "class_ids": class_ids, "classes": tf.gather(self._names, class_ids),
+            "all_class_ids": all_class_ids, "all_classes": tf.gather(self._names,
+                                                                     all_class_ids)}
+
+  def signatures(self, predict_outputs):
+    """{name: (input name, outputs of serialized tf.Examples)} besides `predict`."""
+    def classification(inputs):
+      outputs = predict_outputs(inputs)
+      return {"classes": outputs["all_classes"], "scores": outputs["probabilities"]}
+
+    signatures = {"classification": classification, "serving_default": classification}
+    if self._n_classes == 2:
+      signatures["regression"] = lambda inputs: {
+          "outputs": predict_outputs(inputs)["probabilities"][:, 1:]}
+    return signatures
+
+
+class RegressionHead:
+  """The logits are the predictions (identity link)."""
+  compared = ("predictions",)
+
+  def __init__(self, label_dimension):
+    self._label_dimension = label_dimension
+
+  def outputs(self, logits):
+    return {"predictions": logits}
+
+  @staticmethod
+  def signatures(predict_outputs):
+    def regression(inputs):
+      return {"outputs": predict_outputs(inputs)["predictions"]}
+    return {"regression": regression, "serving_default": regression}
 
 
 def build_keras_model(source):
@@ -347,41 +420,30 @@ def estimator_predictions(source, examples):
 
   batches = list(estimator.predict(input_fn, checkpoint_path=source.checkpoint,
                                    yield_single_examples=False))
-  return {key: np.concatenate([b[key] for b in batches])
-          for key in ("logits", "probabilities", "class_ids")}
+  keys = source.head().compared + (() if source.regressor else ("class_ids",))
+  return {key: np.concatenate([b[key] for b in batches]) for key in keys}
 
 
 class _Exported(tf.Module):
-  def __init__(self, model, spec, n_classes):
+  def __init__(self, model, spec, head):
     super().__init__()
     self.model = model
-    self._spec, self._n_classes = spec, n_classes
+    self._spec, self._head = spec, head
 
   def predict_outputs(self, serialized):
-    return head_outputs(self.model(tf.io.parse_example(serialized, self._spec)),
-                        self._n_classes)
+    return self._head.outputs(self.model(tf.io.parse_example(serialized, self._spec)))
 
 
 def export_for_serving(source, model, export_dir):
   """The Estimator's export signatures over serialized tf.Examples, saved to export_dir."""
-  module = _Exported(model, source.parse_spec(), source.n_classes)
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-  def predict(examples):
-    return module.predict_outputs(examples)
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-  def classification(inputs):
-    outputs = module.predict_outputs(inputs)
-    return {"classes": outputs["all_classes"], "scores": outputs["probabilities"]}
-
-  signatures = {"predict": predict, "classification": classification,
-                "serving_default": classification}
-  if source.n_classes == 2:
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-    def regression(inputs):
-      return {"outputs": module.predict_outputs(inputs)["probabilities"][:, 1:]}
-    signatures["regression"] = regression
+  head = source.head()
+  module = _Exported(model, source.parse_spec(), head)
+  signatures = {"predict": tf.function(
+      module.predict_outputs,
+      input_signature=[tf.TensorSpec([None], tf.string, name="examples")])}
+  for name, function in head.signatures(module.predict_outputs).items():
+    signatures[name] = tf.function(
+        function, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
   tf.saved_model.save(module, export_dir, signatures=signatures)
   return sorted(signatures)
 
@@ -405,24 +467,24 @@ def _check_data(source, check_data):
 
 
 def migrate(model_dir, output_dir, columns_file, checkpoint=None, sparse_combiner="sum",
-            check_data=None, tolerance=1e-5):
+            check_data=None, head=None, tolerance=1e-5):
   """Reads, proves equal on check tf.Examples, exports; returns the migration record."""
   estimator_reading.check_estimator_available()
-  source = read(model_dir, columns_file, checkpoint, sparse_combiner)
+  source = read(model_dir, columns_file, checkpoint, sparse_combiner, head)
   examples, check_description = _check_data(source, check_data)
   expected = estimator_predictions(source, examples)
   tf.keras.backend.clear_session()
   model = build_keras_model(source)
-  actual = {k: v.numpy() for k, v in head_outputs(
-      model(tf.io.parse_example(tf.constant(examples), source.parse_spec())),
-      source.n_classes).items()}
+  actual = {k: v.numpy() for k, v in source.head().outputs(
+      model(tf.io.parse_example(tf.constant(examples), source.parse_spec()))).items()}
   differences = {key: float(np.max(np.abs(expected[key] - actual[key])))
-                 for key in ("logits", "probabilities")}
+                 for key in source.head().compared}
   proof = {"examples": len(examples), "max_abs_difference": max(differences.values()),
            "by_output": differences, "tolerance": tolerance,
-           "class_ids_equal": bool(np.array_equal(expected["class_ids"],
-                                                  actual["class_ids"]))}
-  proof["equal"] = proof["max_abs_difference"] <= tolerance and proof["class_ids_equal"]
+           "class_ids_equal": bool(np.array_equal(expected["class_ids"], actual["class_ids"]))
+                              if "class_ids" in expected else None}
+  proof["equal"] = (proof["max_abs_difference"] <= tolerance
+                    and proof["class_ids_equal"] is not False)
   record = dict(source.record(), proof=proof, check_data=check_description)
   storage.makedirs(output_dir)
   reporting.write_json(storage.join(output_dir, "migration.json"), record)
