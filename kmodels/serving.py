@@ -241,19 +241,28 @@ def warmup_requests(pixels):
   encoded = [tf.io.encode_png(image).numpy() for image in pixels]
   inputs = {"serving_default": pixels, "serving_float": pixels.astype(np.float32),
             "serving_bytes": np.array(encoded, dtype=object)}
-  return [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
-      request=predict_pb2.PredictRequest(
-          model_spec=model_pb2.ModelSpec(signature_name=name),
-          inputs={INPUT_NAME: tf.make_tensor_proto(value)})))
-          for name, value in inputs.items()]
+  return [predict_log(name, {INPUT_NAME: value}) for name, value in inputs.items()]
 
 
 def write_warmup_requests(version_dir, pixels):
+  write_prediction_logs(version_dir, warmup_requests(pixels))
+
+
+def predict_log(signature_name, inputs):
+  """A TF Serving PredictionLog asking `signature_name` for {input name: value}."""
+  return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+      request=predict_pb2.PredictRequest(
+          model_spec=model_pb2.ModelSpec(signature_name=signature_name),
+          inputs={name: tf.make_tensor_proto(value) for name, value in inputs.items()})))
+
+
+def write_prediction_logs(version_dir, logs):
+  """TF Serving's warm-up file of a SavedModel version: the requests it replays at load."""
   path = storage.join(version_dir, *WARMUP_REQUESTS)
   storage.makedirs(storage.dirname(path))
   with tf.io.TFRecordWriter(path) as writer:
-    for request in warmup_requests(pixels):
-      writer.write(request.SerializeToString())
+    for log in logs:
+      writer.write(log.SerializeToString())
 
 
 def read_card(export_dir):

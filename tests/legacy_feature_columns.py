@@ -4,7 +4,8 @@
 tests/legacy_estimators.py trains canned Estimators over them. Every column kind a
 checkpoint cannot describe is here: a vocabulary list with an OOV bucket, a hash bucket,
 identity ids, buckets, a cross, a weighted categorical column, indicator and embedding
-(sqrtn and mean) columns, numeric columns of two shapes with a default value.
+(sqrtn and mean) columns, numeric columns of two shapes with a default value and a
+normalizer_fn.
 """
 
 import tensorflow as tf
@@ -22,9 +23,13 @@ def _categorical():
   return age, color, city, day, age_buckets
 
 
+def _hours():  # a normalizer_fn: Python the checkpoint cannot hold, this file does
+  return fc.numeric_column("hours", shape=(2,), normalizer_fn=lambda x: x / 60.0)
+
+
 def linear_feature_columns():
   age, color, city, day, age_buckets = _categorical()
-  hours = fc.numeric_column("hours", shape=(2,))
+  hours = _hours()
   tags = fc.weighted_categorical_column(
       fc.categorical_column_with_vocabulary_list("tags", ["a", "b", "c", "d"]), "tag_weight")
   return [age, hours, color, city, day, age_buckets,
@@ -33,6 +38,6 @@ def linear_feature_columns():
 
 def dnn_feature_columns():
   age, color, city, day, _ = _categorical()
-  return [age, fc.numeric_column("hours", shape=(2,)), fc.indicator_column(color),
+  return [age, _hours(), fc.indicator_column(color),
           fc.embedding_column(city, 4, combiner="sqrtn"),
           fc.embedding_column(day, 3, combiner="mean")]

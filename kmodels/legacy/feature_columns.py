@@ -37,7 +37,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import reporting, storage
+from kmodels import reporting, serving, storage
 from kmodels.errors import UserError, first_line
 from kmodels.legacy import estimator_reading
 
@@ -434,8 +434,12 @@ class _Exported(tf.Module):
     return self._head.outputs(self.model(tf.io.parse_example(serialized, self._spec)))
 
 
-def export_for_serving(source, model, export_dir):
-  """The Estimator's export signatures over serialized tf.Examples, saved to export_dir."""
+_WARMUP_EXAMPLES = 2
+
+
+def export_for_serving(source, model, export_dir, warmup_examples):
+  """The Estimator's export signatures over serialized tf.Examples, saved to export_dir,
+  with TF Serving warm-up requests (`warmup_examples`, serialized) for each signature."""
   head = source.head()
   module = _Exported(model, source.parse_spec(), head)
   signatures = {"predict": tf.function(
@@ -445,6 +449,10 @@ def export_for_serving(source, model, export_dir):
     signatures[name] = tf.function(
         function, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
   tf.saved_model.save(module, export_dir, signatures=signatures)
+  examples = tf.constant(warmup_examples[:_WARMUP_EXAMPLES])  # not numpy: it drops \0 ends
+  serving.write_prediction_logs(export_dir, [
+      serving.predict_log(name, {"examples" if name == "predict" else "inputs": examples})
+      for name in sorted(signatures)])
   return sorted(signatures)
 
 
@@ -494,8 +502,8 @@ def migrate(model_dir, output_dir, columns_file, checkpoint=None, sparse_combine
                     f"{len(examples)} tf.Examples. Nothing was exported; check "
                     "--feature_columns (the columns the Estimator was trained with) and "
                     "--sparse_combiner.")
-  record["signatures"] = export_for_serving(source, model, storage.join(output_dir, "export",
-                                                                        "1"))
+  record["signatures"] = export_for_serving(
+      source, model, storage.join(output_dir, "export", "1"), examples)
   reporting.write_json(storage.join(output_dir, "migration.json"), record)
   logging.info("Migrated %s over %d columns: max difference %.3g over %d tf.Examples.",
                source.kind, len(source.linear_columns) + len(source.dnn_columns),
