@@ -162,7 +162,7 @@ _DAMAGED = (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.InvalidA
 TRANSIENT_READ_ATTEMPTS = 3
 
 
-def _is_readable(path):
+def is_readable(path):
   """True, or False with the reason; raises a UserError if reading keeps failing otherwise."""
   for attempt in range(TRANSIENT_READ_ATTEMPTS):
     try:
@@ -203,7 +203,7 @@ def newest_readable_checkpoint(directory, repair=True):
   paths, timestamps = _listed(state)
   dropped = False
   while paths:
-    readable, reason = _is_readable(paths[-1])
+    readable, reason = is_readable(paths[-1])
     if readable:
       break
     bad = paths.pop()

@@ -30,6 +30,7 @@ not change.
 from absl import app
 from absl import flags
 
+from kmodels import storage
 from kmodels.errors import UserError
 from kmodels.legacy import estimator_reading, feature_columns, migration
 from launch import common
@@ -67,8 +68,18 @@ def _shape(text):
     raise UserError(f"--input_shape={text}: expected sizes like 28,28 or 784.") from None
 
 
+def _check_storage():
+  """Every path flag on a bucket: one line now if it cannot be used, not a retry later."""
+  for flag in (_ESTIMATOR_DIR, _WORKDIR, _CHECKPOINT, _CHECK_DATA, _KERAS_MODEL,
+               _FEATURE_COLUMNS):
+    if flag.value:
+      storage.check_reachable(flag.value, f"--{flag.name}")
+
+
 def main(argv):
   common.start(argv)
+  with common.user_errors_exit():
+    _check_storage()
   if _FEATURE_COLUMNS.value:
     _migrate_over_feature_columns()
     return

@@ -327,6 +327,13 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
     graphless = os.path.join(scratch.full_path, "graphless")
     shutil.copytree(self.model_dir, graphless)
     os.remove(os.path.join(graphless, "graph.pbtxt"))
+    truncated = os.path.join(scratch.full_path, "truncated")  # a cut checkpoint data file
+    shutil.copytree(self.model_dir, truncated)
+    (data_file,) = (n for n in os.listdir(truncated) if n.startswith("model.ckpt-30.data-"))
+    os.truncate(os.path.join(truncated, data_file), 100)
+    binary = scratch.create_file("binary.py", b"\x89PNG\x00\xff", mode="wb")
+    strings = scratch.create_file("strings.py", "def linear_feature_columns():\n"
+                                  "  return ['age']\n")
     for flags, message in (
         ([f"--feature_columns={dnn_only.full_path}"], "defines no linear_feature_columns"),
         ([f"--feature_columns={broken.full_path}"], "failed to run: ValueError"),
@@ -336,7 +343,14 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
         ([f"--feature_columns={_COLUMNS_FILE}", f"--check_data={damaged.full_path}"],
          "not a TFRecord file of tf.Examples"),
         ([f"--feature_columns={_COLUMNS_FILE}", f"--estimator_dir={graphless}"],
-         "pass --head=classifier or --head=regressor")):
+         "pass --head=classifier or --head=regressor"),
+        ([f"--feature_columns={_COLUMNS_FILE}", f"--estimator_dir={truncated}"],
+         "cannot be read: it is damaged"),
+        ([f"--feature_columns={binary.full_path}"], "failed to run: UnicodeDecodeError"),
+        ([f"--feature_columns={scratch.full_path}"], "no such file"),
+        ([f"--feature_columns={strings.full_path}"], "returns 'age', which is not a "
+         "tf.feature_column column"),
+        (["--feature_columns=gs://no-such-host.invalid/columns.py"], "unreachable")):
       with self.subTest(message=message):
         out = os.path.join(scratch.full_path, "out")
         proc = testutil.call_launcher("migrate", f"--estimator_dir={self.model_dir}",

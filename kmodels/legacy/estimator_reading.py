@@ -116,8 +116,7 @@ class DnnSource(Source):
             f"{self.step} ({self.checkpoint}).")
 
   def activation_fn(self):
-    fn = getattr(tf.nn, self.activation)
-    return functools.partial(fn, alpha=self.alpha) if self.alpha is not None else fn
+    return activation_fn(self.activation, self.alpha)
 
   def build_keras_model(self):
     """The same network in Keras, head included: it returns the Estimator's probabilities."""
@@ -165,6 +164,12 @@ class DnnSource(Source):
   @staticmethod
   def predicted(prediction):
     return prediction["probabilities"]
+
+
+def activation_fn(name, alpha=None):
+  """The tf.nn function of a hidden layer's activation (leaky_relu with its slope)."""
+  fn = getattr(tf.nn, name)
+  return functools.partial(fn, alpha=alpha) if alpha is not None else fn
 
 
 def _head_probabilities(logits, n_classes):
@@ -260,7 +265,7 @@ def read(estimator_dir, checkpoint=None, overrides=None):
   overrides = overrides or Overrides()
   model_dir, config, card = _kmodels_run(estimator_dir)
   path = checkpoint_path(model_dir, checkpoint)
-  shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  shapes = variable_shapes(path)
   step = checkpoints.steps_done(path)
   graph = read_graph(model_dir)
   common = dict(checkpoint=path, step=step, kmodels_config=config, kmodels_card=card)
@@ -308,6 +313,16 @@ def checkpoint_path(model_dir, checkpoint):
     raise UserError(f"{model_dir} holds no checkpoint (no 'checkpoint' file naming "
                     "model.ckpt-N): pass an Estimator's model_dir, or --checkpoint=PATH.")
   return path
+
+
+def variable_shapes(path):
+  """{variable name: shape} of the checkpoint at `path`, once it reads back whole."""
+  readable, why = checkpoints.is_readable(path)
+  if not readable:
+    raise UserError(f"The checkpoint {path} cannot be read: it is damaged or incomplete "
+                    f"({why}). Pass --checkpoint=PATH of an earlier one (model.ckpt-N in the "
+                    "model_dir).")
+  return tf.train.load_checkpoint(path).get_variable_to_shape_map()
 
 
 def read_graph(model_dir):

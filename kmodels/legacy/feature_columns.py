@@ -29,7 +29,7 @@ Not yet: Baseline estimators, shared_embeddings, reading the columns from graph.
 """
 
 import dataclasses
-import importlib.util
+import re
 import tempfile
 import typing
 
@@ -37,7 +37,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import reporting, serving, storage
+from kmodels import checkpoints, reporting, serving, storage
 from kmodels.errors import UserError, first_line
 from kmodels.legacy import estimator_reading
 
@@ -113,27 +113,32 @@ class ColumnsSource:
         linear_sparse_combiner=self.sparse_combiner, **common)
 
   def activation_fn(self):
-    fn = getattr(tf.nn, self.activation)
-    return (lambda x: fn(x, alpha=self.alpha)) if self.alpha is not None else fn
+    return estimator_reading.activation_fn(self.activation, self.alpha)
 
 
 def load_columns(path):
   """(linear columns, dnn columns, label vocabulary or None) from the user's Python file."""
-  if not storage.exists(path):
-    raise UserError(f"--feature_columns={path}: no such file.")
-  spec = importlib.util.spec_from_file_location("estimator_feature_columns", path)
-  module = importlib.util.module_from_spec(spec)
+  if not storage.exists(path) or storage.isdir(path):
+    raise UserError(f"--feature_columns={path}: no such file (a .py file of the columns).")
   try:
-    spec.loader.exec_module(module)
+    code = compile(storage.read_text(path), path, "exec")
+    namespace = {"__name__": "estimator_feature_columns", "__file__": path}
+    exec(code, namespace)  # pylint: disable=exec-used  (the user's own column definitions)
+    linear, dnn, vocabulary = (
+        list(namespace[name]()) if name in namespace else None
+        for name in ("linear_feature_columns", "dnn_feature_columns", "label_vocabulary"))
   except Exception as e:  # pylint: disable=broad-except  (the user's code: say where)
-    raise UserError(f"--feature_columns={path} failed to run: {type(e).__name__}: {e}") from e
-  columns = [list(getattr(module, name)()) if hasattr(module, name) else []
-             for name in ("linear_feature_columns", "dnn_feature_columns")]
-  if not any(columns):
+    raise UserError(f"--feature_columns={path} failed to run: {type(e).__name__}: "
+                    f"{first_line(e)}") from e
+  if not (linear or dnn):
     raise UserError(f"--feature_columns={path} defines neither linear_feature_columns() nor "
-                    "dnn_feature_columns(): define the one(s) the Estimator was given.")
-  vocabulary = getattr(module, "label_vocabulary", None)
-  return (*columns, [str(v) for v in vocabulary()] if vocabulary else None)
+                    "dnn_feature_columns() (or they return no columns): define the one(s) "
+                    "the Estimator was given.")
+  for column in (linear or []) + (dnn or []):
+    if not hasattr(column, "parse_example_spec"):
+      raise UserError(f"--feature_columns={path} returns {column!r}, which is not a "
+                      "tf.feature_column column.")
+  return linear or [], dnn or [], [str(v) for v in vocabulary] if vocabulary else None
 
 
 def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum", head=None):
@@ -142,7 +147,7 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum", head=N
   head: "classifier" or "regressor" where graph.pbtxt is missing (it says which).
   """
   path = estimator_reading.checkpoint_path(model_dir, checkpoint)
-  shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  shapes = estimator_reading.variable_shapes(path)
   linear_columns, dnn_columns, label_vocabulary = load_columns(columns_file)
   has_linear = f"{_LINEAR}bias_weights" in shapes
   has_dnn = f"{_DNN}logits/kernel" in shapes
@@ -167,7 +172,7 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum", head=N
   activation, alpha = (estimator_reading.activation_in(graph) if has_dnn and graph
                        else ("relu", None))
   source = ColumnsSource(
-      checkpoint=path, step=int(tf.train.load_checkpoint(path).get_tensor("global_step")),
+      checkpoint=path, step=checkpoints.steps_done(path),
       linear_columns=linear_columns, dnn_columns=dnn_columns, hidden_units=hidden,
       n_classes=2 if units == 1 and not regressor else units, regressor=regressor,
       label_vocabulary=None if regressor else label_vocabulary,
@@ -469,8 +474,9 @@ def _check_data(source, check_data):
       raise UserError(f"--check_data={check_data} holds no records.")
     tf.io.parse_example(tf.constant(examples), source.parse_spec())
   except tf.errors.OpError as e:
+    said = re.sub(r"^\{\{[^}]*\}\}\s*", "", first_line(e.message))  # TF's op-name prefix
     raise UserError(f"--check_data={check_data} is not a TFRecord file of tf.Examples these "
-                    f"columns parse: {first_line(e.message)}") from e
+                    f"columns parse: {said}") from e
   return examples, f"{check_data} ({len(examples)} tf.Examples)"
 
 
@@ -483,10 +489,11 @@ def migrate(model_dir, output_dir, columns_file, checkpoint=None, sparse_combine
   expected = estimator_predictions(source, examples)
   tf.keras.backend.clear_session()
   model = build_keras_model(source)
-  actual = {k: v.numpy() for k, v in source.head().outputs(
+  head = source.head()
+  actual = {k: v.numpy() for k, v in head.outputs(
       model(tf.io.parse_example(tf.constant(examples), source.parse_spec()))).items()}
   differences = {key: float(np.max(np.abs(expected[key] - actual[key])))
-                 for key in source.head().compared}
+                 for key in head.compared}
   proof = {"examples": len(examples), "max_abs_difference": max(differences.values()),
            "by_output": differences, "tolerance": tolerance,
            "class_ids_equal": bool(np.array_equal(expected["class_ids"], actual["class_ids"]))
