@@ -215,7 +215,7 @@ def run_unit(unit, selected_tests, multi):
   except subprocess.TimeoutExpired:
     os.killpg(proc.pid, signal.SIGKILL)  # the module and every process it started
     output, _ = proc.communicate()
-    output += f"\n{module} TIMED OUT after {timeout} s (its limit in tests/run_all.py TIMEOUTS)"
+    output += f"\n{unit} TIMED OUT after {timeout} s (its limit in tests/run_all.py TIMEOUTS)"
     code = "timeout"
   tests, bad, skips = _counts(xml_path, skip_reasons.read(skips_path))
   if os.environ.get("CI") == "true" and code == 0:
@@ -223,7 +223,8 @@ def run_unit(unit, selected_tests, multi):
     if hidden:  # a prerequisite CI should have installed is missing: a failure, not a skip
       output += "\nUnder CI=true these skips are failures:\n  " + "\n  ".join(hidden)
       code = "skipped a prerequisite"
-  return {"module": unit, "tier": tier(module), "multi_process": multi, "seconds": round(time.monotonic() - start, 1),
+  return {"module": unit, "tier": tier(module), "multi_process": multi,
+          "seconds": round(time.monotonic() - start, 1),
           "status": "ok" if code == 0 else (code if isinstance(code, str) else f"exit {code}"),
           "tests": tests, "failed": bad, "skipped": len(skips),
           "skips": [{"test": t, "reason": r} for t, r in skips],
