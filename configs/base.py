@@ -98,7 +98,10 @@ def get_config():
   # | keras_estimator (model.name through model_to_estimator); the last two: full lane only
   config.trainer = "fit"
   config.estimator = ml_collections.ConfigDict()
-  # DNNClassifier layers: one of 256, as the MNIST styles tutorial's MLP.
+  # trainer=estimator's canned Estimator on the pixels: dnn (DNNClassifier) | linear
+  # (LinearClassifier, the linear baseline) | dnn_linear_combined (wide & deep: both parts)
+  config.estimator.canned = "dnn"
+  # DNN layers: one of 256, as the MNIST styles tutorial's MLP.
   config.estimator.hidden_units = (256,)
   config.distribution = ml_collections.ConfigDict()
   # auto (a TPU if configured or attached, mirrored over 2+ GPUs, else default) | default

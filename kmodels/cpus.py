@@ -59,7 +59,7 @@ def cgroup_cpu_limit(v2_path=None, v1_paths=None):
   except (OSError, ValueError, TypeError):
     pass
   try:
-    quota, period = (int(open(p).read()) for p in v1_paths)
+    quota, period = (int(_read(p)) for p in v1_paths)
     return None if quota <= 0 else quota / period
   except (OSError, ValueError, TypeError):
     return None
@@ -134,3 +134,8 @@ def usable_memory_bytes():
 def peak_rss_mb():
   """The most resident memory this process has held so far, in MB (Linux: ru_maxrss kB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()

@@ -100,9 +100,10 @@ def signatures(scores_of, image_shape, label_names, logits, eval_crop_fraction=N
 
 def model_label(config, registry_model):
   """The trained model's name for people: the registry name, or (for a trainer that builds
-  its own network, registry_model=False) the DNNClassifier's shape."""
+  its own network, registry_model=False) the canned Estimator's, e.g. DNNClassifier[256]."""
   if not registry_model:
-    return f"DNNClassifier{list(config.estimator.hidden_units)}"
+    from kmodels.trainers import estimator  # pylint: disable=g-import-not-at-top  (a cycle)
+    return estimator.canned_label(config)
   return config.model.name
 
 

@@ -79,8 +79,11 @@ def _check_storage():
 def main(argv):
   common.start(argv)
   with common.user_errors_exit():
+    estimator_reading.check_estimator_available()
     _check_storage()
-  if _FEATURE_COLUMNS.value:
+    over_columns = _FEATURE_COLUMNS.value or feature_columns.needs_no_columns(
+        _ESTIMATOR_DIR.value, _CHECKPOINT.value)
+  if over_columns:
     _migrate_over_feature_columns()
     return
   with common.user_errors_exit():
@@ -111,10 +114,14 @@ def _migrate_over_feature_columns():
         checkpoint=_CHECKPOINT.value, sparse_combiner=_SPARSE_COMBINER.value,
         check_data=_CHECK_DATA.value, head=_HEAD.value)
   proof = record["proof"]
+  accuracy = ""
+  if "keras_accuracy" in proof:
+    accuracy = (f"; accuracy {100 * proof['estimator_accuracy']:.2f} % (Estimator) vs "
+                f"{100 * proof['keras_accuracy']:.2f} % (Keras)")
   print(f"Migrated {record['kind']} (step {record['step']}) over "
         f"{len(record['linear_columns']) + len(record['dnn_columns'])} feature columns: max "
         f"difference {proof['max_abs_difference']:.2g} <= {proof['tolerance']:g} over "
-        f"{proof['examples']} tf.Examples ({record['check_data']}).\nSignatures "
+        f"{proof['examples']} tf.Examples ({record['check_data']}){accuracy}.\nSignatures "
         f"{', '.join(record['signatures'])} take serialized tf.Examples, as the Estimator's "
         f"export did. Written: export/1, migration.json in {_WORKDIR.value}", flush=True)
 

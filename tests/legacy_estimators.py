@@ -74,6 +74,22 @@ def custom_model_fn_estimator(model_dir):
   tf.estimator.Estimator(model_fn, model_dir=model_dir).train(_data("x", (4,), 3), steps=5)
 
 
+def boosted_trees_model_dir(model_dir):
+  """A model_dir in the form a BoostedTreesClassifier saved: its tree ensemble under
+  "boosted_trees:0_stamp" / "boosted_trees:0_serialized" (the names TF's tree ensemble
+  saveable gives them) beside global_step. TF 2.15 has neither the BoostedTrees Estimators
+  nor their kernels to train one, so SaveV2 writes those tensors; such model_dirs are what
+  their users hold."""
+  os.makedirs(model_dir, exist_ok=True)
+  prefix = os.path.join(model_dir, "model.ckpt-3")
+  tf.raw_ops.SaveV2(
+      prefix=prefix, tensor_names=["boosted_trees:0_serialized", "boosted_trees:0_stamp",
+                                   "global_step"], shape_and_slices=["", "", ""],
+      tensors=[tf.constant(b""),  # a serialized TreeEnsemble proto of no trees yet
+               tf.constant(0, tf.int64), tf.constant(3, tf.int64)])
+  tf.compat.v1.train.update_checkpoint_state(model_dir, prefix)
+
+
 def model_to_estimator(model_dir, json_path):
   """A Keras model moved into an Estimator and trained there; its to_json() in json_path."""
   inputs = tf.keras.Input(shape=(6,), name="features")
@@ -89,33 +105,40 @@ def model_to_estimator(model_dir, json_path):
 
 
 def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
-                        label_vocabulary=None):
-  """A Linear, DNN or DNNLinearCombined classifier (regressor: n_classes is its
+                        label_vocabulary=None, weight_column=None):
+  """A Linear, DNN, DNNLinearCombined or Baseline classifier (regressor: n_classes is its
   label_dimension) over the columns of tests/legacy_feature_columns.py, trained on
-  tf.Examples, with its own export_saved_model (a parsing receiver, as TF Serving users
-  have it). Returns (estimator, export dir)."""
+  tf.Examples (weighted by their "weight" feature if weight_column), with its own
+  export_saved_model (a parsing receiver, as TF Serving users have it). Returns
+  (estimator, export dir)."""
   from tests import legacy_feature_columns as columns  # pylint: disable=g-import-not-at-top
   linear, dnn = columns.linear_feature_columns(), columns.dnn_feature_columns()
-  network = {"linear": "Linear", "dnn": "DNN", "wide_and_deep": "DNNLinearCombined"}[kind]
+  network = {"linear": "Linear", "dnn": "DNN", "wide_and_deep": "DNNLinearCombined",
+             "baseline": "Baseline"}[kind]
   estimator_class = getattr(tf.estimator, network + ("Regressor" if regressor else
                                                      "Classifier"))
-  common = dict(model_dir=model_dir, config=tf.estimator.RunConfig(tf_random_seed=1))
+  common = dict(model_dir=model_dir, config=tf.estimator.RunConfig(tf_random_seed=1),
+                weight_column=weight_column)
   common.update(dict(label_dimension=n_classes) if regressor else
                 dict(n_classes=n_classes, label_vocabulary=label_vocabulary))
-  if kind == "linear":
-    estimator = estimator_class(linear, **common)
+  if kind in ("linear", "baseline"):
+    estimator = estimator_class(linear, **common) if kind == "linear" else estimator_class(
+        **common)
   elif kind == "dnn":
     estimator = estimator_class([8, 4], dnn, dropout=0.1, **common)
   else:
     estimator = estimator_class(
         linear_feature_columns=linear, dnn_feature_columns=dnn, dnn_hidden_units=[8, 4],
         batch_norm=True, **common)
+  # A Baseline reads only the batch size, from its one feature here: with several, its
+  # size checks make the bias' initializer wait for the input iterator (a TF 2.15 bug).
   spec = tf.feature_column.make_parse_example_spec(
-      linear + dnn if kind == "wide_and_deep" else linear if kind == "linear" else dnn)
+      linear + dnn if kind == "wide_and_deep" else dnn if kind == "dnn" else
+      linear if kind == "linear" else linear[:1])
   examples = column_examples(256, n_classes)
 
   def labelled(batch):
-    features, labels = _parsed_with_labels(batch, spec)
+    features, labels = _parsed_with_labels(batch, spec, weight_column)
     if regressor:  # label_dimension values per example, from the class label
       return features, tf.tile(tf.cast(labels, tf.float32), [1, n_classes])
     if label_vocabulary:
@@ -132,8 +155,11 @@ def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
   return estimator, export.decode()
 
 
-def _parsed_with_labels(batch, spec):
-  features = tf.io.parse_example(batch, {**spec, "label": tf.io.FixedLenFeature([1], tf.int64)})
+def _parsed_with_labels(batch, spec, weight_column=None):
+  extra = {"label": tf.io.FixedLenFeature([1], tf.int64)}
+  if weight_column:
+    extra[weight_column] = tf.io.FixedLenFeature([1], tf.float32)
+  features = tf.io.parse_example(batch, {**spec, **extra})
   return features, features.pop("label")
 
 
@@ -154,6 +180,11 @@ def column_examples(count, n_classes, seed=0):
         "tags": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"c"][:1 + i % 2])),
         "tag_weight": tf.train.Feature(float_list=tf.train.FloatList(
             value=[0.5, 2.0][:1 + i % 2])),
+        "home": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[rng.choice([b"fr", b"de", b"jp", b"br", b"us"])])),
+        "work": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=list(rng.choice([b"fr", b"de", b"xx"], size=1 + i % 2)))),
+        "weight": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0 + i % 3])),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(
             value=[(int(age > 40) + int(color == "red") + i % 2) % n_classes]))}
     examples.append(tf.train.Example(
@@ -167,6 +198,22 @@ def predict(estimator, key, features, output="probabilities"):
     return tf.data.Dataset.from_tensor_slices({key: features}).batch(64)
 
   return np.stack([prediction[output] for prediction in estimator.predict(input_fn)])
+
+
+def numeric_examples(key, features):
+  """Serialized tf.Examples of one float feature `key`, one per row of `features`."""
+  return [tf.train.Example(features=tf.train.Features(feature={key: tf.train.Feature(
+      float_list=tf.train.FloatList(value=row.ravel()))})).SerializeToString()
+          for row in features]
+
+
+def export_parsing(estimator, key, shape):
+  """The Estimator's export_saved_model with a parsing receiver of its numeric column."""
+  spec = tf.feature_column.make_parse_example_spec(
+      [tf.feature_column.numeric_column(key, shape=shape)])
+  return estimator.export_saved_model(
+      os.path.join(estimator.model_dir, "export"),
+      tf.estimator.export.build_parsing_serving_input_receiver_fn(spec)).decode()
 
 
 def write_records(path, examples):

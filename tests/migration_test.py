@@ -87,6 +87,16 @@ class MigrateDnnClassifierTest(parameterized.TestCase):
     np.testing.assert_array_equal(outputs["serving_default/class_id"], expected.argmax(-1))
     self.assertTrue(os.path.exists(os.path.join(out, "keras", "saved_model.pb")))
     self.assertTrue(os.path.exists(os.path.join(out, "weights.h5")))
+    if settings["n_classes"] in (2, 10):  # a binary and a multi-class head: TF Serving
+      # clients of the Estimator's parsing export call the migrated one unchanged.
+      records = os.path.join(out, "check.tfrecord")
+      legacy_estimators.write_records(records, legacy_estimators.numeric_examples(
+          settings["key"], features))
+      specs = _assert_serve_alike(
+          self, legacy_estimators.export_parsing(estimator, settings["key"], settings["shape"]),
+          os.path.join(out, "export", "1"), records,
+          signatures=("classification", "predict", "regression"), warmup=False)
+      self.assertEqual(specs["predict"]["inputs"], {"examples": "string"})
 
   def test_the_launcher_with_a_npz_and_saved_model_cli(self):
     model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
@@ -222,18 +232,19 @@ class MigrateKmodelsRunTest(parameterized.TestCase):
 _COLUMNS_FILE = os.path.join(testutil.REPO_ROOT, "tests", "legacy_feature_columns.py")
 
 
-def _assert_serve_alike(test, estimator_export, migrated_export, records, python=sys.executable):
+def _assert_serve_alike(test, estimator_export, migrated_export, records, python=sys.executable,
+                        signatures=("serving_default", "classification", "predict",
+                                    "regression"), warmup=True):
   """Both exports called on the same tf.Examples from fresh processes without kmodels:
   the same signatures, input names, output keys and dtypes, and outputs within 1e-5."""
-  signatures = ("serving_default", "classification", "predict", "regression")
   sources = {sig: records for sig in signatures}
   expected, expected_specs = testutil.run_serving_client(python, estimator_export, {}, sources)
   actual, actual_specs = testutil.run_serving_client(sys.executable, migrated_export, {},
                                                      sources)
   test.assertEqual(actual_specs, expected_specs)
-  # The migrated export adds TF Serving warm-up requests, one per signature, each replayed.
-  warmup = sorted({k.split("/")[1] for k in actual if k.startswith("warmup/")})
-  test.assertEqual(warmup, sorted(expected_specs))
+  # The migrated feature-column export adds TF Serving warm-up requests, each replayed.
+  replayed = sorted({k.split("/")[1] for k in actual if k.startswith("warmup/")})
+  test.assertEqual(replayed, sorted(expected_specs) if warmup else [])
   test.assertEqual(sorted(k for k in actual if not k.startswith("warmup/")), sorted(expected))
   for key, value in expected.items():
     if value.dtype.kind in "SO":
@@ -270,7 +281,7 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
                                   f"--feature_columns={_COLUMNS_FILE}", f"--workdir={out}",
                                   f"--check_data={records}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("Migrated DNNLinearCombinedClassifier (step 30) over 13 feature columns",
+    self.assertIn("Migrated DNNLinearCombinedClassifier (step 30) over 16 feature columns",
                   proc.stdout)
     specs = _assert_serve_alike(self, self.estimator_export, os.path.join(out, "export", "1"),
                                 records)
@@ -278,9 +289,12 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
     self.assertEqual(specs["predict"]["inputs"], {"examples": "string"})
 
   @parameterized.named_parameters(
-      ("binary_linear_classifier", "linear", 2, {}),
+      ("binary_linear_classifier_with_a_weight_column", "linear", 2,
+       {"weight_column": "weight"}),
       ("dnn_classifier_with_a_label_vocabulary", "dnn", 4,
        {"label_vocabulary": ["ant", "bee", "cat", "dog"]}),
+      ("baseline_classifier_with_a_label_vocabulary", "baseline", 3,
+       {"label_vocabulary": ["ant", "bee", "cat"]}),
       ("wide_and_deep_regressor_of_2_labels", "wide_and_deep", 2, {"regressor": True}))
   def test_each_head_serves_like_the_estimators_export(self, kind, n_classes, settings):
     model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
@@ -288,9 +302,11 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
                                                                 **settings)
     columns_file = _COLUMNS_FILE
     if "label_vocabulary" in settings:  # the user's file says it, as their code did
+      columns = ("from tests.legacy_feature_columns import dnn_feature_columns\n"
+                 if kind == "dnn" else "")  # a Baseline reads no columns
       columns_file = self.create_tempfile("columns.py", (
-          "from tests.legacy_feature_columns import dnn_feature_columns\n"
-          f"def label_vocabulary():\n  return {settings['label_vocabulary']!r}\n")).full_path
+          f"{columns}def label_vocabulary():\n"
+          f"  return {settings['label_vocabulary']!r}\n")).full_path
     record = feature_columns.migrate(model_dir, out, columns_file)
     self.assertTrue(record["proof"]["equal"], record["proof"])
     self.assertEqual(record["proof"]["examples"], feature_columns.CHECK_EXAMPLES)
@@ -303,18 +319,48 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
       self.assertIn("regression", specs)
       self.assertIn("logistic", specs["predict"]["outputs"])
 
+  def test_a_baseline_needs_no_columns_and_boosted_trees_are_refused_with_their_route(self):
+    model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
+    _, estimator_export = legacy_estimators.canned_over_columns(model_dir, "baseline", 1,
+                                                                regressor=True)
+    proc = testutil.call_launcher("migrate", f"--estimator_dir={model_dir}", f"--workdir={out}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("Migrated BaselineRegressor (step 30) over 0 feature columns", proc.stdout)
+    _assert_serve_alike(self, estimator_export, os.path.join(out, "export", "1"),
+                        self._records(2))
+    trees = self.create_tempdir().full_path
+    legacy_estimators.boosted_trees_model_dir(trees)
+    proc = testutil.call_launcher("migrate", f"--estimator_dir={trees}",
+                                  f"--workdir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(self, proc, "BoostedTrees", "TensorFlow Decision Forests")
+
   def test_generated_check_examples_reach_every_vocabulary_entry_and_bucket_edge(self):
     source = feature_columns.read(self.model_dir, _COLUMNS_FILE)
     parsed = tf.io.parse_example(tf.constant(feature_columns.check_examples(source)),
                                  source.parse_spec())
     colors = set(parsed["color"].values.numpy().astype(str))
     self.assertLessEqual({"red", "green", "blue", "~out-of-vocabulary~"}, colors)
+    homes = set(parsed["home"].values.numpy().astype(str))  # from the vocabulary file
+    self.assertLessEqual({"fr", "de", "jp", "br", "~out-of-vocabulary~"}, homes)
     ages = set(parsed["age"].numpy().ravel().tolist())
     self.assertLessEqual({20.0, 40.0, 60.0}, ages)
     self.assertTrue(min(ages) < 20 and max(ages) > 60)
     rows_with_city = tf.math.bincount(tf.cast(parsed["city"].indices[:, 0], tf.int32),
                                       minlength=len(ages)).numpy()
     self.assertIn(0, rows_with_city.tolist())  # some examples lack the feature
+
+  @parameterized.named_parameters(  # TF reads the file for its size unless it is given
+      ("size_given", "num_oov_buckets=1, vocabulary_size=4",
+       r"column 'home' reads its vocabulary from .*moved/countries.txt, which does not exist"),
+      ("size_read", "num_oov_buckets=1",
+       r"failed to run: ValueError: vocabulary_file in home does not exist. \(moved\? "))
+  def test_a_vocabulary_file_that_moved_is_named(self, arguments, message):
+    with open(_COLUMNS_FILE) as f:
+      moved = f.read().replace('"legacy_countries.txt"', '"moved/countries.txt"').replace(
+          "COUNTRIES, num_oov_buckets=1)", f"COUNTRIES, {arguments})")
+    columns_file = self.create_tempfile("columns.py", moved).full_path
+    with self.assertRaisesRegex(migration.UserError, message):
+      feature_columns.read(self.model_dir, columns_file)
 
   def test_what_does_not_fit_the_model_dir_is_one_line_exit_2(self):
     scratch = self.create_tempdir()
@@ -407,6 +453,33 @@ class CurrentLaneTest(absltest.TestCase):
     export = json.loads(made.stdout.strip().splitlines()[-1])["export"]
     _assert_serve_alike(self, export, os.path.join(out, "export", "1"), records,
                         python=_FULL_LANE_PYTHON)
+    self._trains_on_here(out, records)
+
+  def _trains_on_here(self, workdir, records):
+    """Rebuilt here from the workdir and the columns file, the Keras model answers as its
+    export does; one fit step moves its weights and a new export of it answers."""
+    model, source = feature_columns.load_keras_model(workdir, _COLUMNS_FILE)
+    serialized = tf.constant(list(tf.data.TFRecordDataset(records).as_numpy_iterator()))
+    features = feature_columns.parse(source.parse_spec(), serialized)
+    served = tf.saved_model.load(os.path.join(workdir, "export", "1")).signatures["predict"](
+        examples=serialized)
+    np.testing.assert_allclose(model(features).numpy(), served["logits"].numpy(),
+                               atol=migration.MAX_DIFFERENCE)
+    labels = tf.io.parse_example(serialized, {"label": tf.io.FixedLenFeature([1], tf.int64)})
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss=source.head().loss())
+    model.fit(features, labels["label"], batch_size=64, epochs=1, verbose=0)
+    moved = {w.name for w, old in zip(model.trainable_weights, before)
+             if not np.array_equal(w.numpy(), old)}
+    self.assertTrue(any("logits/kernel" in n for n in moved), moved)
+    self.assertTrue(any("linear_bias" in n for n in moved), moved)
+    retrained = os.path.join(workdir, "retrained")
+    feature_columns.export_for_serving(source, model, retrained, list(serialized.numpy()))
+    outputs, _ = testutil.run_serving_client(sys.executable, retrained, {},
+                                             {"predict": records})
+    self.assertTrue(np.all(np.isfinite(outputs["predict/probabilities"])))
+    self.assertGreater(np.max(np.abs(outputs["predict/logits"] - served["logits"].numpy())),
+                       1e-4, "the retrained export answers as before training")
 
   def test_launch_migrate_says_it_needs_the_full_lane(self):
     if testutil.HAS_ESTIMATOR:

@@ -263,7 +263,7 @@ def estimator_outputs(source, features):
 def read(estimator_dir, checkpoint=None, overrides=None):
   """Reads `estimator_dir` (a model_dir or a kmodels workdir); returns a Source."""
   overrides = overrides or Overrides()
-  model_dir, config, card = _kmodels_run(estimator_dir)
+  model_dir, config, card = kmodels_run(estimator_dir)
   path = checkpoint_path(model_dir, checkpoint)
   shapes = variable_shapes(path)
   step = checkpoints.steps_done(path)
@@ -282,7 +282,7 @@ def read(estimator_dir, checkpoint=None, overrides=None):
       "canned Estimator is not supported"))
 
 
-def _kmodels_run(estimator_dir):
+def kmodels_run(estimator_dir):
   """(model_dir, config, model card) of a kmodels workdir; (estimator_dir, None, None) else."""
   workdir = Workdir(estimator_dir)
   if not storage.exists(workdir.config_json):

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from kmodels import data, reporting, serving, storage
 from kmodels.errors import UserError
-from kmodels.legacy import estimator_reading
+from kmodels.legacy import estimator_reading, feature_columns
 
 MAX_DIFFERENCE = 1e-5  # max |p_estimator - p_keras| over every probability checked
 RANDOM_CHECK_EXAMPLES = 512
@@ -170,6 +170,25 @@ def _save_keras(model, output_dir):
     model.save_weights(path)
 
 
+def _tf_example_signatures(source, model):
+  """A canned DNNClassifier export's signatures over serialized tf.Examples (predict,
+  classification, and regression for two classes), so its TF Serving clients keep working;
+  its serving_default stays the feature tensor's (kmodels' exports have always had it)."""
+  if not isinstance(source, estimator_reading.DnnSource):
+    return {}
+  logits = tf.keras.Model(model.inputs, model.get_layer("logits").output)
+  head = feature_columns.ClassificationHead(source.n_classes)  # classes "0".."n-1", as it
+  spec = {source.feature_key: tf.io.FixedLenFeature(source.input_shape, tf.float32)}
+
+  def predict_outputs(serialized):
+    features = tf.io.parse_example(serialized, spec)[source.feature_key]
+    return head.outputs(logits(features, training=False))
+
+  signatures = feature_columns.example_signatures(head, predict_outputs)
+  del signatures["serving_default"]
+  return signatures
+
+
 def export_for_serving(source, model, export_root):
   """The next version under `export_root`: a SavedModel whose serving_default takes the
   Estimator's own feature by its key.
@@ -190,7 +209,7 @@ def export_for_serving(source, model, export_root):
       outputs["class_name"] = tf.gather(tf.constant(label_names), class_id)
     return outputs
 
-  functions = {"serving_default": serving_default}
+  functions = {**_tf_example_signatures(source, model), "serving_default": serving_default}
   if source.image_preprocessing_known():
     keras_scores = serving.keras_scores(model)
     images = serving.signatures(lambda pixels: source.probabilities(keras_scores(pixels)),

@@ -5,9 +5,11 @@ path pays its own start-up (imports, graph building, tracing) and none inherits 
 process from another. The network is the MNIST styles tutorial's MLP (Flatten -> Dense 256 ReLU ->
 Dense softmax) everywhere: as Sequential, Functional and subclassed Keras models, in the custom
 GradientTape loop, as a `tf.estimator.DNNClassifier` with hidden_units (256,), and as the
-Sequential model moved into an Estimator by `model_to_estimator`; then the trained
-DNNClassifier migrated to Keras by `launch.migrate` (its accuracy on the test split, and
-predict speed of the Estimator and of the Keras model beside each other).
+Sequential model moved into an Estimator by `model_to_estimator`; beside them the linear
+baseline (`LinearClassifier` on the pixels) and wide & deep (`DNNLinearCombinedClassifier`:
+both parts on the pixels); then each trained canned Estimator migrated to Keras by
+`launch.migrate` (its accuracy on the test split, and predict speed of the Estimator and of
+the Keras model beside each other).
 """
 
 import csv
@@ -16,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import typing
 from typing import List
 
 from absl import logging
@@ -27,17 +30,33 @@ from kmodels import reporting, storage, trainers
 from kmodels.errors import UserError
 from kmodels.trainers import estimator
 
-MIGRATE = "migrate"  # not a trainer: the "estimator" path's model_dir through launch.migrate
-# path -> (trainer, model.name)
+MIGRATE = "migrate"  # not a trainer: another path's Estimator model_dir through launch.migrate
+
+
+class Path(typing.NamedTuple):
+  trainer: str  # a kmodels trainer, or MIGRATE
+  model: str  # config.model.name (the registry's), or the canned Estimator's label
+  overrides: typing.Tuple[str, ...] = ()
+  migrates: typing.Optional[str] = None  # MIGRATE: the path whose model_dir it migrates
+
+
+_WIDE = "--config.estimator.canned="
 PATHS = {
-    "sequential": ("fit", "mlp"),
-    "functional": ("fit", "mlp_functional"),
-    "subclassed": ("fit", "mlp_subclass"),
-    "custom_loop": ("custom_loop", "mlp"),
-    "estimator": ("estimator", "mlp"),  # DNNClassifier; model.name unused
-    "keras_estimator": ("keras_estimator", "mlp"),
-    # Not trained: the "estimator" path's model_dir through launch.migrate.
-    "estimator_migrated": (MIGRATE, "mlp"),
+    "sequential": Path("fit", "mlp"),
+    "functional": Path("fit", "mlp_functional"),
+    "subclassed": Path("fit", "mlp_subclass"),
+    "custom_loop": Path("custom_loop", "mlp"),
+    "estimator": Path("estimator", "DNNClassifier[256]", (f"{_WIDE}dnn",)),
+    "estimator_linear": Path("estimator", "LinearClassifier", (f"{_WIDE}linear",)),
+    "estimator_wide_deep": Path("estimator", "DNNLinearCombinedClassifier[256]",
+                                (f"{_WIDE}dnn_linear_combined",)),
+    "keras_estimator": Path("keras_estimator", "mlp"),
+    # Not trained: an Estimator path's model_dir through launch.migrate.
+    "estimator_migrated": Path(MIGRATE, "DNNClassifier[256] as Keras", migrates="estimator"),
+    "estimator_linear_migrated": Path(MIGRATE, "LinearClassifier as Keras",
+                                      migrates="estimator_linear"),
+    "estimator_wide_deep_migrated": Path(MIGRATE, "DNNLinearCombinedClassifier[256] as Keras",
+                                         migrates="estimator_wide_deep"),
 }
 COLUMNS = ["path", "trainer", "model", "parameters", "test_loss", "test_accuracy",
            "train_seconds", "images_per_second", "first_step_seconds",
@@ -66,20 +85,19 @@ def _launch(module, args, path_dir):
 
 def _run_path(path, config_file, overrides, workdir):
   """Trains one path in its own process; returns its table row."""
-  trainer, model = PATHS[path]
-  row = {"path": path, "trainer": trainer,
-         "model": model if trainer == MIGRATE or trainers.TABLE[trainer].registry_model
-                  else "DNNClassifier[256]"}
-  needs_estimator = trainer == MIGRATE or trainers.is_estimator(trainer)
+  spec = PATHS[path]
+  row = {"path": path, "trainer": spec.trainer, "model": spec.model}
+  needs_estimator = spec.trainer == MIGRATE or trainers.is_estimator(spec.trainer)
   if needs_estimator and _estimator_missing():
     return dict(row, status="skipped: tf.estimator needs the full lane (TF 2.15)")
   path_dir = storage.join(workdir, path)
-  if trainer == MIGRATE:
-    return _migrated_row(row, workdir, path_dir)
+  if spec.trainer == MIGRATE:
+    return _migrated_row(row, storage.join(workdir, spec.migrates), path_dir)
+  model = spec.model if trainers.TABLE[spec.trainer].registry_model else "mlp"  # unused
   launched = time.time()
   code = _launch("train", [f"--config={config_file}", f"--workdir={path_dir}", *overrides,
-                           f"--config.trainer={trainer}", f"--config.model.name={model}"],
-                 path_dir)
+                           f"--config.trainer={spec.trainer}", f"--config.model.name={model}",
+                           *spec.overrides], path_dir)
   metrics = reporting.read_json(storage.join(path_dir, "metrics.json"), None)
   if code or metrics is None:
     return dict(row, status=f"failed (exit {code}), see {path}/log.txt")
@@ -91,30 +109,33 @@ def _run_path(path, config_file, overrides, workdir):
               first_step_seconds=first_step - launched if first_step else None)
 
 
-def _migrated_row(row, workdir, path_dir):
-  """The "estimator" path's DNNClassifier migrated to Keras, proven on the test split."""
-  source = storage.join(workdir, "estimator")
-  row["model"] = "DNNClassifier[256] as Keras"
+def _migrated_row(row, source, path_dir):
+  """An Estimator path's model_dir migrated to Keras, proven on the test split."""
   if not storage.exists(storage.join(source, "metrics.json")):
-    return dict(row, status="skipped: needs the estimator path (list it before)")
+    return dict(row, status=f"skipped: needs the {os.path.basename(source)} path (list it "
+                "before)")
   code = _launch("migrate", [f"--estimator_dir={source}", f"--workdir={path_dir}"], path_dir)
   record = reporting.read_json(storage.join(path_dir, "migration.json"), None)
-  if code or record is None:
-    return dict(row, status=f"failed (exit {code}), see estimator_migrated/log.txt")
+  if code or record is None or "keras_accuracy" not in record["proof"]:
+    return dict(row, status=f"failed (exit {code}), see {row['path']}/log.txt")
   proof = record["proof"]
+  # migration.py (DNNClassifier) counts images, feature_columns.py tf.Examples of them.
+  unit = "images" if "keras_predict_images_per_second" in proof else "examples"
   return dict(row, status="ok", test_accuracy=proof["keras_accuracy"],
-              parameters=proof["parameters"],
-              predict_images_per_second=proof["keras_predict_images_per_second"],
-              estimator_predict_images_per_second=proof["estimator_predict_images_per_second"],
+              parameters=proof["parameters"], migrated_from=os.path.basename(source),
+              predict_images_per_second=proof[f"keras_predict_{unit}_per_second"],
+              estimator_predict_images_per_second=proof[f"estimator_predict_{unit}_per_second"],
               max_abs_difference=proof["max_abs_difference"])
 
 
 def _with_estimator_predict_speed(rows):
-  """The estimator row's predict speed, measured by the migration beside the Keras one."""
-  migrated = next((r for r in rows if r.get("estimator_predict_images_per_second")), None)
+  """Each migrated Estimator path's predict speed, measured by its migration beside the
+  Keras model's."""
+  speeds = {r["migrated_from"]: r["estimator_predict_images_per_second"]
+            for r in rows if r.get("migrated_from")}
   for row in rows:
-    if migrated and row["path"] == "estimator":
-      row["predict_images_per_second"] = migrated["estimator_predict_images_per_second"]
+    if row["path"] in speeds:
+      row["predict_images_per_second"] = speeds[row["path"]]
   return rows
 
 

@@ -2,7 +2,7 @@
 
   fit              Keras model.fit with kmodels' callbacks (fit.py);
   custom_loop      a GradientTape step under strategy.run (custom_loop.py);
-  estimator        tf.estimator.DNNClassifier (estimator.py);
+  estimator        a canned tf.estimator classifier: DNN, Linear or wide & deep (estimator.py);
   keras_estimator  a registered Keras model through model_to_estimator (estimator.py).
 
 A row holds the trainer's train function (Run -> Outcome, see run.py) and what differs
@@ -55,7 +55,8 @@ TABLE = {t.name: t for t in (
             ALL_STRATEGIES, ALL_PRECISIONS, benchmark_loop="custom_loop", estimator=False,
             registry_model=True, best_checkpoint=True),
     Trainer("estimator", estimator.train,
-            "tf.estimator.DNNClassifier (hidden units from estimator.hidden_units)",
+            "a canned tf.estimator classifier on the pixels (estimator.canned: dnn, linear or "
+            "dnn_linear_combined; hidden units from estimator.hidden_units)",
             _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
             registry_model=False, precision_note=_ESTIMATOR_PRECISION),
     Trainer("keras_estimator", estimator.train,

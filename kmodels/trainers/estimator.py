@@ -1,8 +1,10 @@
-"""The legacy path: `tf.estimator.DNNClassifier`, and Keras models moved into an Estimator.
+"""The legacy path: canned tf.estimator classifiers, and Keras models moved into an Estimator.
 
 Trainers:
-  estimator        DNNClassifier (hidden units from `config.estimator.hidden_units`) on a
-                   flattened image feature column;
+  estimator        a canned classifier on one numeric feature column of the pixels:
+                   `config.estimator.canned` dnn (DNNClassifier, hidden units from
+                   `config.estimator.hidden_units`), linear (LinearClassifier) or
+                   dnn_linear_combined (wide & deep: the linear and DNN parts both on it);
   keras_estimator  a registered Keras model through `tf.keras.estimator.model_to_estimator`.
 
 Both read the same tfds pipelines as the Keras trainers (built inside each `input_fn`,
@@ -25,7 +27,17 @@ from kmodels import checkpoints, data, distribute, faults, models, optimizers, s
 from kmodels.errors import UserError
 from kmodels.trainers.run import Outcome
 
-FEATURE = "image"  # the DNNClassifier feature key (Keras models use their input's name)
+FEATURE = "image"  # the canned Estimators' feature key (Keras models use their input's name)
+# config.estimator.canned -> the canned classifier trainer=estimator trains on the pixels
+CANNED = {"dnn": "DNNClassifier", "linear": "LinearClassifier",
+          "dnn_linear_combined": "DNNLinearCombinedClassifier"}
+
+
+def canned_label(config):
+  """The canned Estimator's name for people, e.g. DNNClassifier[256]."""
+  canned = config.estimator.canned
+  hidden = list(config.estimator.hidden_units) if canned != "linear" else ""
+  return f"{CANNED[canned]}{hidden}"
 
 
 def check_available(trainer):
@@ -44,6 +56,9 @@ def check_config(config):
     raise UserError(f"trainer={config.trainer} trains in float32 without XLA (Estimators "
                     "predate Keras mixed precision and jit_compile); set "
                     "--config.precision=float32 --config.xla=False.")
+  if config.estimator.canned not in CANNED:
+    raise UserError(f"estimator.canned={config.estimator.canned!r}: choose one of "
+                    f"{', '.join(CANNED)}.")
   hidden = config.estimator.hidden_units
   if not hidden or not all(isinstance(h, int) and h > 0 for h in hidden):
     raise UserError(f"estimator.hidden_units must be positive layer sizes, e.g. (256,); "
@@ -88,14 +103,26 @@ def _optimizer(config, info):
   return lambda: classes[optimizer_config.name](**kwargs)
 
 
-def _dnn_classifier(config, info, run_config):
-  logging.info("DNNClassifier: hidden units %s on a %s image feature, %d classes.",
-               list(config.estimator.hidden_units), info.image_shape, info.num_classes)
+def _canned_classifier(config, info, run_config):
+  """config.estimator.canned over one numeric column of the pixels; (estimator, key)."""
+  logging.info("%s on a %s image feature, %d classes.", canned_label(config),
+               info.image_shape, info.num_classes)
   column = tf.feature_column.numeric_column(FEATURE, shape=info.image_shape)
-  return tf.estimator.DNNClassifier(
-      hidden_units=list(config.estimator.hidden_units), feature_columns=[column],
-      n_classes=info.num_classes, optimizer=_optimizer(config, info),
-      config=run_config), FEATURE
+  common = dict(n_classes=info.num_classes, config=run_config)
+  hidden = list(config.estimator.hidden_units)
+  canned = config.estimator.canned
+  if canned == "dnn":
+    estimator = tf.estimator.DNNClassifier(hidden_units=hidden, feature_columns=[column],
+                                           optimizer=_optimizer(config, info), **common)
+  elif canned == "linear":
+    estimator = tf.estimator.LinearClassifier([column], optimizer=_optimizer(config, info),
+                                              **common)
+  else:  # both parts read the pixels, each with the run's optimizer
+    estimator = tf.estimator.DNNLinearCombinedClassifier(
+        linear_feature_columns=[column], linear_optimizer=_optimizer(config, info),
+        dnn_feature_columns=[column], dnn_hidden_units=hidden,
+        dnn_optimizer=_optimizer(config, info), **common)
+  return estimator, FEATURE
 
 
 def compiled_keras_model(config, info):
@@ -116,9 +143,9 @@ def keras_to_estimator(model, run_config):
           model.input_names[0])
 
 
-def _dnn_parameters(estimator):
-  # The network's weights live under dnn/; the optimizer's slots under training/.
-  names = [n for n in estimator.get_variable_names() if n.startswith("dnn/")]
+def _network_parameters(estimator):
+  # A canned network's weights live under dnn/ and linear/; optimizer slots under training/.
+  names = [n for n in estimator.get_variable_names() if n.startswith(("dnn/", "linear/"))]
   return int(sum(np.prod(estimator.get_variable_value(n).shape) for n in names))
 
 
@@ -180,7 +207,7 @@ def _export(estimator, feature_key, run, card):
     # classifies tf.Examples); model_to_estimator's is serving_default.
     signatures = wrapper.estimator.signatures
     predict = signatures.get("predict") or signatures["serving_default"]
-    # A DNNClassifier's outputs include its logits; a Keras model's are its output layer's.
+    # A canned classifier's outputs include its logits; a Keras model's its output layer's.
     keras_inside = run.trainer.registry_model
     output, logits = ((next(iter(predict.structured_outputs)),
                        models.REGISTRY[run.config.model.name].logits) if keras_inside else
@@ -238,14 +265,14 @@ def train(run):
   Returns:
     An Outcome (no top-5 accuracy). Per-epoch evaluation goes to run.history, as for the
     Keras trainers. run.trainer.registry_model picks the network: the registry's Keras
-    model through model_to_estimator, or a DNNClassifier.
+    model through model_to_estimator, or the canned classifier of estimator.canned.
   """
   config, info = run.config, run.datasets.info
   check_available(config.trainer)
   run_config = _run_config(run.strategy, run.workdir.checkpoints, run.steps_per_epoch,
                            config.train.seed)
   if not run.trainer.registry_model:
-    estimator, feature_key = _dnn_classifier(config, info, run_config)
+    estimator, feature_key = _canned_classifier(config, info, run_config)
     parameters = None  # known once the network exists, after training
   else:
     model = compiled_keras_model(config, info)
@@ -261,4 +288,4 @@ def train(run):
     logging.info("Exported the Estimator in serving signatures to %s.",
                  _export(estimator, feature_key, run, card))
   return Outcome(final["val_loss"], final["val_accuracy"], classes,
-                 parameters or _dnn_parameters(estimator))
+                 parameters or _network_parameters(estimator))
