@@ -98,15 +98,6 @@ def signatures(scores_of, image_shape, label_names, logits, eval_crop_fraction=N
           "serving_bytes": serving_bytes}
 
 
-def model_label(config, registry_model):
-  """The trained model's name for people: the registry name, or (for a trainer that builds
-  its own network, registry_model=False) the canned Estimator's, e.g. DNNClassifier[256]."""
-  if not registry_model:
-    from kmodels.trainers import estimator  # pylint: disable=g-import-not-at-top  (a cycle)
-    return estimator.canned_label(config)
-  return config.model.name
-
-
 class Card(typing.NamedTuple):
   """What the model card records beyond the dataset info."""
   precision: str
@@ -116,9 +107,10 @@ class Card(typing.NamedTuple):
   config: dict
 
   @classmethod
-  def from_config(cls, config, test_accuracy, registry_model):
+  def from_config(cls, config, test_accuracy, model_name):
+    """model_name: the trained model's name for people (trainers.model_label)."""
     return cls(precision=config.precision, trainer=config.trainer,
-               model_name=model_label(config, registry_model), test_accuracy=test_accuracy,
+               model_name=model_name, test_accuracy=test_accuracy,
                config=json.loads(config.to_json_best_effort()))
 
 

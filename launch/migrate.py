@@ -17,14 +17,17 @@ keras/ (Keras SavedModel), weights.h5, export/ (serving_default takes the Estima
 feature by its key), migration.json and proof.npz. Runs on the full lane (TF 2.15); the
 export serves on any TensorFlow 2.
 
-With --feature_columns (a Python file defining linear_feature_columns() and/or
+A Linear, DNN, DNNLinearCombined or Baseline classifier or regressor over feature columns
+(a Linear or wide & deep model_dir is recognised by its variables) takes its columns from
+the Estimator's own export (the newest under MODEL_DIR/export, or --estimator_export=DIR)
+or from --feature_columns (a Python file defining linear_feature_columns() and/or
 dnn_feature_columns(), the columns the Estimator was given, and optionally
-label_vocabulary()): a Linear, DNN or DNNLinearCombined classifier or regressor over any
-feature columns, proven on tf.Examples (--check_data=FILE.tfrecord, or ones generated from
-the columns) and exported with the Estimator's own signatures (classifiers:
-serving_default, classification, predict, and regression for two classes; regressors:
-serving_default, regression, predict) over serialized tf.Examples: TF Serving clients do
-not change.
+label_vocabulary()); a Baseline needs none. It is proven on tf.Examples
+(--check_data=FILE.tfrecord, or ones generated from the columns) and exported with the
+Estimator's own signatures (classifiers: serving_default, classification, predict, and
+regression for two classes; regressors: serving_default, regression, predict) over
+serialized tf.Examples: TF Serving clients do not change. BoostedTrees model_dirs are
+refused with the route to take.
 """
 
 from absl import app
@@ -54,8 +57,13 @@ _FEATURE_COLUMNS = flags.DEFINE_string(
     "dnn_feature_columns(): the columns a canned classifier over feature columns was given.")
 _HEAD = flags.DEFINE_enum("head", None, ["classifier", "regressor"],
                           "--feature_columns without graph.pbtxt: the Estimator's head.")
-_SPARSE_COMBINER = flags.DEFINE_enum("sparse_combiner", "sum", ["sum", "mean", "sqrtn"],
-                                     "The linear part's sparse_combiner (--feature_columns).")
+_SPARSE_COMBINER = flags.DEFINE_enum(
+    "sparse_combiner", None, ["sum", "mean", "sqrtn"],
+    "The linear part's sparse_combiner; default: the export's, else sum.")
+_ESTIMATOR_EXPORT = flags.DEFINE_string(
+    "estimator_export", None, "The Estimator's own export_saved_model (tf.Example parsing "
+    "receiver) whose graph gives the feature columns back; default: the newest under "
+    "MODEL_DIR/export.")
 flags.mark_flags_as_required(["estimator_dir", "workdir"])
 
 
@@ -71,7 +79,7 @@ def _shape(text):
 def _check_storage():
   """Every path flag on a bucket: one line now if it cannot be used, not a retry later."""
   for flag in (_ESTIMATOR_DIR, _WORKDIR, _CHECKPOINT, _CHECK_DATA, _KERAS_MODEL,
-               _FEATURE_COLUMNS):
+               _FEATURE_COLUMNS, _ESTIMATOR_EXPORT):
     if flag.value:
       storage.check_reachable(flag.value, f"--{flag.name}")
 
@@ -81,8 +89,8 @@ def main(argv):
   with common.user_errors_exit():
     estimator_reading.check_estimator_available()
     _check_storage()
-    over_columns = _FEATURE_COLUMNS.value or feature_columns.needs_no_columns(
-        _ESTIMATOR_DIR.value, _CHECKPOINT.value)
+    over_columns = (_FEATURE_COLUMNS.value or _ESTIMATOR_EXPORT.value or
+                    feature_columns.needs_no_columns(_ESTIMATOR_DIR.value, _CHECKPOINT.value))
   if over_columns:
     _migrate_over_feature_columns()
     return
@@ -112,14 +120,16 @@ def _migrate_over_feature_columns():
     record = feature_columns.migrate(
         _ESTIMATOR_DIR.value, _WORKDIR.value, _FEATURE_COLUMNS.value,
         checkpoint=_CHECKPOINT.value, sparse_combiner=_SPARSE_COMBINER.value,
-        check_data=_CHECK_DATA.value, head=_HEAD.value)
+        check_data=_CHECK_DATA.value, head=_HEAD.value,
+        estimator_export=_ESTIMATOR_EXPORT.value)
   proof = record["proof"]
   accuracy = ""
   if "keras_accuracy" in proof:
     accuracy = (f"; accuracy {100 * proof['estimator_accuracy']:.2f} % (Estimator) vs "
                 f"{100 * proof['keras_accuracy']:.2f} % (Keras)")
   print(f"Migrated {record['kind']} (step {record['step']}) over "
-        f"{len(record['linear_columns']) + len(record['dnn_columns'])} feature columns: max "
+        f"{len(record['linear_columns']) + len(record['dnn_columns'])} feature columns "
+        f"(from {record['columns_from']}): max "
         f"difference {proof['max_abs_difference']:.2g} <= {proof['tolerance']:g} over "
         f"{proof['examples']} tf.Examples ({record['check_data']}){accuracy}.\nSignatures "
         f"{', '.join(record['signatures'])} take serialized tf.Examples, as the Estimator's "

@@ -6,8 +6,9 @@ DNNClassifier [128, 64] on a 784-value "pixels" feature, 10 classes) for tests t
 migrate in a full-lane process; with `FEATURES.npy OUT.npy` after it, also the
 Estimator's own predicted probabilities for those features. `python -m
 tests.legacy_estimators wide_and_deep MODEL_DIR RECORDS` trains the wide & deep classifier
-over tests/legacy_feature_columns.py, exports it as the Estimator does, writes check
-tf.Examples to RECORDS and prints the export's path.
+over tests/legacy_feature_columns.py (`wide_and_deep_plain`: without the normalized
+"hours" column), exports it as the Estimator does, writes check tf.Examples to RECORDS and
+prints the export's path.
 """
 
 import json
@@ -105,14 +106,17 @@ def model_to_estimator(model_dir, json_path):
 
 
 def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
-                        label_vocabulary=None, weight_column=None):
+                        label_vocabulary=None, weight_column=None, normalized_hours=True):
   """A Linear, DNN, DNNLinearCombined or Baseline classifier (regressor: n_classes is its
   label_dimension) over the columns of tests/legacy_feature_columns.py, trained on
   tf.Examples (weighted by their "weight" feature if weight_column), with its own
-  export_saved_model (a parsing receiver, as TF Serving users have it). Returns
+  export_saved_model (a parsing receiver, as TF Serving users have it). Without
+  normalized_hours, the "hours" column (the one with a normalizer_fn) is left out. Returns
   (estimator, export dir)."""
   from tests import legacy_feature_columns as columns  # pylint: disable=g-import-not-at-top
   linear, dnn = columns.linear_feature_columns(), columns.dnn_feature_columns()
+  if not normalized_hours:
+    linear, dnn = ([c for c in part if c.name != "hours"] for part in (linear, dnn))
   network = {"linear": "Linear", "dnn": "DNN", "wide_and_deep": "DNNLinearCombined",
              "baseline": "Baseline"}[kind]
   estimator_class = getattr(tf.estimator, network + ("Regressor" if regressor else
@@ -223,8 +227,9 @@ def write_records(path, examples):
 
 
 def main():
-  if sys.argv[1] == "wide_and_deep":  # MODEL_DIR RECORDS: the model_dir and check examples
-    _, export = canned_over_columns(sys.argv[2], "wide_and_deep", 3)
+  if sys.argv[1].startswith("wide_and_deep"):  # MODEL_DIR RECORDS: the model and examples
+    _, export = canned_over_columns(sys.argv[2], "wide_and_deep", 3,
+                                    normalized_hours=sys.argv[1] != "wide_and_deep_plain")
     write_records(sys.argv[3], column_examples(64, 3, seed=5))
     print(json.dumps({"export": export}))
     return

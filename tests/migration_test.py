@@ -169,12 +169,13 @@ class UnsupportedTest(parameterized.TestCase):
       migration.migrate(model_dir, out)
     self.assertFalse(os.path.exists(out))
 
-  def test_the_launcher_exits_2(self):
+  def test_the_launcher_without_columns_or_an_export_exits_2(self):
     model_dir = self.create_tempdir().full_path
-    legacy_estimators.linear_combined_classifier(model_dir)
+    legacy_estimators.linear_combined_classifier(model_dir)  # no export beside it
     proc = testutil.call_launcher("migrate", f"--estimator_dir={model_dir}",
                                  f"--workdir={self.create_tempdir().full_path}")
-    testutil.assert_user_error(self, proc, "DNNLinearCombinedClassifier")
+    testutil.assert_user_error(self, proc, "is a DNNLinearCombined estimator over feature "
+                               "columns", "holds no export: pass --feature_columns=FILE.py")
 
 
 @full_lane_only
@@ -281,7 +282,8 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
                                   f"--feature_columns={_COLUMNS_FILE}", f"--workdir={out}",
                                   f"--check_data={records}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("Migrated DNNLinearCombinedClassifier (step 30) over 16 feature columns",
+    self.assertIn("Migrated DNNLinearCombinedClassifier (step 30) over 16 feature columns "
+                  "(from --feature_columns)",
                   proc.stdout)
     specs = _assert_serve_alike(self, self.estimator_export, os.path.join(out, "export", "1"),
                                 records)
@@ -297,19 +299,21 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
        {"label_vocabulary": ["ant", "bee", "cat"]}),
       ("wide_and_deep_regressor_of_2_labels", "wide_and_deep", 2, {"regressor": True}))
   def test_each_head_serves_like_the_estimators_export(self, kind, n_classes, settings):
+    # No columns file: the Estimator's export gives the columns (and a label vocabulary)
+    # back. It cannot give back the "hours" column's normalizer_fn, so these leave it out.
     model_dir, out = self.create_tempdir().full_path, self.create_tempdir().full_path
-    _, estimator_export = legacy_estimators.canned_over_columns(model_dir, kind, n_classes,
-                                                                **settings)
-    columns_file = _COLUMNS_FILE
-    if "label_vocabulary" in settings:  # the user's file says it, as their code did
-      columns = ("from tests.legacy_feature_columns import dnn_feature_columns\n"
-                 if kind == "dnn" else "")  # a Baseline reads no columns
+    _, estimator_export = legacy_estimators.canned_over_columns(
+        model_dir, kind, n_classes, normalized_hours=False, **settings)
+    columns_file = None
+    if kind == "baseline":  # it reads no columns: the user's file gives only the classes
       columns_file = self.create_tempfile("columns.py", (
-          f"{columns}def label_vocabulary():\n"
-          f"  return {settings['label_vocabulary']!r}\n")).full_path
+          f"def label_vocabulary():\n  return {settings['label_vocabulary']!r}\n")).full_path
     record = feature_columns.migrate(model_dir, out, columns_file)
     self.assertTrue(record["proof"]["equal"], record["proof"])
     self.assertEqual(record["proof"]["examples"], feature_columns.CHECK_EXAMPLES)
+    self.assertEqual(record["label_vocabulary"], settings.get("label_vocabulary"))
+    if kind != "baseline":
+      self.assertEqual(record["columns_from"], f"the Estimator's export {estimator_export}")
     specs = _assert_serve_alike(self, estimator_export, os.path.join(out, "export", "1"),
                                 self._records(n_classes))
     if settings.get("regressor"):
@@ -396,7 +400,11 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
         ([f"--feature_columns={scratch.full_path}"], "no such file"),
         ([f"--feature_columns={strings.full_path}"], "returns 'age', which is not a "
          "tf.feature_column column"),
-        (["--feature_columns=gs://no-such-host.invalid/columns.py"], "unreachable")):
+        (["--feature_columns=gs://no-such-host.invalid/columns.py"], "unreachable"),
+        ([], "Column 'hours': its values go through RealDiv before the network (a "
+         "normalizer_fn"),  # no columns file: the export cannot give this one back
+        ([f"--estimator_export={scratch.full_path}"], "holds no saved_model.pb: pass "
+         "--feature_columns=FILE.py")):
       with self.subTest(message=message):
         out = os.path.join(scratch.full_path, "out")
         proc = testutil.call_launcher("migrate", f"--estimator_dir={self.model_dir}",

@@ -38,9 +38,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import checkpoints, data, reporting, serving, storage
+from kmodels import checkpoints, data, reporting, serving, storage, trainers
 from kmodels.errors import UserError, first_line
-from kmodels.legacy import estimator_reading
+from kmodels.legacy import estimator_reading, export_columns
 
 _LINEAR = "linear/linear_model/"
 _DNN = "dnn/"
@@ -66,6 +66,7 @@ class ColumnsSource:
   sparse_combiner: str = "sum"
   baseline: bool = False  # a Baseline estimator: its logits are one learned bias
   kmodels_config: typing.Any = None  # a kmodels run's config: its test split checks
+  columns_from: str = "--feature_columns"  # where the columns came from, for the record
 
   @property
   def kind(self):
@@ -96,7 +97,8 @@ class ColumnsSource:
             "activation": self.activation, "alpha": self.alpha, "dropout": self.dropout,
             "batch_norm": self.batch_norm, "sparse_combiner": self.sparse_combiner,
             "linear_columns": [c.name for c in self.linear_columns],
-            "dnn_columns": [c.name for c in self.dnn_columns]}
+            "dnn_columns": [c.name for c in self.dnn_columns],
+            "columns_from": self.columns_from}
 
   @classmethod
   def from_record(cls, record, columns_file):
@@ -183,12 +185,14 @@ BOOSTED_TREES_ROUTE = (
 
 def needs_no_columns(model_dir, checkpoint=None):
   """Whether this module takes `model_dir` without --feature_columns: a kmodels run of a
-  Linear or wide & deep classifier (its config says the columns), a Baseline (it reads no
-  features), or BoostedTrees (refused, with the route to take)."""
+  Linear or wide & deep classifier (its config says the columns); a model_dir with a
+  linear part or DNN embeddings (its export gives the columns back); a Baseline (it reads
+  no features); BoostedTrees (refused, with the route to take)."""
   if estimator_reading.kmodels_run(model_dir)[1] is not None:  # a kmodels run's config
     return _kmodels_canned_run(model_dir) is not None
   path = estimator_reading.checkpoint_path(model_dir, checkpoint)
-  return any(name.startswith((_BASELINE, "boosted_trees"))
+  return any(name.startswith((_BASELINE, "boosted_trees", _LINEAR, _DNN_INPUT))
+             or name.endswith("_shared_embedding")
              for name in estimator_reading.variable_shapes(path))
 
 
@@ -196,7 +200,8 @@ def _kmodels_canned_run(model_dir):
   """(checkpoints dir, config) of a kmodels trainer=estimator run of a Linear or wide &
   deep classifier; None for anything else (a DNNClassifier run migrates by migration.py)."""
   checkpoints_dir, config, _ = estimator_reading.kmodels_run(model_dir)
-  if config is None or config.trainer != "estimator" or config.estimator.canned == "dnn":
+  if (config is None or not trainers.is_estimator(config.trainer) or
+      trainers.TABLE[config.trainer].registry_model or config.estimator.canned == "dnn"):
     return None
   return checkpoints_dir, config
 
@@ -204,17 +209,22 @@ def _kmodels_canned_run(model_dir):
 def _kmodels_columns(config):
   """The columns trainer=estimator gave its canned classifier: the pixels, one numeric
   column, read by the linear part, the DNN part or both."""
-  from kmodels.trainers import estimator  # pylint: disable=g-import-not-at-top
   info = data.load(config.dataset, config.train.batch_size, config.train.seed).info
-  column = tf.feature_column.numeric_column(estimator.FEATURE, shape=info.image_shape)
+  column = tf.feature_column.numeric_column(trainers.estimator.FEATURE,
+                                            shape=info.image_shape)
   return ([column] if config.estimator.canned != "dnn" else [],
           [column] if config.estimator.canned != "linear" else [])
 
 
-def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum", head=None):
-  """Reads a canned model_dir with the user's columns; returns a ColumnsSource.
+def read(model_dir, columns_file, checkpoint=None, sparse_combiner=None, head=None,
+         estimator_export=None):
+  """Reads a canned model_dir; returns a ColumnsSource.
 
-  columns_file: may be None for a Baseline estimator (it reads no features).
+  columns_file: the user's columns (None: a Baseline reads none; a kmodels run's config
+    says them; else the Estimator's export gives them back: `estimator_export`, or the
+    newest under MODEL_DIR/export).
+  sparse_combiner: the linear part's (None: the export's, else "sum", the Estimator's
+    default).
   head: "classifier" or "regressor" where graph.pbtxt is missing (it says which).
   """
   kmodels_run = _kmodels_canned_run(model_dir)
@@ -225,22 +235,35 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum", head=N
   shapes = estimator_reading.variable_shapes(path)
   if any(name.startswith("boosted_trees") for name in shapes):
     raise UserError(f"Cannot migrate {path}: {BOOSTED_TREES_ROUTE}.")
-  linear_columns, dnn_columns, label_vocabulary = (
-      load_columns(columns_file) if columns_file else
-      (*_kmodels_columns(config), None) if kmodels_run else ([], [], None))
   has_linear = f"{_LINEAR}bias_weights" in shapes
   has_dnn = f"{_DNN}logits/kernel" in shapes
   baseline = _BASELINE in shapes
+  if not (has_linear or has_dnn or baseline):
+    raise UserError(f"{path} holds none of {_LINEAR}bias_weights, {_DNN}logits/kernel, "
+                    f"{_BASELINE}: not a canned Linear, DNN, DNNLinearCombined or Baseline "
+                    "estimator.")
+  read_from = "--feature_columns"
+  if columns_file:
+    linear_columns, dnn_columns, label_vocabulary = load_columns(columns_file)
+  elif kmodels_run:
+    (linear_columns, dnn_columns), label_vocabulary = _kmodels_columns(config), None
+    read_from = "the kmodels run's config"
+  elif baseline:
+    linear_columns, dnn_columns, label_vocabulary = [], [], None
+  else:
+    export = _export_to_read(model_dir, estimator_export, path, has_linear, has_dnn)
+    reader = export_columns.ExportColumns(export)
+    linear_columns = reader.linear_columns(shapes) if has_linear else []
+    dnn_columns = reader.dnn_columns() if has_dnn else []
+    head, label_vocabulary = head or reader.head()[0], reader.head()[1]
+    sparse_combiner = sparse_combiner or reader.sparse_combiner()
+    read_from = f"the Estimator's export {export}"
   for present, columns, part, function in (
       (has_linear, linear_columns, "linear", "linear_feature_columns"),
       (has_dnn, dnn_columns, "DNN", "dnn_feature_columns")):
     if present and not columns:
       raise UserError(f"{path} has a {part} part, and {columns_file} defines no {function}()"
                       f": define it with the columns the Estimator's {part} part was given.")
-  if not (has_linear or has_dnn or baseline):
-    raise UserError(f"{path} holds none of {_LINEAR}bias_weights, {_DNN}logits/kernel, "
-                    f"{_BASELINE}: not a canned Linear, DNN, DNNLinearCombined or Baseline "
-                    "estimator.")
   # A file may define both (one module for several Estimators): the checkpoint says which.
   # A Baseline reads no features; columns given for it only shape the examples it parses.
   linear_columns = linear_columns if has_linear or baseline else []
@@ -261,11 +284,27 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner="sum", head=N
       label_vocabulary=None if regressor else label_vocabulary,
       activation=activation, alpha=alpha,
       dropout=estimator_reading.dropout_in(graph) if has_dnn else None,
-      batch_norm=any("/batchnorm_" in n for n in shapes), sparse_combiner=sparse_combiner,
-      baseline=baseline, kmodels_config=kmodels_run[1] if kmodels_run else None)
+      batch_norm=any("/batchnorm_" in n for n in shapes),
+      sparse_combiner=sparse_combiner or "sum", baseline=baseline,
+      kmodels_config=kmodels_run[1] if kmodels_run else None, columns_from=read_from)
   if not baseline:
     _check_linear_weights(source, shapes)
   return source
+
+
+def _export_to_read(model_dir, estimator_export, path, has_linear, has_dnn):
+  """The Estimator export whose graph gives the columns back; a UserError if none."""
+  export = estimator_export or export_columns.find_export(model_dir)
+  if export and storage.exists(storage.join(export, "saved_model.pb")):
+    return export
+  kind = ("DNNLinearCombined" if has_linear and has_dnn else
+          "Linear" if has_linear else "DNN") + " estimator"
+  where = (f"--estimator_export={estimator_export} holds no saved_model.pb" if
+           estimator_export else f"{storage.join(model_dir, 'export')} holds no export")
+  raise UserError(f"{path} is a {kind} over feature columns, and {where}: pass "
+                  "--feature_columns=FILE.py (the columns it was given) or "
+                  "--estimator_export=DIR (its export_saved_model with a tf.Example parsing "
+                  "receiver, whose graph gives the columns back).")
 
 
 def _is_regressor(graph, head):
@@ -691,22 +730,21 @@ def _check_data(source, check_data):
 def _split_examples(config, split):
   """A kmodels run's split as the tf.Examples its Estimator's clients would send: the
   pixels (as its input_fn fed them) under the feature key; and the labels."""
-  from kmodels.trainers import estimator  # pylint: disable=g-import-not-at-top
   examples, labels = [], []
   for images, batch_labels in data.load_split(config, split, "--check_data").eval:
     for image in images.numpy():
       examples.append(tf.train.Example(features=tf.train.Features(feature={
-          estimator.FEATURE: tf.train.Feature(float_list=tf.train.FloatList(
+          trainers.estimator.FEATURE: tf.train.Feature(float_list=tf.train.FloatList(
               value=image.ravel()))})).SerializeToString())
     labels.append(batch_labels.numpy())
   return examples, np.concatenate(labels), f"{config.dataset.name} split {split!r}"
 
 
-def migrate(model_dir, output_dir, columns_file, checkpoint=None, sparse_combiner="sum",
-            check_data=None, head=None, tolerance=1e-5):
+def migrate(model_dir, output_dir, columns_file=None, checkpoint=None, sparse_combiner=None,
+            check_data=None, head=None, estimator_export=None, tolerance=1e-5):
   """Reads, proves equal on check tf.Examples, exports; returns the migration record."""
   estimator_reading.check_estimator_available()
-  source = read(model_dir, columns_file, checkpoint, sparse_combiner, head)
+  source = read(model_dir, columns_file, checkpoint, sparse_combiner, head, estimator_export)
   examples, labels, check_description = _check_data(source, check_data)
   started = time.perf_counter()
   expected = estimator_predictions(source, examples)

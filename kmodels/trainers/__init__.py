@@ -72,8 +72,11 @@ def is_estimator(name):
 
 
 def model_label(config):
-  """The trained model's name for people (serving.model_label with this trainer's row)."""
-  return serving.model_label(config, TABLE[config.trainer].registry_model)
+  """The trained model's name for people: the registry's name, or (a trainer that builds
+  its own network) the canned Estimator's, e.g. DNNClassifier[256]."""
+  if TABLE[config.trainer].registry_model:
+    return config.model.name
+  return estimator.canned_label(config)
 
 
 def benchmarkable():

@@ -284,7 +284,8 @@ def train(run):
   final = last_epoch or _eval_logs(estimator.evaluate(eval_input_fn))
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):
-    card = serving.Card.from_config(config, final["val_accuracy"], run.trainer.registry_model)
+    card = serving.Card.from_config(config, final["val_accuracy"], (
+        config.model.name if run.trainer.registry_model else canned_label(config)))
     logging.info("Exported the Estimator in serving signatures to %s.",
                  _export(estimator, feature_key, run, card))
   return Outcome(final["val_loss"], final["val_accuracy"], classes,

@@ -76,7 +76,7 @@ def trainer(train_loop):
                                 run.workdir.export_versioned) as slot:
         serving.export_keras(model, run.datasets.info, slot,
                              serving.Card.from_config(run.config, float(test_accuracy),
-                                                      run.trainer.registry_model),
+                                                      run.config.model.name),
                              logits=models.REGISTRY[run.config.model.name].logits,
                              warmup_images=run.datasets.first_eval_images(serving.WARMUP_IMAGES))
     top5 = results.get("top5_accuracy")
