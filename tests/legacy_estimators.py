@@ -8,7 +8,8 @@ Estimator's own predicted probabilities for those features. `python -m
 tests.legacy_estimators wide_and_deep MODEL_DIR RECORDS` trains the wide & deep classifier
 over tests/legacy_feature_columns.py (`wide_and_deep_plain`: without the normalized
 "hours" column), exports it as the Estimator does, writes check tf.Examples to RECORDS and
-prints the export's path.
+prints the export's path; `canned SETTINGS_JSON MODEL_DIR RECORDS` the same for any
+canned_over_columns(**settings).
 """
 
 import json
@@ -106,12 +107,14 @@ def model_to_estimator(model_dir, json_path):
 
 
 def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
-                        label_vocabulary=None, weight_column=None, normalized_hours=True):
+                        label_vocabulary=None, weight_column=None, normalized_hours=True,
+                        sparse_combiner="sum"):
   """A Linear, DNN, DNNLinearCombined or Baseline classifier (regressor: n_classes is its
   label_dimension) over the columns of tests/legacy_feature_columns.py, trained on
   tf.Examples (weighted by their "weight" feature if weight_column), with its own
   export_saved_model (a parsing receiver, as TF Serving users have it). Without
-  normalized_hours, the "hours" column (the one with a normalizer_fn) is left out. Returns
+  normalized_hours, the "hours" column (the one with a normalizer_fn) is left out;
+  sparse_combiner is the linear part's. Returns
   (estimator, export dir)."""
   from tests import legacy_feature_columns as columns  # pylint: disable=g-import-not-at-top
   linear, dnn = columns.linear_feature_columns(), columns.dnn_feature_columns()
@@ -126,14 +129,14 @@ def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
   common.update(dict(label_dimension=n_classes) if regressor else
                 dict(n_classes=n_classes, label_vocabulary=label_vocabulary))
   if kind in ("linear", "baseline"):
-    estimator = estimator_class(linear, **common) if kind == "linear" else estimator_class(
-        **common)
+    estimator = estimator_class(linear, sparse_combiner=sparse_combiner, **common) if (
+        kind == "linear") else estimator_class(**common)
   elif kind == "dnn":
     estimator = estimator_class([8, 4], dnn, dropout=0.1, **common)
   else:
     estimator = estimator_class(
         linear_feature_columns=linear, dnn_feature_columns=dnn, dnn_hidden_units=[8, 4],
-        batch_norm=True, **common)
+        batch_norm=True, linear_sparse_combiner=sparse_combiner, **common)
   # A Baseline reads only the batch size, from its one feature here: with several, its
   # size checks make the bias' initializer wait for the input iterator (a TF 2.15 bug).
   spec = tf.feature_column.make_parse_example_spec(
@@ -231,6 +234,12 @@ def main():
     _, export = canned_over_columns(sys.argv[2], "wide_and_deep", 3,
                                     normalized_hours=sys.argv[1] != "wide_and_deep_plain")
     write_records(sys.argv[3], column_examples(64, 3, seed=5))
+    print(json.dumps({"export": export}))
+    return
+  if sys.argv[1] == "canned":  # SETTINGS_JSON MODEL_DIR RECORDS: canned_over_columns(**)
+    settings = json.loads(sys.argv[2])
+    _, export = canned_over_columns(sys.argv[3], **settings)
+    write_records(sys.argv[4], column_examples(64, max(settings["n_classes"], 2), seed=5))
     print(json.dumps({"export": export}))
     return
   estimator = dnn_classifier(sys.argv[1])

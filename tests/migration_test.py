@@ -291,8 +291,8 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
     self.assertEqual(specs["predict"]["inputs"], {"examples": "string"})
 
   @parameterized.named_parameters(
-      ("binary_linear_classifier_with_a_weight_column", "linear", 2,
-       {"weight_column": "weight"}),
+      ("binary_linear_classifier_with_a_weight_column_sqrtn", "linear", 2,
+       {"weight_column": "weight", "sparse_combiner": "sqrtn"}),
       ("dnn_classifier_with_a_label_vocabulary", "dnn", 4,
        {"label_vocabulary": ["ant", "bee", "cat", "dog"]}),
       ("baseline_classifier_with_a_label_vocabulary", "baseline", 3,
@@ -312,6 +312,7 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
     self.assertTrue(record["proof"]["equal"], record["proof"])
     self.assertEqual(record["proof"]["examples"], feature_columns.CHECK_EXAMPLES)
     self.assertEqual(record["label_vocabulary"], settings.get("label_vocabulary"))
+    self.assertEqual(record["sparse_combiner"], settings.get("sparse_combiner", "sum"))
     if kind != "baseline":
       self.assertEqual(record["columns_from"], f"the Estimator's export {estimator_export}")
     specs = _assert_serve_alike(self, estimator_export, os.path.join(out, "export", "1"),
@@ -413,7 +414,7 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
         self.assertFalse(os.path.exists(os.path.join(out, "export")))
 
 
-class CurrentLaneTest(absltest.TestCase):
+class CurrentLaneTest(parameterized.TestCase):
 
   def test_a_model_dir_migrated_on_the_full_lane_serves_here(self):
     if testutil.HAS_ESTIMATOR:
@@ -439,7 +440,17 @@ class CurrentLaneTest(absltest.TestCase):
     np.testing.assert_allclose(outputs["serving_default/probabilities"],
                                np.load(expected_path), atol=migration.MAX_DIFFERENCE)
 
-  def test_a_wide_and_deep_model_dir_migrated_on_the_full_lane_serves_here(self):
+  @parameterized.named_parameters(
+      # Every column kind, from the columns file; then trained on here.
+      ("wide_and_deep_classifier", {"kind": "wide_and_deep", "n_classes": 3}, True),
+      # The binary head (logistic, regression signature) and a Baseline's broadcast bias,
+      # their columns read back from the Estimator's export.
+      ("binary_linear_classifier", {"kind": "linear", "n_classes": 2,
+                                    "normalized_hours": False, "sparse_combiner": "sqrtn"},
+       False),
+      ("baseline_regressor", {"kind": "baseline", "n_classes": 1, "regressor": True}, False))
+  def test_a_model_dir_over_feature_columns_migrated_on_the_full_lane_serves_here(
+      self, settings, columns_file):
     # The Estimator's own export answers on TF 2.15 (full lane, a fresh process); the
     # migrated one on this lane's TF, to the same tf.Examples, with the same signatures.
     if testutil.HAS_ESTIMATOR:
@@ -449,19 +460,21 @@ class CurrentLaneTest(absltest.TestCase):
     scratch = self.create_tempdir().full_path
     model_dir, out, records = (os.path.join(scratch, n) for n in ("m", "out", "x.tfrecord"))
     env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
-    made = subprocess.run([_FULL_LANE_PYTHON, "-m", "tests.legacy_estimators", "wide_and_deep",
-                           model_dir, records], cwd=testutil.REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    made = subprocess.run([_FULL_LANE_PYTHON, "-m", "tests.legacy_estimators", "canned",
+                           json.dumps(settings), model_dir, records], cwd=testutil.REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
     self.assertEqual(made.returncode, 0, made.stderr[-3000:])
+    columns = [f"--feature_columns={_COLUMNS_FILE}"] if columns_file else []
     migrated = subprocess.run(
         [_FULL_LANE_PYTHON, "-m", "launch.migrate", f"--estimator_dir={model_dir}",
-         f"--feature_columns={_COLUMNS_FILE}", f"--workdir={out}"],
+         f"--workdir={out}", *columns],
         cwd=testutil.REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     self.assertEqual(migrated.returncode, 0, migrated.stderr[-3000:])
     export = json.loads(made.stdout.strip().splitlines()[-1])["export"]
     _assert_serve_alike(self, export, os.path.join(out, "export", "1"), records,
                         python=_FULL_LANE_PYTHON)
-    self._trains_on_here(out, records)
+    if columns_file:
+      self._trains_on_here(out, records)
 
   def _trains_on_here(self, workdir, records):
     """Rebuilt here from the workdir and the columns file, the Keras model answers as its
