@@ -6,7 +6,7 @@ r"""Classifies images with a trained run's serving export.
   python -m launch.predict --model=runs/quickstart --describe            # the model card
 
 --model is a workdir, its export/ directory (both: the highest version, the one a server
-serves) or one version. Prints the top-k classes with probabilities for each image. Files
+serves), one version, or a LiteRT/ONNX file of launch.export (run by its own runtime). Prints the top-k classes with probabilities for each image. Files
 go whole through the export's serving_bytes signature, which decodes them and brings them
 to the model's input size and colour mode as a server would; files that are not images
 are reported and skipped; exit 2 when none could be read.
@@ -23,7 +23,8 @@ from kmodels.tools import predicting
 from launch import common
 
 _MODEL = flags.DEFINE_string("model", None, "A launch.train workdir, its export/ directory "
-                             "(both: the highest version) or a version (export/N).")
+                             "(both: the highest version), a version (export/N), or a "
+                             ".tflite/.onnx file launch.export wrote into one.")
 _TOP_K = flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to FILE.csv|.json.")
 _SPLIT = flags.DEFINE_string("split", None, "Predict this split of the run's own dataset "
@@ -43,7 +44,7 @@ def _predict(predictor, paths):
   else:
     raise UserError("Name image files or directories to classify, or pass --split=SPLIT "
                     "or --describe.")
-  print(f"Model: {predictor.export_dir}", flush=True)
+  print(f"Model: {predictor.name}", flush=True)
   rows = predicting.top_k_rows(sources, probabilities, predictor.label_names, _TOP_K.value,
                                labels)
   for row in rows:
@@ -60,7 +61,7 @@ def main(argv):
   # Positional arguments are the images: no common.start(argv) check for stray ones.
   common.start(argv[:1])
   with common.user_errors_exit():
-    predictor = predicting.Predictor(_MODEL.value)
+    predictor = predicting.open_model(_MODEL.value)
     if _DESCRIBE.value:
       print(json.dumps(predictor.card or {"model_card": "none in this export"}, indent=2))
       return

@@ -41,7 +41,7 @@ TIMES_FILE = os.path.join(REPO_ROOT, ".test_times.json")
 # every config and every strategy x trainer x precision. Every other module is the fast
 # tier (`bash launch/test.sh fast`, before each commit): in-process, mock or tiny data.
 SLOW = {"benchmark_test", "cluster_test", "configs_test", "container_test", "cpus_test",
-        "data_service_test", "estimator_test", "faults_test", "gcs_test", "kill_resume_test",
+        "data_service_test", "estimator_test", "export_test", "faults_test", "gcs_test", "kill_resume_test",
         "launch_test", "locks_test", "matrix_test", "migration_test", "multi_worker_test",
         "packaging_test", "serving_test", "step_checkpoint_test", "tpu_test"}
 # Modules that run several TensorFlow processes at once (worker pairs, a server with its
@@ -74,6 +74,7 @@ CURRENT_LANE = {
         f"MultiWorkerTest.test_two_workers_train_in_sync_and_only_the_chief_writes{i}"
         for i in (0, 1)),
     "packaging_test": None,           # the lane's pins install and resolve
+    "export_test": None,              # LiteRT/ONNX: the export extra is this lane's only
     "estimator_test": ("EstimatorTest.test_current_lane_says_where_estimator_went",),
 }
 

@@ -107,6 +107,18 @@ def local_copy_for_writing(path: str):
     copy_tree(local, path)
 
 
+@contextlib.contextmanager
+def local_copy(path: str):
+  """A local path to read `path` through (for libraries that only open local files)."""
+  if not has_scheme(path):
+    yield path
+    return
+  with tempfile.TemporaryDirectory(prefix="kmodels-download-") as scratch:
+    local = os.path.join(scratch, basename(path))
+    copy_tree(path, local)
+    yield local
+
+
 def copy_tree(source: str, target: str) -> None:
   """Copies a file or directory tree between any two filesystems gfile knows."""
   if not tf.io.gfile.isdir(source):

@@ -18,10 +18,19 @@ import tensorflow as tf
 from kmodels import data, serving, storage
 from kmodels.data import images
 from kmodels.errors import UserError, first_line
+from kmodels.tools import runtimes
 from kmodels.workdir import current_export
 
 BATCH = 256
 PROGRESS_EVERY = 1000  # images between progress lines
+
+
+def open_model(path):
+  """A Predictor of a workdir, an export version, or a LiteRT/ONNX file exported from one."""
+  return FilePredictor(path) if path.endswith(FILE_SUFFIXES) else Predictor(path)
+
+
+FILE_SUFFIXES = (".tflite", ".onnx")
 
 
 class Predictor:
@@ -29,6 +38,7 @@ class Predictor:
 
   def __init__(self, path):
     self.export_dir = find_export(path)
+    self.name = self.export_dir  # what predicts, for people
     self.card = serving.read_card(self.export_dir)
     loaded = serving.load_export(self.export_dir)
     self._pixels_signature, spec = _uint8_images_signature(loaded)
@@ -94,6 +104,29 @@ class Predictor:
     """The training run's dataset.max_image_pixels (files declaring more are refused)."""
     dataset = ((self.card or {}).get("config") or {}).get("dataset") or {}
     return dataset.get("max_image_pixels") or images.DEFAULT_MAX_PIXELS
+
+
+class FilePredictor(Predictor):
+  """A LiteRT or ONNX file launch.export wrote beside an export version: run by its own
+  runtime, files decoded as that version's serving_bytes would, classes from its card."""
+
+  def __init__(self, path):  # pylint: disable=super-init-not-called  (no SavedModel)
+    if not storage.exists(path):
+      raise UserError(f"--model={path}: no such file.")
+    self.export_dir, self.name = storage.dirname(path), path
+    self.card = serving.read_card(self.export_dir)
+    if not self.card:
+      raise UserError(f"--model={path}: no model_card.json beside it (launch.export writes "
+                      "its files into an export version, whose card names the classes).")
+    self.image_shape = tuple(self.card["input"]["shape"][1:])
+    with storage.local_copy(path) as local:
+      try:
+        run = runtimes.load(local)
+      except Exception as e:  # pylint: disable=broad-except  (each runtime's own errors)
+        raise UserError(f"--model={path} cannot be loaded by its runtime: "
+                        f"{type(e).__name__}: {first_line(e)}") from e
+    self._pixels_signature = lambda images: {"probabilities": tf.constant(run(images.numpy()))}
+    self._bytes_signature = self._decode_then_pixels
 
 
 def _in_batches(count, classify):
@@ -164,16 +197,22 @@ def read_files(paths, max_pixels):
   return sources, encoded
 
 
-def split_images(workdir_root, split):
-  """(sources, uint8 images, labels) of `split` of the run's own dataset."""
+def split_images(workdir_root, split, limit=None, flag="--split"):
+  """(sources, uint8 images, labels) of `split` of the run's own dataset (its first
+  `limit` images, if given), as evaluation prepares them."""
   from kmodels.tools import evaluation  # pylint: disable=g-import-not-at-top  (imports Keras models)
   from kmodels.workdir import Workdir  # pylint: disable=g-import-not-at-top
   config = evaluation.load_config(Workdir(workdir_root))
-  datasets = data.load_split(config, split, "--split")
-  batches = list(datasets.eval.as_numpy_iterator())
+  datasets = data.load_split(config, split, flag)
+  batches, count = [], 0
+  for batch in datasets.eval.as_numpy_iterator():
+    batches.append(batch)
+    count += len(batch[1])
+    if limit is not None and count >= limit:
+      break
   # The eval pipeline scales pixels to [0, 1]; the export takes them as they were.
-  images = np.round(np.concatenate([x for x, _ in batches]) * 255).astype(np.uint8)
-  labels = np.concatenate([y for _, y in batches])
+  images = np.round(np.concatenate([x for x, _ in batches]) * 255).astype(np.uint8)[:limit]
+  labels = np.concatenate([y for _, y in batches])[:limit]
   return [f"{split}#{i}" for i in range(len(images))], images, labels
 
 

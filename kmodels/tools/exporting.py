@@ -1,0 +1,312 @@
+"""Off TensorFlow: a run's export as a LiteRT (.tflite) or ONNX file, proven by its runtime.
+
+`launch.export --workdir=RUN --format=litert|onnx [--quantize=none|dynamic|float16|int8]`
+converts the run's current SavedModel version (or --version) and writes the file beside
+it, in `export/<N>/`, only once the runtime that will run it agrees with the SavedModel:
+a child process that imports neither kmodels nor TensorFlow (ai-edge-litert's interpreter,
+onnxruntime) classifies the run's test split (or --split) with the file, and its top-1
+accuracy and per-image probabilities are compared with the SavedModel's. The bars:
+
+  float (litert none, onnx): accuracy within 0.2 points, probabilities within 1e-4;
+  quantized (dynamic, float16, int8): accuracy within 1.0 point.
+
+Every file takes raw uint8 pixels [N, H, W, C], as the SavedModel's serving_default does,
+with the model's preprocessing inside, and returns float32 probabilities [N, classes].
+int8 is full-integer post-training quantization calibrated on the run's own training
+images (its input quantization is scale 1, zero point 0: the raw pixels themselves).
+The model card of the version lists each file with its format, quantization, input and
+output, size and measured accuracy.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import typing
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from kmodels import data, models, precision, reporting, serving, storage
+from kmodels.errors import UserError, first_line
+from kmodels.tools import evaluation, predicting, runtimes
+from kmodels.workdir import Workdir
+
+FORMATS = ("litert", "onnx")
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+ONNX_OPSET = 17  # what onnxruntime 1.32 and tf2onnx 1.17 both support fully
+FLOAT_ACCURACY_POINTS, FLOAT_PROBABILITY = 0.2, 1e-4
+QUANTIZED_ACCURACY_POINTS = 1.0
+CALIBRATION_IMAGES = 256  # int8: training images whose activations set the ranges
+CARD_KEY = "off_tensorflow"  # the model card's list of the files beside the SavedModel
+
+
+@dataclasses.dataclass
+class Request:
+  workdir: str
+  format: str
+  quantize: str = "none"
+  version: typing.Optional[int] = None
+  split: typing.Optional[str] = None
+  calibration_images: int = CALIBRATION_IMAGES
+  calibration_split: typing.Optional[str] = None  # default: the run's training split
+  allow_drop: bool = False
+
+  @property
+  def file_name(self):
+    suffix = "onnx" if self.format == "onnx" else "tflite"
+    return f"model-{self.quantize}.{suffix}" if self.format == "litert" else "model.onnx"
+
+  def check(self):
+    if self.format not in FORMATS:
+      raise UserError(f"--format={self.format}: choose one of {', '.join(FORMATS)}.")
+    if self.quantize not in QUANTIZATIONS:
+      raise UserError(f"--quantize={self.quantize}: choose one of {', '.join(QUANTIZATIONS)}.")
+    if self.format == "onnx" and self.quantize != "none":
+      raise UserError("--format=onnx exports float32 (--quantize=none); quantized files are "
+                      "LiteRT's (--format=litert --quantize=int8).")
+    if self.calibration_images < 1:
+      raise UserError(f"--calibration_images={self.calibration_images}: at least 1.")
+
+
+_NEEDS = {"litert": ("ai_edge_litert",), "onnx": ("tf2onnx", "onnxruntime")}
+
+
+def _check_installed(fmt):
+  missing = [m for m in _NEEDS[fmt] if importlib.util.find_spec(m) is None]
+  if missing:
+    raise UserError(f"--format={fmt} needs {', '.join(missing)} (the export extra, on the "
+                    "current lane: `LANE=current bash launch/setup.sh`, then run "
+                    ".venv-current/bin/python -m launch.export ...).")
+
+
+def export(request: Request):
+  """Converts, proves and writes one file; returns its model-card entry."""
+  request.check()
+  _check_installed(request.format)
+  version_dir = _version_dir(request.workdir, request.version)
+  card = serving.read_card(version_dir)
+  if card is None:
+    raise UserError(f"{version_dir} has no model_card.json: not a kmodels export version.")
+  if card.get("trainer") in ("estimator", "keras_estimator"):
+    raise UserError(f"{version_dir} wraps a tf.estimator graph (trainer={card['trainer']}), "
+                    "which the converters do not read: migrate it to Keras first "
+                    "(launch.migrate), or export a Keras run.")
+  probabilities = _probabilities_function(request, version_dir, card)
+  with tempfile.TemporaryDirectory(prefix="kmodels-export-") as scratch:
+    path = os.path.join(scratch, request.file_name)
+    calibration = _calibration_images(request) if request.quantize == "int8" else None
+    _write(path, convert(probabilities, request.format, request.quantize, calibration))
+    entry = _prove(request, card, version_dir, path, scratch, probabilities)
+    target = storage.join(version_dir, request.file_name)
+    storage.write_atomic(target, open(path, "rb").read())
+  _add_to_card(version_dir, card, entry)
+  return dict(entry, path=target)
+
+
+def _version_dir(workdir, version):
+  run = Workdir(workdir)
+  if version is None:
+    found = run.current_export()
+    if not found:
+      raise UserError(f"{workdir} has no export: train it to the end first (its launch.train "
+                      "command writes export/<N>/).")
+    return found
+  path = storage.join(run.export, str(version))
+  if not storage.exists(storage.join(path, "saved_model.pb")):
+    raise UserError(f"--version={version}: {path} holds no SavedModel.")
+  return path
+
+
+def _probabilities_function(request, version_dir, card):
+  """uint8 images -> float32 probabilities of the run's model, rebuilt in float32 with the
+  export's weights (a mixed-precision SavedModel computes in bf16/fp16, which the
+  converters do not take); the class names stay in the card."""
+  config = evaluation.load_config(Workdir(request.workdir))
+  try:
+    exported = tf.keras.models.load_model(version_dir, compile=False)
+  except (KeyError, OSError, ValueError, tf.errors.OpError) as e:
+    raise UserError(f"The export {version_dir} cannot be loaded as a Keras model "
+                    f"({type(e).__name__}: {first_line(e)}): it is damaged; export the run "
+                    "again.") from e
+  image_shape = tuple(card["input"]["shape"][1:])
+  with precision.policy("float32"):
+    model = models.build_from_config(_without_backbone_file(config.model), image_shape,
+                                     len(card["label_names"]))
+  models.copy_weights(exported, model)
+  return probabilities_function(model, image_shape, models.REGISTRY[config.model.name].logits)
+
+
+def probabilities_function(model, image_shape, logits):
+  """A tf.function: uint8 images [N, *image_shape] -> {"probabilities": float32}, the
+  model's preprocessing (pixels / 255) inside."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8, name="images")])
+  def probabilities(images):
+    scores = model(data.scale_pixels(tf.cast(images, tf.float32)), training=False)
+    return {"probabilities": tf.nn.softmax(scores) if logits else scores}
+
+  probabilities.model = model  # keeps its variables alive
+  return probabilities
+
+
+def convert(probabilities, fmt, quantize="none", calibration=None):
+  """The file's bytes: LiteRT (quantized as asked; int8 calibrated on `calibration`,
+  uint8 images) or ONNX."""
+  if fmt == "onnx":
+    return _to_onnx(probabilities)
+  return _to_litert(probabilities, quantize, calibration)
+
+
+def _without_backbone_file(model_config):
+  """config.model without `weights`: the export has the trained weights already."""
+  unlocked = model_config.copy_and_resolve_references()
+  with unlocked.unlocked():
+    unlocked.weights = None
+  return unlocked
+
+
+def _calibration_images(request):
+  """Raw uint8 training images for int8's ranges, with a black and a white one so the
+  input range is exactly 0-255 (scale 1, zero point 0: raw pixels go in as they are)."""
+  config = evaluation.load_config(Workdir(request.workdir))
+  split = request.calibration_split or config.dataset.train_split
+  _, pixels, _ = predicting.split_images(request.workdir, split,
+                                         limit=request.calibration_images,
+                                         flag="--calibration_split")
+  if not len(pixels):
+    raise UserError(f"--quantize=int8: the run's training split gave no images to calibrate "
+                    "on; prepare its dataset (launch.prepare_data) or use --quantize=dynamic.")
+  extremes = np.stack([np.zeros_like(pixels[0]), np.full_like(pixels[0], 255)])
+  return np.concatenate([extremes, pixels])
+
+
+def _to_litert(probabilities, quantize, calibration):
+  concrete = probabilities.get_concrete_function()
+  if quantize != "int8":
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], probabilities.model)
+    if quantize in ("dynamic", "float16"):
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+      converter.target_spec.supported_types = [tf.float16]
+    return _convert(converter)
+  # Full integer: quantize from float pixels, so the converter sets the uint8 input's
+  # scale from the calibration range (0-255 -> scale 1, zero point 0).
+  floats = _float_input(probabilities)
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [floats.get_concrete_function()], probabilities.model)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  converter.representative_dataset = lambda: ([image[np.newaxis].astype(np.float32)]
+                                              for image in calibration)
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  converter.inference_input_type = tf.uint8
+  converter.inference_output_type = tf.float32
+  return _convert(converter)
+
+
+def _float_input(probabilities):
+  spec = probabilities.input_signature[0]
+
+  @tf.function(input_signature=[tf.TensorSpec(spec.shape, tf.float32, name="images")])
+  def floats(pixels_0_255):
+    return probabilities(tf.cast(tf.round(pixels_0_255), tf.uint8))
+
+  return floats
+
+
+def _convert(converter):
+  try:
+    return converter.convert()
+  except Exception as e:  # pylint: disable=broad-except  (the converter's many errors)
+    raise UserError(f"The LiteRT converter cannot convert this model: {type(e).__name__}: "
+                    f"{first_line(e)}") from e
+
+
+def _to_onnx(probabilities):
+  import tf2onnx  # pylint: disable=g-import-not-at-top  (the export extra: checked first)
+  try:
+    proto, _ = tf2onnx.convert.from_function(
+        probabilities, input_signature=probabilities.input_signature, opset=ONNX_OPSET)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"tf2onnx cannot convert this model: {type(e).__name__}: "
+                    f"{first_line(e)}") from e
+  return proto.SerializeToString()
+
+
+def _write(path, content):
+  with open(path, "wb") as f:
+    f.write(content)
+
+
+def run_in_runtime(model_path, images, scratch):
+  """float32 probabilities of `model_path` (.tflite or .onnx) for uint8 `images`, computed
+  by its own runtime in a child process that imports neither TensorFlow nor kmodels."""
+  images_path = os.path.join(scratch, "images.npy")
+  out_path = os.path.join(scratch, "probabilities.npy")
+  np.save(images_path, images)
+  proc = subprocess.run([sys.executable, "-I", runtimes.__file__, model_path, images_path,
+                         out_path], cwd=scratch, capture_output=True, text=True,
+                        timeout=1800, check=False)
+  if proc.returncode:
+    raise UserError(f"The runtime could not run {os.path.basename(model_path)}: "
+                    f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  if report["tensorflow_imported"] or report["kmodels_imported"]:
+    raise AssertionError(f"the runtime's process imported more than the runtime: {report}")
+  return np.load(out_path)
+
+
+def _prove(request, card, version_dir, path, scratch, probabilities):
+  """Accuracy against the SavedModel's; probabilities against the converted float32 model
+  run by TensorFlow (a mixed-precision SavedModel's own differ from float32 by ~1e-3)."""
+  split = request.split or evaluation.load_config(
+      Workdir(request.workdir)).dataset.eval_split
+  _, pixels, labels = predicting.split_images(request.workdir, split)
+  saved = predicting.Predictor(version_dir).probabilities(pixels)
+  converted = np.concatenate([
+      probabilities(tf.constant(pixels[i:i + predicting.BATCH]))["probabilities"].numpy()
+      for i in range(0, len(pixels), predicting.BATCH)])
+  actual = run_in_runtime(path, pixels, scratch)
+  saved_accuracy = float(np.mean(saved.argmax(-1) == labels))
+  accuracy = float(np.mean(actual.argmax(-1) == labels))
+  difference = float(np.max(np.abs(actual - converted)))
+  quantized = request.quantize != "none"
+  points = QUANTIZED_ACCURACY_POINTS if quantized else FLOAT_ACCURACY_POINTS
+  drop = 100 * (saved_accuracy - accuracy)
+  passed = drop <= points and (quantized or difference <= FLOAT_PROBABILITY)
+  entry = {"file": request.file_name, "format": request.format,
+           "quantization": request.quantize,
+           "runtime": "onnxruntime" if request.format == "onnx" else "ai-edge-litert",
+           "opset": ONNX_OPSET if request.format == "onnx" else None,
+           "input": {"dtype": "uint8", "shape": card["input"]["shape"],
+                     "meaning": "raw pixels 0-255, preprocessing inside"},
+           "output": {"name": "probabilities", "dtype": "float32",
+                      "shape": [None, len(card["label_names"])]},
+           "bytes": os.path.getsize(path), "split": split, "examples": len(labels),
+           "accuracy": accuracy, "savedmodel_accuracy": saved_accuracy,
+           "max_probability_difference": difference,
+           "max_probability_difference_to_savedmodel": float(np.max(np.abs(actual - saved))),
+           "bar": {"accuracy_points": points,
+                   "probability": None if quantized else FLOAT_PROBABILITY},
+           "within_bar": passed}
+  logging.info("%s: accuracy %.2f %% vs the SavedModel's %.2f %% on %s (%d images), max "
+               "probability difference %.2g.", request.file_name, 100 * accuracy,
+               100 * saved_accuracy, split, len(labels), difference)
+  if not passed and not request.allow_drop:
+    raise UserError(
+        f"{request.file_name} is refused: accuracy {100 * accuracy:.2f} % vs the SavedModel's "
+        f"{100 * saved_accuracy:.2f} % on {split} ({drop:+.2f} points, bar {points}), max "
+        f"probability difference {difference:.2g}"
+        f"{'' if quantized else f' (bar {FLOAT_PROBABILITY:g})'}. Nothing was written; "
+        "--allow_drop writes it anyway.")
+  return entry
+
+
+def _add_to_card(version_dir, card, entry):
+  entries = [e for e in card.get(CARD_KEY, []) if e["file"] != entry["file"]]
+  card[CARD_KEY] = sorted(entries + [entry], key=lambda e: e["file"])
+  reporting.write_json(storage.join(version_dir, serving.MODEL_CARD), card)

@@ -1,0 +1,54 @@
+r"""Exports a run's model off TensorFlow: LiteRT (.tflite, float or quantized) or ONNX.
+
+  python -m launch.export --workdir=runs/quickstart --format=litert --quantize=int8
+  python -m launch.export --workdir=runs/quickstart --format=onnx
+  python -m launch.export --workdir=gs://B/runs/g --format=litert --version=2 --split=test[:2000]
+
+Converts the run's current export version (or --version), proves the file with its own
+runtime in a process without TensorFlow (top-1 on the run's test split, or --split,
+against the SavedModel's: float files within 0.2 points and 1e-4 per probability,
+quantized ones within 1.0 point), and writes it beside the SavedModel in export/<N>/,
+listed in that version's model_card.json. Refused (exit 2, the numbers printed, nothing
+written) above the bar unless --allow_drop. Every file takes raw uint8 pixels and returns
+probabilities. Needs the export extra (`pip install -e .[export]`, current lane).
+"""
+
+from absl import app
+from absl import flags
+
+from kmodels.tools import exporting
+from launch import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A finished launch.train workdir.")
+_FORMAT = flags.DEFINE_string("format", None, "litert or onnx.")
+_QUANTIZE = flags.DEFINE_string("quantize", "none", "LiteRT: none (float32), dynamic "
+                                "(int8 weights), float16, or int8 (full integer, calibrated "
+                                "on the run's training images).")
+_VERSION = flags.DEFINE_integer("version", None, "The export version; default: the current.")
+_SPLIT = flags.DEFINE_string("split", None, "The proof's split; default: the run's test split.")
+_CALIBRATION = flags.DEFINE_integer("calibration_images", exporting.CALIBRATION_IMAGES,
+                                    "int8: training images that set the activation ranges.")
+_CALIBRATION_SPLIT = flags.DEFINE_string("calibration_split", None, "int8: the split to "
+                                         "calibrate on; default: the run's training split.")
+_ALLOW_DROP = flags.DEFINE_bool("allow_drop", False, "Write the file even if it misses the "
+                                "accuracy bar (the numbers are still recorded).")
+flags.mark_flags_as_required(["workdir", "format"])
+
+
+def main(argv):
+  common.start(argv)
+  with common.user_errors_exit():
+    entry = exporting.export(exporting.Request(
+        workdir=_WORKDIR.value, format=_FORMAT.value, quantize=_QUANTIZE.value,
+        version=_VERSION.value, split=_SPLIT.value,
+        calibration_images=_CALIBRATION.value, calibration_split=_CALIBRATION_SPLIT.value,
+        allow_drop=_ALLOW_DROP.value))
+  print(f"Exported {entry['path']} ({entry['format']}, {entry['quantization']}, "
+        f"{entry['bytes'] / 1e6:.2f} MB): accuracy {100 * entry['accuracy']:.2f} % with "
+        f"{entry['runtime']} vs {100 * entry['savedmodel_accuracy']:.2f} % for the SavedModel "
+        f"on {entry['split']} ({entry['examples']} images), max probability difference "
+        f"{entry['max_probability_difference']:.2g}.", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=common.parse_flags)

@@ -1,0 +1,229 @@
+"""launch.export: a run's model as LiteRT and ONNX files, proven by their own runtimes.
+
+Current lane: the export extra (ai-edge-litert, onnxruntime, tf2onnx) installs only there
+(on TF 2.15's lane it would replace numpy and protobuf under TensorFlow). A run trained on
+synthetic Fashion-MNIST-shaped images is exported in every format and quantization; each
+file is then run by a client of this test that imports nothing of kmodels or TensorFlow;
+launch.predict classifies image files with the files; bad inputs end with exit 2; the
+registry's model styles convert to both formats and their runtimes agree with TensorFlow.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from kmodels import models, precision
+from kmodels.errors import UserError
+from kmodels.tools import exporting, runtimes
+from tests import testutil
+
+current_lane_only = absltest.skipIf(
+    testutil.HAS_ESTIMATOR, "the export extra installs on the current lane only (the full "
+    "lane's TF 2.15 pins older numpy and protobuf than the runtimes need)")
+
+# A client as a user's device runs it: numpy and the runtime, nothing of kmodels or TF.
+_CLIENT = r"""
+import json, sys
+import numpy as np
+model, images = sys.argv[1], np.load(sys.argv[2])
+if model.endswith(".onnx"):
+  import onnxruntime
+  session = onnxruntime.InferenceSession(model)
+  probabilities = session.run(None, {session.get_inputs()[0].name: images})[0]
+  inputs = [(i.name, i.type) for i in session.get_inputs()]
+else:
+  from ai_edge_litert.interpreter import Interpreter
+  interpreter = Interpreter(model_path=model)
+  source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+  interpreter.resize_tensor_input(source["index"], images.shape)
+  interpreter.allocate_tensors()
+  interpreter.set_tensor(source["index"], images)   # raw uint8 pixels, as they are
+  interpreter.invoke()
+  probabilities = interpreter.get_tensor(sink["index"])
+  inputs = [(source["name"], str(source["dtype"]), list(source["quantization"]))]
+np.save(sys.argv[3], probabilities)
+print(json.dumps({"inputs": inputs, "modules": sorted(m for m in sys.modules
+                  if m.split(".")[0] in ("tensorflow", "kmodels"))}))
+"""
+
+
+def _client(model_path, images):
+  """(probabilities, the client's report) of a kmodels- and TF-free process."""
+  scratch = tempfile.mkdtemp(prefix="kmodels-client-")
+  images_path, out = os.path.join(scratch, "x.npy"), os.path.join(scratch, "y.npy")
+  np.save(images_path, images)
+  proc = subprocess.run([sys.executable, "-I", "-c", _CLIENT, model_path, images_path, out],
+                        cwd=scratch, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return np.load(out), json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@current_lane_only
+class ExportRunTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = tempfile.mkdtemp(prefix="kmodels-export-")
+    proc = testutil.call_launcher(
+        "train", "--config=configs/fashion_mnist_quickstart.py", f"--workdir={cls.workdir}",
+        "--config.dataset.source=synthetic", "--config.train.epochs=1",
+        "--config.train.steps_per_epoch=4", "--config.dataset.synthetic_eval_examples=96")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cls.version = os.path.join(cls.workdir, "export", "1")
+    cls.images = np.random.default_rng(3).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
+    loaded = tf.saved_model.load(cls.version)
+    cls.saved = loaded.signatures["serving_default"](images=tf.constant(cls.images))[
+        "probabilities"].numpy()
+
+  def _card(self):
+    return testutil.read_json(os.path.join(self.version, "model_card.json"), None)
+
+  @parameterized.named_parameters(
+      ("litert_float", "litert", "none", "model-none.tflite", 1e-4),
+      ("litert_int8", "litert", "int8", "model-int8.tflite", None),
+      ("onnx", "onnx", "none", "model.onnx", 1e-4))
+  def test_the_launcher_writes_a_proven_file_a_plain_client_runs(self, fmt, quantize, name,
+                                                                 tolerance):
+    proc = testutil.call_launcher("export", f"--workdir={self.workdir}", f"--format={fmt}",
+                                  f"--quantize={quantize}", "--calibration_images=64")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn(f"Exported {os.path.join(self.version, name)}", proc.stdout)
+    (entry,) = [e for e in self._card()["off_tensorflow"] if e["file"] == name]
+    self.assertTrue(entry["within_bar"])
+    self.assertEqual(entry["bytes"], os.path.getsize(os.path.join(self.version, name)))
+    self.assertEqual((entry["format"], entry["quantization"], entry["examples"]),
+                     (fmt, quantize, 96))
+    self.assertEqual(entry["input"]["dtype"], "uint8")
+    probabilities, report = _client(os.path.join(self.version, name), self.images)
+    self.assertEqual(report["modules"], [])
+    # int8's softmax comes out in steps of 1/256
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-3 if tolerance else 2e-2)
+    if tolerance:  # float files: the SavedModel's probabilities (within its own precision)
+      self.assertLessEqual(entry["max_probability_difference"], tolerance)
+      np.testing.assert_allclose(probabilities, self.saved, atol=5e-3)
+    else:  # int8: raw pixels in (scale 1, zero point 0), close to the SavedModel
+      self.assertEqual(report["inputs"][0][1:], ["<class 'numpy.uint8'>", [1.0, 0]])
+      self.assertLess(np.max(np.abs(probabilities - self.saved)), 0.1)
+
+  def test_dynamic_and_float16_files_within_their_bar(self):
+    parameters = testutil.read_json(os.path.join(self.workdir, "metrics.json"),
+                                    None)["parameters"]
+    for quantize, bytes_per_weight in (("dynamic", 1), ("float16", 2)):
+      entry = exporting.export(exporting.Request(self.workdir, "litert", quantize))
+      self.assertTrue(entry["within_bar"], entry)
+      self.assertLess(entry["bytes"], 1.3 * bytes_per_weight * parameters, quantize)
+
+  def test_a_file_over_the_bar_is_refused_unless_allowed(self):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    shutil.copytree(self.workdir, workdir)
+    version = os.path.join(workdir, "export", "1")
+    written = os.path.join(version, "model.onnx")
+    if os.path.exists(written):  # another test of the class may have exported it
+      os.remove(written)
+
+    def listed():
+      card = testutil.read_json(os.path.join(version, "model_card.json"), None)
+      return [e for e in card.get("off_tensorflow", []) if e["file"] == "model.onnx"]
+
+    card_before = listed()
+    request = exporting.Request(workdir, "onnx")
+    with mock.patch.object(exporting, "FLOAT_PROBABILITY", 0.0):  # an unreachable bar
+      with self.assertRaisesRegex(UserError, r"model.onnx is refused: accuracy .* max "
+                                  r"probability difference .* \(bar 0\)"):
+        exporting.export(request)
+      self.assertFalse(os.path.exists(written))
+      self.assertEqual(listed(), card_before)
+      request.allow_drop = True
+      entry = exporting.export(request)
+    self.assertFalse(entry["within_bar"])
+    self.assertTrue(os.path.exists(written))
+    self.assertFalse(listed()[0]["within_bar"])
+
+  def test_launch_predict_classifies_files_with_each_file(self):
+    files = []
+    for i, image in enumerate(self.images[:3]):
+      path = os.path.join(self.create_tempdir().full_path, f"{i}.png")
+      tf.io.write_file(path, tf.io.encode_png(image))
+      files.append(path)
+
+    def top1(model):
+      proc = testutil.call_launcher("predict", f"--model={model}", "--top_k=1", *files)
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+      return [line.split("1. ")[1].split()[0] for line in proc.stdout.splitlines()
+              if ": 1. " in line]
+
+    expected = top1(self.workdir)
+    self.assertLen(expected, 3)
+    for name in ("model-none.tflite", "model.onnx"):
+      path = os.path.join(self.version, name)
+      if not os.path.exists(path):
+        exporting.export(exporting.Request(self.workdir, "onnx" if name.endswith("onnx")
+                                           else "litert"))
+      self.assertEqual(top1(path), expected, name)
+
+  def test_bad_inputs_are_one_line_exit_2(self):
+    scratch = self.create_tempdir().full_path
+    no_export = os.path.join(scratch, "no_export")
+    shutil.copytree(self.workdir, no_export, ignore=shutil.ignore_patterns("export"))
+    no_images = os.path.join(scratch, "no_images")  # its dataset now yields no images
+    shutil.copytree(self.workdir, no_images)
+    config_path = os.path.join(no_images, "config.json")
+    config = testutil.read_json(config_path, None)
+    config["dataset"]["synthetic_eval_examples"] = 0
+    with open(config_path, "w") as f:
+      json.dump(config, f)
+    damaged = os.path.join(scratch, "damaged")
+    shutil.copytree(self.workdir, damaged)
+    with open(os.path.join(damaged, "export", "1", "saved_model.pb"), "wb") as f:
+      f.write(b"not a SavedModel")
+    for flags, message in (
+        ([f"--workdir={no_export}", "--format=litert"], "has no export"),
+        ([f"--workdir={damaged}", "--format=onnx"], "cannot be loaded"),
+        ([f"--workdir={self.workdir}", "--format=coreml"], "--format=coreml: choose one of"),
+        ([f"--workdir={self.workdir}", "--format=onnx", "--quantize=int8"],
+         "exports float32"),
+        ([f"--workdir={no_images}", "--format=litert", "--quantize=int8"],
+         "--calibration_split='train' selects no examples"),
+        ([f"--workdir={self.workdir}", "--format=litert", "--version=7"], "holds no SavedModel")):
+      with self.subTest(message=message):
+        proc = testutil.call_launcher("export", *flags)
+        testutil.assert_user_error(self, proc, message)
+
+
+@current_lane_only
+class RegistryStylesTest(parameterized.TestCase):
+  """Sequential, functional and subclassed builds (fastcnn, the tutorials' networks)
+  convert to both formats, and each runtime computes what TensorFlow does."""
+
+  @parameterized.parameters("fastcnn", "shallownet", "shallownet_functional",
+                            "shallownet_subclass", "mlp_subclass", "cifar_cnn_subclass",
+                            "resnet_like")
+  def test_converts_to_both_formats_and_agrees(self, name):
+    shape = (28, 28, 1)
+    with precision.policy("float32"):
+      model = models.build_model(name, shape, 10)
+    probabilities = exporting.probabilities_function(model, shape,
+                                                     models.REGISTRY[name].logits)
+    images = np.random.default_rng(0).integers(0, 256, (8, *shape), dtype=np.uint8)
+    expected = probabilities(tf.constant(images))["probabilities"].numpy()
+    scratch = self.create_tempdir().full_path
+    for fmt, suffix in (("litert", ".tflite"), ("onnx", ".onnx")):
+      path = os.path.join(scratch, name + suffix)
+      with open(path, "wb") as f:
+        f.write(exporting.convert(probabilities, fmt))
+      np.testing.assert_allclose(runtimes.load(path)(images), expected, atol=1e-5,
+                                 err_msg=f"{name} {fmt}")
+
+
+if __name__ == "__main__":
+  absltest.main()
