@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from kmodels import models, precision
 from kmodels.errors import UserError
-from kmodels.tools import exporting, runtimes
+from kmodels.tools import exporting, predicting, runtimes
 from tests import testutil
 
 current_lane_only = absltest.skipIf(
@@ -155,21 +155,24 @@ class ExportRunTest(parameterized.TestCase):
       path = os.path.join(self.create_tempdir().full_path, f"{i}.png")
       tf.io.write_file(path, tf.io.encode_png(image))
       files.append(path)
-
-    def top1(model):
-      proc = testutil.call_launcher("predict", f"--model={model}", "--top_k=1", *files)
-      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-      return [line.split("1. ")[1].split()[0] for line in proc.stdout.splitlines()
-              if ": 1. " in line]
-
-    expected = top1(self.workdir)
-    self.assertLen(expected, 3)
-    for name in ("model-none.tflite", "model.onnx"):
-      path = os.path.join(self.version, name)
+    paths = {name: os.path.join(self.version, name)
+             for name in ("model-none.tflite", "model.onnx")}
+    for name, path in paths.items():
       if not os.path.exists(path):
         exporting.export(exporting.Request(self.workdir, "onnx" if name.endswith("onnx")
                                            else "litert"))
-      self.assertEqual(top1(path), expected, name)
+    _, expected = predicting.open_model(self.workdir).classify_files(
+        files, [open(f, "rb").read() for f in files])
+    _, onnx = predicting.open_model(paths["model.onnx"]).classify_files(
+        files, [open(f, "rb").read() for f in files])
+    np.testing.assert_allclose(onnx, expected, atol=5e-3)
+    proc = testutil.call_launcher("predict", f"--model={paths['model-none.tflite']}",
+                                  "--top_k=1", *files)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    names = self._card()["label_names"]
+    self.assertEqual([line.split("1. ")[1].rsplit(" ", 1)[0] for line in
+                      proc.stdout.splitlines() if ": 1. " in line],
+                     [names[i] for i in expected.argmax(-1)])
 
   def test_bad_inputs_are_one_line_exit_2(self):
     scratch = self.create_tempdir().full_path

@@ -11,6 +11,7 @@ needs the full lane.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -385,29 +386,36 @@ class MigrateOverFeatureColumnsTest(parameterized.TestCase):
     binary = scratch.create_file("binary.py", b"\x89PNG\x00\xff", mode="wb")
     strings = scratch.create_file("strings.py", "def linear_feature_columns():\n"
                                   "  return ['age']\n")
-    for flags, message in (
-        ([f"--feature_columns={dnn_only.full_path}"], "defines no linear_feature_columns"),
-        ([f"--feature_columns={broken.full_path}"], "failed to run: ValueError"),
-        ([f"--feature_columns={scratch.full_path}/nowhere.py"], "no such file"),
-        ([f"--feature_columns={_COLUMNS_FILE}", f"--check_data={empty.full_path}"],
-         "holds no records"),
-        ([f"--feature_columns={_COLUMNS_FILE}", f"--check_data={damaged.full_path}"],
+    out = os.path.join(scratch.full_path, "out")
+    # In this process: each input class's refusal (a UserError, nothing exported).
+    for settings, message in (
+        (dict(columns_file=dnn_only.full_path), "defines no linear_feature_columns"),
+        (dict(columns_file=f"{scratch.full_path}/nowhere.py"), "no such file"),
+        (dict(columns_file=_COLUMNS_FILE, check_data=empty.full_path), "holds no records"),
+        (dict(columns_file=_COLUMNS_FILE, check_data=damaged.full_path),
          "not a TFRecord file of tf.Examples"),
-        ([f"--feature_columns={_COLUMNS_FILE}", f"--estimator_dir={graphless}"],
+        (dict(columns_file=_COLUMNS_FILE, model_dir=graphless),
          "pass --head=classifier or --head=regressor"),
-        ([f"--feature_columns={_COLUMNS_FILE}", f"--estimator_dir={truncated}"],
-         "cannot be read: it is damaged"),
-        ([f"--feature_columns={binary.full_path}"], "failed to run: UnicodeDecodeError"),
-        ([f"--feature_columns={scratch.full_path}"], "no such file"),
-        ([f"--feature_columns={strings.full_path}"], "returns 'age', which is not a "
+        (dict(columns_file=_COLUMNS_FILE, model_dir=truncated), "cannot be read: it is damaged"),
+        (dict(columns_file=binary.full_path), "failed to run: UnicodeDecodeError"),
+        (dict(columns_file=scratch.full_path), "no such file"),
+        (dict(columns_file=strings.full_path), "returns 'age', which is not a "
          "tf.feature_column column"),
-        (["--feature_columns=gs://no-such-host.invalid/columns.py"], "unreachable"),
-        ([], "Column 'hours': its values go through RealDiv before the network (a "
-         "normalizer_fn"),  # no columns file: the export cannot give this one back
-        ([f"--estimator_export={scratch.full_path}"], "holds no saved_model.pb: pass "
+        (dict(estimator_export=scratch.full_path), "holds no saved_model.pb: pass "
          "--feature_columns=FILE.py")):
       with self.subTest(message=message):
-        out = os.path.join(scratch.full_path, "out")
+        settings = dict(dict(model_dir=self.model_dir, output_dir=out), **settings)
+        with self.assertRaisesRegex(migration.UserError, re.escape(message)):
+          feature_columns.migrate(**settings)
+        self.assertFalse(os.path.exists(os.path.join(out, "export")))
+    # Through the launcher: exit 2 with one line, for a failure inside the library, a
+    # bucket checked before any work, and a model_dir taken with no flags at all.
+    for flags, message in (
+        ([f"--feature_columns={broken.full_path}"], "failed to run: ValueError"),
+        (["--feature_columns=gs://no-such-host.invalid/columns.py"], "unreachable"),
+        ([], "Column 'hours': its values go through RealDiv before the network (a "
+         "normalizer_fn")):  # no columns file: the export cannot give this one back
+      with self.subTest(message=message):
         proc = testutil.call_launcher("migrate", f"--estimator_dir={self.model_dir}",
                                       f"--workdir={out}", *flags)
         testutil.assert_user_error(self, proc, message)
@@ -443,11 +451,9 @@ class CurrentLaneTest(parameterized.TestCase):
   @parameterized.named_parameters(
       # Every column kind, from the columns file; then trained on here.
       ("wide_and_deep_classifier", {"kind": "wide_and_deep", "n_classes": 3}, True),
-      # The binary head (logistic, regression signature) and a Baseline's broadcast bias,
-      # their columns read back from the Estimator's export.
-      ("binary_linear_classifier", {"kind": "linear", "n_classes": 2,
-                                    "normalized_hours": False, "sparse_combiner": "sqrtn"},
-       False),
+      # A regression head and a Baseline's broadcast bias, migrated with no flags (the
+      # binary head and columns read from an export: the full lane's MigrateOverFeature
+      # ColumnsTest, served from TF 2.15 processes).
       ("baseline_regressor", {"kind": "baseline", "n_classes": 1, "regressor": True}, False))
   def test_a_model_dir_over_feature_columns_migrated_on_the_full_lane_serves_here(
       self, settings, columns_file):
