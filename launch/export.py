@@ -9,13 +9,16 @@ runtime in a process without TensorFlow (top-1 on the run's test split, or --spl
 against the SavedModel's: float files within 0.2 points and 1e-4 per probability,
 quantized ones within 1.0 point), and writes it beside the SavedModel in export/<N>/,
 listed in that version's model_card.json. Refused (exit 2, the numbers printed, nothing
-written) above the bar unless --allow_drop. Every file takes raw uint8 pixels and returns
+written) above the bar unless --allow_drop. --measure prints (and writes as
+off_tensorflow.md) each file's size, one image's CPU latency and accuracy beside the
+SavedModel's. Every file takes raw uint8 pixels and returns
 probabilities. Needs the export extra (`pip install -e .[export]`, current lane).
 """
 
 from absl import app
 from absl import flags
 
+from kmodels.errors import UserError
 from kmodels.tools import exporting
 from launch import common
 
@@ -30,14 +33,24 @@ _CALIBRATION = flags.DEFINE_integer("calibration_images", exporting.CALIBRATION_
                                     "int8: training images that set the activation ranges.")
 _CALIBRATION_SPLIT = flags.DEFINE_string("calibration_split", None, "int8: the split to "
                                          "calibrate on; default: the run's training split.")
+_MEASURE = flags.DEFINE_bool("measure", False, "Instead of exporting: size, one image's CPU "
+                              "latency and accuracy of the SavedModel and of each file "
+                              "exported beside it (a table, also off_tensorflow.md there).")
 _ALLOW_DROP = flags.DEFINE_bool("allow_drop", False, "Write the file even if it misses the "
                                 "accuracy bar (the numbers are still recorded).")
-flags.mark_flags_as_required(["workdir", "format"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   common.start(argv)
+  if _MEASURE.value:
+    with common.user_errors_exit():
+      _, table = exporting.measure(_WORKDIR.value, _VERSION.value)
+    print(table, flush=True)
+    return
   with common.user_errors_exit():
+    if not _FORMAT.value:
+      raise UserError("--format: litert or onnx (or --measure).")
     entry = exporting.export(exporting.Request(
         workdir=_WORKDIR.value, format=_FORMAT.value, quantize=_QUANTIZE.value,
         version=_VERSION.value, split=_SPLIT.value,

@@ -174,6 +174,33 @@ class ExportRunTest(parameterized.TestCase):
                       proc.stdout.splitlines() if ": 1. " in line],
                      [names[i] for i in expected.argmax(-1)])
 
+  def test_the_runtime_file_alone_reads_idx_files_and_measures(self):
+    path = os.path.join(self.version, "model-none.tflite")
+    if not os.path.exists(path):
+      exporting.export(exporting.Request(self.workdir, "litert"))
+    scratch = self.create_tempdir().full_path
+    labels = np.arange(len(self.images), dtype=np.uint8) % 10
+    idx = {}  # MNIST's idx layout: magic (dtype, dims), sizes, then the bytes
+    for name, array in (("images", self.images[..., 0]), ("labels", labels)):
+      idx[name] = os.path.join(scratch, f"{name}.idx")
+      with open(idx[name], "wb") as f:
+        f.write(bytes([0, 0, 8, array.ndim]) + b"".join(
+            d.to_bytes(4, "big") for d in array.shape) + array.tobytes())
+    alone = shutil.copy(runtimes.__file__, scratch)  # as a device would have it
+    proc = subprocess.run([sys.executable, "-I", alone, "--idx", path, idx["images"],
+                           idx["labels"]], capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    self.assertFalse(report["tensorflow_imported"] or report["kmodels_imported"])
+    self.assertAlmostEqual(report["accuracy"],
+                           float(np.mean(self.saved.argmax(-1) == labels)), delta=1 / 16)
+    rows, table = exporting.measure(self.workdir, repeats=5)
+    self.assertEqual(rows[0]["model"], "SavedModel (serving_default)")
+    self.assertIn("model-none.tflite (ai-edge-litert)", [r["model"] for r in rows])
+    self.assertTrue(all(r["latency_ms"] > 0 and r["bytes"] > 0 for r in rows), rows)
+    self.assertEqual(testutil.read_text(os.path.join(self.version, "off_tensorflow.md")),
+                     table + "\n")
+
   def test_bad_inputs_are_one_line_exit_2(self):
     scratch = self.create_tempdir().full_path
     no_export = os.path.join(scratch, "no_export")

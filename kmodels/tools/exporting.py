@@ -25,11 +25,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import typing
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
 from kmodels import data, models, precision, reporting, serving, storage
 from kmodels.errors import UserError, first_line
@@ -228,9 +230,14 @@ def _convert(converter):
 
 def _to_onnx(probabilities):
   import tf2onnx  # pylint: disable=g-import-not-at-top  (the export extra: checked first)
+  # Frozen first: tf2onnx's from_function makes every captured tensor that is not a variable
+  # an ONNX input (EfficientNetV2's normalization constants were); freezing folds both in.
+  frozen = convert_to_constants.convert_variables_to_constants_v2(
+      probabilities.get_concrete_function())
   try:
-    proto, _ = tf2onnx.convert.from_function(
-        probabilities, input_signature=probabilities.input_signature, opset=ONNX_OPSET)
+    proto, _ = tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
+        output_names=[t.name for t in frozen.outputs], opset=ONNX_OPSET)
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f"tf2onnx cannot convert this model: {type(e).__name__}: "
                     f"{first_line(e)}") from e
@@ -310,3 +317,61 @@ def _add_to_card(version_dir, card, entry):
   entries = [e for e in card.get(CARD_KEY, []) if e["file"] != entry["file"]]
   card[CARD_KEY] = sorted(entries + [entry], key=lambda e: e["file"])
   reporting.write_json(storage.join(version_dir, serving.MODEL_CARD), card)
+
+
+def measure(workdir, version=None, repeats=200):
+  """Size, one image's median CPU latency and accuracy of the SavedModel and of each file
+  listed in its card; returns the rows and writes them as off_tensorflow.md beside them."""
+  version_dir = _version_dir(workdir, version)
+  card = serving.read_card(version_dir)
+  image = predicting.split_images(workdir, evaluation.load_config(
+      Workdir(workdir)).dataset.eval_split, limit=1)[1][0]
+  rows = [{"model": "SavedModel (serving_default)", "bytes": _tree_bytes(version_dir),
+           "latency_ms": _savedmodel_latency_ms(version_dir, image, repeats),
+           "accuracy": card.get("test_accuracy")}]
+  with tempfile.TemporaryDirectory(prefix="kmodels-latency-") as scratch:
+    image_path = os.path.join(scratch, "image.npy")
+    np.save(image_path, image)
+    for entry in card.get(CARD_KEY, []):
+      with storage.local_copy(storage.join(version_dir, entry["file"])) as local:
+        proc = subprocess.run([sys.executable, "-I", runtimes.__file__, "--latency", local,
+                               image_path], capture_output=True, text=True, timeout=1800,
+                              check=False)
+      if proc.returncode:
+        raise UserError(f"{entry['file']}: its runtime failed: "
+                        f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+      rows.append({"model": f"{entry['file']} ({entry['runtime']})", "bytes": entry["bytes"],
+                   "latency_ms": json.loads(proc.stdout.strip().splitlines()[-1])["latency_ms"],
+                   "accuracy": entry["accuracy"]})
+  flags = " ".join(sorted(precision.cpu_flags() & {"avx2", "avx512f", "avx512_bf16",
+                                                     "amx_bf16"}))
+  table = "\n".join(
+      [f"CPU flags: {flags or 'none of avx2/avx512'}; one image, median of {repeats} calls, "
+       f"after 10 warm-up calls; accuracy on {card.get('dataset')}'s test split.", "",
+       "| model | MB | ms per image | accuracy |", "|---|---|---|---|"] +
+      [f"| {r['model']} | {r['bytes'] / 1e6:.2f} | {r['latency_ms']:.3f} | "
+       f"{_percent(r['accuracy'])} |" for r in rows])
+  storage.write_atomic(storage.join(version_dir, "off_tensorflow.md"), table + "\n")
+  return rows, table
+
+
+def _percent(fraction):
+  return "—" if fraction is None else f"{100 * fraction:.2f} %"
+
+
+def _tree_bytes(path):
+  return sum(tf.io.gfile.stat(storage.join(directory, name)).length
+             for directory, _, files in tf.io.gfile.walk(path) for name in files)
+
+
+def _savedmodel_latency_ms(version_dir, image, repeats):
+  serve = serving.load_export(version_dir).signatures["serving_default"]
+  batch = tf.constant(image[np.newaxis])
+  for _ in range(10):
+    serve(images=batch)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    serve(images=batch)["probabilities"].numpy()
+    times.append(time.perf_counter() - start)
+  return 1000 * float(np.median(times))

@@ -4,11 +4,16 @@ Imports neither TensorFlow nor anything else of kmodels, so it is also the proof
 `python -I kmodels/tools/runtimes.py MODEL IMAGES.npy OUT.npy` (isolated: not even this
 directory on the path) classifies uint8 images [N, H, W, C] with ai-edge-litert's
 interpreter or onnxruntime, writes float32 probabilities and prints which of TensorFlow
-and kmodels the process imported (neither, or the proof fails).
+and kmodels the process imported (neither, or the proof fails). `--latency MODEL IMAGE.npy`
+prints one image's median classification time instead; `--idx MODEL IMAGES LABELS` the
+top-1 accuracy on MNIST-format idx files (Fashion-MNIST's own test files). The file stands
+alone: copied to a device with numpy and the runtime, it runs there as it is.
 """
 
+import gzip
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -45,11 +50,50 @@ def load(model_path):
   return probabilities
 
 
-def main(model_path, images_path, out_path):
+def latency_ms(model_path, image, repeats=200):
+  """Median milliseconds to classify one image (after 10 warm-up calls), in this process."""
+  probabilities = load(model_path)
+  batch = image[np.newaxis]
+  for _ in range(10):
+    probabilities(batch)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    probabilities(batch)
+    times.append(time.perf_counter() - start)
+  return 1000 * float(np.median(times))
+
+
+def _imports():
+  return {"tensorflow_imported": "tensorflow" in sys.modules,
+          "kmodels_imported": any(m.split(".")[0] == "kmodels" for m in sys.modules)}
+
+
+def read_idx(path):
+  """An MNIST-format idx file (gzipped or not) as a numpy array: images [N, H, W, 1] uint8
+  or labels [N]."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  dims = data[3]
+  shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+  array = np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+  return array[..., np.newaxis] if dims == 3 else array
+
+
+def main(argv):
+  if argv[0] == "--latency":  # --latency MODEL IMAGE.npy: one image's median milliseconds
+    print(json.dumps(dict(_imports(), latency_ms=latency_ms(argv[1], np.load(argv[2])))))
+    return
+  if argv[0] == "--idx":  # --idx MODEL IMAGES.idx[.gz] LABELS.idx[.gz]: top-1 accuracy
+    images, labels = read_idx(argv[2]), read_idx(argv[3])
+    accuracy = float(np.mean(load(argv[1])(images).argmax(-1) == labels))
+    print(json.dumps(dict(_imports(), images=len(labels), accuracy=accuracy)))
+    return
+  model_path, images_path, out_path = argv[:3]
   np.save(out_path, load(model_path)(np.load(images_path)))
-  print(json.dumps({"tensorflow_imported": "tensorflow" in sys.modules,
-                    "kmodels_imported": any(m.split(".")[0] == "kmodels" for m in sys.modules)}))
+  print(json.dumps(_imports()))
 
 
 if __name__ == "__main__":
-  main(*sys.argv[1:4])
+  main(sys.argv[1:])
