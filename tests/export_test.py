@@ -228,6 +228,13 @@ class ExportRunTest(parameterized.TestCase):
       with self.subTest(message=message):
         proc = testutil.call_launcher("export", *flags)
         testutil.assert_user_error(self, proc, message)
+    # A bucket that cannot answer: one line for both launchers of these files.
+    for launcher, flag in (("export", "--workdir"), ("predict", "--model")):
+      with self.subTest(launcher=launcher):
+        proc = testutil.call_launcher(launcher, f"{flag}=gs://no-such-host.invalid/run",
+                                      *(["--format=litert"] if launcher == "export" else
+                                        ["--split=test"]))
+        testutil.assert_user_error(self, proc, "unreachable")
 
 
 @current_lane_only

@@ -90,6 +90,7 @@ def export(request: Request):
   """Converts, proves and writes one file; returns its model-card entry."""
   request.check()
   _check_installed(request.format)
+  storage.check_reachable(request.workdir, "--workdir")
   version_dir = _version_dir(request.workdir, request.version)
   card = serving.read_card(version_dir)
   if card is None:
@@ -322,6 +323,7 @@ def _add_to_card(version_dir, card, entry):
 def measure(workdir, version=None, repeats=200):
   """Size, one image's median CPU latency and accuracy of the SavedModel and of each file
   listed in its card; returns the rows and writes them as off_tensorflow.md beside them."""
+  storage.check_reachable(workdir, "--workdir")
   version_dir = _version_dir(workdir, version)
   card = serving.read_card(version_dir)
   image = predicting.split_images(workdir, evaluation.load_config(

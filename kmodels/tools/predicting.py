@@ -27,6 +27,7 @@ PROGRESS_EVERY = 1000  # images between progress lines
 
 def open_model(path):
   """A Predictor of a workdir, an export version, or a LiteRT/ONNX file exported from one."""
+  storage.check_reachable(path, "--model")  # a bucket that cannot answer: one line, now
   return FilePredictor(path) if path.endswith(FILE_SUFFIXES) else Predictor(path)
 
 
