@@ -161,10 +161,9 @@ class ExportRunTest(parameterized.TestCase):
       if not os.path.exists(path):
         exporting.export(exporting.Request(self.workdir, "onnx" if name.endswith("onnx")
                                            else "litert"))
-    _, expected = predicting.open_model(self.workdir).classify_files(
-        files, [open(f, "rb").read() for f in files])
-    _, onnx = predicting.open_model(paths["model.onnx"]).classify_files(
-        files, [open(f, "rb").read() for f in files])
+    encoded = [tf.io.read_file(f).numpy() for f in files]
+    _, expected = predicting.open_model(self.workdir).classify_files(files, encoded)
+    _, onnx = predicting.open_model(paths["model.onnx"]).classify_files(files, encoded)
     np.testing.assert_allclose(onnx, expected, atol=5e-3)
     proc = testutil.call_launcher("predict", f"--model={paths['model-none.tflite']}",
                                   "--top_k=1", *files)

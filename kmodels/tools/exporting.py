@@ -60,8 +60,8 @@ class Request:
 
   @property
   def file_name(self):
-    suffix = "onnx" if self.format == "onnx" else "tflite"
-    return f"model-{self.quantize}.{suffix}" if self.format == "litert" else "model.onnx"
+    """model-<quantization>.tflite, or model.onnx (ONNX files are float32 only)."""
+    return f"model-{self.quantize}.tflite" if self.format == "litert" else "model.onnx"
 
   def check(self):
     if self.format not in FORMATS:
@@ -106,7 +106,8 @@ def export(request: Request):
     _write(path, convert(probabilities, request.format, request.quantize, calibration))
     entry = _prove(request, card, version_dir, path, scratch, probabilities)
     target = storage.join(version_dir, request.file_name)
-    storage.write_atomic(target, open(path, "rb").read())
+    with open(path, "rb") as f:
+      storage.write_atomic(target, f.read())
   _add_to_card(version_dir, card, entry)
   return dict(entry, path=target)
 
