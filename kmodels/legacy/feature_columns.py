@@ -255,7 +255,8 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner=None, head=No
     reader = export_columns.ExportColumns(export)
     linear_columns = reader.linear_columns(shapes) if has_linear else []
     dnn_columns = reader.dnn_columns() if has_dnn else []
-    head, label_vocabulary = head or reader.head()[0], reader.head()[1]
+    export_head, label_vocabulary = reader.head()
+    head = head or export_head
     sparse_combiner = sparse_combiner or reader.sparse_combiner()
     read_from = f"the Estimator's export {export}"
   for present, columns, part, function in (

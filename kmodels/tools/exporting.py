@@ -99,12 +99,14 @@ def export(request: Request):
     raise UserError(f"{version_dir} wraps a tf.estimator graph (trainer={card['trainer']}), "
                     "which the converters do not read: migrate it to Keras first "
                     "(launch.migrate), or export a Keras run.")
-  probabilities = _probabilities_function(request, version_dir, card)
+  config = evaluation.load_config(Workdir(request.workdir))  # read once: every step needs it
+  probabilities = _probabilities_function(config, version_dir, card)
   with tempfile.TemporaryDirectory(prefix="kmodels-export-") as scratch:
     path = os.path.join(scratch, request.file_name)
-    calibration = _calibration_images(request) if request.quantize == "int8" else None
+    calibration = (_calibration_images(request, config) if request.quantize == "int8"
+                   else None)
     _write(path, convert(probabilities, request.format, request.quantize, calibration))
-    entry = _prove(request, card, version_dir, path, scratch, probabilities)
+    entry = _prove(request, config, card, version_dir, path, scratch, probabilities)
     target = storage.join(version_dir, request.file_name)
     with open(path, "rb") as f:
       storage.write_atomic(target, f.read())
@@ -126,11 +128,10 @@ def _version_dir(workdir, version):
   return path
 
 
-def _probabilities_function(request, version_dir, card):
+def _probabilities_function(config, version_dir, card):
   """uint8 images -> float32 probabilities of the run's model, rebuilt in float32 with the
   export's weights (a mixed-precision SavedModel computes in bf16/fp16, which the
   converters do not take); the class names stay in the card."""
-  config = evaluation.load_config(Workdir(request.workdir))
   try:
     exported = tf.keras.models.load_model(version_dir, compile=False)
   except (KeyError, OSError, ValueError, tf.errors.OpError) as e:
@@ -174,10 +175,9 @@ def _without_backbone_file(model_config):
   return unlocked
 
 
-def _calibration_images(request):
+def _calibration_images(request, config):
   """Raw uint8 training images for int8's ranges, with a black and a white one so the
   input range is exactly 0-255 (scale 1, zero point 0: raw pixels go in as they are)."""
-  config = evaluation.load_config(Workdir(request.workdir))
   split = request.calibration_split or config.dataset.train_split
   _, pixels, _ = predicting.split_images(request.workdir, split,
                                          limit=request.calibration_images,
@@ -269,11 +269,10 @@ def run_in_runtime(model_path, images, scratch):
   return np.load(out_path)
 
 
-def _prove(request, card, version_dir, path, scratch, probabilities):
+def _prove(request, config, card, version_dir, path, scratch, probabilities):
   """Accuracy against the SavedModel's; probabilities against the converted float32 model
   run by TensorFlow (a mixed-precision SavedModel's own differ from float32 by ~1e-3)."""
-  split = request.split or evaluation.load_config(
-      Workdir(request.workdir)).dataset.eval_split
+  split = request.split or config.dataset.eval_split
   _, pixels, labels = predicting.split_images(request.workdir, split)
   saved = predicting.Predictor(version_dir).probabilities(pixels)
   converted = np.concatenate([
