@@ -58,7 +58,8 @@ def main(argv):
         allow_drop=_ALLOW_DROP.value))
   print(f"Exported {entry['path']} ({entry['format']}, {entry['quantization']}, "
         f"{entry['bytes'] / 1e6:.2f} MB): accuracy {100 * entry['accuracy']:.2f} % with "
-        f"{entry['runtime']} vs {100 * entry['savedmodel_accuracy']:.2f} % for the SavedModel "
+        f"{entry['runtime']} vs {100 * entry['float32_accuracy']:.2f} % for the model in "
+        f"float32 by TensorFlow (the SavedModel: {100 * entry['savedmodel_accuracy']:.2f} %) "
         f"on {entry['split']} ({entry['examples']} images), max probability difference "
         f"{entry['max_probability_difference']:.2g}.", flush=True)
 

@@ -6,7 +6,6 @@ real training run whose export is read back with tf.saved_model.load.
 
 import io
 import os
-import struct
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -252,28 +251,10 @@ class FolderLayoutTest(parameterized.TestCase):
     testutil.assert_user_error(self, proc, "holds no images")
 
 
-_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
-
-
-def _read_idx(path):
-  """The array in an IDX file (MNIST's format): magic, dimensions, then uint8 data."""
-  import gzip  # pylint: disable=g-import-not-at-top
-  with gzip.open(path, "rb") as f:
-    raw = f.read()
-  dims = raw[3]
-  shape = struct.unpack(f">{dims}I", raw[4:4 + 4 * dims])
-  return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 class FolderTrainingTest(absltest.TestCase):
 
   def test_real_fashion_mnist_pictures_of_mixed_sizes_and_modes_train_at_32(self):
-    images_path = os.path.join(_FASHION_MNIST, "t10k-images-idx3-ubyte.gz")
-    if not os.path.exists(images_path):
-      self.skipTest(f"{_FASHION_MNIST} is missing: bash launch/fashion_mnist_files.sh "
-                    "installs Debian's dataset-fashion-mnist")
-    pixels = _read_idx(images_path)[..., None]
-    labels = _read_idx(os.path.join(_FASHION_MNIST, "t10k-labels-idx1-ubyte.gz"))
+    pixels, labels = testutil.real_fashion_mnist_test_files(self)
     names = [f"class{i}" for i in range(10)]
     root = self.create_tempdir().full_path
     image_folder.write_images(zip(pixels[:2000], labels[:2000]), root, "train", names,

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 from configs import base
 from kmodels import models, workdir
 from kmodels.data import image_folder
+from kmodels.tools import runtimes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -361,6 +362,26 @@ def image_folder_flags(image_dir, image_size=16):
   """launch.train/benchmark flags for the base config on the image folder `image_dir`."""
   return ("--config=configs/base.py", "--config.dataset.name=image_folder",
           f"--config.dataset.image_dir={image_dir}", f"--config.dataset.image_size={image_size}")
+
+
+FASHION_MNIST_FILES = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+def fashion_mnist_test_paths(test):
+  """(images, labels) paths of the real Fashion-MNIST test files (MNIST's idx format), or
+  the test skipped naming the command that installs them (CI's test.sh runs it)."""
+  paths = tuple(os.path.join(FASHION_MNIST_FILES, f"t10k-{kind}-idx{dims}-ubyte.gz")
+                for kind, dims in (("images", 3), ("labels", 1)))
+  if not os.path.exists(paths[0]):
+    test.skipTest(f"{FASHION_MNIST_FILES} is missing: bash launch/fashion_mnist_files.sh "
+                  "installs Debian's dataset-fashion-mnist")
+  return paths
+
+
+def real_fashion_mnist_test_files(test):
+  """The real Fashion-MNIST test images [10000, 28, 28, 1] uint8 and labels [10000]."""
+  images, labels = fashion_mnist_test_paths(test)
+  return runtimes.read_idx(images), runtimes.read_idx(labels)
 
 
 def read_text(path):
