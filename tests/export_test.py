@@ -9,6 +9,7 @@ image files with the files; bad inputs end with exit 2; every registry model fam
 converts to both formats and the runtimes agree with TensorFlow.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ import tensorflow as tf
 from kmodels import models, precision
 from kmodels.data import image_folder
 from kmodels.errors import UserError
-from kmodels.tools import exporting, predicting, runtimes
+from kmodels.tools import exporting, predicting, quantization_aware, runtimes
 from tests import testutil
 
 current_lane_only = absltest.skipIf(
@@ -67,6 +68,17 @@ def _fashion_mnist_training_files():
                             "launch/fashion_mnist_files.sh installs Debian's "
                             "dataset-fashion-mnist")
   return runtimes.read_idx(paths[0]), runtimes.read_idx(paths[1])
+
+
+def _file_digests(root):
+  """{path under root: sha256 of its bytes} of every file under root."""
+  digests = {}
+  for directory, _, names in os.walk(root):
+    for name in names:
+      with open(os.path.join(directory, name), "rb") as f:
+        digests[os.path.relpath(os.path.join(directory, name), root)] = hashlib.sha256(
+            f.read()).hexdigest()
+  return digests
 
 
 def _client_venv(path):
@@ -196,6 +208,36 @@ class ExportRunTest(parameterized.TestCase):
     self.assertFalse(entry["within_bar"])
     self.assertTrue(os.path.exists(written))
     self.assertFalse(listed()[0]["within_bar"])
+
+  def test_quantization_aware_fine_tuning_makes_a_proven_int8_file_the_run_untouched(self):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    shutil.copytree(self.workdir, workdir)
+    checkpoints = _file_digests(os.path.join(workdir, "checkpoints"))
+    proc = testutil.call_launcher("export", f"--workdir={workdir}", "--format=litert",
+                                  "--quantize=int8", "--qat_steps=20",
+                                  "--calibration_images=64")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("Quantization-aware fine-tuning: 20 steps", proc.stderr)
+    version = os.path.join(workdir, "export", "1")
+    card = testutil.read_json(os.path.join(version, "model_card.json"), None)
+    (entry,) = [e for e in card["off_tensorflow"] if e["file"] == "model-int8.tflite"]
+    self.assertEqual(entry["quantization_aware_steps"], 20)
+    self.assertTrue(entry["within_bar"])
+    probabilities, report = _client(os.path.join(version, "model-int8.tflite"), self.images)
+    self.assertEqual(report["inputs"][0][1:], ["<class 'numpy.uint8'>", [1.0, 0]])
+    self.assertGreater(np.mean(probabilities.argmax(-1) == self.saved.argmax(-1)), 0.8)
+    self.assertEqual(_file_digests(os.path.join(workdir, "checkpoints")), checkpoints)
+    # The SavedModel still answers as trained.
+    loaded = tf.saved_model.load(version)
+    np.testing.assert_allclose(loaded.signatures["serving_default"](
+        images=tf.constant(self.images))["probabilities"].numpy(), self.saved, atol=1e-6)
+
+  def test_an_int8_refusal_offers_quantization_aware_fine_tuning(self):
+    request = exporting.Request(self.workdir, "litert", "int8", calibration_images=64)
+    with mock.patch.object(exporting, "allowed_drop_images", lambda *_: -1):  # unreachable
+      with self.assertRaisesRegex(UserError, r"model-int8.tflite is refused: .* add "
+                                  r"--qat_steps=200 \(a copy is fine-tuned"):
+        exporting.export(request)
 
   def test_launch_predict_classifies_files_with_each_file(self):
     files = []
@@ -370,6 +412,15 @@ class RegistryModelsTest(parameterized.TestCase):
         f.write(exporting.convert(probabilities, fmt))
       np.testing.assert_allclose(runtimes.load(path)(images), expected, atol=1e-5,
                                  err_msg=f"{name} {fmt}")
+
+  def test_quantization_aware_training_takes_layer_graphs_and_names_a_subclassed_model(self):
+    with precision.policy("float32"):
+      functional = models.build_model("shallownet_functional", (28, 28, 1), 10)
+      subclassed = models.build_model("shallownet_subclass", (28, 28, 1), 10)
+    annotated = quantization_aware.annotated(functional, "shallownet_functional")
+    self.assertTrue(any("quant" in layer.name for layer in annotated.layers))
+    with self.assertRaisesRegex(UserError, "shallownet_subclass is a subclassed model"):
+      quantization_aware.annotated(subclassed, "shallownet_subclass")
 
   def test_an_op_the_converter_lacks_is_named(self):
     inputs = tf.keras.Input((4, 4, 1))

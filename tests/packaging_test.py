@@ -20,7 +20,8 @@ _OWN = {"kmodels", "launch", "configs"}
 
 # Imported by launch.export alone; its extra is the current lane's (the full lane's TF 2.15
 # pins older numpy and protobuf than they need).
-_EXPORT_EXTRA = {"ai_edge_litert", "onnxruntime", "tf2onnx"}
+_EXPORT_EXTRA = {"ai_edge_litert", "onnx", "onnxruntime", "tensorflow_model_optimization",
+                 "tf2onnx"}
 
 
 def _declared():

@@ -191,6 +191,12 @@ def compile_classifier(model, name, optimizer, num_classes=None, label_smoothing
   return model
 
 
+def is_subclassed(model):
+  """True for a subclassed model: Keras (and tools that rewrite models layer by layer)
+  never saw its graph of layers, only its `call`."""
+  return not (isinstance(model, tf.keras.Sequential) or model._is_graph_network)  # pylint: disable=protected-access
+
+
 def summary_model(model, input_shape):
   """A model whose summary shows output shapes, also for subclassed models.
 
@@ -199,7 +205,7 @@ def summary_model(model, input_shape):
   tutorial's trick);
   the wrapper shares the model's layers and weights.
   """
-  if isinstance(model, tf.keras.Sequential) or model._is_graph_network:  # pylint: disable=protected-access
+  if not is_subclassed(model):
     return model
   inputs = tf.keras.Input(shape=input_shape, name="image")
   return tf.keras.Model(inputs, model.call(inputs), name=model.name)
