@@ -69,6 +69,10 @@ def get_config():
   # (first, last) training steps to trace with TensorFlow's profiler, e.g. (10, 15): a trace
   # under WORKDIR/tensorboard/plugins/profile for TensorBoard's profile tab. None: off.
   config.train.profile_steps = config_dict.placeholder(tuple)
+  # Where the output is not a terminal (a cloud job's log, a file): a progress line every
+  # this many seconds and at each epoch's last step (epoch, step, loss and accuracy so far,
+  # images/s, the epoch's remaining time). A terminal gets Keras' progress bar instead.
+  config.train.log_every_seconds = 60.0
   config.train.seed = 0
   # Bit-identical reruns (tf.config.experimental.enable_op_determinism); cost: README.
   config.train.deterministic = False

@@ -10,19 +10,24 @@ through a tf.keras.callbacks.CallbackList, in this order:
                        with train.profile_steps a profile trace of those steps
   StepScalars          with train.checkpoint_every_steps: the running train metrics at
                        that cadence under WORKDIR/tensorboard/train_steps
+  Progress             the chief's progress: a bar on a terminal, else a line every
+                       train.log_every_seconds (also WORKDIR/tensorboard/train_progress)
+  EpochLog             one line per epoch: its metrics, images/s and seconds
 
 Each trainer then adds what only it needs: fit its PreemptibleBackup (resume and SIGTERM,
-last) and, when fine-tuning, FreezeBackbone (first), the custom loop its checkpoint manager and an EpochLog line. The Estimator
-trainers reuse EpochHistory, EpochLog and FirstStepTimer (through a session hook).
+last) and, when fine-tuning, FreezeBackbone (first), the custom loop its checkpoint
+manager. The Estimator trainers run the contract without TensorBoard (EpochScalars
+instead) and feed Progress and FirstStepTimer each step through a session hook.
 """
 
+import sys
 import time
 from typing import List
 
 from absl import logging
 import tensorflow as tf
 
-from kmodels import checkpoints, cpus, faults, reporting, storage
+from kmodels import checkpoints, cpus, distribute, faults, progress, reporting, storage
 
 
 class EpochHistory(tf.keras.callbacks.Callback):
@@ -117,6 +122,97 @@ class EpochLog(tf.keras.callbacks.Callback):
                  self.epochs, metrics, record["images"] / record["seconds"], record["seconds"])
 
 
+class Progress(tf.keras.callbacks.Callback):
+  """How far an epoch is, where its output is read (every trainer, the chief only).
+
+  On a terminal: Keras' progress bar. Elsewhere (a cloud job's log, a file: an epoch can
+  be an hour of silence there) one line every `every_seconds` and at the epoch's last
+  step, with the step of the epoch, the running loss and accuracy, images/s since the
+  previous line and the epoch's remaining time; the same numbers go to TensorBoard
+  (`train_progress`, by global step), so the two agree. A resumed epoch counts from its
+  resume point: its first step seen is where its clock starts.
+  """
+
+  def __init__(self, epochs, steps_per_epoch, global_batch_size, every_seconds,
+               tensorboard_dir=None, terminal=None, clock=time.monotonic):
+    super().__init__()
+    self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+    self.global_batch_size, self.every_seconds = global_batch_size, every_seconds
+    self.tensorboard_dir, self.clock = tensorboard_dir, clock
+    self.terminal = sys.stdout.isatty() if terminal is None else terminal
+    self._epoch, self._bar, self._bar_step, self._writer = 0, None, 0, None
+    self._pending = []  # (global step, {name: value}) not yet written to TensorBoard
+    self._first = self._last = None  # (step, time) of the epoch's first and previous line
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch, self._first, self._last = epoch, None, None
+    self._epoch_start = self.clock()
+    if self.terminal:
+      print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+      self._bar = tf.keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss",
+                                                                                 "accuracy"])
+
+  def on_train_batch_end(self, batch, logs=None):
+    step, now, logs = batch + 1, self.clock(), logs or {}
+    if self.terminal:
+      self._bar.update(step, [(k, float(v)) for k, v in logs.items()], finalize=False)
+      self._bar_step = step
+      return
+    if self._first is None:  # the first call of the epoch (and after a resume) traces
+      self._first = self._last = (step, now)
+      if step < self.steps_per_epoch:
+        return
+      self._last = (step - 1, self._epoch_start)  # a resumed epoch's only step
+    if step >= self.steps_per_epoch or now - self._last[1] >= self.every_seconds:
+      self._line(step, now, logs)
+
+  def _line(self, step, now, logs):
+    (last_step, last_time), (first_step, first_time) = self._last, self._first
+    images_per_second = ((step - last_step) * self.global_batch_size /
+                         max(now - last_time, 1e-9))
+    seconds_per_step = (now - first_time) / max(step - first_step, 1)
+    remaining = (self.steps_per_epoch - step) * seconds_per_step
+    metrics = ", ".join(f"{name} {float(value):.4f}" for name, value in logs.items())
+    logging.info("Epoch %d/%d, step %d/%d: %s; %.0f images/s; epoch ends in %s.",
+                 self._epoch + 1, self.epochs, step, self.steps_per_epoch, metrics,
+                 images_per_second, progress.duration(remaining))
+    self._last = (step, now)
+    self._scalars(self._epoch * self.steps_per_epoch + step, logs, images_per_second)
+
+  def _scalars(self, global_step, logs, images_per_second):
+    if not self.tensorboard_dir:
+      return
+    self._pending.append((global_step, {**{k: float(v) for k, v in logs.items()},
+                                        "images_per_second": images_per_second}))
+    # Inside an Estimator's training graph (its session hook) nothing can be written:
+    # the points wait for the epoch's end, which runs eagerly.
+    if tf.executing_eagerly():
+      self._write_pending()
+
+  def _write_pending(self):
+    if not self._pending:
+      return
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+    for global_step, values in self._pending:
+      with self._writer.as_default(step=global_step):
+        for name, value in values.items():
+          tf.summary.scalar(name, value)
+    self._writer.flush()
+    self._pending = []
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.terminal and self._bar is not None:
+      self._bar.update(self._bar_step, finalize=True)  # the bar's line ends here
+    self._write_pending()
+
+  def on_train_end(self, logs=None):
+    self._write_pending()
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+
 class EpochScalars(tf.keras.callbacks.Callback):
   """Each epoch's logs as TensorBoard scalars named as Keras' TensorBoard names them
   (`train/epoch_loss`, `validation/epoch_accuracy`, ...), for trainers without a Keras
@@ -202,13 +298,20 @@ def epoch_contract(run) -> List[tf.keras.callbacks.Callback]:
   step_scalars = ([StepScalars(storage.join(run.workdir.tensorboard, "train_steps"), every,
                                run.steps_per_epoch)]
                   if every and run.history.path else [])  # the chief only
+  train = run.config.train
+  chief_progress = ([Progress(train.epochs, run.steps_per_epoch, train.batch_size,
+                              train.log_every_seconds,
+                              storage.join(run.workdir.tensorboard, "train_progress"))]
+                    if distribute.is_chief(run.strategy) else [])
   return [
       faults.StopOnNonFiniteLoss(run.config),
       FirstStepCallback(run.timer),
       run.history,
       # Under multi_worker, Keras sends a non-chief worker's events to a temporary dir.
       tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
-                                     profile_batch=run.config.train.profile_steps or 0,
+                                     profile_batch=train.profile_steps or 0,
                                      write_graph=False),
       *step_scalars,
+      *chief_progress,
+      EpochLog(run.history, train.epochs),
   ]

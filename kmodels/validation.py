@@ -57,6 +57,7 @@ def validate(config):
   _positive("train.checkpoint_every_steps", config.train.checkpoint_every_steps,
             allow_none=True)
   _check_profile_steps(config.train.profile_steps)
+  _in_range("train.log_every_seconds", config.train.log_every_seconds, 1e-3, float("inf"))
   _check_dataset(config.dataset)
   optimizer = config.train.optimizer
   _in_range("train.optimizer.learning_rate", optimizer.learning_rate, 0.0, float("inf"))

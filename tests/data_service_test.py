@@ -6,6 +6,7 @@ show that each ran the job's input pipeline.
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -71,11 +72,16 @@ class DataServiceTest(absltest.TestCase):
         "train", *testutil.image_folder_flags(self.image_dir),
         "--config.model.name=mlp", "--config.train.batch_size=8", "--config.train.epochs=2",
         "--config.precision=float32", f"--config.dataset.service={self.service}",
-        f"--workdir={workdir}")
+        "--config.train.log_every_seconds=0.001", f"--workdir={workdir}")
     self.assertEqual(0, proc.returncode, proc.stderr[-3000:])
     self.assertIn(f"tf.data service workers of {self.service}", proc.stderr)
     history = testutil.read_json(os.path.join(workdir, "history.json"), [])
     self.assertEqual([1, 2], [record["epoch"] for record in history])
+    # Progress through the service as without it: each epoch's lines end at its last step.
+    steps = re.findall(r"Epoch (\d)/2, step (\d+)/(\d+):", proc.stderr)
+    for epoch in ("1", "2"):
+      last = [(int(done), int(total)) for e, done, total in steps if e == epoch][-1]
+      self.assertEqual(last[0], last[1])
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     self.assertIn("test_accuracy", metrics)
     for log in self.worker_logs:

@@ -31,7 +31,14 @@ def _job_args(workdir, trainer, epochs, steps_per_epoch=4):
           "--config.dataset.synthetic_train_examples=256", "--config.model.name=mlp",
           "--config.train.batch_size=16", f"--config.train.steps_per_epoch={steps_per_epoch}",
           f"--config.train.epochs={epochs}", f"--config.trainer={trainer}",
-          "--config.train.deterministic=True"]
+          "--config.train.deterministic=True",
+          "--config.train.log_every_seconds=0.001"]  # a progress line at every step
+
+
+def _progress_steps(text):
+  """(epoch, step of epoch) of each progress line in a worker's log."""
+  return [(int(epoch), int(step)) for epoch, step in
+          re.findall(r"Epoch (\d+)/\d+, step (\d+)/\d+:", text)]
 
 
 def _wait(processes, timeout=_TIMEOUT_SECONDS):
@@ -85,6 +92,9 @@ class MultiWorkerTest(parameterized.TestCase):
     self.assertLen(metrics["history"], 2)
     self.assertIn("Test accuracy", texts[0])
     self.assertNotIn("Test accuracy", texts[1])  # the report is the chief's alone
+    # Progress lines too (their log files are not terminals): the chief's alone.
+    self.assertIn(f"Epoch 2/2, step {_STEPS_PER_EPOCH}/{_STEPS_PER_EPOCH}:", texts[0])
+    self.assertEmpty(_progress_steps(texts[1]))
 
   @parameterized.parameters("fit", "custom_loop")
   def test_sigterm_to_one_worker_stops_the_job_at_one_step_and_it_resumes_there(self, trainer):
@@ -121,6 +131,12 @@ class MultiWorkerTest(parameterized.TestCase):
     self.assertEqual(codes, [0, 0], chief_log[-3000:])
     for log in logs:  # every worker resumes right after the step the job stopped at
       self.assertEqual(testutil.resumed_step(testutil.read_text(log)), steps_done)
+    # The resumed chief's progress counts from the resume point, in the resumed epoch.
+    epoch, step = divmod(steps_done, steps_per_epoch)
+    resumed = _progress_steps(chief_log)
+    self.assertEqual(resumed[0][0], epoch + 1)
+    self.assertGreater(resumed[0][1], step)
+    self.assertEqual(resumed[-1], (2, steps_per_epoch))
     self.assertAlmostEqual(_fingerprint(chief_log), unbroken, delta=1e-6 * unbroken)
 
 

@@ -43,7 +43,7 @@ TIMES_FILE = os.path.join(REPO_ROOT, ".test_times.json")
 SLOW = {"benchmark_test", "cluster_test", "configs_test", "container_test", "cpus_test",
         "data_service_test", "estimator_test", "export_test", "faults_test", "gcs_test", "kill_resume_test",
         "launch_test", "locks_test", "matrix_test", "migration_test", "multi_worker_test",
-        "packaging_test", "serving_test", "step_checkpoint_test", "tpu_test"}
+        "packaging_test", "progress_test", "serving_test", "step_checkpoint_test", "tpu_test"}
 # Modules that run several TensorFlow processes at once (worker pairs, a server with its
 # clients, a container, a run beside its unbroken twin): never two of them side by side.
 MULTI_PROCESS = {"cluster_test", "container_test", "data_service_test",

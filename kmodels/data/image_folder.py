@@ -22,14 +22,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import cpus, storage
+from kmodels import cpus, progress, storage
 from kmodels.data import images
 from kmodels.errors import UserError
 
 RECORDS_INDEX = "kmodels_records.json"
 RECORDS_FORMAT = "kmodels image records 1"
 IMAGES_PER_SHARD = 1024  # ~100 MB of ImageNet JPEGs: enough shards to shard by file
-PROGRESS_EVERY = 10_000  # files between progress lines of a check
 BAD_FILES_LOGGED = 50
 
 
@@ -122,11 +121,11 @@ def check_files(paths, max_pixels, what):
   """[(problem or None, pixels)] per path: headers and ends read in parallel threads."""
   threads = 32 if any(storage.has_scheme(p) for p in paths[:1]) else 4 * cpus.usable_cpus()
   results = []
+  countdown = progress.Countdown(f"Checking the files of {what}", len(paths), "files")
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:
     for done, result in enumerate(pool.map(lambda p: images.check_file(p, max_pixels), paths), 1):
       results.append(result)
-      if done % PROGRESS_EVERY == 0:
-        logging.info("Checked %d/%d files of %s.", done, len(paths), what)
+      countdown.update(done)
   return results
 
 

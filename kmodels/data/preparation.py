@@ -4,17 +4,22 @@ Archives for offline preparation are found by the builder's own registered URLs;
 that cannot reach the download hosts is told so in seconds, with the prepare_data command.
 """
 
+import contextlib
 import os
+import sys
 import tarfile
+import threading
+import time
 import urllib.parse
 import zlib
 from typing import Optional
 
+from absl import logging
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from kmodels import netcheck, storage
+from kmodels import netcheck, progress, storage
 from kmodels.errors import UserError, first_line
 
 TESTED_DATASETS = ("fashion_mnist", "mnist", "cifar10")
@@ -107,6 +112,35 @@ def _offline_help(builder):
   return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _preparing(builder, every_seconds=progress.EVERY_SECONDS):
+  """Says how far tfds' preparation is where its output is read: tfds' own bars (tqdm)
+  only make sense on a terminal, so elsewhere they are off and a line every
+  `every_seconds` gives the record files written so far."""
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()
+  root = os.path.dirname(builder.data_dir)  # <data_dir>/<name>: tfds writes beside it
+  start, done = time.monotonic(), threading.Event()
+
+  def heartbeat():
+    while not done.wait(every_seconds):
+      written = sum(os.path.getsize(os.path.join(d, f))
+                    for d, _, files in os.walk(root) for f in files)
+      logging.info("Preparing %s: %.0f MB written so far, %s.", builder.name, written / 1e6,
+                   progress.duration(time.monotonic() - start))
+
+  logging.info("Preparing %s %s into %s (tfds writes its record files once).",
+               builder.name, builder.version, builder.data_dir)
+  thread = threading.Thread(target=heartbeat, daemon=True)
+  if not storage.has_scheme(root):  # a bucket's size is not worth listing every minute
+    thread.start()
+  try:
+    yield
+  finally:
+    done.set()
+  logging.info("Prepared %s in %s.", builder.name, progress.duration(time.monotonic() - start))
+
+
 def ensure_prepared(dataset_config):
   """Returns a builder whose data is on disk, downloading it when allowed and possible."""
   if dataset_config.data_dir:
@@ -121,7 +155,8 @@ def ensure_prepared(dataset_config):
   if unreachable:
     raise UserError(_offline_help(builder) + f"\n(No connection to {', '.join(unreachable)}.)")
   try:
-    builder.download_and_prepare()
+    with _preparing(builder):
+      builder.download_and_prepare()
   except OSError as e:
     raise UserError(f"Downloading {builder.name!r} failed: {e}\n" + _offline_help(builder)) from e
   return builder
@@ -146,8 +181,9 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
         f"{archive_dir} lacks {', '.join(missing)}. To prepare {name!r} offline it must "
         f"hold: {', '.join(expected)} (found: {_listing(archive_dir)}).")
   try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
+    with _preparing(builder):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
   except AssertionError as e:  # tfds' own check of a manual dir: empty, or files missing
     raise UserError(f"{archive_dir} does not hold what {name!r} is prepared from: "
                     f"{_archives_wanted(builder)} (found: {_listing(archive_dir)}).") from e

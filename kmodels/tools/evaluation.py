@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import (checkpoints, data, models, optimizers, precision, reporting, storage,
-                     trainers)
+from kmodels import (checkpoints, data, models, optimizers, precision, progress, reporting,
+                     storage, trainers)
 from kmodels.errors import UserError, first_line
 from kmodels.workdir import Workdir
 
@@ -89,9 +89,12 @@ def evaluate(workdir_root: str, split: Optional[str] = None, which: str = "lates
   logging.info("Evaluating %s (%s) on %s split %r.", path, config.model.name, info.name, split)
   with precision.policy(config.precision):
     model = _restored_model(config, info, path)
-    results = model.evaluate(datasets.eval, verbose=0, return_dict=True)
+    every = config.train.log_every_seconds
+    results = model.evaluate(datasets.eval, verbose=0, return_dict=True, callbacks=[
+        progress.BatchCountdown(f"Evaluating on {split}", datasets.eval, every)])
     loss, accuracy = results["loss"], results["accuracy"]
-    predicted = np.argmax(model.predict(datasets.eval, verbose=0), axis=-1)
+    predicted = np.argmax(model.predict(datasets.eval, verbose=0, callbacks=[
+        progress.BatchCountdown(f"Predicting {split}", datasets.eval, every)]), axis=-1)
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
   return _write(workdir.evaluation(split), info, split, path, labels, predicted,
                 float(loss), float(accuracy))

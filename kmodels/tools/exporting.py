@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
-from kmodels import data, models, precision, reporting, serving, storage
+from kmodels import data, models, precision, progress, reporting, serving, storage
 from kmodels.errors import UserError, first_line
 from kmodels.tools import evaluation, predicting, quantization_aware, runtimes
 from kmodels.workdir import Workdir
@@ -321,15 +321,26 @@ def run_in_runtime(model_path, images, scratch):
   return np.load(out_path)
 
 
+def _in_float32(probabilities, pixels, every_seconds):
+  countdown = progress.Countdown("The model in float32", len(pixels), "images",
+                                 every_seconds)
+  outputs = []
+  for start in range(0, len(pixels), predicting.BATCH):
+    batch = tf.constant(pixels[start:start + predicting.BATCH])
+    outputs.append(probabilities(batch)["probabilities"].numpy())
+    countdown.update(start + len(batch))
+  return np.concatenate(outputs)
+
+
 def _prove(request, config, card, version_dir, path, scratch, probabilities):
   """Accuracy and probabilities against the export's model computed in float32 by
   TensorFlow (a mixed-precision SavedModel's own probabilities differ by ~1e-3)."""
   split = request.split or config.dataset.eval_split
   _, pixels, labels = predicting.split_images(request.workdir, split)
+  logging.info("Proving %s on %s (%d images): the SavedModel, the model in float32, then "
+               "the file's own runtime.", request.file_name, split, len(labels))
   saved = predicting.Predictor(version_dir).probabilities(pixels)
-  converted = np.concatenate([
-      probabilities(tf.constant(pixels[i:i + predicting.BATCH]))["probabilities"].numpy()
-      for i in range(0, len(pixels), predicting.BATCH)])
+  converted = _in_float32(probabilities, pixels, config.train.log_every_seconds)
   actual = run_in_runtime(path, pixels, scratch)
   # The reference is the SavedModel's weights computed in float32 by TensorFlow: the same
   # as the SavedModel for a float32 run; a mixed-precision SavedModel rounds activations to

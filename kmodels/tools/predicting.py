@@ -15,14 +15,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from kmodels import data, serving, storage
+from kmodels import data, progress, serving, storage
 from kmodels.data import images
 from kmodels.errors import UserError, first_line
 from kmodels.tools import runtimes
 from kmodels.workdir import current_export
 
 BATCH = 256
-PROGRESS_EVERY = 1000  # images between progress lines
 
 
 def open_model(path):
@@ -132,15 +131,11 @@ class FilePredictor(Predictor):
 
 def _in_batches(count, classify):
   outputs = []
+  countdown = progress.Countdown("Classifying", count, "images")
   for start in range(0, count, BATCH):
     outputs.append(classify(start, start + BATCH))
-    _progress(min(start + BATCH, count), count)
+    countdown.update(min(start + BATCH, count))
   return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
-
-
-def _progress(done, total):
-  if total > PROGRESS_EVERY and (done // BATCH) % (PROGRESS_EVERY // BATCH) == 0:
-    logging.info("Predicted %d/%d images.", done, total)
 
 
 def _uint8_images_signature(loaded):

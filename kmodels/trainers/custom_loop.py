@@ -17,12 +17,10 @@ What it does by hand that `model.fit` does for you, and why:
 """
 
 import math
-import sys
 
 from absl import logging
 import tensorflow as tf
 
-from kmodels import callbacks as callbacks_lib
 from kmodels import checkpoints as checkpoints_lib
 from kmodels import distribute, faults, models, optimizers, storage
 
@@ -194,7 +192,8 @@ def train_steps_of_epoch(train_steps, iterator, run, first_step, metrics, callba
     callbacks.on_train_batch_begin(done)
     train_steps(iterator, tf.constant(steps))
     done += steps
-    callbacks.on_train_batch_end(done - 1, {"loss": float(metrics.loss.result())})
+    callbacks.on_train_batch_end(done - 1, {"loss": float(metrics.loss.result()),
+                                            "accuracy": float(metrics.accuracy.result())})
     if done < run.steps_per_epoch:
       stop(done)
 
@@ -215,7 +214,7 @@ def train(run):
   """Trains run.model for run.config.train.epochs, resuming from the latest checkpoint.
 
   The outer loop is fit's: run.callbacks (the epoch-end contract) through a CallbackList,
-  plus this trainer's checkpoints and a log line per epoch.
+  plus this trainer's checkpoints.
   """
   config, model, strategy = run.config, run.model, run.strategy
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
@@ -235,11 +234,7 @@ def train(run):
     train_iterator = iter(run.datasets.distributed_train(strategy, steps_done))
     first_epoch, first_step = divmod(steps_done, steps_per_epoch)
     callbacks = tf.keras.callbacks.CallbackList(
-        [*run.callbacks, _SaveCheckpoints(checkpoints, steps_per_epoch),
-         callbacks_lib.EpochLog(run.history, config.train.epochs)],
-        # A progress bar for people at a terminal, as fit shows; the log line otherwise.
-        add_progbar=distribute.is_chief(strategy) and sys.stdout.isatty(), model=model,
-        epochs=config.train.epochs, steps=steps_per_epoch, verbose=1)
+        [*run.callbacks, _SaveCheckpoints(checkpoints, steps_per_epoch)], model=model)
 
     every = checkpoints_lib.Every(config.train.checkpoint_every_steps, steps_done)
 

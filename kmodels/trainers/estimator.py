@@ -66,19 +66,38 @@ def check_config(config):
 
 
 class _StepHook(tf.compat.v1.train.SessionRunHook):
-  """Inside Estimator.train: the first-step timer, steps counted, and SIGTERM -> stop.
+  """Inside Estimator.train: the first-step timer, steps counted, progress, SIGTERM -> stop.
 
   After SIGTERM it asks the session to stop after the current step; the Estimator's
-  checkpoint saver then writes that step as it closes (CheckpointSaverHook.end).
+  checkpoint saver then writes that step as it closes (CheckpointSaverHook.end). Progress
+  (callbacks.Progress, None off the chief) sees each step with the epoch's running mean
+  loss: the training graph's scalar loss (the last scalar of its LOSSES collection, for
+  canned heads and model_to_estimator alike); it has no accuracy to report.
   """
 
-  def __init__(self, timer, sigterm, start_step):
-    self.timer, self.sigterm = timer, sigterm
-    self.steps_done = start_step
+  def __init__(self, timer, sigterm, start_step, steps_per_epoch, progress=None):
+    self.timer, self.sigterm, self.progress = timer, sigterm, progress
+    self.steps_done, self.steps_per_epoch = start_step, steps_per_epoch
+    self._loss, self._loss_sum, self._loss_count = None, 0.0, 0
+
+  def begin(self):
+    scalars = [t for t in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)
+               if t.shape.rank == 0]
+    self._loss = scalars[-1] if scalars and self.progress else None
+
+  def before_run(self, run_context):
+    return tf.compat.v1.train.SessionRunArgs(self._loss) if self._loss is not None else None
 
   def after_run(self, run_context, run_values):
     self.timer.step_done()
     self.steps_done += 1
+    if self.progress is not None:
+      logs = {}
+      if self._loss is not None:
+        self._loss_sum += float(run_values.results)
+        self._loss_count += 1
+        logs["loss"] = self._loss_sum / self._loss_count
+      self.progress.on_train_batch_end((self.steps_done - 1) % self.steps_per_epoch, logs)
     if self.sigterm.stop_now():
       run_context.request_stop()
 
@@ -234,14 +253,14 @@ def _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm):
   config, spe = run.config, run.steps_per_epoch
   steps_done = checkpoints.resume_step(run.workdir.checkpoints, spe, repair=False)
   contract = [c for c in run.callbacks if not isinstance(c, tf.keras.callbacks.TensorBoard)]
+  progress = next((c for c in contract if isinstance(c, kmodels_callbacks.Progress)), None)
   callbacks = tf.keras.callbacks.CallbackList(
-      [*contract, kmodels_callbacks.EpochScalars(run.workdir.tensorboard),
-       kmodels_callbacks.EpochLog(run.history, config.train.epochs)])
+      [*contract, kmodels_callbacks.EpochScalars(run.workdir.tensorboard)])
   callbacks.on_train_begin()
   logs = None
   for epoch in range(steps_done // spe, config.train.epochs):
     callbacks.on_epoch_begin(epoch)
-    hook = _StepHook(run.timer, sigterm, steps_done)
+    hook = _StepHook(run.timer, sigterm, steps_done, spe, progress)
     try:
       estimator.train(functools.partial(train_input_fn, steps_done),
                       max_steps=(epoch + 1) * spe, hooks=[hook])

@@ -1,8 +1,6 @@
 """The `fit` trainer: Keras model.fit with BackupAndRestore-style checkpoints (kmodels'
 PreemptibleBackup), resumable at every epoch end, every N steps and after SIGTERM."""
 
-import sys
-
 from kmodels import callbacks, checkpoints, distribute, faults, models, storage
 from kmodels.errors import UserError
 
@@ -36,5 +34,6 @@ def train(run):
                   callbacks=[*freezing, *run.callbacks, checkpoints.PreemptibleBackup(
                       run.workdir.checkpoints, run.steps_per_epoch, sigterm,
                       run.config.train.checkpoint_every_steps, start_step)],
-                  # A progress bar for people at a terminal; one line per epoch in logs.
-                  verbose=1 if sys.stdout.isatty() else 2)
+                  # Progress and epoch lines are the contract's (callbacks.Progress,
+                  # EpochLog), the same for every trainer.
+                  verbose=0)

@@ -4,7 +4,7 @@ evaluating and exporting it after their own training loop."""
 from absl import logging
 import numpy as np
 
-from kmodels import distribute, models, optimizers, precision, serving
+from kmodels import distribute, models, optimizers, precision, progress, serving
 from kmodels.trainers.run import Outcome
 
 
@@ -66,10 +66,13 @@ def trainer(train_loop):
       model = build_and_compile(run.config, run.datasets.info, run.strategy,
                                 run.trainer.jit_compile)
       train_loop(run._replace(model=model))
-      results = model.evaluate(run.datasets.eval, verbose=0, return_dict=True)
+      every, split = run.config.train.log_every_seconds, run.config.dataset.eval_split
+      results = model.evaluate(run.datasets.eval, verbose=0, return_dict=True, callbacks=[
+          progress.BatchCountdown(f"Testing on {split}", run.datasets.eval, every)])
       test_loss, test_accuracy = results["loss"], results["accuracy"]
       # argmax is the same on logits and on probabilities.
-      classes = np.argmax(model.predict(run.datasets.eval, verbose=0), axis=-1)
+      classes = np.argmax(model.predict(run.datasets.eval, verbose=0, callbacks=[
+          progress.BatchCountdown(f"Predicting {split}", run.datasets.eval, every)]), axis=-1)
       # Equal on every worker of a healthy multi-worker job; a quick check for users too.
       logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
       with serving.new_version(run.workdir.export, run.strategy,
