@@ -12,12 +12,15 @@ import re
 import select
 import subprocess
 import sys
+import time
+import types
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import tensorflow as tf
 
 from kmodels import callbacks, progress
+from kmodels.data import preparation
 from tests import testutil
 
 TRAINERS = ("fit", "custom_loop") + (("estimator", "keras_estimator")
@@ -118,6 +121,24 @@ class CountdownTest(absltest.TestCase):
         counting.update(done)
     self.assertLen(logged.output, 5)
     self.assertTrue(all("Predicting: " in m and "so far" in m for m in logged.output))
+
+
+class PreparationTest(absltest.TestCase):
+
+  def test_preparing_a_dataset_says_what_it_wrote_while_it_writes(self):
+    root = self.create_tempdir().full_path
+    builder = types.SimpleNamespace(name="fashion_mnist", version="3.0.1",
+                                    data_dir=os.path.join(root, "fashion_mnist", "3.0.1"))
+    with self.assertLogs(level="INFO") as logged:
+      with preparation.preparing(builder, every_seconds=0.05):
+        os.makedirs(builder.data_dir + ".incomplete")
+        with open(os.path.join(builder.data_dir + ".incomplete", "train.tfrecord"), "wb") as f:
+          f.write(b"\0" * 3_000_000)
+        time.sleep(0.3)
+    lines = [m.split(":", 2)[-1] for m in logged.output]
+    self.assertStartsWith(lines[0], "Preparing fashion_mnist 3.0.1 into ")
+    self.assertIn("Preparing fashion_mnist: 3 MB written so far, 0 s.", lines)
+    self.assertStartsWith(lines[-1], "Prepared fashion_mnist in ")
 
 
 class LogFileTest(parameterized.TestCase):

@@ -113,7 +113,7 @@ def _offline_help(builder):
 
 
 @contextlib.contextmanager
-def _preparing(builder, every_seconds=progress.EVERY_SECONDS):
+def preparing(builder, every_seconds=progress.EVERY_SECONDS):
   """Says how far tfds' preparation is where its output is read: tfds' own bars (tqdm)
   only make sense on a terminal, so elsewhere they are off and a line every
   `every_seconds` gives the record files written so far."""
@@ -155,7 +155,7 @@ def ensure_prepared(dataset_config):
   if unreachable:
     raise UserError(_offline_help(builder) + f"\n(No connection to {', '.join(unreachable)}.)")
   try:
-    with _preparing(builder):
+    with preparing(builder):
       builder.download_and_prepare()
   except OSError as e:
     raise UserError(f"Downloading {builder.name!r} failed: {e}\n" + _offline_help(builder)) from e
@@ -181,7 +181,7 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
         f"{archive_dir} lacks {', '.join(missing)}. To prepare {name!r} offline it must "
         f"hold: {', '.join(expected)} (found: {_listing(archive_dir)}).")
   try:
-    with _preparing(builder):
+    with preparing(builder):
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
   except AssertionError as e:  # tfds' own check of a manual dir: empty, or files missing
