@@ -232,6 +232,11 @@ class ExportRunTest(parameterized.TestCase):
     np.testing.assert_allclose(loaded.signatures["serving_default"](
         images=tf.constant(self.images))["probabilities"].numpy(), self.saved, atol=1e-6)
 
+  def test_a_rebuild_that_does_not_compute_what_the_savedmodel_does_is_caught(self):
+    with mock.patch.object(models, "copy_weights", lambda source, target: 0):  # untrained
+      with self.assertRaisesRegex(UserError, "does not compute what its SavedModel does"):
+        exporting.export(exporting.Request(self.workdir, "onnx"))
+
   def test_an_int8_refusal_offers_quantization_aware_fine_tuning(self):
     request = exporting.Request(self.workdir, "litert", "int8", calibration_images=64)
     with mock.patch.object(exporting, "allowed_drop_images", lambda *_: -1):  # unreachable
@@ -363,6 +368,34 @@ class ExportRunTest(parameterized.TestCase):
                                       *(["--format=litert"] if launcher == "export" else
                                         ["--split=test"]))
         testutil.assert_user_error(self, proc, "unreachable")
+
+
+@current_lane_only
+class ArchitectureRunTest(absltest.TestCase):
+  """A run of an ImageNet architecture (a backbone nested in the model) exports: its
+  SavedModel's weights reach the float32 rebuild (their creation order differs there)."""
+
+  def test_a_mobilenet_run_exports_with_its_weights(self):
+    workdir = self.create_tempdir().full_path
+    proc = testutil.call_launcher(
+        "train", "--config=configs/base.py", f"--workdir={workdir}",
+        "--config.dataset.source=synthetic", "--config.dataset.name=fashion_mnist",
+        "--config.model.name=mobilenet_v2", "--config.dataset.image_size=32",
+        "--config.train.steps_per_epoch=2", "--config.train.batch_size=8",
+        "--config.dataset.synthetic_eval_examples=32")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    entry = exporting.export(exporting.Request(workdir, "litert"))
+    self.assertTrue(entry["within_bar"], entry)
+    self.assertLessEqual(entry["max_probability_difference"], exporting.FLOAT_PROBABILITY)
+    # Its untrained outputs are near uniform, so compare the weights themselves, by name.
+    loaded = tf.keras.models.load_model(os.path.join(workdir, "export", "1"), compile=False)
+    with precision.policy("float32"):
+      rebuilt = models.build_model("mobilenet_v2", (32, 32, 1), 10)
+    models.copy_weights(loaded, rebuilt)
+    by_name = {w.name: w.numpy() for w in loaded.weights}
+    self.assertLen(by_name, len(rebuilt.weights))
+    for weight in rebuilt.weights:
+      np.testing.assert_array_equal(weight.numpy(), by_name[weight.name], weight.name)
 
 
 def _batchnorm_layers(layer):

@@ -227,14 +227,33 @@ class FolderLayoutTest(parameterized.TestCase):
       ("no_class_folders", ["train/"], "holds no class folders"),
       ("class_without_images", ["train/a/1.png", "train/b/notes.txt", "test/a/1.png"],
        "train/b holds no images"),
-      ("missing_eval_split", ["train/a/1.png"], "no 'test' split folder"),
-      ("eval_class_unknown", ["train/a/1.png", "test/a/1.png", "test/z/1.png"],
-       "class folders the training split lacks: z"),
+      ("missing_eval_split", ["train/a/1.png", "train/b/1.png"], "no 'test' split folder"),
+      ("eval_class_unknown", ["train/a/1.png", "train/b/1.png", "test/a/1.png",
+                              "test/z/1.png"], "class folders the training split lacks: z"),
+      # It trained to "100 %" and exited 0.
+      ("one_class", ["train/a/1.png", "train/a/2.png", "test/a/1.png"],
+       "train has one class folder \\('a'\\); a classifier needs at least two"),
   )
   def test_wrong_layouts_are_named(self, files, message):
     root = self._layout(files)
     config = _folder_config(root, dataset__holdout_fraction=0.0)
     with self.assertRaisesRegex(UserError, message):
+      data.load(config, batch_size=1, seed=0)
+
+  def test_an_evaluation_split_without_some_classes_is_legal_and_logged(self):
+    root = self._layout(["train/a/1.png", "train/b/1.png", "train/c/1.png", "test/a/1.png"])
+    with self.assertLogs(level="WARNING") as logged:
+      datasets = data.load(_folder_config(root), batch_size=1, seed=0)
+    self.assertEqual(datasets.info.num_classes, 3)
+    self.assertIn("Split 'test' has no images of 2 of the 3 classes (b, c)",
+                  "\n".join(logged.output))
+
+  def test_a_class_whose_every_training_file_is_unreadable_is_refused(self):
+    root = self._layout(["train/a/1.png", "train/a/2.png", "train/b/1.png", "test/a/1.png"])
+    with open(os.path.join(root, "train", "b", "1.png"), "wb") as f:
+      f.write(b"not a png")
+    config = _folder_config(root, dataset__max_bad_fraction=0.5)
+    with self.assertRaisesRegex(UserError, "Class b of split 'train' has no readable images"):
       data.load(config, batch_size=1, seed=0)
 
   def test_image_dir_that_is_a_file_or_missing_is_named(self):

@@ -60,6 +60,7 @@ def open_folder(image_dir, train_split):
   root = storage.absolute(image_dir)
   if storage.exists(storage.join(root, RECORDS_INDEX)):
     index = _read_index(root)
+    _check_classes(index["classes"], root)
     return Folder(root, index["classes"], True)
   if not storage.isdir(root):
     raise UserError(f"dataset.image_dir {root} is not a directory. It must be laid out as "
@@ -72,7 +73,16 @@ def open_folder(image_dir, train_split):
   if not classes:
     raise UserError(f"{split_dir} holds no class folders. Put each class's images in a "
                     f"folder of its own: {split_dir}/<class>/*.jpg.")
+  _check_classes(classes, split_dir)
   return Folder(root, classes, False)
+
+
+def _check_classes(classes, where):
+  """A classifier of one class learns nothing and scores 100 %: refused."""
+  if len(classes) < 2:
+    raise UserError(f"{where} has one class folder ({classes[0]!r}); a classifier needs at "
+                    f"least two: put each class's images in a folder of its own "
+                    f"({where}/<class>/*.jpg).")
 
 
 def _missing_split(root, split, key):

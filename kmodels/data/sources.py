@@ -12,6 +12,7 @@ bytes), by example otherwise (every worker reads everything and keeps 1/n).
 """
 
 import collections
+import types
 import typing
 
 from absl import logging
@@ -188,14 +189,17 @@ def check_split(dataset_config, split, key):
 
   Image folders name a missing split folder when they are opened.
   """
-  if dataset_config.name == IMAGE_FOLDER or dataset_config.source == "synthetic":
-    return
   examples = ("Examples: test, train[:90%], train[100:200], test[:1000]; see "
               "https://www.tensorflow.org/datasets/splits")
+  if dataset_config.name == IMAGE_FOLDER and dataset_config.source != "synthetic":
+    return
   try:
     tfds.core.ReadInstruction.from_spec(split)
   except (ValueError, AssertionError, TypeError) as e:
     raise UserError(f"{key}={split!r} is not a split tfds understands. {examples}.") from e
+  if dataset_config.source == "synthetic":
+    _synthetic_ranges(dataset_config, split, key)
+    return
   builder = preparation.get_builder(dataset_config.name, dataset_config.data_dir)
   available = _available_splits(builder)
   if not available:
@@ -251,6 +255,9 @@ def _folder_source(dataset_config, seed):
                                         channels)
   eval_split = image_folder.read_split(folder, dataset_config.eval_split, dataset_config,
                                        channels)
+  if train_split.labels:  # files form; the records were checked when they were written
+    _check_class_coverage(folder.classes, train_split.labels, eval_split.labels,
+                          dataset_config)
   info = DatasetInfo(
       name=storage.basename(folder.root), image_shape=_image_shape(dataset_config,
                                                                    (None, None, channels)),
@@ -265,6 +272,23 @@ def _folder_source(dataset_config, seed):
     train, evaluation = _files(train_split, seed), _files(eval_split, None)(None)
     kind = FILE
   return Source(info, train, evaluation, kind, None, train_split.decoded_bytes)
+
+
+def _check_class_coverage(classes, train_labels, eval_labels, dataset_config):
+  """Every class must have training images left after the bad files were skipped (a
+  UserError); a class the evaluation split lacks is legal but logged: its accuracy is
+  not measured."""
+  untrained = [classes[c] for c in range(len(classes)) if c not in set(train_labels)]
+  if untrained:
+    raise UserError(f"Class {', '.join(untrained)} of split {dataset_config.train_split!r} "
+                    "has no readable images left (every file of it was skipped as unreadable; "
+                    "the log names them): add images or remove its folder.")
+  unseen = [classes[c] for c in range(len(classes)) if c not in set(eval_labels)]
+  if unseen:
+    logging.warning("Split %r has no images of %d of the %d classes (%s): the run trains "
+                    "them, but their accuracy is not measured (empty rows in the confusion "
+                    "matrix).", dataset_config.eval_split, len(unseen), len(classes),
+                    ", ".join(unseen))
 
 
 def _files(split, seed):
@@ -316,12 +340,37 @@ def _synthetic_source(dataset_config, seed):
   if None in native[:2] and not dataset_config.image_size:
     raise _needs_size(name, native)
   shape = _image_shape(dataset_config, native)
+  ranges = _synthetic_ranges(dataset_config, dataset_config.eval_split, "dataset.eval_split")
   info = DatasetInfo(name, shape, len(names), names, dataset_config.synthetic_train_examples,
-                     dataset_config.synthetic_eval_examples, _eval_crop(dataset_config))
-  train = _random_split(info, info.train_examples, seed)
-  return Source(info, lambda input_context: _sharded(train, input_context),
-                _random_split(info, info.eval_examples, seed + 1), PIXELS, shape,
-                info.train_examples * int(np.prod(shape)))
+                     sum(end - start for _, start, end in ranges), _eval_crop(dataset_config))
+  splits = {"train": _random_split(info, info.train_examples, seed),
+            "test": _random_split(info, dataset_config.synthetic_eval_examples, seed + 1)}
+  evaluation = None
+  for name, start, end in ranges:  # the eval split as its spec slices the two
+    part = splits[name].skip(start).take(end - start)
+    evaluation = part if evaluation is None else evaluation.concatenate(part)
+  return Source(info, lambda input_context: _sharded(splits["train"], input_context),
+                evaluation, PIXELS, shape, info.train_examples * int(np.prod(shape)))
+
+
+def _synthetic_ranges(dataset_config, split, key):
+  """[(train|test, start, end)] that `split` (tfds' slicing syntax) selects of the
+  synthetic source's two splits, or a UserError: random images exist for these only."""
+  sizes = {"train": dataset_config.synthetic_train_examples,
+           "test": dataset_config.synthetic_eval_examples}
+  splits = {name: types.SimpleNamespace(num_examples=n) for name, n in sizes.items()}
+  try:
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(splits)
+  except (KeyError, ValueError, AssertionError, TypeError) as e:
+    raise UserError(f"{key}={split!r}: the synthetic source makes random images for the "
+                    f"splits train ({sizes['train']}) and test ({sizes['test']}) only; "
+                    "name one of them, or a slice such as test[:100].") from e
+  ranges = [(p.splitname, p.from_ or 0, sizes[p.splitname] if p.to is None else p.to)
+            for p in parts]  # a whole split comes back as (None, None)
+  if sum(end - start for _, start, end in ranges) <= 0:
+    raise UserError(f"{key}={split!r} selects no examples of the synthetic source (train "
+                    f"{sizes['train']}, test {sizes['test']}).")
+  return ranges
 
 
 def _random_split(info, num_examples, seed):

@@ -7,6 +7,7 @@ keys of `config.model` are passed as keyword arguments.
 
 import collections
 import functools
+import re
 
 import tensorflow as tf
 
@@ -227,6 +228,18 @@ def _leaf_layers_with_weights(model):
   return sorted(leaves, key=lambda layer: min(_creation_index(w) for w in layer.weights))
 
 
+def _unnumbered(name):
+  """'conv2d_3/kernel:0' -> 'conv2d/kernel': Keras numbers auto-named layers per process."""
+  return "/".join(re.sub(r"_\d+$", "", part) for part in name.split(":")[0].split("/"))
+
+
+def _same_weights_in_order(source, target):
+  first, second = source.weights, target.weights
+  return len(first) == len(second) and all(
+      a.shape == b.shape and _unnumbered(a.name) == _unnumbered(b.name)
+      for a, b in zip(first, second))
+
+
 def copy_weights(source, target):
   """Copies weights between two builds of one architecture, whatever their styles.
 
@@ -234,6 +247,12 @@ def copy_weights(source, target):
   trainable weight before the non-trainable ones), so this pairs the leaf layers in
   creation order and copies layer by layer, checking shapes.
   """
+  if _same_weights_in_order(source, target):
+    # Two builds of one config (a loaded SavedModel and its rebuild): the same list. A
+    # revived model creates its weights in another order (head first), so creation
+    # order cannot pair them (MobileNetV2: "predictions -> Conv1").
+    target.set_weights(source.get_weights())
+    return len(_leaf_layers_with_weights(target))
   sources, targets = _leaf_layers_with_weights(source), _leaf_layers_with_weights(target)
   if len(sources) != len(targets):  # zip would silently copy only a prefix
     raise ValueError(f"{source.name} has {len(sources)} layers with weights, {target.name} "

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from configs import base
 from kmodels import (checkpoints, data, models, optimizers, precision, progress, reporting,
                      storage, trainers)
 from kmodels.errors import UserError, first_line
@@ -23,11 +24,25 @@ CHECKPOINTS = ("latest", "best")
 
 
 def load_config(workdir):
-  """The resolved config a run recorded in its workdir."""
+  """The resolved config a run recorded in its workdir, with the keys it predates.
+
+  A run recorded by an older kmodels lacks the keys added since (train.log_every_seconds
+  broke launch.export on such a run); they take configs/base.py's defaults, which is what
+  that run did without them.
+  """
   if not storage.exists(workdir.config_json):
     raise UserError(f"{workdir.root} holds no run (no config.json). Pass the --workdir of a "
                     "run made by launch.train.")
-  return ml_collections.ConfigDict(json.loads(storage.read_text(workdir.config_json)))
+  recorded = json.loads(storage.read_text(workdir.config_json))
+  return ml_collections.ConfigDict(_with_defaults(base.get_config().to_dict(), recorded))
+
+
+def _with_defaults(defaults, recorded):
+  merged = dict(defaults)
+  for key, value in recorded.items():
+    nested = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+    merged[key] = _with_defaults(defaults[key], value) if nested else value
+  return merged
 
 
 def checkpoint_path(workdir, config, which):

@@ -46,6 +46,7 @@ QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 ONNX_OPSET = 17  # what onnxruntime 1.32 and tf2onnx 1.17 both support fully
 FLOAT_ACCURACY_POINTS, FLOAT_PROBABILITY = 0.2, 1e-4
 QUANTIZED_ACCURACY_POINTS = 1.0
+REBUILD_MEAN_DIFFERENCE = 0.01  # float32 rebuild vs a (maybe bf16) SavedModel
 CALIBRATION_IMAGES = 256  # int8: training images whose activations set the ranges
 QAT_STEPS = 200  # what the int8 refusal offers: a few hundred steps recover most int8 loss
 CARD_KEY = "off_tensorflow"  # the model card's list of the files beside the SavedModel
@@ -321,6 +322,19 @@ def run_in_runtime(model_path, images, scratch):
   return np.load(out_path)
 
 
+def _check_rebuild(saved, converted, version_dir):
+  """The proof's reference is the float32 rebuild, so it must compute what the SavedModel
+  does: within bf16's rounding (mean 1e-4 to 1e-3 measured), far from what wrongly paired
+  weights give."""
+  mean = float(np.mean(np.abs(saved - converted)))
+  if mean > REBUILD_MEAN_DIFFERENCE:
+    raise UserError(f"The float32 rebuild of {version_dir} does not compute what its "
+                    f"SavedModel does (mean probability difference {mean:.3g} > "
+                    f"{REBUILD_MEAN_DIFFERENCE}): its weights could not be matched to the "
+                    "registry model. Nothing was written; please report this with the "
+                    "run's config.json.")
+
+
 def _in_float32(probabilities, pixels, every_seconds):
   countdown = progress.Countdown("The model in float32", len(pixels), "images",
                                  every_seconds)
@@ -341,6 +355,7 @@ def _prove(request, config, card, version_dir, path, scratch, probabilities):
                "the file's own runtime.", request.file_name, split, len(labels))
   saved = predicting.Predictor(version_dir).probabilities(pixels)
   converted = _in_float32(probabilities, pixels, config.train.log_every_seconds)
+  _check_rebuild(saved, converted, version_dir)
   actual = run_in_runtime(path, pixels, scratch)
   # The reference is the SavedModel's weights computed in float32 by TensorFlow: the same
   # as the SavedModel for a float32 run; a mixed-precision SavedModel rounds activations to

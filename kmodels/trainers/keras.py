@@ -3,8 +3,9 @@ evaluating and exporting it after their own training loop."""
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
-from kmodels import distribute, models, optimizers, precision, progress, serving
+from kmodels import distribute, memory, models, optimizers, precision, progress, serving
 from kmodels.trainers.run import Outcome
 
 
@@ -36,7 +37,18 @@ def build_and_compile(config, info, strategy, jit_compile=False):
       # otherwise build the optimizer for the head alone (callbacks.FreezeBackbone).
       optimizers.build_variables(model.optimizer, model.trainable_variables)
   models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
+  _check_memory(model, config, info, strategy)
   return model
+
+
+def _check_memory(model, config, info, strategy):
+  """Refuses, before the first step, a batch whose step clearly cannot fit this host's
+  memory (CPU replicas share it; a GPU's own memory is met by the ResourceExhaustedError
+  handler in `trainer` instead)."""
+  devices = distribute.replica_devices(strategy)
+  if all("CPU" in d.upper() for d in devices):
+    memory.check_fits(model, config.train.batch_size, strategy.num_replicas_in_sync,
+                      info.image_shape, local_replicas=max(len(devices), 1))
 
 
 def _finetune_from_step(config, info):
@@ -65,7 +77,12 @@ def trainer(train_loop):
     with precision.policy(run.config.precision):
       model = build_and_compile(run.config, run.datasets.info, run.strategy,
                                 run.trainer.jit_compile)
-      train_loop(run._replace(model=model))
+      try:
+        train_loop(run._replace(model=model))
+      except tf.errors.ResourceExhaustedError as e:
+        raise memory.refused_after(e, run.config.train.batch_size,
+                                   run.strategy.num_replicas_in_sync,
+                                   run.datasets.info.image_shape) from e
       every, split = run.config.train.log_every_seconds, run.config.dataset.eval_split
       results = model.evaluate(run.datasets.eval, verbose=0, return_dict=True, callbacks=[
           progress.BatchCountdown(f"Testing on {split}", run.datasets.eval, every)])
