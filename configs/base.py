@@ -73,6 +73,9 @@ def get_config():
   # this many seconds and at each epoch's last step (epoch, step, loss and accuracy so far,
   # images/s, the epoch's remaining time). A terminal gets Keras' progress bar instead.
   config.train.log_every_seconds = 60.0
+  # Evaluate and export with BatchNorm statistics measured for the final weights over 32
+  # training batches, not the moving averages that lag them (a short run: 40 % -> 90 %).
+  config.train.precise_batchnorm = True
   config.train.seed = 0
   # Bit-identical reruns (tf.config.experimental.enable_op_determinism); cost: README.
   config.train.deterministic = False

@@ -120,6 +120,14 @@ def check_fits(model, batch_size, replicas, image_shape, local_replicas=1,
     raise UserError(_message(batch_size, replicas, image_shape, needed, usable, fits))
 
 
+def is_out_of_memory(error):
+  """Whether a ResourceExhaustedError is memory (TensorFlow raises it for a full disk too:
+  "No space left on device" from SaveV2)."""
+  message = error.message.lower()
+  return "no space left" not in message and ("oom" in message or "alloc" in message or
+                                             "out of memory" in message)
+
+
 def refused_after(error, batch_size, replicas, image_shape):
   """The UserError for a ResourceExhaustedError met in training (the estimate missed)."""
   usable = cpus.usable_memory_bytes()

@@ -58,6 +58,7 @@ def validate(config):
             allow_none=True)
   _check_profile_steps(config.train.profile_steps)
   _in_range("train.log_every_seconds", config.train.log_every_seconds, 1e-3, float("inf"))
+  _choice("train.precise_batchnorm", config.train.precise_batchnorm, (True, False))
   _check_dataset(config.dataset)
   optimizer = config.train.optimizer
   _in_range("train.optimizer.learning_rate", optimizer.learning_rate, 0.0, float("inf"))

@@ -66,6 +66,20 @@ class EstimateTest(absltest.TestCase):
       memory.check_fits(model, 1000, 2, (8, 8, 3), local_replicas=2, usable_bytes=usable)
 
 
+class OutOfMemoryTest(absltest.TestCase):
+
+  def test_memory_is_told_from_a_full_disk(self):
+    oom = tf.errors.ResourceExhaustedError(
+        None, None, "OOM when allocating tensor with shape[1024,64,112,112]")
+    disk = tf.errors.ResourceExhaustedError(
+        None, None, "/run/checkpoints/ckpt-2_temp/part-00000; No space left on device")
+    self.assertTrue(memory.is_out_of_memory(oom))
+    self.assertFalse(memory.is_out_of_memory(disk))
+    message = str(memory.refused_after(oom, 1024, 1, (224, 224, 3)))
+    self.assertIn("train.batch_size 1024 at 224x224x3 ran out of memory", message)
+    self.assertIn("--config.train.batch_size=512", message)
+
+
 class ShippedConfigTest(absltest.TestCase):
 
   def test_the_imagenet_config_as_shipped_is_refused_before_its_first_step(self):

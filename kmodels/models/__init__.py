@@ -127,6 +127,32 @@ def synchronize_batchnorm(model):
   return len(norms)
 
 
+def batchnorm_layers(model):
+  """Every BatchNormalization layer of `model`, nested models included, that trains."""
+  return [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+          if isinstance(layer, tf.keras.layers.BatchNormalization) and layer.trainable]
+
+
+def reestimate_batchnorm(model, batches):
+  """Sets every training BatchNorm's moving mean and variance to their average over
+  `batches` (image batches, training mode) for the weights as they are ("precise
+  BatchNorm"); returns how many batches it saw. Momentum k / (k + 1) on the k-th batch
+  makes each average the plain mean over the batches.
+  """
+  norms = batchnorm_layers(model)
+  momenta = [layer.momentum for layer in norms]
+  seen = 0
+  try:
+    for seen, images in enumerate(batches, 1):
+      for layer in norms:
+        layer.momentum = (seen - 1) / seen
+      model(images, training=True)
+  finally:
+    for layer, momentum in zip(norms, momenta):
+      layer.momentum = momentum
+  return seen
+
+
 def build_from_config(model_config, input_shape, num_classes):
   """`config.model` -> a model: `name` picks the registry entry, `weights` a backbone
   file to load (ImageNet architectures), the other keys are the builder's kwargs."""

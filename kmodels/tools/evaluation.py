@@ -18,6 +18,7 @@ from configs import base
 from kmodels import (checkpoints, data, models, optimizers, precision, progress, reporting,
                      storage, trainers)
 from kmodels.errors import UserError, first_line
+from kmodels.trainers import keras as keras_trainer
 from kmodels.workdir import Workdir
 
 CHECKPOINTS = ("latest", "best")
@@ -104,6 +105,7 @@ def evaluate(workdir_root: str, split: Optional[str] = None, which: str = "lates
   logging.info("Evaluating %s (%s) on %s split %r.", path, config.model.name, info.name, split)
   with precision.policy(config.precision):
     model = _restored_model(config, info, path)
+    keras_trainer.settle_batchnorm(model, config, datasets)  # as the run did at its end
     every = config.train.log_every_seconds
     results = model.evaluate(datasets.eval, verbose=0, return_dict=True, callbacks=[
         progress.BatchCountdown(f"Evaluating on {split}", datasets.eval, every)])

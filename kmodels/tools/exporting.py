@@ -193,14 +193,21 @@ def _without_backbone_file(model_config):
 
 def _calibration_images(request, config):
   """Raw uint8 training images for int8's ranges, with a black and a white one so the
-  input range is exactly 0-255 (scale 1, zero point 0: raw pixels go in as they are)."""
+  input range is exactly 0-255 (scale 1, zero point 0: raw pixels go in as they are).
+
+  Drawn through the run's own training pipeline, which shuffles the whole split: the
+  first images in split order are one class in a folder sorted by class (64 of them
+  calibrated a fastcnn to 49 % where its float32 model scored 90 %).
+  """
   split = request.calibration_split or config.dataset.train_split
-  _, pixels, _ = predicting.split_images(request.workdir, split,
-                                         limit=request.calibration_images,
-                                         flag="--calibration_split")
-  if not len(pixels):
-    raise UserError(f"--quantize=int8: the run's training split gave no images to calibrate "
-                    "on; prepare its dataset (launch.prepare_data) or use --quantize=dynamic.")
+  # An empty or unknown split is refused by name, as evaluation would refuse it.
+  predicting.split_images(request.workdir, split, limit=1, flag="--calibration_split")
+  dataset_config = config.dataset.copy_and_resolve_references()
+  with dataset_config.unlocked():
+    dataset_config.train_split = split
+  batches = data.load(dataset_config, 1, config.train.seed).make_train(None)
+  pixels = np.concatenate([np.clip(np.round(images.numpy() * 255), 0, 255).astype(np.uint8)
+                           for images, _ in batches.take(request.calibration_images)])
   extremes = np.stack([np.zeros_like(pixels[0]), np.full_like(pixels[0], 255)])
   return np.concatenate([extremes, pixels])
 
@@ -409,7 +416,8 @@ def _prove(request, config, card, version_dir, path, scratch, probabilities):
 def _qat_offer(request, model):
   """Where post-training int8 missed: the flag that fine-tunes for int8 instead, if the
   model is one quantization-aware training takes."""
-  if request.quantize != "int8" or request.qat_steps or models.is_subclassed(model):
+  if (request.quantize != "int8" or request.qat_steps or models.is_subclassed(model) or
+      models.batchnorm_layers(model)):
     return ""
   return (f" Quantization-aware fine-tuning learns int8's rounding instead: add "
           f"--qat_steps={QAT_STEPS} (a copy is fine-tuned; the run is not touched).")

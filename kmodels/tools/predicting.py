@@ -64,6 +64,7 @@ class Predictor:
     skipped.
     """
     kept, outputs = [], []
+    countdown = progress.Countdown("Classifying files", len(encoded), "files")
     for start in range(0, len(encoded), BATCH):
       batch = slice(start, start + BATCH)
       try:
@@ -76,7 +77,7 @@ class Predictor:
             kept.append(source)
           except tf.errors.InvalidArgumentError as e:
             logging.error("%s: does not decode (%s); skipped", source, first_line(e))
-      _progress(min(start + BATCH, len(encoded)), len(encoded))
+      countdown.update(min(start + BATCH, len(encoded)))
     if not kept:
       raise UserError("None of the files decoded (see the lines above). Pass PNG, JPEG, "
                       "GIF or BMP files, or directories of them.")

@@ -9,7 +9,9 @@ the fine-tuned copy lives only in the exported file, whose proof compares it wit
 model as trained.
 
 tfmot rewrites Sequential and functional models layer by layer, so subclassed models
-(whose layers it cannot see) and layers it has no quantization recipe for are refused.
+(whose layers it cannot see) and layers it has no quantization recipe for are refused, and
+so are models with BatchNorm: tfmot keeps each apart from its convolution, and the
+converted file of a fine-tuned fastcnn scored 56 % where post-training int8 kept 89.6 %.
 """
 
 from absl import logging
@@ -38,6 +40,13 @@ def annotated(model, model_name):
     raise UserError(f"--qat_steps: {model_name} is a subclassed model, whose layers "
                     "quantization-aware training cannot see; it takes Sequential and "
                     "functional models (e.g. the same network's _functional twin).")
+  if models.batchnorm_layers(model):
+    raise UserError(f"--qat_steps: {model_name} has BatchNorm layers, which quantization-"
+                    "aware training here keeps apart from their convolutions, and the "
+                    "converted file then misses by far (fastcnn: 56 % after fine-tuning, "
+                    "where its float32 model scored 89.7 % and post-training int8 89.6 %). "
+                    "It takes models without BatchNorm; use post-training int8 "
+                    "(--quantize=int8 alone) or --quantize=dynamic.")
   try:
     return tfmot.quantization.keras.quantize_model(model)
   except (ValueError, RuntimeError, TypeError) as e:
