@@ -46,7 +46,9 @@ QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 ONNX_OPSET = 17  # what onnxruntime 1.32 and tf2onnx 1.17 both support fully
 FLOAT_ACCURACY_POINTS, FLOAT_PROBABILITY = 0.2, 1e-4
 QUANTIZED_ACCURACY_POINTS = 1.0
-REBUILD_MEAN_DIFFERENCE = 0.01  # float32 rebuild vs a (maybe bf16) SavedModel
+# float32 rebuild vs a (maybe bf16) SavedModel, mean probability difference: bf16 rounding
+# measured up to 0.017 (MobileNetV2 after 2 steps); unmatched weights give ~0.15.
+REBUILD_MEAN_DIFFERENCE = 0.05
 CALIBRATION_IMAGES = 256  # int8: training images whose activations set the ranges
 QAT_STEPS = 200  # what the int8 refusal offers: a few hundred steps recover most int8 loss
 CARD_KEY = "off_tensorflow"  # the model card's list of the files beside the SavedModel
@@ -331,8 +333,7 @@ def run_in_runtime(model_path, images, scratch):
 
 def _check_rebuild(saved, converted, version_dir):
   """The proof's reference is the float32 rebuild, so it must compute what the SavedModel
-  does: within bf16's rounding (mean 1e-4 to 1e-3 measured), far from what wrongly paired
-  weights give."""
+  does: within bf16's rounding, far from what wrongly paired weights give."""
   mean = float(np.mean(np.abs(saved - converted)))
   if mean > REBUILD_MEAN_DIFFERENCE:
     raise UserError(f"The float32 rebuild of {version_dir} does not compute what its "
