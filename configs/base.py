@@ -44,6 +44,10 @@ def get_config():
   config.dataset.image_size = config_dict.placeholder(int)
   config.dataset.channels = config_dict.placeholder(int)  # 1 | 3; None: the dataset's (folders: 3)
   config.dataset.crop = ml_collections.ConfigDict(dict(
+      # auto: imagenet (the keys below) for images from 128 px over runs of 30 epochs or
+      # more, else square (the centre square resized, train and eval alike, no flips);
+      # kmodels.data.images.crop_policy.
+      policy="auto",
       area=(0.08, 1.0),  # training: random-resized crop's share of the image's area
       aspect_ratio=(0.75, 4 / 3),  # and its width/height range
       eval_fraction=0.875))  # evaluation and serving: centre square of this x shorter side

@@ -19,7 +19,7 @@ from kmodels import (callbacks, data, distribute, faults, precision, reporting, 
                      trainers, validation)
 from kmodels import errors
 from kmodels import workdir as workdir_lib
-from kmodels.data import preparation, sources
+from kmodels.data import images, preparation, sources
 from kmodels.errors import PeerLost, TrainingDiverged
 from kmodels.trainers.run import Run
 from kmodels.workdir import Workdir
@@ -33,6 +33,7 @@ def _open(config, workdir, strategy, overwrite):
       config.distribution, for_estimator=trainers.is_estimator(config.trainer))
   config = with_resolved_precision(config, strategy)
   config = with_resolved_splits(config)
+  config = with_resolved_crop_policy(config)
   workdir = Workdir(workdir, environ=os.environ)  # Vertex AI's AIP_* directories
   if distribute.is_chief(strategy):
     workdir.prepare(config, overwrite)
@@ -63,6 +64,31 @@ def with_resolved_splits(config):
   resolved = config.copy_and_resolve_references()
   resolved.dataset.train_split, resolved.dataset.eval_split = (dataset.train_split,
                                                                dataset.eval_split)
+  return resolved
+
+
+def with_resolved_crop_policy(config):
+  """`config` with dataset.crop.policy=auto resolved (logged with its reason), for images
+  converted one by one (dataset.image_size set); config.json records the policy used."""
+  if config.dataset.crop.policy != "auto" or not config.dataset.image_size:
+    return config
+  resolved = config.copy_and_resolve_references()
+  size, epochs = config.dataset.image_size, config.train.epochs
+  policy = images.crop_policy(config.dataset, epochs)
+  resolved.dataset.crop.policy = policy
+  if policy == "imagenet":
+    logging.info("dataset.crop.policy=auto -> imagenet: images at %d px over %d epochs (the "
+                 "ImageNet recipe from %d px and %d epochs): random-resized crops and flips "
+                 "for training, the centre %g for evaluation.", size, epochs,
+                 images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS,
+                 config.dataset.crop.eval_fraction)
+  else:
+    logging.info("dataset.crop.policy=auto -> square: images at %d px over %d epochs (the "
+                 "ImageNet recipe needs %d px and %d epochs): the centre square resized for "
+                 "training and evaluation alike, no flips, as Keras' "
+                 "image_dataset_from_directory (ImageNet's crops lose short runs and small "
+                 "images to it, and flips mirror digits).", size, epochs,
+                 images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS)
   return resolved
 
 

@@ -5,7 +5,7 @@ names come from the modules that implement them, so they cannot drift apart.
 """
 
 from kmodels import data, distribute, models, optimizers, precision, trainers
-from kmodels.data import data_service, sources
+from kmodels.data import data_service, images, sources
 from kmodels.errors import UserError
 from kmodels.trainers import estimator
 
@@ -117,6 +117,7 @@ def _check_dataset(dataset):
   _in_range("dataset.max_bad_fraction", dataset.max_bad_fraction, 0.0, 1.0, True)
   _in_range("dataset.holdout_fraction", dataset.holdout_fraction, 0.01, 0.5, True)
   crop = dataset.crop
+  _choice("dataset.crop.policy", crop.policy, images.CROP_POLICIES)
   _in_range("dataset.crop.eval_fraction", crop.eval_fraction, 0.05, 1.0, True)
   for key, bounds, (low, high) in (("area", crop.area, (0.0, 1.0)),
                                    ("aspect_ratio", crop.aspect_ratio, (0.01, 100.0))):

@@ -270,6 +270,44 @@ class FolderLayoutTest(parameterized.TestCase):
     testutil.assert_user_error(self, proc, "holds no images")
 
 
+class CropPolicyTest(parameterized.TestCase):
+  """dataset.crop.policy: auto picks by image size, logs why and records what it chose."""
+
+  @parameterized.parameters((16, 90, "square"), (127, 90, "square"), (128, 90, "imagenet"),
+                            (224, 30, "imagenet"), (224, 29, "square"), (128, 3, "square"))
+  def test_auto_picks_by_image_size_and_run_length(self, size, epochs, policy):
+    config = testutil.tiny_config(dataset__image_size=size, train__epochs=epochs)
+    self.assertEqual(images.crop_policy(config.dataset, epochs), policy)
+    with self.assertLogs(level="INFO") as logged:
+      resolved = training.with_resolved_crop_policy(config)
+    self.assertEqual(resolved.dataset.crop.policy, policy)
+    self.assertIn(f"dataset.crop.policy=auto -> {policy}: images at {size} px over {epochs} "
+                  "epochs", "\n".join(logged.output))
+    self.assertEqual(config.dataset.crop.policy, "auto")  # the caller's config as it was
+
+  def test_square_trains_on_what_evaluation_sees_and_imagenet_crops_and_flips(self):
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    crop = testutil.tiny_config().dataset.crop
+    evaluated = images.eval_image(pixels, 16, 1.0, 3).numpy()
+    for seed in ([1, 2], [3, 4]):  # no randomness left: the same pixels for any seed
+      np.testing.assert_array_equal(images.train_image(
+          pixels, 16, crop, 3, tf.constant(seed), "square").numpy(), evaluated)
+    crops = {images.train_image(pixels, 16, crop, 3, tf.constant([s, 0]),
+                                "imagenet").numpy().tobytes() for s in range(6)}
+    self.assertGreater(len(crops), 1)
+
+  def test_square_evaluates_the_whole_centre_square(self):
+    config = testutil.tiny_config(dataset__name="image_folder", dataset__image_size=16,
+                                  dataset__source="synthetic")
+    root = self.create_tempdir().full_path
+    testutil.write_image_folder(root, per_class=3)
+    config.dataset.image_dir = root
+    self.assertEqual(data.load(config.dataset, 1, 0).info.eval_crop_fraction, 1.0)
+    config.dataset.crop.policy = "imagenet"
+    self.assertEqual(data.load(config.dataset, 1, 0).info.eval_crop_fraction,
+                     config.dataset.crop.eval_fraction)
+
+
 class FolderTrainingTest(absltest.TestCase):
 
   def test_real_fashion_mnist_pictures_of_mixed_sizes_and_modes_train_at_32(self):

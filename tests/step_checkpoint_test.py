@@ -27,6 +27,7 @@ _CHECKPOINTED = re.compile(r"Checkpointed step (\d+)")
 
 def _flags(image_dir, trainer):
   return (*testutil.image_folder_flags(image_dir), "--config.dataset.cache=none",
+          "--config.dataset.crop.policy=imagenet",  # random crops (auto: square at 16 px)
           "--config.model.name=mlp", "--config.train.batch_size=8", f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}",
           "--config.train.epochs=2", f"--config.train.checkpoint_every_steps={_EVERY}",
           "--config.train.deterministic=True", "--config.precision=float32",

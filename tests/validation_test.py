@@ -70,6 +70,8 @@ class ValidationTest(parameterized.TestCase):
       ("dataset__max_image_pixels", 0, "dataset.max_image_pixels must be a positive"),
       ("train__checkpoint_every_steps", -1, "checkpoint_every_steps must be a positive"),
       ("train__log_every_seconds", 0, "log_every_seconds must be in"),
+      ("dataset__crop__policy", "random", "dataset.crop.policy='random'.*auto, imagenet, "
+       "square"),
       ("train__profile_steps", (4, 2), "profile_steps must be \\(first, last\\)"),
       ("train__profile_steps", (0, 2), "profile_steps must be"),
       ("train__profile_steps", (1, 2, 3), "profile_steps must be"),

@@ -134,8 +134,9 @@ def _train_transform(dataset_config, info):
   size, channels = info.image_shape[0], info.image_shape[-1]
   if not dataset_config.image_size:  # a fixed-size dataset at its own size: channels only
     return lambda image, seed: images.to_channels(image, channels)
+  policy = images.crop_policy(dataset_config)
   return lambda image, seed: images.train_image(image, size, dataset_config.crop, channels,
-                                                seed)
+                                                seed, policy)
 
 
 def eval_transform(dataset_config, info):

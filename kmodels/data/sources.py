@@ -76,7 +76,10 @@ def _image_shape(dataset_config, native):
 
 
 def _eval_crop(dataset_config):
-  return dataset_config.crop.eval_fraction if dataset_config.image_size else None
+  if not dataset_config.image_size:
+    return None
+  square = images.crop_policy(dataset_config) == "square"
+  return 1.0 if square else dataset_config.crop.eval_fraction
 
 
 def _needs_size(name, shape):

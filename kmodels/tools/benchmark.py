@@ -231,7 +231,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
   """
   check_trainer(config)  # first: an Estimator config on the current lane fails validation
   validation.validate(config)
-  config = training.with_resolved_precision(config)
+  config = training.with_resolved_crop_policy(training.with_resolved_precision(config))
   _note_one_device(config.distribution.strategy)
   training.seed_and_determinism(config.train)
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
