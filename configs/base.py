@@ -67,6 +67,10 @@ def get_config():
   config.train.epochs = 1
   config.train.steps_per_epoch = config_dict.placeholder(int)  # None: one pass over train
   config.train.steps_per_execution = 1  # steps per tf.function call (fewer Python round trips)
+  # Gradient accumulation: the optimizer updates once per this many steps, with their mean
+  # gradient (N steps of batch_size update as one step of N x batch_size would, in the
+  # memory of one); learning-rate schedules count updates. Keras trainers only.
+  config.train.accumulate_steps = 1
   # Also checkpoint (and write TensorBoard scalars) every N steps within an epoch; None:
   # at epoch ends only. A kill then loses at most N steps.
   config.train.checkpoint_every_steps = config_dict.placeholder(int)
@@ -136,8 +140,20 @@ def get_config():
 
 
 def augmentation(enabled, rotation_degrees=18.0, zoom=0.15, shift=0.2, shear=0.15,
-                 horizontal_flip=True):
-  """Random affine augmentation on batches, at the CIFAR styles tutorial's strengths."""
+                 horizontal_flip=True, randaugment_ops=0, randaugment_magnitude=9,
+                 mixup_alpha=0.0, cutmix_alpha=0.0):
+  """Augmentation of training batches, in this order (all seeded by the training step, so
+  a resumed run sees the unbroken run's batches):
+
+  randaugment_ops: RandAugment's operations per image (0: off; 2 is the paper's), at
+    randaugment_magnitude (0-10); kmodels/data/randaugment.py.
+  enabled: the random affine warp below, at the CIFAR styles tutorial's strengths.
+  mixup_alpha, cutmix_alpha: MixUp / CutMix with lambda ~ Beta(alpha, alpha) (0: off;
+    0.2 and 1.0 are common); the labels are mixed in the same shares
+    (kmodels/data/mixing.py). Keras trainers only.
+  """
   return ml_collections.ConfigDict(dict(
       enabled=enabled, rotation_degrees=rotation_degrees, zoom=zoom, shift=shift,
-      shear=shear, horizontal_flip=horizontal_flip))
+      shear=shear, horizontal_flip=horizontal_flip, randaugment_ops=randaugment_ops,
+      randaugment_magnitude=randaugment_magnitude, mixup_alpha=mixup_alpha,
+      cutmix_alpha=cutmix_alpha))

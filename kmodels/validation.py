@@ -5,7 +5,7 @@ names come from the modules that implement them, so they cannot drift apart.
 """
 
 from kmodels import data, distribute, models, optimizers, precision, trainers
-from kmodels.data import data_service, images, sources
+from kmodels.data import data_service, images, mixing, randaugment, sources
 from kmodels.errors import UserError
 from kmodels.trainers import estimator
 
@@ -50,6 +50,7 @@ def validate(config):
   _choice("train.optimizer.name", config.train.optimizer.name,
           tuple(optimizers.OPTIMIZERS))
   for key in ("train.batch_size", "train.epochs", "train.steps_per_execution",
+              "train.accumulate_steps",
               "dataset.shuffle_buffer", "dataset.synthetic_train_examples",
               "dataset.synthetic_eval_examples", "distribution.connect_timeout_seconds"):
     _positive(key, _get(config, key))
@@ -83,6 +84,8 @@ def validate(config):
   recipe = [f"train.optimizer.{k}" for k in ("scale_by_batch", "weight_decay",
                                              "clip_global_norm", "ema_momentum")
             if optimizer[k]] + (["train.sync_batchnorm"] if config.train.sync_batchnorm else [])
+  if config.train.accumulate_steps > 1:
+    recipe.append("train.accumulate_steps")
   if recipe and trainers.TABLE[config.trainer].estimator:
     raise UserError(f"trainer={config.trainer} takes TF1 optimizers and models without "
                     f"{', '.join(recipe)}; use trainer=fit or custom_loop, or unset them.")
@@ -91,11 +94,31 @@ def validate(config):
     raise UserError("train.optimizer.time_decay and schedule='cosine' both decay the "
                     "learning rate; set time_decay=0 or schedule='constant'.")
   _check_trainer_support(config)
+  _check_augmentation(config)
+
+
+# RandAugment layers beyond this stack so many operations that nothing of the image is left.
+MAX_RANDAUGMENT_OPS = 8
+
+
+def _check_augmentation(config):
   aug = config.dataset.augment
   _in_range("dataset.augment.rotation_degrees", aug.rotation_degrees, 0.0, 180.0, True)
   _in_range("dataset.augment.zoom", aug.zoom, 0.0, 1.0)
   _in_range("dataset.augment.shift", aug.shift, 0.0, 1.0, True)
   _in_range("dataset.augment.shear", aug.shear, 0.0, 90.0)
+  ops = aug.randaugment_ops
+  if isinstance(ops, bool) or not isinstance(ops, int) or not 0 <= ops <= MAX_RANDAUGMENT_OPS:
+    raise UserError(f"dataset.augment.randaugment_ops must be an integer from 0 (off) to "
+                    f"{MAX_RANDAUGMENT_OPS}, got {ops!r}; 2 is RandAugment's usual setting.")
+  _in_range("dataset.augment.randaugment_magnitude", aug.randaugment_magnitude, 0.0,
+            randaugment.MAX_MAGNITUDE, closed_high=True)
+  for key in ("mixup_alpha", "cutmix_alpha"):
+    _in_range(f"dataset.augment.{key}", aug[key], 0.0, 100.0, closed_high=True)
+  if mixing.mixes(aug) and trainers.TABLE[config.trainer].estimator:
+    raise UserError(f"trainer={config.trainer} trains on integer labels; MixUp and CutMix "
+                    "mix them (dataset.augment.mixup_alpha, .cutmix_alpha). Set them to 0, "
+                    "or use trainer=fit or custom_loop.")
 
 
 # Above any model's training size; a batch of 8 such RGB images is 1.6 GB of uint8 alone.

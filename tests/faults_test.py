@@ -109,6 +109,44 @@ class SigtermTest(parameterized.TestCase):
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2, 3])
 
 
+# With every piece of state a resume must restore beyond weights and slots: EMA weights,
+# gradients accumulated but not yet applied (48 steps per epoch are 9 updates of 5 and 3
+# steps pending at the epoch's checkpoint), and the augmentations' random draws.
+_STATEFUL_RUN_FLAGS = (*(f for f in _RUN_FLAGS if not f.startswith("--config.train.epochs")),
+                       "--config.train.epochs=4", "--config.train.optimizer.ema_momentum=0.9",
+                       "--config.train.accumulate_steps=5",
+                       "--config.dataset.augment.randaugment_ops=2",
+                       "--config.dataset.augment.mixup_alpha=0.2",
+                       "--config.dataset.augment.cutmix_alpha=1.0")
+
+
+class SigkillTest(parameterized.TestCase):
+
+  @parameterized.parameters("fit", "custom_loop")
+  def test_after_sigkill_the_rerun_ends_with_the_unbroken_runs_ema_weights(self, trainer):
+    workdir = self.create_tempdir().full_path
+    broken = _launch(workdir, trainer, _STATEFUL_RUN_FLAGS)
+    # Two epochs in history: the first one's checkpoint is surely written.
+    _wait_for_epochs(workdir, 2, broken)
+    broken.send_signal(signal.SIGKILL)  # no handler, no last checkpoint
+    broken.communicate(timeout=300)
+    self.assertEqual(broken.returncode, -signal.SIGKILL)
+
+    resumed = testutil.call_launcher("train", *_STATEFUL_RUN_FLAGS,
+                                     f"--config.trainer={trainer}", f"--workdir={workdir}")
+    self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
+    # After epoch 1 or 2: 3 or 1 steps' gradients pending in the checkpoint.
+    self.assertIn(testutil.resumed_step(resumed.stderr),
+                  (_STEPS_PER_EPOCH, 2 * _STEPS_PER_EPOCH))
+    unbroken = testutil.call_launcher("train", *_STATEFUL_RUN_FLAGS,
+                                      f"--config.trainer={trainer}",
+                                      f"--workdir={self.create_tempdir().full_path}")
+    self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
+    # The weights a run ends with are its EMA weights (finalize_variable_values).
+    self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken.stderr),
+                           delta=1e-6 * _fingerprint(unbroken.stderr))
+
+
 # Pixels this large overflow the first layer to inf, and inf - inf makes the loss NaN. (NaN
 # pixels would not do: ReLU maps NaN to 0, so they never reach the loss.)
 _HUGE = 1e38

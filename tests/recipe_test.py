@@ -11,7 +11,7 @@ from tests import testutil
 from kmodels import data, models, optimizers, training, validation
 from kmodels.errors import UserError
 from kmodels.tools import evaluation
-from kmodels.trainers import keras
+from kmodels.trainers import custom_loop, keras
 
 # Two CPU devices for the synchronized BatchNorm test (before TensorFlow starts its runtime).
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
@@ -156,10 +156,82 @@ class RecipeTest(parameterized.TestCase):
   def test_estimator_trainers_refuse_the_recipe_they_cannot_apply(self):
     config = testutil.tiny_config(trainer="estimator")
     config.train.optimizer.weight_decay = 0.1
+    config.train.accumulate_steps = 2
     with self.assertRaisesRegex(UserError, "trainer=estimator takes TF1 optimizers and models "
-                                "without train.optimizer.weight_decay"):
+                                "without train.optimizer.weight_decay, train.accumulate_steps"):
+      validation.validate(config)
+    config = testutil.tiny_config(trainer="keras_estimator")
+    config.dataset.augment.mixup_alpha = 0.2
+    with self.assertRaisesRegex(UserError, "trainer=keras_estimator trains on integer labels"):
       validation.validate(config)
 
+
+
+_STRATEGIES = {
+    "default": tf.distribute.get_strategy,
+    "one_device": lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
+    # Without collective ops: instances of several strategies in one process reuse
+    # collective instance keys, and SyncBatchNormTest's would meet these.
+    "mirrored": lambda: tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()),
+}
+_IMAGE_SHAPE = (28, 28, 1)
+
+
+def _train_weights(strategy, trainer, batch_size, accumulate_steps, images, labels):
+  """The MLP's weights (no BatchNorm) before and after training on images/labels in order,
+  batch by batch, with Adam on a cosine schedule and clipping; and its optimizer."""
+  steps = len(images) // batch_size
+  config = testutil.tiny_config(model__name="mlp", trainer=trainer,
+                                train__batch_size=batch_size, train__steps_per_epoch=steps,
+                                train__accumulate_steps=accumulate_steps)
+  config.train.optimizer.update(schedule="cosine", warmup_fraction=0.0, learning_rate=0.01,
+                                clip_global_norm=1.0)
+  info = data.DatasetInfo("mnist", _IMAGE_SHAPE, 10, None, len(images), 8, None)
+  tf.keras.utils.set_random_seed(0)
+  model = keras.build_and_compile(config, info, strategy)
+  batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+  initial = [w.numpy() for w in model.trainable_weights]
+  if trainer == "fit":
+    model.fit(batches, epochs=1, verbose=0)
+  else:
+    train_steps, _ = custom_loop.make_train_steps(model, strategy, config)
+    train_steps(iter(strategy.experimental_distribute_dataset(batches)), tf.constant(steps))
+  return initial, [w.numpy() for w in model.trainable_weights], model.optimizer
+
+
+class AccumulationTest(parameterized.TestCase):
+
+  @parameterized.product(strategy=tuple(_STRATEGIES), trainer=("fit", "custom_loop"))
+  def test_n_steps_of_batch_b_update_as_one_step_of_batch_n_times_b(self, strategy, trainer):
+    rng = np.random.default_rng(5)
+    images = rng.uniform(size=(64, *_IMAGE_SHAPE)).astype(np.float32)
+    labels = rng.integers(0, 10, size=64)
+    initial, accumulated, optimizer = _train_weights(_STRATEGIES[strategy](), trainer, 8, 4,
+                                                     images, labels)
+    _, large, reference = _train_weights(_STRATEGIES[strategy](), trainer, 32, 1, images,
+                                         labels)
+    # 8 steps, 2 updates, and the schedule where the large batch's 2 steps left it.
+    self.assertEqual(optimizer.iterations.numpy(), 2)
+    self.assertEqual(reference.iterations.numpy(), 2)
+    self.assertAlmostEqual(tf.keras.backend.get_value(optimizer.learning_rate),
+                           tf.keras.backend.get_value(reference.learning_rate))
+    for got, want, start in zip(accumulated, large, initial):
+      # Float32 sums in another order; Adam divides by sqrt(v), which magnifies them where
+      # a gradient is near 0. Steps are ~1e-2.
+      np.testing.assert_allclose(got, want, atol=1e-5)
+      self.assertGreater(np.abs(want - start).max(), 1e-3)  # the weights did move
+
+  def test_a_resume_with_another_accumulation_is_refused(self):
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+                                  train__accumulate_steps=2)
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(config, workdir)
+    config.train.accumulate_steps = 1
+    config.train.epochs = 2
+    with self.assertRaisesRegex(UserError, "train.accumulate_steps=2 steps .* cannot resume "
+                                "with 1"):
+      training.train_and_evaluate(config, workdir)
 
 
 class _Trajectory(tf.keras.callbacks.Callback):

@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import cpus
-from kmodels.data import augmentation, data_service, images, preparation, sources
+from kmodels.data import (augmentation, data_service, images, mixing, preparation,
+                          randaugment, sources)
 from kmodels.data.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an element holds)
 from kmodels.errors import UserError, first_line
 
@@ -75,9 +76,6 @@ _PIXEL_MAX = 255.0  # uint8 pixels / _PIXEL_MAX -> floats in [0, 1]
 def scale_pixels(pixels):
   """What evaluation does to pixels (0-255, any dtype): float32 in [0, 1]. Serving too."""
   return tf.cast(pixels, tf.float32) / _PIXEL_MAX
-
-
-_scale = scale_pixels
 
 
 # Sparse cross-entropy fails on CPU for a label outside [0, num_classes), but returns NaN
@@ -189,21 +187,35 @@ def _train_pipeline(source, dataset_config, global_batch_size, seed, input_conte
     ds = ds.batch(batch_size, drop_remainder=True).enumerate()
     ds = ds.skip(start_step * batches_per_step)
     ds = ds.map(lambda step, batch: (step, *batch))
-  aug = dataset_config.augment
-  num_classes = info.num_classes
-
-  def scale_and_augment(step, images_batch, labels):
-    if aug.enabled:  # scaled inside the warp: one pass over uint8
-      images_batch = augmentation.augment_batch(
-          images_batch, aug, tf.stack([base_seed, step]), scale=1 / _PIXEL_MAX)
-    else:
-      images_batch = _scale(images_batch)
-    return images_batch, _checked(labels, num_classes)
-
-  ds = ds.map(scale_and_augment, num_parallel_calls=_BATCH_PARALLEL_CALLS)
+  augment = functools.partial(augmented_batch, dataset_config.augment, info.num_classes,
+                              base_seed)
+  ds = ds.map(augment, num_parallel_calls=_BATCH_PARALLEL_CALLS)
   ds = _maybe_through_service(ds, dataset_config)
   # The pipeline shards itself above; tf.distribute must not shard it a second time.
   return _with_options(ds, tf.data.experimental.AutoShardPolicy.OFF).prefetch(_PREFETCH)
+
+
+def augmented_batch(aug, num_classes, base_seed, step, images_batch, labels):
+  """A training batch (uint8) scaled to [0, 1] and augmented as `dataset.augment` says,
+  with its labels checked, or mixed into class shares (MixUp, CutMix).
+
+  Every draw is seeded by (base_seed, step): the batch at a step is the same in a resumed
+  run as in the unbroken one.
+  """
+  seed = tf.stack([base_seed, step])
+  labels = _checked(labels, num_classes)
+  if aug.randaugment_ops:
+    images_batch = randaugment.augment_batch(
+        images_batch, aug.randaugment_ops, aug.randaugment_magnitude,
+        tf.random.experimental.stateless_fold_in(seed, 1))
+  if aug.enabled:  # scaled inside the warp: one pass over the pixels
+    images_batch = augmentation.augment_batch(images_batch, aug, seed, scale=1 / _PIXEL_MAX)
+  else:
+    images_batch = scale_pixels(images_batch)
+  if mixing.mixes(aug):
+    return mixing.mix_batch(images_batch, labels, num_classes, aug,
+                            tf.random.experimental.stateless_fold_in(seed, 2))
+  return images_batch, labels
 
 
 def _cropped_batches(ds, kind, transform, batch_size, base_seed, start_batch):
@@ -310,7 +322,7 @@ def _eval_pipeline(source, dataset_config, batch_size, cache=True):
   if cache and cache_decision(dataset_config, eval_bytes, "eval"):
     ds = ds.cache()
   ds = ds.batch(batch_size)
-  ds = ds.map(lambda x, y: (_scale(x), _checked(y, info.num_classes)),
+  ds = ds.map(lambda x, y: (scale_pixels(x), _checked(y, info.num_classes)),
               num_parallel_calls=_BATCH_PARALLEL_CALLS)
   return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA).prefetch(_PREFETCH)
 

@@ -168,12 +168,37 @@ def build_from_config(model_config, input_shape, num_classes):
   return model
 
 
-class SmoothedSparseCrossentropy(tf.keras.losses.Loss):
-  """Cross-entropy of integer labels against targets smoothed towards uniform.
+def _are_shares(y_true):
+  """Whether y_true holds class shares ([batch, classes]) rather than integer labels
+  ([batch], or [batch, 1] as Keras hands them to losses)."""
+  return y_true.shape.rank == 2 and y_true.shape[-1] not in (None, 1)
 
-  The target is (1 - label_smoothing) on the label plus label_smoothing / classes on every
-  class, as CategoricalCrossentropy(label_smoothing=...) does for one-hot labels; Keras'
-  sparse cross-entropy has no smoothing, so the labels become one-hot here.
+
+def _targets(y_true, y_pred):
+  """Targets as class shares: integer labels one-hot, mixed targets (MixUp, CutMix) as
+  they are."""
+  y_true = tf.convert_to_tensor(y_true)
+  if _are_shares(y_true):
+    return tf.cast(y_true, y_pred.dtype)
+  labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+  return tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
+
+
+def _labels(y_true):
+  """Integer labels: as they are, or the largest share of mixed targets."""
+  y_true = tf.convert_to_tensor(y_true)
+  if _are_shares(y_true):
+    return tf.argmax(y_true, axis=-1)
+  return y_true
+
+
+class SmoothedSparseCrossentropy(tf.keras.losses.Loss):
+  """Cross-entropy against targets smoothed towards uniform, from integer labels or from
+  mixed targets (class shares).
+
+  The target is (1 - label_smoothing) x the label's share plus label_smoothing / classes
+  on every class, as CategoricalCrossentropy(label_smoothing=...) does for one-hot labels;
+  Keras' sparse cross-entropy has no smoothing, so the labels become one-hot here.
   """
 
   def __init__(self, from_logits, label_smoothing, reduction=tf.keras.losses.Reduction.AUTO,
@@ -182,23 +207,39 @@ class SmoothedSparseCrossentropy(tf.keras.losses.Loss):
     self.from_logits, self.label_smoothing = from_logits, label_smoothing
 
   def call(self, y_true, y_pred):
-    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
-    one_hot = tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
     return tf.keras.losses.categorical_crossentropy(
-        one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+        _targets(y_true, y_pred), y_pred, from_logits=self.from_logits,
+        label_smoothing=self.label_smoothing)
 
   def get_config(self):
     return {**super().get_config(), "from_logits": self.from_logits,
             "label_smoothing": self.label_smoothing}
 
 
-def loss(name, reduction=tf.keras.losses.Reduction.AUTO, label_smoothing=0.0):
-  """Sparse cross-entropy that reads model `name`'s outputs right: logits or probabilities;
-  with `label_smoothing` (train.label_smoothing), against smoothed targets."""
-  if label_smoothing:
+def loss(name, reduction=tf.keras.losses.Reduction.AUTO, label_smoothing=0.0,
+         mixed_targets=False):
+  """Cross-entropy that reads model `name`'s outputs right: logits or probabilities;
+  with `label_smoothing` (train.label_smoothing), against smoothed targets; with
+  `mixed_targets` (MixUp, CutMix), training targets may be class shares."""
+  if label_smoothing or mixed_targets:
     return SmoothedSparseCrossentropy(REGISTRY[name].logits, label_smoothing, reduction)
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=REGISTRY[name].logits,
                                                        reduction=reduction)
+
+
+def _top5(y_true, y_pred):
+  return tf.keras.metrics.sparse_top_k_categorical_accuracy(_labels(y_true), y_pred, k=5)
+
+
+def _top1(y_true, y_pred):
+  return tf.keras.metrics.sparse_categorical_accuracy(_labels(y_true), y_pred)
+
+
+def accuracy_metric(name="accuracy", mixed_targets=False):
+  """Top-1 accuracy; with mixed targets, against each image's largest share."""
+  if mixed_targets:
+    return tf.keras.metrics.MeanMetricWrapper(_top1, name=name)
+  return tf.keras.metrics.SparseCategoricalAccuracy(name=name)
 
 
 # From this many classes on, runs also report top-5 accuracy (ImageNet's second number).
@@ -206,14 +247,18 @@ TOP5_MIN_CLASSES = 20
 
 
 def compile_classifier(model, name, optimizer, num_classes=None, label_smoothing=0.0,
-                       **compile_kwargs):
+                       mixed_targets=False, **compile_kwargs):
   """Compiles registered model `name` with its loss and the accuracy metric every run logs
   (and top-5 accuracy when `num_classes` is TOP5_MIN_CLASSES or more; a subclassed model
-  knows its output size only once called)."""
-  metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+  knows its output size only once called). `mixed_targets`: training targets may be
+  class shares (MixUp, CutMix); evaluation's integer labels work either way."""
+  metrics = [accuracy_metric(mixed_targets=mixed_targets)]
   if num_classes and num_classes >= TOP5_MIN_CLASSES:
-    metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
-  model.compile(optimizer=optimizer, loss=loss(name, label_smoothing=label_smoothing),
+    metrics.append(tf.keras.metrics.MeanMetricWrapper(_top5, name="top5_accuracy")
+                   if mixed_targets else
+                   tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+  model.compile(optimizer=optimizer,
+                loss=loss(name, label_smoothing=label_smoothing, mixed_targets=mixed_targets),
                 metrics=metrics, **compile_kwargs)
   return model
 

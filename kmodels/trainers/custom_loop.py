@@ -23,14 +23,16 @@ import tensorflow as tf
 
 from kmodels import checkpoints as checkpoints_lib
 from kmodels import distribute, faults, models, optimizers, storage
+from kmodels.data import mixing
 
 
 class _Metrics:
-  """Train and validation loss/accuracy, created inside the strategy scope."""
+  """Train and validation loss/accuracy, created inside the strategy scope; with
+  `mixed_targets` (MixUp, CutMix) training accuracy counts each image's largest share."""
 
-  def __init__(self):
+  def __init__(self, mixed_targets=False):
     self.loss = tf.keras.metrics.Mean("loss")
-    self.accuracy = tf.keras.metrics.SparseCategoricalAccuracy("accuracy")
+    self.accuracy = models.accuracy_metric("accuracy", mixed_targets)
     self.val_loss = tf.keras.metrics.Mean("val_loss")
     self.val_accuracy = tf.keras.metrics.SparseCategoricalAccuracy("val_accuracy")
 
@@ -83,7 +85,8 @@ def make_train_step(model, optimizer, loss_fn, global_batch_size, metrics, jit_c
 def _per_example_loss(config):
   """The run's loss per example (averaged over the global batch by the step itself)."""
   return models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE,
-                     label_smoothing=config.train.label_smoothing)
+                     label_smoothing=config.train.label_smoothing,
+                     mixed_targets=mixing.mixes(config.dataset.augment))
 
 
 def make_train_steps(model, strategy, config):
@@ -94,7 +97,7 @@ def make_train_steps(model, strategy, config):
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
   loss_fn = _per_example_loss(config)
   with strategy.scope():
-    metrics = _Metrics()
+    metrics = _Metrics(mixing.mixes(config.dataset.augment))
     optimizers.build_variables(optimizer, model.trainable_variables)
   train_step = make_train_step(model, optimizer, loss_fn, config.train.batch_size, metrics,
                                config.xla)

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import distribute, memory, models, optimizers, precision, progress, serving
+from kmodels.data import mixing
 from kmodels.trainers.run import Outcome
 
 
@@ -24,17 +25,23 @@ def build_and_compile(config, info, strategy, jit_compile=False):
                    "statistics (all-reduced over %d replicas).", layers,
                    strategy.num_replicas_in_sync)
     optimizer = optimizers.build_optimizer(
-        config.train.optimizer, optimizers.total_steps(config.train, info),
-        config.train.batch_size, finetune_from_step=_finetune_from_step(config, info))
+        config.train.optimizer,
+        optimizers.optimizer_steps(config.train, optimizers.total_steps(config.train, info)),
+        config.train.batch_size * config.train.accumulate_steps,
+        finetune_from_step=optimizers.optimizer_steps(config.train,
+                                                      _finetune_from_step(config, info)),
+        accumulate_steps=config.train.accumulate_steps)
     models.compile_classifier(
         model, config.model.name, optimizer,
         num_classes=info.num_classes, label_smoothing=config.train.label_smoothing,
+        mixed_targets=mixing.mixes(config.dataset.augment),
         steps_per_execution=config.train.steps_per_execution,
         # Keras' evaluate/predict stay as they are.
         jit_compile=config.xla and jit_compile)
-    if config.model.freeze_backbone_epochs:
+    if config.model.freeze_backbone_epochs or config.train.accumulate_steps > 1:
       # Slots for every weight now, while all are trainable: the head-only epochs would
-      # otherwise build the optimizer for the head alone (callbacks.FreezeBackbone).
+      # otherwise build the optimizer for the head alone (callbacks.FreezeBackbone); and
+      # the accumulators in the strategy's scope, not in a replica's first step.
       optimizers.build_variables(model.optimizer, model.trainable_variables)
   models.summary_model(model, info.image_shape).summary(print_fn=logging.info)
   _check_memory(model, config, info, strategy)
