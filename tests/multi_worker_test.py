@@ -3,7 +3,9 @@
 Each worker gets its TF_CONFIG the way TFJob or Vertex AI would set it. The tests check
 that workers stay in sync, that only the chief writes the workdir, and that SIGTERM to one
 worker stops the job at one step, from which it resumes. A worker killed with SIGKILL, and
-the job restarted as Kubernetes would: tests/cluster_test.py.
+the job restarted as Kubernetes would: tests/cluster_test.py. The jobs accumulate
+gradients (train.accumulate_steps), so the workers' agreement and the resumed job's weights
+check that under this strategy too.
 """
 
 import functools
@@ -32,6 +34,9 @@ def _job_args(workdir, trainer, epochs, steps_per_epoch=4):
           "--config.train.batch_size=16", f"--config.train.steps_per_epoch={steps_per_epoch}",
           f"--config.train.epochs={epochs}", f"--config.trainer={trainer}",
           "--config.train.deterministic=True",
+          # Gradient accumulation under MultiWorkerMirroredStrategy too: 50 steps per epoch
+          # leave 2 pending at the epoch's end, and a SIGTERM mid-epoch perhaps some more.
+          "--config.train.accumulate_steps=3",
           "--config.train.log_every_seconds=0.001"]  # a progress line at every step
 
 
