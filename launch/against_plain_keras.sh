@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# kmodels' defaults against the plain Keras path on the same folder, model and epochs
+# kmodels' defaults against the plain Keras path on the same data, model and epochs
 # (README Results, "Against plain Keras"). Needs Fashion-MNIST prepared (launch.prepare_data).
 #   bash launch/against_plain_keras.sh [OUT_DIR] [PYTHON]
-# Per kind of folder: launch.train as configured (crop.policy=auto), launch.train with the
+# Per kind of data (the tfds dataset at its own size; folders of small images and of
+# photos): launch.train as configured (crop.policy=auto), for folders launch.train with the
 # ImageNet crop policy (kmodels' default before auto), and launch.plain_keras; the same
 # ShallowNet, Adam, batch, 3 epochs and seed, float32 everywhere. Prints a table.
 set -euo pipefail
@@ -16,6 +17,29 @@ accuracy_of_run() {  # accuracy_of_run WORKDIR
   "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['test_accuracy'])" "$1/metrics.json"
 }
 
+percent() { "$PY" -c "import sys; print(100 * float(sys.argv[1]))" "$1"; }
+
+plain_keras_accuracy() {  # plain_keras_accuracy LOG CONFIG_FLAGS...
+  local log="$1"; shift
+  "$PY" -m launch.plain_keras "$@" 2>"$log" | tail -n 1 |
+    "$PY" -c "import json,sys; print(json.load(sys.stdin)['test_accuracy'])"
+}
+
+RECIPE=(--config.model.name=shallownet --config.train.epochs=3 --config.train.batch_size=32
+  --config.train.optimizer.name=adam --config.train.optimizer.learning_rate=1e-3
+  --config.precision=float32)
+
+tfds_kind() {  # tfds_kind NAME: a prepared fixed-size tfds dataset at its own size
+  local name="$1" auto plain
+  local common=(--config=configs/base.py "--config.dataset.name=$name" "${RECIPE[@]}")
+  rm -rf "$OUT/run-$name-tfds"
+  "$PY" -m launch.train "${common[@]}" "--workdir=$OUT/run-$name-tfds" >"$OUT/$name-tfds.log" 2>&1
+  auto="$(accuracy_of_run "$OUT/run-$name-tfds")"
+  plain="$(plain_keras_accuracy "$OUT/$name-tfds-plain.log" "${common[@]}")"
+  printf '| %s (tfds) at its own size | %.2f %% (no crop at own size) | - | %.2f %% |\n' \
+      "$name" "$(percent "$auto")" "$(percent "$plain")"
+}
+
 kind() {  # kind NAME SIZE WRITE_FLAGS...
   local name="$1" size="$2"; shift 2
   local folder="$OUT/$name"
@@ -23,9 +47,7 @@ kind() {  # kind NAME SIZE WRITE_FLAGS...
       --out="$folder" --train_examples=6000 --test_examples=1000 "$@" >/dev/null 2>&1
   local common=(--config=configs/base.py --config.dataset.name=image_folder
     "--config.dataset.image_dir=$folder" "--config.dataset.image_size=$size"
-    --config.dataset.channels=1 --config.model.name=shallownet --config.train.epochs=3
-    --config.train.batch_size=32 --config.train.optimizer.name=adam
-    --config.train.optimizer.learning_rate=1e-3 --config.precision=float32)
+    --config.dataset.channels=1 "${RECIPE[@]}")
   local auto imagenet plain
   rm -rf "$OUT/run-$name-auto" "$OUT/run-$name-imagenet"
   "$PY" -m launch.train "${common[@]}" "--workdir=$OUT/run-$name-auto" >"$OUT/$name-auto.log" 2>&1
@@ -33,16 +55,15 @@ kind() {  # kind NAME SIZE WRITE_FLAGS...
   "$PY" -m launch.train "${common[@]}" --config.dataset.crop.policy=imagenet \
       "--workdir=$OUT/run-$name-imagenet" >"$OUT/$name-imagenet.log" 2>&1
   imagenet="$(accuracy_of_run "$OUT/run-$name-imagenet")"
-  plain="$("$PY" -m launch.plain_keras "${common[@]}" 2>"$OUT/$name-plain.log" | tail -n 1 |
-           "$PY" -c "import json,sys; print(json.load(sys.stdin)['test_accuracy'])")"
+  plain="$(plain_keras_accuracy "$OUT/$name-plain.log" "${common[@]}")"
   local policy
   policy="$(grep -o 'crop.policy=auto -> [a-z]*' "$OUT/$name-auto.log" | head -n 1 | cut -d' ' -f3)"
-  printf '| %s at %s px | %.2f %% (%s) | %.2f %% | %.2f %% |\n' "$name" "$size" \
-      "$("$PY" -c "print(100*$auto)")" "$policy" "$("$PY" -c "print(100*$imagenet)")" \
-      "$("$PY" -c "print(100*$plain)")"
+  printf '| %s folder at %s px | %.2f %% (%s) | %.2f %% | %.2f %% |\n' "$name" "$size" \
+      "$(percent "$auto")" "$policy" "$(percent "$imagenet")" "$(percent "$plain")"
 }
 
-echo "| folder, ShallowNet, 3 epochs | kmodels default (auto picks) | kmodels, ImageNet crops | plain Keras |"
+echo "| data, ShallowNet, 3 epochs | kmodels default (auto picks) | kmodels, ImageNet crops | plain Keras |"
 echo "|---|---|---|---|"
+tfds_kind "${TFDS_DATASET:-fashion_mnist}"
 kind small-mixed 32 --mixed
 kind photos 128 --photo_size=160x120

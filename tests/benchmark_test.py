@@ -9,7 +9,7 @@ from absl.testing import absltest
 from tests import testutil
 import tensorflow as tf
 
-from kmodels import models, precision
+from kmodels import models, precision, training
 from kmodels.tools import benchmark
 
 
@@ -138,6 +138,30 @@ class BenchmarkTest(absltest.TestCase):
         "benchmark", "--config=configs/base.py", f"--workdir={self.create_tempdir().full_path}",
         "--config.trainer=estimator", "--config.model.name=mlp")
     testutil.assert_user_error(self, proc, "measures the Keras trainers", "launch.compare")
+
+
+class WorkToAccuracyTest(absltest.TestCase):
+
+  def test_a_runs_work_is_three_forward_passes_per_image_trained(self):
+    workdir = self.create_tempdir().full_path
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+                                  train__epochs=2)
+    metrics = training.train_and_evaluate(config, workdir)
+    proc = testutil.call_launcher("work_to_accuracy", f"--workdir={workdir}",
+                                  f"--workdir={workdir}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    forward = benchmark.forward_flops_per_image(models.build_model("mlp", (28, 28, 1), 10),
+                                                (28, 28, 1))
+    images = 2 * 2 * 8  # epochs x steps x batch: the MLP has no BatchNorm to settle
+    row = proc.stdout.splitlines()[1].split()
+    self.assertEqual(row[1:4], ["mlp", f"{forward / 1e6:.2f}", str(images)])
+    self.assertAlmostEqual(float(row[4]) / (3 * forward * images / 1e12), 1.0, places=3)
+    self.assertEqual(row[5:], ["1.00", f"{metrics['test_accuracy']:.2%}"])
+
+  def test_a_folder_without_a_run_is_one_line(self):
+    proc = testutil.call_launcher("work_to_accuracy",
+                                  f"--workdir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(self, proc, "holds no run")
 
 
 if __name__ == "__main__":
