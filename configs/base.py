@@ -45,7 +45,8 @@ def get_config():
   config.dataset.channels = config_dict.placeholder(int)  # 1 | 3; None: the dataset's (folders: 3)
   config.dataset.crop = ml_collections.ConfigDict(dict(
       # auto: imagenet (the keys below) for images from 128 px over runs of 30 epochs or
-      # more, else square (the centre square resized, train and eval alike, no flips);
+      # more, else resize (the whole image resized, train and eval alike, no flips, as
+      # Keras' image_dataset_from_directory); square: the centre square resized, likewise;
       # kmodels.data.images.crop_policy.
       policy="auto",
       area=(0.08, 1.0),  # training: random-resized crop's share of the image's area

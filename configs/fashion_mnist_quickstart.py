@@ -16,5 +16,5 @@ from configs import fashion_mnist_fast
 
 def get_config():
   config = fashion_mnist_fast.get_config()
-  config.train.epochs = 4
+  config.train.epochs = 2
   return config

@@ -83,11 +83,11 @@ def with_resolved_crop_policy(config):
                  images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS,
                  config.dataset.crop.eval_fraction)
   else:
-    logging.info("dataset.crop.policy=auto -> square: images at %d px over %d epochs (the "
-                 "ImageNet recipe needs %d px and %d epochs): the centre square resized for "
+    logging.info("dataset.crop.policy=auto -> %s: images at %d px over %d epochs (the "
+                 "ImageNet recipe needs %d px and %d epochs): the whole image resized for "
                  "training and evaluation alike, no flips, as Keras' "
                  "image_dataset_from_directory (ImageNet's crops lose short runs and small "
-                 "images to it, and flips mirror digits).", size, epochs,
+                 "images to it, and flips mirror digits).", policy, size, epochs,
                  images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS)
   return resolved
 

@@ -273,8 +273,8 @@ class FolderLayoutTest(parameterized.TestCase):
 class CropPolicyTest(parameterized.TestCase):
   """dataset.crop.policy: auto picks by image size, logs why and records what it chose."""
 
-  @parameterized.parameters((16, 90, "square"), (127, 90, "square"), (128, 90, "imagenet"),
-                            (224, 30, "imagenet"), (224, 29, "square"), (128, 3, "square"))
+  @parameterized.parameters((16, 90, "resize"), (127, 90, "resize"), (128, 90, "imagenet"),
+                            (224, 30, "imagenet"), (224, 29, "resize"), (128, 3, "resize"))
   def test_auto_picks_by_image_size_and_run_length(self, size, epochs, policy):
     config = testutil.tiny_config(dataset__image_size=size, train__epochs=epochs)
     self.assertEqual(images.crop_policy(config.dataset, epochs), policy)
@@ -285,23 +285,39 @@ class CropPolicyTest(parameterized.TestCase):
                   "epochs", "\n".join(logged.output))
     self.assertEqual(config.dataset.crop.policy, "auto")  # the caller's config as it was
 
-  def test_square_trains_on_what_evaluation_sees_and_imagenet_crops_and_flips(self):
+  @parameterized.parameters(("square", 1.0), ("resize", None))
+  def test_deterministic_policies_train_on_what_evaluation_sees(self, policy, fraction):
     pixels = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     crop = testutil.tiny_config().dataset.crop
-    evaluated = images.eval_image(pixels, 16, 1.0, 3).numpy()
+    evaluated = images.eval_image(pixels, 16, fraction, 3).numpy()
     for seed in ([1, 2], [3, 4]):  # no randomness left: the same pixels for any seed
       np.testing.assert_array_equal(images.train_image(
-          pixels, 16, crop, 3, tf.constant(seed), "square").numpy(), evaluated)
+          pixels, 16, crop, 3, tf.constant(seed), policy).numpy(), evaluated)
+
+  def test_resize_is_the_whole_image_squeezed_as_keras_reads_a_folder(self):
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    whole = tf.image.resize(pixels, [16, 16], antialias=True)
+    np.testing.assert_array_equal(images.eval_image(pixels, 16, None, 3).numpy(),
+                                  np.clip(np.round(whole.numpy()), 0, 255).astype(np.uint8))
+    encoded = tf.io.encode_png(pixels)  # from a file: the same pixels
+    np.testing.assert_array_equal(images.eval_image(encoded, 16, None, 3).numpy(),
+                                  images.eval_image(pixels, 16, None, 3).numpy())
+
+  def test_imagenet_crops_and_flips(self):
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    crop = testutil.tiny_config().dataset.crop
     crops = {images.train_image(pixels, 16, crop, 3, tf.constant([s, 0]),
                                 "imagenet").numpy().tobytes() for s in range(6)}
     self.assertGreater(len(crops), 1)
 
-  def test_square_evaluates_the_whole_centre_square(self):
+  def test_each_policy_records_its_evaluation_crop(self):
     config = testutil.tiny_config(dataset__name="image_folder", dataset__image_size=16,
                                   dataset__source="synthetic")
     root = self.create_tempdir().full_path
     testutil.write_image_folder(root, per_class=3)
     config.dataset.image_dir = root
+    self.assertIsNone(data.load(config.dataset, 1, 0).info.eval_crop_fraction)  # auto: resize
+    config.dataset.crop.policy = "square"
     self.assertEqual(data.load(config.dataset, 1, 0).info.eval_crop_fraction, 1.0)
     config.dataset.crop.policy = "imagenet"
     self.assertEqual(data.load(config.dataset, 1, 0).info.eval_crop_fraction,

@@ -7,6 +7,8 @@ served prediction sees exactly the pixels evaluation saw:
               to N x N, random horizontal flip; JPEGs decode only the crop window.
   evaluation  the centre square holding `eval_fraction` of the shorter side, resized to
               N x N (the "resize 256, crop 224" of ImageNet models, as one crop).
+  (The crop policies `resize` and `square` use one deterministic transform for both:
+  crop_policy says which runs get which.)
 
 Everything stays uint8 up to the resize, which returns uint8 again (rounded), so caches,
 batches and the affine warp handle 1 byte per channel; floats appear only in the model.
@@ -92,6 +94,11 @@ def resize(image, size, antialias=True):
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
+def whole_window(height, width):
+  """window_of_shape for the whole image."""
+  return tf.constant(0), tf.constant(0), height, width
+
+
 def center_window(fraction):
   """window_of_shape for the centred square of `fraction` x the shorter side."""
 
@@ -126,7 +133,7 @@ def _windowed(image, window_of_shape, channels):
 # of at least this many epochs (ImageNet's recipes run 90; its crops pay off over length).
 IMAGENET_POLICY_MIN_SIZE = 128
 IMAGENET_POLICY_MIN_EPOCHS = 30
-CROP_POLICIES = ("auto", "imagenet", "square")
+CROP_POLICIES = ("auto", "imagenet", "square", "resize")
 
 
 def crop_policy(dataset_config, epochs=None):
@@ -136,30 +143,32 @@ def crop_policy(dataset_config, epochs=None):
   imagenet: random-resized crops (dataset.crop.area, .aspect_ratio) and random flips for
             training, the centre dataset.crop.eval_fraction for evaluation: right for
             photos at ImageNet sizes over ImageNet-length runs;
-  square:   the largest centre square, resized, for training and evaluation alike, no
-            flip: what Keras' image_dataset_from_directory gives, right for small images
-            and short runs, and for anything with a handedness (digits, text). Measured
-            (README "Against plain Keras"): ShallowNet, 3 epochs of 6,000 pictures, 82.7 %
-            with it against 73.6 % with ImageNet's crops at 32 px, 85.1 % against 70.1 %
-            at 128 px; plain Keras 82.9 % and 83.0 %.
+  resize:   the whole image resized to N x N (its aspect ratio given up), for training
+            and evaluation alike, no flip: what Keras' image_dataset_from_directory does
+            by default, and what `auto` picks for small images and short runs. No flip also
+            keeps anything with a handedness (digits, text) as it is;
+  square:   the largest centre square resized, train and evaluation alike, no flip (keeps
+            the aspect ratio, loses the sides).
+  Measured (README "Against plain Keras"): ShallowNet, 3 epochs of 6,000 pictures of mixed
+  sizes at 32 px: ImageNet's crops 73.6 %, square 82.3 %, plain Keras 85.2 %.
   """
   policy = dataset_config.crop.get("policy", "imagenet")  # runs recorded before the key
   if policy != "auto":
     return policy
   large = (dataset_config.image_size or 0) >= IMAGENET_POLICY_MIN_SIZE
   long_run = epochs is None or epochs >= IMAGENET_POLICY_MIN_EPOCHS
-  return "imagenet" if large and long_run else "square"
+  return "imagenet" if large and long_run else "resize"
 
 
 def train_image(image, size, crop, channels, seed, policy="imagenet"):
   """Training pixels of one image: random-resized crop to size x size and random flip
-  (policy imagenet), or the centre square resized (policy square).
+  (policy imagenet), the centre square resized (square) or the whole image (resize).
 
   `image`: encoded bytes or uint8 [H, W, C]; `crop`: config.dataset.crop; `seed`: a
   stateless seed [2] (the run's seed and the example's position: reruns repeat it).
   """
-  if policy == "square":
-    return eval_image(image, size, 1.0, channels)
+  if policy in ("square", "resize"):
+    return eval_image(image, size, EVAL_CROP_FRACTION[policy], channels)
   seeds = tf.random.experimental.stateless_split(seed, num=2)
   window = random_window(seeds[0], crop.area, crop.aspect_ratio)
   # Plain bilinear, as Inception/ResNet training crops are resized: a random crop's
@@ -168,10 +177,17 @@ def train_image(image, size, crop, channels, seed, policy="imagenet"):
   return tf.image.stateless_random_flip_left_right(image, seeds[1])
 
 
+# The evaluation crop of the deterministic policies: the whole image (None) or the centre
+# square (1.0 of the shorter side).
+EVAL_CROP_FRACTION = {"resize": None, "square": 1.0}
+
+
 def eval_image(image, size, crop_fraction, channels):
-  """Evaluation (and serving) pixels of one image: the centre crop resized to size x size,
-  antialiased (one pass per image, and what a served photo gets too)."""
-  return resize(_windowed(image, center_window(crop_fraction), channels), size)
+  """Evaluation (and serving) pixels of one image: the centre crop of `crop_fraction` x the
+  shorter side (None: the whole image) resized to size x size, antialiased (one pass per
+  image, and what a served photo gets too)."""
+  window = whole_window if crop_fraction is None else center_window(crop_fraction)
+  return resize(_windowed(image, window, channels), size)
 
 
 # --------------------------------------------------------------------------- file checks

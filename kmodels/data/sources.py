@@ -32,8 +32,9 @@ _SIZE_SAMPLE = 32  # encoded images decoded to estimate a split's decoded size
 DatasetInfo = collections.namedtuple(
     "DatasetInfo", ["name", "image_shape", "num_classes", "label_names",
                     "train_examples", "eval_examples",
-                    # None: images are batched at their own fixed size; else evaluation
-                    # (and serving) centre-crops this fraction, then resizes.
+                    # None: the whole image is resized (or, without dataset.image_size,
+                    # batched at its own fixed size); else evaluation (and serving)
+                    # centre-crops this fraction, then resizes.
                     "eval_crop_fraction",
                     "bad_files"],  # {"train": n, "eval": n} unreadable files skipped
     defaults=(None, None))
@@ -78,8 +79,10 @@ def _image_shape(dataset_config, native):
 def _eval_crop(dataset_config):
   if not dataset_config.image_size:
     return None
-  square = images.crop_policy(dataset_config) == "square"
-  return 1.0 if square else dataset_config.crop.eval_fraction
+  policy = images.crop_policy(dataset_config)
+  if policy in images.EVAL_CROP_FRACTION:
+    return images.EVAL_CROP_FRACTION[policy]
+  return dataset_config.crop.eval_fraction
 
 
 def _needs_size(name, shape):
