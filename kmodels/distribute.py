@@ -97,7 +97,7 @@ def _slurm_resolver(distribution_config):
   # stay as they are (auto_set_gpu=False): TensorFlow has already seen them here.
   slots = max(gpus, 1)
   resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
-      port_base=distribution_config.get("slurm_port_base", 8888),
+      port_base=distribution_config.slurm_port_base,
       gpus_per_node=slots * tasks_per_node, gpus_per_task=slots, auto_set_gpu=False)
   logging.info("Slurm cluster: %s; this is task %s %s.", resolver.cluster_spec().as_dict(),
                resolver.task_type, resolver.task_id)
@@ -125,7 +125,7 @@ def _most_slurm_tasks_per_node(environ):
 def _multi_worker(distribution_config):
   options = tf.distribute.experimental.CommunicationOptions(
       implementation=COLLECTIVES[distribution_config.collective])
-  if cluster_source(distribution_config.get("cluster", "auto")) == "slurm":
+  if cluster_source(distribution_config.cluster) == "slurm":
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=_slurm_resolver(distribution_config), communication_options=options)
   if read_tf_config() is None:
@@ -250,7 +250,7 @@ def _nvidia_device_present():
 def configure_gpus(distribution_config):
   """Before TensorFlow starts its devices: memory growth, and the line describing the GPUs."""
   gpus = tf.config.list_physical_devices("GPU")
-  setting = distribution_config.get("gpu_memory_growth", "auto")  # runs before the key
+  setting = distribution_config.gpu_memory_growth
   if gpus and gpu_memory_growth_wanted(setting, read_tf_config()):
     try:
       for gpu in gpus:

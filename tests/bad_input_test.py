@@ -207,6 +207,9 @@ class OlderRunTest(absltest.TestCase):
     self.assertEqual(config.train.log_every_seconds, defaults.train.log_every_seconds)
     self.assertEqual(tuple(config.dataset.crop.area), tuple(defaults.dataset.crop.area))
     self.assertEqual(config.train.batch_size, 7)
+    # Not today's default: what such a run did (ImageNet's crops, before the policy key).
+    self.assertEqual(config.dataset.crop.policy, "imagenet")
+    self.assertNotEqual(defaults.dataset.crop.policy, "imagenet")
 
 
 class VertexDirectoriesTest(absltest.TestCase):

@@ -152,7 +152,7 @@ def crop_policy(dataset_config, epochs=None):
   Measured (README "Against plain Keras"): ShallowNet, 3 epochs of 6,000 pictures of mixed
   sizes at 32 px: ImageNet's crops 73.6 %, square 82.3 %, plain Keras 85.2 %.
   """
-  policy = dataset_config.crop.get("policy", "imagenet")  # runs recorded before the key
+  policy = dataset_config.crop.policy
   if policy != "auto":
     return policy
   large = (dataset_config.image_size or 0) >= IMAGENET_POLICY_MIN_SIZE

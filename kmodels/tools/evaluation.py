@@ -24,18 +24,37 @@ from kmodels.workdir import Workdir
 CHECKPOINTS = ("latest", "best")
 
 
+# What a run recorded before a key existed did, where that is not the key's default today.
+PREDATED_DEFAULTS = {
+    # Before dataset.crop.policy, images converted one by one got ImageNet's crops.
+    ("dataset", "crop", "policy"): "imagenet",
+}
+
+
 def load_config(workdir):
   """The resolved config a run recorded in its workdir, with the keys it predates.
 
-  A run recorded by an older kmodels lacks the keys added since (train.log_every_seconds
-  broke launch.export on such a run); they take configs/base.py's defaults, which is what
-  that run did without them.
+  The one place an older run's config is completed: a run recorded by an older kmodels
+  lacks the keys added since (train.log_every_seconds broke launch.export on such a run);
+  they take configs/base.py's defaults, which is what that run did without them, or
+  PREDATED_DEFAULTS where it did something else. Code reading a config never guesses a
+  fallback of its own.
   """
   if not storage.exists(workdir.config_json):
     raise UserError(f"{workdir.root} holds no run (no config.json). Pass the --workdir of a "
                     "run made by launch.train.")
   recorded = json.loads(storage.read_text(workdir.config_json))
-  return ml_collections.ConfigDict(_with_defaults(base.get_config().to_dict(), recorded))
+  defaults = base.get_config().to_dict()
+  for path, value in PREDATED_DEFAULTS.items():
+    *parents, leaf = path
+    _nested(defaults, parents)[leaf] = value
+  return ml_collections.ConfigDict(_with_defaults(defaults, recorded))
+
+
+def _nested(tree, keys):
+  for key in keys:
+    tree = tree[key]
+  return tree
 
 
 def _with_defaults(defaults, recorded):
@@ -76,7 +95,7 @@ def _restored_model(config, info, path):
       label_smoothing=config.train.label_smoothing)
   status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
   model(tf.zeros([1, *info.image_shape]), training=False)  # creates (and so restores) weights
-  moving_average = config.train.optimizer.get("ema_momentum") is not None
+  moving_average = config.train.optimizer.ema_momentum is not None
   if moving_average:  # the averages are optimizer variables: create them to restore them
     optimizers.build_variables(model.optimizer, model.trainable_variables)
   try:
