@@ -34,7 +34,6 @@ from kmodels import data, distribute, reporting, storage
 from kmodels.data import images
 from kmodels.errors import UserError, first_line
 
-SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
 MODEL_CARD = "model_card.json"
 INPUT_NAME = "images"
 # Where TF Serving looks for warm-up requests in a SavedModel version (its

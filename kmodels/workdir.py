@@ -49,7 +49,7 @@ class Workdir:
     environ = environ or {}
     self.root = storage.absolute(root)
     self.config_json = self._path("config.json")
-    # BackupAndRestore: resume after a crash
+    # Checkpoints to resume from (where each trainer keeps its own: trainers.TABLE)
     self.checkpoints = (self._vertex(environ, VERTEX_CHECKPOINT_DIR, "checkpoints")
                         or self._path("checkpoints"))
     self.tensorboard = (self._vertex(environ, VERTEX_TENSORBOARD_DIR, "TensorBoard logs")

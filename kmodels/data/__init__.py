@@ -390,9 +390,10 @@ def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) 
     seed: seeds file shuffling, the shuffle buffer, crops, augmentation and synthetic data.
 
   Returns:
-    Datasets(make_train, eval, info, make_decoded_train): the training pipeline repeats
-    forever with static batch shapes; `eval` is one pass over the evaluation split; images
-    are float32 in [0, 1], of info.image_shape.
+    Datasets (see its docstring): make_train(input_context, start_step) builds a training
+    pipeline that repeats forever with static batch shapes; `eval` is one pass over the
+    evaluation split; images are float32 in [0, 1], of info.image_shape; training labels
+    are class shares when dataset.augment mixes them (MixUp, CutMix), else integers.
   """
   source = sources.open_source(dataset_config, seed)
   info = source.info
