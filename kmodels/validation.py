@@ -5,7 +5,7 @@ names come from the modules that implement them, so they cannot drift apart.
 """
 
 from kmodels import data, distribute, models, optimizers, precision, trainers
-from kmodels.data import data_service, images, mixing, randaugment, sources
+from kmodels.data import data_service, images, randaugment, sources
 from kmodels.errors import UserError
 from kmodels.trainers import estimator
 
@@ -71,9 +71,6 @@ def validate(config):
   _in_range("train.optimizer.warmup_fraction", optimizer.warmup_fraction, 0.0, 1.0)
   _in_range("train.optimizer.weight_decay", optimizer.weight_decay, 0.0, 1.0)
   _in_range("train.label_smoothing", config.train.label_smoothing, 0.0, 1.0)
-  if config.train.label_smoothing and trainers.TABLE[config.trainer].estimator:
-    raise UserError(f"trainer={config.trainer} trains with plain cross-entropy; unset "
-                    "train.label_smoothing or use trainer=fit or custom_loop.")
   if optimizer.clip_global_norm is not None:
     _in_range("train.optimizer.clip_global_norm", optimizer.clip_global_norm, 1e-12,
               float("inf"))
@@ -81,14 +78,6 @@ def validate(config):
     _in_range("train.optimizer.ema_momentum", optimizer.ema_momentum, 0.0, 1.0)
   _in_range("train.optimizer.finetune_lr_factor", optimizer.finetune_lr_factor, 1e-9, 1.0,
             closed_high=True)
-  recipe = [f"train.optimizer.{k}" for k in ("scale_by_batch", "weight_decay",
-                                             "clip_global_norm", "ema_momentum")
-            if optimizer[k]] + (["train.sync_batchnorm"] if config.train.sync_batchnorm else [])
-  if config.train.accumulate_steps > 1:
-    recipe.append("train.accumulate_steps")
-  if recipe and trainers.TABLE[config.trainer].estimator:
-    raise UserError(f"trainer={config.trainer} takes TF1 optimizers and models without "
-                    f"{', '.join(recipe)}; use trainer=fit or custom_loop, or unset them.")
   _check_fine_tuning(config)
   if optimizer.schedule == "cosine" and optimizer.time_decay:
     raise UserError("train.optimizer.time_decay and schedule='cosine' both decay the "
@@ -115,10 +104,6 @@ def _check_augmentation(config):
             randaugment.MAX_MAGNITUDE, closed_high=True)
   for key in ("mixup_alpha", "cutmix_alpha"):
     _in_range(f"dataset.augment.{key}", aug[key], 0.0, 100.0, closed_high=True)
-  if mixing.mixes(aug) and trainers.TABLE[config.trainer].estimator:
-    raise UserError(f"trainer={config.trainer} trains on integer labels; MixUp and CutMix "
-                    "mix them (dataset.augment.mixup_alpha, .cutmix_alpha). Set them to 0, "
-                    "or use trainer=fit or custom_loop.")
 
 
 # Above any model's training size; a batch of 8 such RGB images is 1.6 GB of uint8 alone.
@@ -198,6 +183,13 @@ def _check_trainer_support(config):
     raise UserError(f"trainer={trainer.name} trains with precision "
                     f"{' or '.join(trainer.precisions)}{trainer.precision_note}; got "
                     f"{config.precision!r}. Set --config.precision=float32.")
+  applied = [f"{key}={_get(config, key)!r}" for key, off in trainer.unsupported
+             if _get(config, key) != off]
+  if applied:
+    able = [t.name for t in trainers.TABLE.values() if not t.unsupported]
+    raise UserError(f"trainer={trainer.name} {trainer.unsupported_why}, so it cannot apply "
+                    f"{', '.join(applied)}. Unset {'it' if len(applied) == 1 else 'them'}, "
+                    f"or use trainer={' or '.join(able)}.")
 
 
 def _get(config, dotted_key):

@@ -157,12 +157,14 @@ class RecipeTest(parameterized.TestCase):
     config = testutil.tiny_config(trainer="estimator")
     config.train.optimizer.weight_decay = 0.1
     config.train.accumulate_steps = 2
-    with self.assertRaisesRegex(UserError, "trainer=estimator takes TF1 optimizers and models "
-                                "without train.optimizer.weight_decay, train.accumulate_steps"):
+    with self.assertRaisesRegex(UserError, "trainer=estimator trains with TF1 optimizers.* "
+                                "cannot apply train.accumulate_steps=2, "
+                                "train.optimizer.weight_decay=0.1. Unset them"):
       validation.validate(config)
     config = testutil.tiny_config(trainer="keras_estimator")
     config.dataset.augment.mixup_alpha = 0.2
-    with self.assertRaisesRegex(UserError, "trainer=keras_estimator trains on integer labels"):
+    with self.assertRaisesRegex(UserError, "trainer=keras_estimator .*integer labels.* "
+                                "cannot apply dataset.augment.mixup_alpha=0.2"):
       validation.validate(config)
 
 

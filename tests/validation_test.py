@@ -23,6 +23,45 @@ CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR)
                       if f.endswith(".py") and f not in ("__init__.py", "tutorials.py"))
 
 
+# A value that turns each setting on, for every key some trainer row cannot apply.
+_ON = {"train.label_smoothing": 0.1, "train.sync_batchnorm": True,
+       "train.accumulate_steps": 2, "train.checkpoint_every_steps": 5,
+       "train.profile_steps": (1, 2), "train.optimizer.scale_by_batch": True,
+       "train.optimizer.weight_decay": 0.1, "train.optimizer.clip_global_norm": 1.0,
+       "train.optimizer.ema_momentum": 0.99, "dataset.augment.mixup_alpha": 0.2,
+       "dataset.augment.cutmix_alpha": 1.0}
+
+
+def _set(config, dotted_key, value):
+  *parents, leaf = dotted_key.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+
+
+class TrainerTableTest(parameterized.TestCase):
+  """Every setting a trainer row cannot apply is refused from the row's own columns."""
+
+  @parameterized.parameters(*trainers.NAMES)
+  def test_each_unsupported_setting_is_refused_and_the_others_train(self, name):
+    row = trainers.TABLE[name]
+    if row.estimator and not testutil.HAS_ESTIMATOR:
+      self.skipTest("tf.estimator exists on the full lane only")
+    every = {key for t in trainers.TABLE.values() for key, _ in t.unsupported}
+    self.assertContainsSubset(every, set(_ON))  # a new key needs an "on" value here
+    unsupported = {key for key, _ in row.unsupported}
+    for key, value in _ON.items():
+      config = testutil.tiny_config(trainer=name)
+      _set(config, key, value)
+      if key in unsupported:
+        with self.assertRaisesRegex(UserError, f"trainer={name} .* cannot apply "
+                                    f"{re.escape(key)}="):
+          validation.validate(config)
+      else:
+        validation.validate(config)  # accepted: the trainer applies it
+
+
 class ValidationTest(parameterized.TestCase):
 
   @parameterized.parameters(CONFIG_FILES)

@@ -36,6 +36,10 @@ class Trainer(typing.NamedTuple):
   jit_compile: bool = False  # config.xla compiles its whole train step (model.compile)
   finetunes: bool = False  # model.freeze_backbone_epochs (a callback that thaws mid-fit)
   precision_note: str = ""  # why the precisions are limited, for the refusal
+  # Settings this trainer cannot apply, each with the value that means "off": validation
+  # refuses any other value, naming `unsupported_why`, so no setting is a silent no-op.
+  unsupported: typing.Tuple[typing.Tuple[str, typing.Any], ...] = ()
+  unsupported_why: str = ""
 
   @property
   def benchmarkable(self):
@@ -44,6 +48,17 @@ class Trainer(typing.NamedTuple):
 
 _ESTIMATOR_STRATEGIES = ("auto", "default", "one_device", "mirrored")
 _ESTIMATOR_PRECISION = " (Estimators predate Keras mixed precision)"
+# What the Keras trainers do that an Estimator cannot: its TF1 optimizer, loss and model,
+# integer labels, and its own checkpoint and summary schedule.
+_ESTIMATOR_UNSUPPORTED = (
+    ("train.label_smoothing", 0.0), ("train.sync_batchnorm", False),
+    ("train.accumulate_steps", 1), ("train.checkpoint_every_steps", None),
+    ("train.profile_steps", None), ("train.optimizer.scale_by_batch", False),
+    ("train.optimizer.weight_decay", 0.0), ("train.optimizer.clip_global_norm", None),
+    ("train.optimizer.ema_momentum", None), ("dataset.augment.mixup_alpha", 0.0),
+    ("dataset.augment.cutmix_alpha", 0.0))
+_ESTIMATOR_WHY = ("trains with TF1 optimizers, plain cross-entropy on integer labels and its "
+                  "own checkpoint and summary schedule")
 
 TABLE = {t.name: t for t in (
     Trainer("fit", keras.trainer(fit.train), "Keras model.fit with kmodels' callbacks",
@@ -58,11 +73,13 @@ TABLE = {t.name: t for t in (
             "a canned tf.estimator classifier on the pixels (estimator.canned: dnn, linear or "
             "dnn_linear_combined; hidden units from estimator.hidden_units)",
             _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
-            registry_model=False, precision_note=_ESTIMATOR_PRECISION),
+            registry_model=False, precision_note=_ESTIMATOR_PRECISION,
+            unsupported=_ESTIMATOR_UNSUPPORTED, unsupported_why=_ESTIMATOR_WHY),
     Trainer("keras_estimator", estimator.train,
             "the registry's Keras model moved into an Estimator by model_to_estimator",
             _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
-            registry_model=True, precision_note=_ESTIMATOR_PRECISION),
+            registry_model=True, precision_note=_ESTIMATOR_PRECISION,
+            unsupported=_ESTIMATOR_UNSUPPORTED, unsupported_why=_ESTIMATOR_WHY),
 )}
 NAMES = tuple(TABLE)
 
