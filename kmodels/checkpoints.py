@@ -52,6 +52,38 @@ def log_step_checkpoint(steps_done):
   logging.info("Checkpointed step %d (train.checkpoint_every_steps).", steps_done)
 
 
+class PreemptionRule:
+  """The one rule for saving during training, for every trainer that saves mid-epoch.
+
+  After each call of training steps: on SIGTERM, save that step and stop (raising
+  faults.preempted); else, every `every_steps` steps, save. At each epoch's end the
+  trainer saves anyway, then `epoch_ended` stops the run if SIGTERM arrived meanwhile.
+  `save_step(epoch, done_in_epoch)` writes the checkpoint of the trainer's own kind.
+  """
+
+  def __init__(self, steps_per_epoch, sigterm, every_steps, start_step, save_step):
+    self.steps_per_epoch, self.sigterm, self.save_step = steps_per_epoch, sigterm, save_step
+    self.every = Every(every_steps, start_step)
+
+  def after_steps(self, epoch, done_in_epoch):
+    """After a call that ended with step `done_in_epoch` (1-based) of `epoch` (0-based)."""
+    done = epoch * self.steps_per_epoch + done_in_epoch
+    mid_epoch = done_in_epoch < self.steps_per_epoch  # the epoch's end saves anyway
+    if self.sigterm.stop_now() and mid_epoch:
+      self.save_step(epoch, done_in_epoch)
+      raise faults.preempted(epoch, done_in_epoch - 1, self.steps_per_epoch)
+    if self.every.crossed(done) and mid_epoch:
+      self.save_step(epoch, done_in_epoch)
+      log_step_checkpoint(done)
+
+  def epoch_ended(self, epoch):
+    """After the epoch's own checkpoint: stop if SIGTERM arrived at its last step or in
+    validation."""
+    self.every.crossed((epoch + 1) * self.steps_per_epoch)  # that save counts as one
+    if self.sigterm.stop_now():
+      raise faults.preempted(epoch, self.steps_per_epoch - 1, self.steps_per_epoch)
+
+
 class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
   """BackupAndRestore that saves at each epoch's end, every `every_steps` steps, and, after
   SIGTERM, at once.
@@ -67,8 +99,9 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
     # only re-evaluates, instead of silently training from scratch a second time.
     super().__init__(directory, save_freq=steps_per_epoch, delete_checkpoint=False)
     self.steps_per_epoch = steps_per_epoch
-    self.sigterm = sigterm
-    self.every = Every(every_steps, start_step)
+    self.rule = PreemptionRule(
+        steps_per_epoch, sigterm, every_steps, start_step,
+        lambda epoch, done_in_epoch: self._backup(epoch=epoch, batch=done_in_epoch - 1))
 
   def on_train_begin(self, logs=None):
     super().on_train_begin(logs)
@@ -88,20 +121,12 @@ class PreemptibleBackup(tf.keras.callbacks.BackupAndRestore):
 
   def on_train_batch_end(self, batch, logs=None):
     # Every worker asks at every step, the last included (see SigtermFlag).
-    mid_epoch = batch < self.steps_per_epoch - 1  # the epoch's end saves in on_epoch_end
-    if self.sigterm.stop_now() and mid_epoch:
-      self._backup(epoch=self._current_epoch, batch=batch)
-      raise faults.preempted(self._current_epoch, batch, self.steps_per_epoch)
-    done = self._current_epoch * self.steps_per_epoch + batch + 1
-    if self.every.crossed(done) and mid_epoch:
-      self._backup(epoch=self._current_epoch, batch=batch)
-      log_step_checkpoint(done)
+    self.rule.after_steps(self._current_epoch, batch + 1)
 
   def on_epoch_end(self, epoch, logs=None):
     # Saved as the epoch's last step, so the resume starts the next epoch.
     self._backup(epoch=epoch, batch=self.steps_per_epoch - 1)
-    if self.sigterm.stop_now():  # arrived at the last step or during validation
-      raise faults.preempted(epoch, self.steps_per_epoch - 1, self.steps_per_epoch)
+    self.rule.epoch_ended(epoch)
 
 
 def resume_step(directory, steps_per_epoch, repair=True):

@@ -89,13 +89,14 @@ def _per_example_loss(config):
                      mixed_targets=mixing.mixes(config.dataset.augment))
 
 
-def make_train_steps(model, strategy, config):
+def make_train_steps(model, strategy, config, loss_fn=None):
   """`train_steps(iterator, steps)`: a tf.function running `steps` distributed train steps.
 
-  Returns it with the metrics it updates. `model` must be compiled (its optimizer is used).
+  Returns it with the metrics it updates. `model` must be compiled (its optimizer is used);
+  `loss_fn`: the run's per-example loss, if the caller has built it already.
   """
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
-  loss_fn = _per_example_loss(config)
+  loss_fn = loss_fn or _per_example_loss(config)
   with strategy.scope():
     metrics = _Metrics(mixing.mixes(config.dataset.augment))
     optimizers.build_variables(optimizer, model.trainable_variables)
@@ -222,7 +223,7 @@ def train(run):
   config, model, strategy = run.config, run.model, run.strategy
   optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed_float16
   loss_fn = _per_example_loss(config)
-  train_steps, metrics = make_train_steps(model, strategy, config)
+  train_steps, metrics = make_train_steps(model, strategy, config, loss_fn)
   evaluate = make_evaluate(model, loss_fn, metrics, strategy)
   eval_dataset = strategy.experimental_distribute_dataset(run.datasets.eval)
   steps_per_epoch = run.steps_per_epoch
@@ -239,17 +240,9 @@ def train(run):
     callbacks = tf.keras.callbacks.CallbackList(
         [*run.callbacks, _SaveCheckpoints(checkpoints, steps_per_epoch)], model=model)
 
-    every = checkpoints_lib.Every(config.train.checkpoint_every_steps, steps_done)
-
-    def after_call(epoch, done):
-      """Mid-epoch, after each call: stop on SIGTERM, or a step checkpoint when due."""
-      steps = epoch * steps_per_epoch + done
-      if sigterm.stop_now():
-        checkpoints.save_step(steps)
-        raise faults.preempted(epoch, done - 1, steps_per_epoch)
-      if every.crossed(steps):
-        checkpoints.save_step(steps)
-        checkpoints_lib.log_step_checkpoint(steps)
+    rule = checkpoints_lib.PreemptionRule(
+        steps_per_epoch, sigterm, config.train.checkpoint_every_steps, steps_done,
+        lambda epoch, done: checkpoints.save_step(epoch * steps_per_epoch + done))
 
     callbacks.on_train_begin()
     for epoch in range(first_epoch, config.train.epochs):
@@ -257,12 +250,10 @@ def train(run):
       metrics.reset()
       train_steps_of_epoch(train_steps, train_iterator, run,
                            first_step if epoch == first_epoch else 0, metrics, callbacks,
-                           lambda done, epoch=epoch: after_call(epoch, done))
-      every.crossed((epoch + 1) * steps_per_epoch)  # the epoch's end saves anyway
+                           lambda done, epoch=epoch: rule.after_steps(epoch, done))
       evaluate(eval_dataset)
-      callbacks.on_epoch_end(epoch, metrics.results())
-      if sigterm.stop_now():  # arrived during evaluation: the epoch is saved
-        raise faults.preempted(epoch, steps_per_epoch - 1, steps_per_epoch)
+      callbacks.on_epoch_end(epoch, metrics.results())  # saves the epoch (_SaveCheckpoints)
+      rule.epoch_ended(epoch)
     # As fit does at its end: with ema_momentum the weights become their moving average
     # (after the last checkpoint, which keeps both for a resume).
     optimizer.finalize_variable_values(model.trainable_variables)
