@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kmodels' defaults against the plain Keras path on the same data, model and epochs
 # (README Results, "Against plain Keras"). Needs Fashion-MNIST prepared (launch.prepare_data).
-#   [SEEDS="0 1 2"] bash launch/against_plain_keras.sh [OUT_DIR] [PYTHON]
+#   [SEEDS="0 1 2"] [KINDS="tfds small-mixed photos"] bash launch/against_plain_keras.sh [OUT_DIR] [PYTHON]
 # Per kind of data (the tfds dataset at its own size; folders of small images and of
 # photos): launch.train as configured (crop.policy=auto), for folders launch.train with the
 # ImageNet crop policy (kmodels' default before auto), and launch.plain_keras; the same
@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 OUT="${1:-/tmp/against_plain_keras}"
 PY="${2:-.venv/bin/python}"
 SEEDS="${SEEDS:-0}"
+KINDS="${KINDS:-tfds small-mixed photos}"
 export PYTHONPATH="$PWD"
 mkdir -p "$OUT"
 
@@ -73,6 +74,11 @@ kind() {  # kind NAME SIZE WRITE_FLAGS...
 
 echo "| data, ShallowNet, 3 epochs | kmodels default (auto picks) | kmodels, ImageNet crops | plain Keras |"
 echo "|---|---|---|---|"
-tfds_kind "${TFDS_DATASET:-fashion_mnist}"
-kind small-mixed 32 --mixed
-kind photos 128 --photo_size=160x120
+for kind_name in $KINDS; do
+  case "$kind_name" in
+    tfds) tfds_kind "${TFDS_DATASET:-fashion_mnist}" ;;
+    small-mixed) kind small-mixed 32 --mixed ;;
+    photos) kind photos 128 --photo_size=160x120 ;;
+    *) echo "unknown kind $kind_name (tfds, small-mixed, photos)" >&2; exit 2 ;;
+  esac
+done
