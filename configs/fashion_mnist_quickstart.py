@@ -17,4 +17,5 @@ from configs import fashion_mnist_fast
 def get_config():
   config = fashion_mnist_fast.get_config()
   config.train.epochs = 2
+  config.train.steps_per_epoch = 225
   return config

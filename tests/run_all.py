@@ -61,6 +61,7 @@ CURRENT_LANE = {
     "validation_test": None,          # imports, rooms, no TF at import, the Keras 2 switch
     "models_test": ("ModelsTest", "BackboneWeightsTest"),  # the Keras API surface
     "custom_loop_test": None,         # GradientTape, optimizer and loss-scale APIs
+    "recipe_test": ("AccumulationTest",),  # accumulation rides Keras' optimizer internals
     "precision_test": None,           # mixed precision policies
     "distribute_test": None,          # strategies, MirroredStrategy over 2 logical CPUs
     "data_test": None,                # tfds builders and their checksums
