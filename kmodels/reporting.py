@@ -7,6 +7,7 @@ from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 from kmodels import storage
+from kmodels.errors import UserError, first_line
 
 
 def write_json(path, value):
@@ -15,9 +16,16 @@ def write_json(path, value):
 
 
 def read_json(path, default):
+  """The JSON in `path`, `default` if there is no such file, or a UserError naming a file
+  that is not JSON (kmodels writes them atomically, so something else damaged it)."""
   if not storage.exists(path):
     return default
-  return json.loads(storage.read_text(path))
+  try:
+    return json.loads(storage.read_text(path))
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path} is damaged: not JSON ({first_line(e)}). kmodels writes it "
+                    "whole or not at all; restore it from a copy, or run anew in a new "
+                    "--workdir.") from e
 
 
 def plot_curves(history, path, title):

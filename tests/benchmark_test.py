@@ -163,6 +163,25 @@ class WorkToAccuracyTest(absltest.TestCase):
                                   f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "holds no run")
 
+  def test_damaged_or_missing_records_are_one_line_each(self):
+    workdir = self.create_tempdir().full_path
+    training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic",
+                                                     model__name="mlp"), workdir)
+    card = os.path.join(workdir, "export", "1", "model_card.json")
+    for path, content, message in (
+        (card, "{cut", "model_card.json is damaged: not JSON"),
+        (card, None, "has no export with a model card"),
+        (os.path.join(workdir, "metrics.json"), "[]", "holds no completed run"),
+        (os.path.join(workdir, "metrics.json"), "", "metrics.json is damaged"),
+        (os.path.join(workdir, "config.json"), "[1]", "is not a run's config")):
+      if content is None:
+        os.remove(path)
+      else:
+        with open(path, "w") as f:
+          f.write(content)
+      proc = testutil.call_launcher("work_to_accuracy", f"--workdir={workdir}")
+      testutil.assert_user_error(self, proc, message)
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -17,7 +17,7 @@ from absl.testing import absltest
 import hypothesis
 from hypothesis import strategies as st
 
-from tests import testutil  # noqa: F401  (imports kmodels first)
+from tests import testutil  # first: it imports kmodels (runtime.configure)
 from configs import base
 from kmodels import validation
 from launch import common
@@ -45,14 +45,6 @@ VALUES = st.one_of(
     st.tuples(st.integers(-5, 600)))
 
 
-def _set(config, dotted_key, value):
-  *parents, leaf = dotted_key.split(".")
-  node = config
-  for parent in parents:
-    node = node[parent]
-  node[leaf] = value
-
-
 class ConfigFuzzTest(absltest.TestCase):
 
   @hypothesis.settings(max_examples=400, deadline=None, derandomize=True)
@@ -63,7 +55,7 @@ class ConfigFuzzTest(absltest.TestCase):
   def test_any_override_is_accepted_or_refused_with_a_message(self, key, value):
     config = base.get_config()
     try:
-      _set(config, key, value)
+      testutil.set_key(config, key, value)
     except (TypeError, ValueError):
       return  # the flag parser reports these as "could not load the config: ..."
     try:

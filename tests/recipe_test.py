@@ -224,6 +224,13 @@ class AccumulationTest(parameterized.TestCase):
       np.testing.assert_allclose(got, want, atol=1e-5)
       self.assertGreater(np.abs(want - start).max(), 1e-3)  # the weights did move
 
+  def test_an_accumulation_longer_than_the_run_is_refused(self):
+    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+                                  train__accumulate_steps=3)  # 2 steps in all
+    with self.assertRaisesRegex(UserError, "accumulate_steps=3 is more than the run's 2 "
+                                "training steps"):
+      training.train_and_evaluate(config, self.create_tempdir().full_path)
+
   def test_a_resume_with_another_accumulation_is_refused(self):
     config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
                                   train__accumulate_steps=2)

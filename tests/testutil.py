@@ -63,12 +63,17 @@ def tiny_config(**overrides):
   config.train.steps_per_epoch = 2
   config.precision = "float32"  # the same numbers on every CPU kind (auto: precision_test)
   for key, value in overrides.items():
-    *parents, leaf = key.split("__")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+    set_key(config, key.replace("__", "."), value)
   return config
+
+
+def set_key(config, dotted_key, value):
+  """config.a.b.c = value for dotted_key "a.b.c"."""
+  *parents, leaf = dotted_key.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
 
 
 def write_cifar10_archive(path, train_per_batch=4, test_examples=6, seed=0):

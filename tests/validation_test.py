@@ -32,14 +32,6 @@ _ON = {"train.label_smoothing": 0.1, "train.sync_batchnorm": True,
        "dataset.augment.cutmix_alpha": 1.0}
 
 
-def _set(config, dotted_key, value):
-  *parents, leaf = dotted_key.split(".")
-  node = config
-  for parent in parents:
-    node = node[parent]
-  node[leaf] = value
-
-
 class TrainerTableTest(parameterized.TestCase):
   """Every setting a trainer row cannot apply is refused from the row's own columns."""
 
@@ -53,7 +45,7 @@ class TrainerTableTest(parameterized.TestCase):
     unsupported = {key for key, _ in row.unsupported}
     for key, value in _ON.items():
       config = testutil.tiny_config(trainer=name)
-      _set(config, key, value)
+      testutil.set_key(config, key, value)
       if key in unsupported:
         with self.assertRaisesRegex(UserError, f"trainer={name} .* cannot apply "
                                     f"{re.escape(key)}="):

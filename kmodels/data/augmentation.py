@@ -41,11 +41,18 @@ def random_affine_transforms(batch_size, height, width, aug, seed):
   a01 = (-cos * tf.sin(shear) - sin * tf.cos(shear)) * zoom_y
   a10 = sin * zoom_x * flip
   a11 = (-sin * tf.sin(shear) + cos * tf.cos(shear)) * zoom_y
+  return about_centre((a00, a01, a10, a11), (shift_x, shift_y), height, width)
+
+
+def about_centre(matrix, shift, height, width):
+  """[batch, 8] transform rows (TF's projective layout) for per-image 2x2 maps `matrix`
+  (a00, a01, a10, a11) acting about the image centre, then `shift` (x, y) in pixels:
+  input = A (out - c) + c + shift."""
+  a00, a01, a10, a11 = matrix
   cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-  # input = A (out - c) + c + shift
-  b0 = cx - a00 * cx - a01 * cy + shift_x
-  b1 = cy - a10 * cx - a11 * cy + shift_y
-  zeros = tf.zeros([batch_size])
+  b0 = cx - a00 * cx - a01 * cy + shift[0]
+  b1 = cy - a10 * cx - a11 * cy + shift[1]
+  zeros = tf.zeros_like(a00)
   return tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
 
 

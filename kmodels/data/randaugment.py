@@ -49,12 +49,9 @@ def _affine_rows(op, strength, height, width):
   shift_y = where("translate_y", strength * MAX_TRANSLATE * height, zeros)
   cos, sin = tf.cos(angle), tf.sin(angle)
   # A = rotation @ [[1, shear_x], [shear_y, 1]]; no op draws two of them at once.
-  a00, a01 = cos - sin * shear_y, cos * shear_x - sin
-  a10, a11 = sin + cos * shear_y, sin * shear_x + cos
-  cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-  b0 = cx - a00 * cx - a01 * cy + shift_x
-  b1 = cy - a10 * cx - a11 * cy + shift_y
-  return tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
+  return augmentation.about_centre(
+      (cos - sin * shear_y, cos * shear_x - sin, sin + cos * shear_y, sin * shear_x + cos),
+      (shift_x, shift_y), height, width)
 
 
 def _grey(images):

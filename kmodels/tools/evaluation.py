@@ -6,7 +6,6 @@ Outputs go to WORKDIR/evaluation/<split>/: metrics.json, classification_report.t
 confusion_matrix.png.
 """
 
-import json
 from typing import Optional
 
 from absl import logging
@@ -40,10 +39,15 @@ def load_config(workdir):
   PREDATED_DEFAULTS where it did something else. Code reading a config never guesses a
   fallback of its own.
   """
-  if not storage.exists(workdir.config_json):
+  storage.check_reachable(workdir.root, "--workdir")  # a bucket that cannot answer: one line
+  recorded = reporting.read_json(workdir.config_json, None)
+  if recorded is None:
     raise UserError(f"{workdir.root} holds no run (no config.json). Pass the --workdir of a "
                     "run made by launch.train.")
-  recorded = json.loads(storage.read_text(workdir.config_json))
+  if not isinstance(recorded, dict):
+    raise UserError(f"{workdir.config_json} is not a run's config (a JSON "
+                    f"{type(recorded).__name__}, where launch.train writes an object). Pass "
+                    "the --workdir of a run made by launch.train.")
   defaults = base.get_config().to_dict()
   for path, value in PREDATED_DEFAULTS.items():
     *parents, leaf = path

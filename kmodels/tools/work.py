@@ -28,16 +28,22 @@ def run_work(workdir_path):
     raise UserError(f"{workdir_path} is a trainer={config.trainer} run: its network is an "
                     "Estimator's, which the profiler cannot count here. Count Keras runs.")
   metrics = reporting.read_json(workdir.metrics, None)
-  if not metrics or metrics.get("status") != "completed":
+  if not isinstance(metrics, dict) or metrics.get("status") != "completed":
     raise UserError(f"{workdir_path} holds no completed run (metrics.json says "
-                    f"{(metrics or {}).get('status', 'nothing')}). Count finished runs.")
-  card = serving.read_card(workdir.current_export())
+                    f"{metrics.get('status') if isinstance(metrics, dict) else 'nothing'}). Count "
+                    "finished runs.")
+  export = workdir.current_export()
+  card = serving.read_card(export) if export else None
+  if not card:
+    raise UserError(f"{workdir_path} has no export with a model card (export/<N>/"
+                    f"{serving.MODEL_CARD}), which holds the input shape and classes the "
+                    "count needs: count runs that finished under this kmodels.")
   image_shape = tuple(card["input"]["shape"][1:])
   model = models.build_from_config(config.model, image_shape, len(card["label_names"]))
   forward = benchmark.forward_flops_per_image(model, image_shape)
   images = sum(epoch["images"] for epoch in metrics["history"])
   settled = (keras.PRECISE_BATCHNORM_BATCHES * config.train.batch_size
-             if config.train.precise_batchnorm and models.batchnorm_layers(model) else 0)
+             if keras.settles_batchnorm(model, config) else 0)
   return {"workdir": workdir_path, "model": config.model.name,
           "forward_mflops_per_image": forward / 1e6, "train_images": images,
           "train_tflops": (TRAINING_FLOPS_PER_FORWARD * images + settled) * forward / 1e12,

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from kmodels import distribute, memory, models, optimizers, precision, progress, serving
 from kmodels.data import mixing
+from kmodels.errors import UserError
 from kmodels.trainers.run import Outcome
 
 
@@ -17,6 +18,7 @@ def build_and_compile(config, info, strategy, jit_compile=False):
   compiles its own step instead).
   """
   warn_about_xla_on_cpu(config, strategy)
+  _check_accumulation(config, info)
   with strategy.scope():
     model = models.build_from_config(config.model, info.image_shape, info.num_classes)
     if config.train.sync_batchnorm:
@@ -52,6 +54,11 @@ def build_and_compile(config, info, strategy, jit_compile=False):
 PRECISE_BATCHNORM_BATCHES = 32
 
 
+def settles_batchnorm(model, config):
+  """Whether the run ends by measuring `model`'s BatchNorm statistics (settle_batchnorm)."""
+  return bool(config.train.precise_batchnorm and models.batchnorm_layers(model))
+
+
 def settle_batchnorm(model, config, datasets, strategy=None):
   """With train.precise_batchnorm, sets the BatchNorm statistics that evaluation and the
   export use to the final weights' own, measured over training batches.
@@ -64,7 +71,7 @@ def settle_batchnorm(model, config, datasets, strategy=None):
   pipeline, so launch.evaluate sets the same from a checkpoint. A multi-worker job's
   workers would each measure their own: there the moving averages stay (logged).
   """
-  if not config.train.precise_batchnorm or not models.batchnorm_layers(model):
+  if not settles_batchnorm(model, config):
     return
   strategy = strategy or tf.distribute.get_strategy()
   if distribute.is_multi_worker(strategy):
@@ -76,6 +83,15 @@ def settle_batchnorm(model, config, datasets, strategy=None):
     seen = models.reestimate_batchnorm(model, batches)
   logging.info("train.precise_batchnorm: BatchNorm statistics of the final weights measured "
                "over %d training batches (instead of the moving averages).", seen)
+
+
+def _check_accumulation(config, info):
+  """A run shorter than one accumulation would never update its weights."""
+  steps, every = optimizers.total_steps(config.train, info), config.train.accumulate_steps
+  if steps is not None and every > steps:
+    raise UserError(f"train.accumulate_steps={every} is more than the run's {steps} training "
+                    "steps: the optimizer would never update the weights. Set it to at most "
+                    f"{steps}, or train longer (train.epochs, train.steps_per_epoch).")
 
 
 def _check_memory(model, config, info, strategy):
