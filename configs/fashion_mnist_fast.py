@@ -5,7 +5,7 @@ Command (after preparing Fashion-MNIST, README "Data"):
 Expected: see kmodels/docs/performance.md (accuracy and wall time from command start to the
 final evaluation, measured on 2 CPU cores with the command and date).
 
-Choices, each measured (BUILD_NOTES "Time to accuracy"): bf16 compute; a small CNN
+Choices, each measured (kmodels/docs/measurements.md "Speed"): bf16 compute; a small CNN
 (fastcnn) over wider/deeper/global-pooling ones; batch 256 with Adam at 3e-3, warmed up
 and cosine-decayed over the run; no augmentation (at 4-6 epochs it cost accuracy).
 """

@@ -172,7 +172,7 @@ def steps_done(path, steps_per_epoch=None):
   return int(reader.get_tensor(key)) if key else None
 
 
-def _read_every_tensor(path):
+def read_every_tensor(path):
   reader = tf.train.load_checkpoint(path)
   for name in reader.get_variable_to_shape_map():
     reader.get_tensor(name)
@@ -191,7 +191,7 @@ def is_readable(path):
   """True, or False with the reason; raises a UserError if reading keeps failing otherwise."""
   for attempt in range(TRANSIENT_READ_ATTEMPTS):
     try:
-      _read_every_tensor(path)
+      read_every_tensor(path)
       return True, None
     except _DAMAGED as e:
       return False, first_line(e) or repr(e)

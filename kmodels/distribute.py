@@ -87,7 +87,7 @@ def _slurm_resolver(distribution_config):
     raise UserError("distribution.cluster=slurm, but this process is not a Slurm job step "
                     "(no SLURM_PROCID / SLURM_STEP_NODELIST): start it with srun, e.g. "
                     "launch/cluster/slurm.sbatch.")
-  tasks_per_node = _most_slurm_tasks_per_node(os.environ)
+  tasks_per_node = slurm_tasks_per_node(os.environ)
   gpus = len(tf.config.list_physical_devices("GPU"))
   if gpus and tasks_per_node > 1:
     raise UserError(f"{tasks_per_node} Slurm tasks share a node: kmodels runs one task per "
@@ -104,7 +104,7 @@ def _slurm_resolver(distribution_config):
   return resolver
 
 
-def _most_slurm_tasks_per_node(environ):
+def slurm_tasks_per_node(environ):
   """The most tasks of this step on one node, with the step's variables checked: what
   srun sets, or a UserError naming the variable that is not."""
   def bad(name, what):

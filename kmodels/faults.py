@@ -84,7 +84,7 @@ class SigtermFlag:
     self._any_worker = (_any_replica_true(strategy) if distribute.is_multi_worker(strategy)
                         else None)
 
-  def _handle(self, signum, frame):
+  def handle_sigterm(self, signum, frame):
     del signum, frame
     self.received = True
     logging.warning("SIGTERM received: saving a checkpoint after the current step.")
@@ -114,7 +114,7 @@ def sigterm_flag(strategy):
   if threading.current_thread() is not threading.main_thread():
     yield flag
     return
-  previous = signal.signal(signal.SIGTERM, flag._handle)
+  previous = signal.signal(signal.SIGTERM, flag.handle_sigterm)
   try:
     yield flag
   finally:

@@ -10,7 +10,7 @@ step's memory is estimated from the built model before training starts:
                2 bytes under mixed precision): what the backward pass keeps, roughly;
   fixed:       weights, their gradients and two optimizer slots, in float32.
 
-Measured against a step's peak memory (BUILD_NOTES "Memory"), the per-example part
+Measured against a step's peak memory (kmodels/docs/measurements.md "Step-memory calibration"), the per-example part
 over-estimates by 1.0-1.7x (oneDNN fuses and frees some outputs), so the check refuses only
 what clearly cannot fit (MARGIN) and suggests a batch the estimate itself allows.
 Where it cannot estimate (a subclassed model, whose layers' outputs Keras never saw),

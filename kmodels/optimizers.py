@@ -82,7 +82,7 @@ def learning_rate(optimizer_config, steps=None, batch_size=None, finetune_from_s
 
   constant: learning_rate. The CIFAR styles tutorial's time decay: lr / (1 + time_decay * step).
   cosine: a linear warm-up from lr/10 over `warmup_fraction` of the run, then cosine decay to 0
-  at the last step (fewer epochs to a given accuracy: see BUILD_NOTES "Time to accuracy").
+  at the last step (fewer epochs to a given accuracy: see kmodels/docs/measurements.md "Speed").
   """
   lr = base_learning_rate(optimizer_config, batch_size)
   if optimizer_config.schedule == "cosine":

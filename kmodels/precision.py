@@ -1,7 +1,7 @@
 """Mixed precision: `auto` resolved for the hardware, and the policy set for one run.
 
 `precision: auto` picks what is fast where the run lands (measured on 2-core CPUs of
-three kinds, BUILD_NOTES "Speed"): mixed_bfloat16 on TPUs, on GPUs of compute capability
+three kinds, kmodels/docs/measurements.md "Speed"): mixed_bfloat16 on TPUs, on GPUs of compute capability
 >= 8.0 and on CPUs with native bf16 (AMX or AVX512_BF16; ~2-4x float32 there), where
 bf16 without them is emulated and ~3x *slower*; mixed_float16 on GPUs of compute
 capability 7.x; float32 otherwise and for the Estimator trainers (they predate Keras
@@ -40,7 +40,7 @@ def cpu_flags(path=_CPUINFO):
   return None
 
 
-def _bf16_matmul_is_faster(size=512, repeats=5):
+def bf16_matmul_is_faster(size=512, repeats=5):
   """A short probe (~0.1 s): is a bfloat16 matmul faster than a float32 one here?"""
   seconds = {}
   for dtype in (tf.float32, tf.bfloat16):
@@ -58,7 +58,7 @@ def _gpu_capability(gpu):
   return tuple(details.get("compute_capability") or (0, 0))
 
 
-def choose(devices=None, flags=None, probe=_bf16_matmul_is_faster,
+def choose(devices=None, flags=None, probe=bf16_matmul_is_faster,
            gpu_capability=_gpu_capability, cpuinfo_path=_CPUINFO):
   """What `auto` means on a machine with these devices and CPU flags (both looked up when
   None); a pure function of its arguments otherwise, which is how tests cover GPUs/TPUs."""
@@ -121,7 +121,7 @@ def agree_across_workers(resolved, strategy):
                     "--config.precision to one value for every worker.")
 
 
-# Measured (BUILD_NOTES "Speed"): CPUs have no fast float16 kernels, so a GPU config run
+# Measured (kmodels/docs/measurements.md "Speed"): CPUs have no fast float16 kernels, so a GPU config run
 # on a CPU-only machine as it stands trains ~100x slower than with bfloat16.
 FLOAT16_WITHOUT_GPU = (
     "precision=mixed_float16 on a machine without a GPU: CPUs have no fast float16 kernels "

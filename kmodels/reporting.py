@@ -86,7 +86,7 @@ def confusion_matrix(labels, predictions, num_classes):
 MAX_CLASSES_PLOTTED = 30
 
 
-def _most_confused(counts, limit):
+def most_confused(counts, limit):
   """Indices of the `limit` classes with the most errors (as true or as predicted class)."""
   errors = counts.sum(axis=0) + counts.sum(axis=1) - 2 * np.diag(counts)
   return np.sort(np.argsort(-errors, kind="stable")[:limit])
@@ -100,7 +100,7 @@ def plot_confusion_matrix(labels, predictions, label_names, path, title):
   """
   counts = confusion_matrix(labels, predictions, len(label_names))
   if len(label_names) > MAX_CLASSES_PLOTTED:
-    shown = _most_confused(counts, MAX_CLASSES_PLOTTED)
+    shown = most_confused(counts, MAX_CLASSES_PLOTTED)
     counts = counts[np.ix_(shown, shown)]
     title = f"{title}\nthe {len(shown)} of {len(label_names)} classes with the most errors"
     label_names = [label_names[i] for i in shown]

@@ -153,9 +153,9 @@ def new_version(export_root, strategy=None, versioned=True):
   The chief writes into `export/incomplete-<N>/` and renames it to `export/<N>/` when all
   is written: servers only load directories named by a number, so they never see half a
   version (locally the rename is atomic; on object stores it is a server-side copy object
-  by object, seconds against the minutes of writing the export). Other workers of a multi-worker job write a scratch copy
-  (distribute.writable_path). Unversioned (Vertex AI's AIP_MODEL_DIR), the slot is
-  `export_root` itself.
+  by object, seconds against the minutes of writing the export). Other workers of a
+  multi-worker job write a scratch copy (distribute.writable_path). Unversioned (Vertex
+  AI's AIP_MODEL_DIR), the slot is `export_root` itself.
   """
   strategy = strategy or tf.distribute.get_strategy()  # none given: this process writes
   if not versioned:
@@ -273,6 +273,6 @@ def load_export(export_dir):
     return tf.saved_model.load(export_dir)
   except Exception as e:  # pylint: disable=broad-except  (see the docstring)
     raise UserError(f"The SavedModel in {export_dir} cannot be loaded: it is damaged or "
-                    f"incomplete ({type(e).__name__}: {first_line(e)}). Export it again: re-run the "
-                    "run's launch.train command (its checkpoints are kept; a new version is "
-                    "exported), or copy the version's directory again.") from e
+                    f"incomplete ({type(e).__name__}: {first_line(e)}). Export it again: "
+                    "re-run the run's launch.train command (its checkpoints are kept; a new "
+                    "version is exported), or copy the version's directory again.") from e

@@ -1,7 +1,8 @@
 """Runs one experiment: set up, train with the configured trainer, evaluate, report.
 
-The orchestrator: validates the config, makes the strategy, resolves precision and splits,
-prepares and locks the workdir, loads the data, then hands a trainers.run.Run to the
+The orchestrator: `prepare` validates the config, makes the strategy, resolves its `auto`
+values and opens the data (launch.benchmark starts there too); then the workdir is
+prepared and locked, and train_and_evaluate hands a trainers.run.Run to the
 trainer's row of kmodels.trainers.TABLE (which trains, evaluates and exports) and writes
 the reports from the Outcome it returns.
 """
@@ -19,25 +20,43 @@ from kmodels import (callbacks, data, distribute, faults, precision, reporting, 
                      trainers, validation)
 from kmodels import errors
 from kmodels import workdir as workdir_lib
-from kmodels.data import images, preparation, sources
+from kmodels.data import images, sources
 from kmodels.errors import PeerLost, TrainingDiverged
 from kmodels.trainers.run import Run
 from kmodels.workdir import Workdir
 
 
-def _open(config, workdir, strategy, overwrite):
-  """Validates, makes the strategy, and (on the chief) prepares and locks the workdir."""
+class Prepared(typing.NamedTuple):
+  """A run ready to train: what training and the benchmark both start from."""
+  config: ml_collections.ConfigDict  # resolved: precision, evaluation split, crop policy
+  strategy: tf.distribute.Strategy
+  datasets: data.Datasets
+  steps_per_epoch: int
+
+
+def prepare(config: ml_collections.ConfigDict,
+            strategy: typing.Optional[tf.distribute.Strategy] = None,
+            datasets: typing.Optional[data.Datasets] = None) -> Prepared:
+  """Validates `config`, makes the strategy, resolves its `auto` values and opens its data.
+
+  The one path from a config to a run ready to train: train_and_evaluate and
+  launch.benchmark both start here, so the benchmark measures what training runs. The
+  data source is opened once; the returned config records what the run uses (precision,
+  the evaluation split a dataset without `test` gets, the crop policy). `datasets`, when
+  given (tests), are used as they are.
+  """
   validation.validate(config)
   # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
   strategy = strategy or distribute.get_strategy(
       config.distribution, for_estimator=trainers.is_estimator(config.trainer))
-  config = with_resolved_precision(config, strategy)
-  config = with_resolved_splits(config)
-  config = with_resolved_crop_policy(config)
-  workdir = Workdir(workdir, environ=os.environ)  # Vertex AI's AIP_* directories
-  if distribute.is_chief(strategy):
-    workdir.prepare(config, overwrite)
-  return config, workdir, strategy
+  config = with_resolved_crop_policy(with_resolved_precision(config, strategy))
+  seed_and_determinism(config.train)
+  if datasets is None:
+    source = sources.open_source(config.dataset, config.train.seed)
+    config = _with_splits_of(config, source.dataset_config)
+    datasets = data.load(config.dataset, config.train.batch_size, config.train.seed, source)
+  steps_per_epoch = _steps_per_epoch(config, strategy, datasets.info)
+  return Prepared(config, strategy, datasets, steps_per_epoch)
 
 
 def with_resolved_precision(config, strategy=None):
@@ -53,17 +72,14 @@ def with_resolved_precision(config, strategy=None):
   return resolved
 
 
-def with_resolved_splits(config):
-  """`config` with the dataset's evaluation split resolved (a held-out slice if it has none),
-  so config.json records what the run trained and evaluated on."""
-  if config.dataset.source == "tfds" and config.dataset.name != sources.IMAGE_FOLDER:
-    preparation.ensure_prepared(config.dataset)
-  dataset = sources.with_resolved_splits(config.dataset)
-  if dataset is config.dataset:
+def _with_splits_of(config, dataset_config):
+  """`config` with the splits its opened source read (sources.with_resolved_splits)."""
+  if (dataset_config.train_split, dataset_config.eval_split) == (
+      config.dataset.train_split, config.dataset.eval_split):
     return config
   resolved = config.copy_and_resolve_references()
-  resolved.dataset.train_split, resolved.dataset.eval_split = (dataset.train_split,
-                                                               dataset.eval_split)
+  resolved.dataset.train_split = dataset_config.train_split
+  resolved.dataset.eval_split = dataset_config.eval_split
   return resolved
 
 
@@ -98,18 +114,15 @@ def seed_and_determinism(train_config):
     tf.config.experimental.enable_op_determinism()  # for the rest of the process
 
 
-def _load(config, strategy, datasets):
-  per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
-  seed_and_determinism(config.train)
-  datasets = datasets or data.load(config.dataset, config.train.batch_size, config.train.seed)
-  info = datasets.info
+def _steps_per_epoch(config, strategy, info):
   steps_per_epoch = config.train.steps_per_epoch or info.train_examples // config.train.batch_size
+  per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
   logging.info("%s: %d train / %d eval examples, %s images, %d classes. Batch %d "
                "(%d per replica x %d), %d steps per epoch, %d epochs, trainer %s.", info.name,
                info.train_examples, info.eval_examples, info.image_shape, info.num_classes,
                config.train.batch_size, per_replica, strategy.num_replicas_in_sync,
                steps_per_epoch, config.train.epochs, config.trainer)
-  return datasets, steps_per_epoch
+  return steps_per_epoch
 
 
 def train_and_evaluate(
@@ -136,11 +149,13 @@ def train_and_evaluate(
     The metrics dict also written to workdir/metrics.json.
   """
   timer = callbacks.FirstStepTimer()
-  config, workdir, strategy = _open(config, workdir, strategy, overwrite)
+  prepared = prepare(config, strategy, datasets)
+  strategy = prepared.strategy
+  workdir = Workdir(workdir, environ=os.environ)  # Vertex AI's AIP_* directories
+  if distribute.is_chief(strategy):
+    workdir.prepare(prepared.config, overwrite)
   try:
-    datasets, steps_per_epoch = _load(config, strategy, datasets)
-    return _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer,
-                                  extra_callbacks)
+    return _train_evaluate_report(prepared, workdir, timer, extra_callbacks)
   except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
     if not distribute.is_multi_worker(strategy):
       raise
@@ -161,8 +176,8 @@ def _peer_failure(error):
   return (lines[0] if lines else errors.first_line(error))[:300]
 
 
-def _train_evaluate_report(config, workdir, strategy, datasets, steps_per_epoch, timer,
-                           extra_callbacks):
+def _train_evaluate_report(prepared, workdir, timer, extra_callbacks):
+  config, strategy, datasets, steps_per_epoch = prepared
   chief = distribute.is_chief(strategy)
   history = callbacks.EpochHistory(workdir.history if chief else None,
                                    steps_per_epoch * config.train.batch_size)

@@ -1,4 +1,4 @@
-r"""Seconds to convert untrained registry models to LiteRT and ONNX (BUILD_NOTES "Off TensorFlow").
+r"""Seconds to convert untrained registry models to LiteRT and ONNX (kmodels/docs/measurements.md "Conversion times").
 
   .venv-current/bin/python -m launch.conversion_times --models=mobilenet_v2,resnet50
 

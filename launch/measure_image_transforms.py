@@ -4,7 +4,7 @@ r"""Throughput of each stage of the per-example image transform, on a folder of 
 
 Prints images/s for: decoding whole files, decoding only a random-resized crop window,
 the training transform (crop + resize + flip) with and without an antialiased resize. The
-numbers behind BUILD_NOTES "Training resize without antialiasing"; `launch.benchmark
+numbers behind kmodels/docs/measurements.md "Image pipeline"; `launch.benchmark
 --input_only` measures the whole pipeline.
 """
 

@@ -1,20 +1,27 @@
-r"""The plain Keras path on the data of a config, beside kmodels' (README Results, "Against
-plain Keras").
+r"""The peers' paths on the data of a config, beside kmodels' (README Results).
 
   python -m launch.plain_keras --config=configs/base.py \
       --config.dataset.name=image_folder --config.dataset.image_dir=DIR \
       --config.dataset.image_size=32 --config.dataset.channels=1 \
       --config.model.name=shallownet --config.train.epochs=3
-  python -m launch.plain_keras --config=configs/base.py --config.dataset.name=fashion_mnist \
-      --config.model.name=shallownet --config.train.epochs=3
+  python -m launch.plain_keras --config=configs/fashion_mnist_quickstart.py \
+      --path=tutorial --target_accuracy=0.9 --config.train.epochs=6
 
-What a Keras user writes for the same data: for a folder,
+--path=plain (default) is what a Keras user writes for the same data: for a folder,
 `tf.keras.utils.image_dataset_from_directory` (each file resized to image_size); for a tfds
 dataset, tfds' Keras tutorial (`tfds.load(..., as_supervised=True)`, cache, a shuffle over
-the whole split, batch); pixels / 255, no augmentation, and `model.fit`, with the run's own
-model, optimizer, schedule, batch size, epochs and seed from the same config, so the only
-difference from `launch.train` with that config is kmodels' data path and recipe defaults.
-Prints the test accuracy as JSON.
+the whole split, batch); pixels / 255, no augmentation, and `model.fit`.
+--path=tutorial is the CIFAR styles tutorial's path: the whole split as NumPy arrays
+through `ImageDataGenerator.flow` with the tutorial's augmentation, and `model.fit`.
+Both use the run's own model, optimizer, schedule, batch size, epochs and seed from the
+same config, so the only difference from `launch.train` is the data path and kmodels'
+recipe defaults. Validation on the test split each epoch, as launch.train does (its
+train_seconds include it too).
+
+With --target_accuracy the run stops after the first epoch whose test accuracy reaches it
+(the schedule still spans config.train.epochs), for time to accuracy against kmodels.
+Prints one JSON line: the final test accuracy and seconds, each epoch's cumulative seconds
+and test accuracy, and the seconds to the target (null when it was not reached).
 """
 
 import json
@@ -24,13 +31,21 @@ import time
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
-from kmodels import runtime
+from kmodels import models, optimizers, precision
+from kmodels.tools import benchmark
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A launch.train config file.")
+_PATH = flags.DEFINE_enum("path", "plain", ["plain", "tutorial"],
+                          "plain: Keras' own input + fit; tutorial: ImageDataGenerator + fit.")
+_TARGET = flags.DEFINE_float("target_accuracy", None,
+                             "Stop after the first epoch whose test accuracy reaches this.")
 
 
-def _folder_splits(tf, config):
+def _folder_splits(config):
   """(train, test, image shape, classes) of an image folder, as Keras reads one."""
   size, channels = config.dataset.image_size, config.dataset.channels or 3
 
@@ -46,10 +61,9 @@ def _folder_splits(tf, config):
           (size, size, channels), num_classes)
 
 
-def _tfds_splits(tf, config):
+def _tfds_splits(config):
   """(train, test, image shape, classes) of a prepared tfds dataset, as tfds' Keras
   tutorial reads one."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   def split(name, training):
     ds = tfds.load(config.dataset.name, split=name, as_supervised=True,
@@ -64,31 +78,62 @@ def _tfds_splits(tf, config):
           info.features["image"].shape, info.features["label"].num_classes)
 
 
+def _tutorial_flow(train, config):
+  """The training split as arrays through ImageDataGenerator, as the tutorial feeds fit."""
+  images, labels = zip(*((x.numpy(), y.numpy()) for x, y in train))
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  generator = tf.keras.preprocessing.image.ImageDataGenerator(
+      **benchmark.TUTORIAL_AUGMENTATION)
+  flow = generator.flow(images, labels, batch_size=config.train.batch_size,
+                        seed=config.train.seed)
+  return flow, len(images) // config.train.batch_size
+
+
+class _TimeToAccuracy(tf.keras.callbacks.Callback):
+  """Each epoch's cumulative seconds (validation included) and test accuracy; stops the
+  run at the first epoch that reaches `target`."""
+
+  def __init__(self, target):
+    super().__init__()
+    self.target, self.epochs, self.seconds_to_target = target, [], None
+    self._start = None
+
+  def on_train_begin(self, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds, accuracy = time.perf_counter() - self._start, float(logs["val_accuracy"])
+    self.epochs.append({"epoch": epoch + 1, "seconds": seconds, "test_accuracy": accuracy})
+    if self.target is not None and accuracy >= self.target:
+      self.seconds_to_target = seconds
+      self.model.stop_training = True
+
+
 def main(argv):
   del argv
-  runtime.configure()
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (after runtime.configure)
-  from kmodels import models, optimizers, precision  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config.dataset.name == "image_folder":
-    train, test, image_shape, num_classes = _folder_splits(tf, config)
+    train, test, image_shape, num_classes = _folder_splits(config)
   else:
-    train, test, image_shape, num_classes = _tfds_splits(tf, config)
+    train, test, image_shape, num_classes = _tfds_splits(config)
   tf.keras.utils.set_random_seed(config.train.seed)
   steps_per_epoch = int(train.cardinality())
+  if _PATH.value == "tutorial":
+    train, steps_per_epoch = _tutorial_flow(train, config)
   with precision.policy("float32"):
     model = models.build_model(config.model.name, image_shape, num_classes)
     optimizer = optimizers.build_optimizer(config.train.optimizer,
                                            steps_per_epoch * config.train.epochs,
                                            config.train.batch_size)
     models.compile_classifier(model, config.model.name, optimizer)
-  start = time.perf_counter()
-  # Validation each epoch, as launch.train does: its train_seconds include it too.
-  model.fit(train, epochs=config.train.epochs, validation_data=test, verbose=2)
-  train_seconds = time.perf_counter() - start
+  timing = _TimeToAccuracy(_TARGET.value)
+  model.fit(train, epochs=config.train.epochs, steps_per_epoch=steps_per_epoch,
+            validation_data=test, callbacks=[timing], verbose=2)
   results = model.evaluate(test, verbose=0, return_dict=True)
-  print(json.dumps({"path": "plain Keras", "test_accuracy": results["accuracy"],
-                    "test_loss": results["loss"], "train_seconds": train_seconds}))
+  print(json.dumps({"path": _PATH.value, "test_accuracy": results["accuracy"],
+                    "test_loss": results["loss"], "train_seconds": timing.epochs[-1]["seconds"],
+                    "epochs": timing.epochs, "target_accuracy": _TARGET.value,
+                    "seconds_to_target": timing.seconds_to_target}))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ r"""Classifies images with a trained run's serving export.
   python -m launch.predict --model=runs/quickstart --describe            # the model card
 
 --model is a workdir, its export/ directory (both: the highest version, the one a server
-serves), one version, or a LiteRT/ONNX file of launch.export (run by its own runtime). Prints the top-k classes with probabilities for each image. Files
-go whole through the export's serving_bytes signature, which decodes them and brings them
-to the model's input size and colour mode as a server would; files that are not images
-are reported and skipped; exit 2 when none could be read.
+serves), one version, or a LiteRT/ONNX file of launch.export (run by its own runtime).
+Prints the top-k classes with probabilities for each image. Files go whole through the
+export's serving_bytes signature, which decodes them and brings them to the model's input
+size and colour mode as a server would; files that are not images are reported and
+skipped; exit 2 when none could be read.
 """
 
 import json

@@ -2,6 +2,7 @@
 # Makes the virtualenv of a lane with its exact pins and kmodels installed (editable).
 #   bash launch/setup.sh                 full lane (TF 2.15 + Estimator): .venv
 #   LANE=current bash launch/setup.sh    current lane (TF 2.21 + tf-keras): .venv-current
+#   LANE=lint bash launch/setup.sh       the formatter and linter of launch/lint.sh: .venv-lint
 # Prints the venv's python path on the last line.
 #
 # The venv itself lives in a cache named by the hash of the lane's lock file and
@@ -15,7 +16,8 @@ LANE="${LANE:-full}"
 case "$LANE" in
   full) LINK=.venv ;;
   current) LINK=.venv-current ;;
-  *) echo "LANE must be 'full' or 'current', got '$LANE'" >&2; exit 2 ;;
+  lint) LINK=.venv-lint ;;
+  *) echo "LANE must be 'full', 'current' or 'lint', got '$LANE'" >&2; exit 2 ;;
 esac
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -43,6 +45,17 @@ if [ ! -f "$VENV/.kmodels-complete" ]; then
   pip_install "the pins of $LOCK" --quiet -r "$LOCK"
   touch "$VENV/.kmodels-complete"
 fi
+link_and_print() {
+  if [ "$(readlink "$LINK" 2>/dev/null)" != "$VENV" ]; then
+    rm -rf "$LINK"
+    ln -s "$VENV" "$LINK"
+  fi
+  echo "$REPO/$LINK/bin/python"
+}
+if [ "$LANE" = lint ]; then  # tools only: no kmodels, no TensorFlow
+  link_and_print
+  exit 0
+fi
 # kmodels itself, editable, from this checkout (another clone may have installed its own).
 # Checked from outside the repo, where `import kmodels` works only if the install did.
 installed_from() {
@@ -63,8 +76,4 @@ if ! (cd / && TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" -c "import tensorflow, t
   tail -5 "$LOG" >&2
   exit 1
 fi
-if [ "$(readlink "$LINK" 2>/dev/null)" != "$VENV" ]; then
-  rm -rf "$LINK"
-  ln -s "$VENV" "$LINK"
-fi
-echo "$REPO/$LINK/bin/python"
+link_and_print

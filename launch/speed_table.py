@@ -5,8 +5,9 @@ r"""The README's per-CPU speed table: each CIFAR model in float32 and mixed_bflo
 Runs `launch.benchmark` once per model and precision, each in a fresh process (synthetic
 CIFAR-sized data, one at a time so they don't share the cores), and prints one Markdown
 row per model with this CPU's model name and bf16 flags, plus what `precision=auto` picks
-here (a fresh benchmark of `auto` would repeat one of the two runs). The float32 run also measures the reference tutorial's path (ImageDataGenerator +
-model.fit). Each run's benchmark.json stays in WORKDIR/<model>-<precision>/.
+here (a fresh benchmark of `auto` would repeat one of the two runs). The float32 run also
+measures the reference tutorial's path (ImageDataGenerator + model.fit). Each run's
+benchmark.json stays in WORKDIR/<model>-<precision>/.
 """
 
 import json

@@ -1,4 +1,4 @@
-r"""kmodels' step-memory estimate beside a training step's measured memory (BUILD_NOTES "Memory").
+r"""kmodels' step-memory estimate beside a training step's measured memory (kmodels/docs/measurements.md "Step-memory calibration").
 
   python -m launch.step_memory --model=resnet50 --image_size=224 --batches=8,32
 

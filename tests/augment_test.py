@@ -70,7 +70,7 @@ class RandAugmentTest(parameterized.TestCase):
   def test_translation_moves_content_by_its_share_of_the_side(self):
     images = np.zeros([2, 20, 20, 1], np.float32)
     images[:, :, 10] = 255.0  # a bright column at x = 10
-    rows = randaugment._affine_rows(tf.constant([randaugment.OPS.index("translate_x")] * 2),
+    rows = randaugment.affine_rows(tf.constant([randaugment.OPS.index("translate_x")] * 2),
                                     tf.constant([-0.5, 0.5]), 20, 20)
     moved = augmentation.warp_bilinear(tf.constant(images), rows).numpy()
     shift = 0.5 * randaugment.MAX_TRANSLATE * 20  # 4.5 px: the column spreads over two

@@ -183,5 +183,38 @@ class WorkToAccuracyTest(absltest.TestCase):
       testutil.assert_user_error(self, proc, message)
 
 
+class PeerPathsTest(absltest.TestCase):
+  """launch.plain_keras: the peers' paths, to a target accuracy or for the whole run."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.folder = os.path.join(absltest.get_default_test_tmpdir(), "peer_paths_folder")
+    testutil.write_image_folder(cls.folder, per_class=12)
+
+  def _run(self, path, target):
+    proc = testutil.call_launcher(
+        "plain_keras", *testutil.image_folder_flags(self.folder, image_size=12),
+        "--config.model.name=mlp", "--config.train.batch_size=6", "--config.train.epochs=2",
+        f"--path={path}", f"--target_accuracy={target}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+  def test_a_reached_target_stops_the_run_at_that_epoch(self):
+    for path in ("plain", "tutorial"):
+      result = self._run(path, 0.0)
+      self.assertEqual(result["path"], path)
+      self.assertLen(result["epochs"], 1)
+      self.assertEqual(result["seconds_to_target"], result["epochs"][0]["seconds"])
+
+  def test_a_target_out_of_reach_trains_every_epoch_and_reports_none(self):
+    result = self._run("tutorial", 1.01)
+    self.assertEqual([e["epoch"] for e in result["epochs"]], [1, 2])
+    self.assertLess(result["epochs"][0]["seconds"], result["epochs"][1]["seconds"])
+    self.assertIsNone(result["seconds_to_target"])
+    self.assertAlmostEqual(result["test_accuracy"], result["epochs"][-1]["test_accuracy"],
+                           places=5)
+
+
 if __name__ == "__main__":
   absltest.main()

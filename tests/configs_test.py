@@ -12,7 +12,6 @@ import re
 
 from absl.testing import absltest
 from absl.testing import parameterized
-from ml_collections import config_flags
 
 from tests import testutil
 from kmodels import models, training
@@ -32,8 +31,7 @@ def _train_configs():
 
 
 def _load(filename):
-  path = os.path.join(CONFIG_DIR, filename)
-  return config_flags.config_flags._LoadConfigModule("c", path).get_config()  # pylint: disable=protected-access
+  return testutil.shipped_config_module(filename).get_config()
 
 
 class ShippedConfigsTest(parameterized.TestCase):

@@ -187,7 +187,7 @@ class SlurmStepTest(parameterized.TestCase):
            "SLURM_STEP_TASKS_PER_NODE": "2(x2),1", "SLURM_STEP_NODELIST": "n[1-3]"}
 
   def test_what_srun_sets_is_read(self):
-    self.assertEqual(distribute._most_slurm_tasks_per_node(self._STEP), 2)  # pylint: disable=protected-access
+    self.assertEqual(distribute.slurm_tasks_per_node(self._STEP), 2)
     self.assertEqual(distribute.cluster_source("auto", self._STEP), "slurm")
     self.assertEqual(distribute.cluster_source("auto", {**self._STEP, "TF_CONFIG": "{}"}),
                      "tf_config")
@@ -199,7 +199,7 @@ class SlurmStepTest(parameterized.TestCase):
       ("SLURM_STEP_NUM_TASKS", "0"), ("SLURM_STEP_NUM_TASKS", "many"))
   def test_a_damaged_variable_is_named(self, name, value):
     with self.assertRaisesRegex(UserError, f"Slurm's {name}={value!r} is not"):
-      distribute._most_slurm_tasks_per_node({**self._STEP, name: value})  # pylint: disable=protected-access
+      distribute.slurm_tasks_per_node({**self._STEP, name: value})
 
 
 class TfConfigTest(parameterized.TestCase):

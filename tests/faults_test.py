@@ -378,7 +378,7 @@ class UnreadableCheckpointTest(parameterized.TestCase):
   def test_a_transient_read_error_sets_nothing_aside(self):
     directory, _, (_, newest) = self._two_checkpoints()
     hiccup = tf.errors.UnavailableError(None, None, "connection reset")
-    real_read, reads = checkpoints._read_every_tensor, []
+    real_read, reads = checkpoints.read_every_tensor, []
 
     def hiccup_then_read(path):
       reads.append(path)
@@ -386,12 +386,12 @@ class UnreadableCheckpointTest(parameterized.TestCase):
         raise hiccup
       return real_read(path)  # the retry reads the real checkpoint, whole
 
-    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup_then_read), \
+    with mock.patch.object(checkpoints, "read_every_tensor", side_effect=hiccup_then_read), \
          mock.patch.object(checkpoints.time, "sleep") as waits:
       self.assertEqual(checkpoints.newest_readable_checkpoint(directory), newest)
     self.assertEqual(reads, [newest, newest])
     self.assertEqual([c.args for c in waits.call_args_list], [(1,)])  # it backed off once
-    with mock.patch.object(checkpoints, "_read_every_tensor", side_effect=hiccup), \
+    with mock.patch.object(checkpoints, "read_every_tensor", side_effect=hiccup), \
          mock.patch.object(checkpoints.time, "sleep"):
       with self.assertRaisesRegex(UserError, "does not look like a damaged checkpoint"):
         checkpoints.newest_readable_checkpoint(directory)

@@ -138,7 +138,7 @@ class ApplicationsTest(parameterized.TestCase):
   def test_the_models_own_input_layers_preprocess_as_keras_does(self, mode, keras_preprocess):
     pixels = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
     inputs = tf.keras.Input((8, 8, 3))
-    ours = tf.keras.Model(inputs, applications._to_backbone_input(inputs, mode))  # pylint: disable=protected-access
+    ours = tf.keras.Model(inputs, applications.to_backbone_input(inputs, mode))
     np.testing.assert_allclose(ours(pixels / 255.0), keras_preprocess(pixels.copy()),
                                atol=1e-3)
 

@@ -57,7 +57,7 @@ class ChooseTest(parameterized.TestCase):
     self.assertIn("probe", choice.reason)
 
   def test_the_probe_runs(self):
-    self.assertIsInstance(precision._bf16_matmul_is_faster(size=64, repeats=1), bool)
+    self.assertIsInstance(precision.bf16_matmul_is_faster(size=64, repeats=1), bool)
 
   def test_flags_are_the_kernels_own(self):
     grep = subprocess.run(["grep", "-o", r"avx512_bf16\|amx_bf16", "/proc/cpuinfo"],

@@ -318,7 +318,7 @@ class SyncBatchNormTest(absltest.TestCase):
     config = testutil.tiny_config(model__name="fastcnn", train__sync_batchnorm=True)
     info = data.load(testutil.tiny_config(dataset__source="synthetic").dataset, 8, 0).info
     model = keras.build_and_compile(config, info, tf.distribute.get_strategy())
-    norms = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+    norms = [layer for layer in model.submodules
              if isinstance(layer, tf.keras.layers.BatchNormalization)]
     self.assertNotEmpty(norms)
     self.assertTrue(all(layer.synchronized and not layer.fused for layer in norms))

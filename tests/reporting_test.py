@@ -42,7 +42,7 @@ class ReportingTest(absltest.TestCase):
     labels = list(range(1000)) + [7, 7, 7, 500]
     predictions = list(range(1000)) + [3, 3, 999, 7]  # errors only among 3, 7, 500, 999
     counts = reporting.confusion_matrix(labels, predictions, 1000)
-    shown = reporting._most_confused(counts, reporting.MAX_CLASSES_PLOTTED)
+    shown = reporting.most_confused(counts, reporting.MAX_CLASSES_PLOTTED)
     self.assertLen(shown, reporting.MAX_CLASSES_PLOTTED)
     self.assertContainsSubset({3, 7, 500, 999}, set(shown.tolist()))
     path = os.path.join(self.create_tempdir().full_path, "confusion.png")

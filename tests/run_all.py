@@ -56,7 +56,7 @@ MULTI_PROCESS_CLASSES = {"gcs_test": ("SharedBucketTest",),
 # What the current lane (TF 2.21 + tf-keras) runs: what can differ between TensorFlow
 # versions, not everything twice. A module name alone runs the whole module; a tuple names
 # its tests (absltest's Class or Class.method). The full lane runs every module whole.
-# BUILD_NOTES "The test suite" gives the reason for each line.
+# BUILD_NOTES "The test suite and CI" gives the reason for each line.
 CURRENT_LANE = {
     "validation_test": None,          # imports, rooms, no TF at import, the Keras 2 switch
     "models_test": ("ModelsTest", "BackboneWeightsTest"),  # the Keras API surface

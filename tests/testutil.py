@@ -67,6 +67,11 @@ def tiny_config(**overrides):
   return config
 
 
+def shipped_config_module(filename):
+  """The module of configs/`filename`, imported as launch.train's --config reads it."""
+  return importlib.import_module("configs." + filename.removesuffix(".py"))
+
+
 def set_key(config, dotted_key, value):
   """config.a.b.c = value for dotted_key "a.b.c"."""
   *parents, leaf = dotted_key.split(".")

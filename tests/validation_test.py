@@ -14,9 +14,7 @@ from tests import testutil
 
 from kmodels import runtime, trainers, training, validation
 from kmodels.errors import UserError
-from configs import base
 import configs.cifar_googlenet
-from ml_collections import config_flags
 
 CONFIG_DIR = os.path.join(testutil.REPO_ROOT, "configs")
 CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR)
@@ -59,7 +57,7 @@ class ValidationTest(parameterized.TestCase):
   @parameterized.parameters(CONFIG_FILES)
   def test_every_shipped_config_loads_and_is_valid(self, filename):
     path = os.path.join(CONFIG_DIR, filename)
-    config = config_flags.config_flags._LoadConfigModule("c", path).get_config()  # pylint: disable=protected-access
+    config = testutil.shipped_config_module(filename).get_config()
     validation.validate(config)
     with open(path) as f:
       self.assertRegex(f.read(), r"python -m launch\.(train|compare) --config=configs/" + filename)
@@ -67,8 +65,7 @@ class ValidationTest(parameterized.TestCase):
   @parameterized.parameters(f for f in CONFIG_FILES if f.startswith("mnist_") or
                             f.startswith("cifar_cnn"))
   def test_seed_configs_have_a_valid_fashion_mnist_twin(self, filename):
-    module = config_flags.config_flags._LoadConfigModule(  # pylint: disable=protected-access
-        "c", os.path.join(CONFIG_DIR, filename))
+    module = testutil.shipped_config_module(filename)
     config = module.get_config("fashion_mnist")
     self.assertEqual(config.dataset.name, "fashion_mnist")
     validation.validate(config)

@@ -14,6 +14,7 @@ Training pipeline order, each step for a reason:
 
 import collections
 import functools
+import typing
 
 from absl import logging
 import ml_collections
@@ -381,13 +382,16 @@ def load_split(config: ml_collections.ConfigDict, split: str, key: str) -> Datas
   return datasets
 
 
-def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) -> Datasets:
+def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int,
+         source: typing.Optional[sources.Source] = None) -> Datasets:
   """Builds the training and evaluation pipelines described by `config.dataset`.
 
   Args:
     dataset_config: the `config.dataset` ConfigDict.
     batch_size: global batch size of both pipelines.
     seed: seeds file shuffling, the shuffle buffer, crops, augmentation and synthetic data.
+    source: `sources.open_source(dataset_config, seed)` when the caller opened it already
+      (training.prepare does, to record the resolved splits); default: opened here.
 
   Returns:
     Datasets (see its docstring): make_train(input_context, start_step) builds a training
@@ -395,7 +399,7 @@ def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int) 
     evaluation split; images are float32 in [0, 1], of info.image_shape; training labels
     are class shares when dataset.augment mixes them (MixUp, CutMix), else integers.
   """
-  source = sources.open_source(dataset_config, seed)
+  source = source or sources.open_source(dataset_config, seed)
   info = source.info
   if info.train_examples is not None and info.train_examples < batch_size:
     raise UserError(f"train.batch_size {batch_size} is larger than the {info.train_examples} "

@@ -2,7 +2,7 @@
 
 The warp computes what TF's ImageProjectiveTransformV3 computes (bilinear, nearest fill),
 written as gathers of the pixels in one XLA-compiled function that also scales them:
-BUILD_NOTES "Speed on a CPU with AMX" says why.
+kmodels/docs/measurements.md "Speed" says why.
 """
 
 import math
@@ -73,7 +73,7 @@ def _warp_bilinear(images, transforms, scale=1.0):
   Written as gathers so that XLA fuses it into one loop: no intermediate tensor is
   written, and uint8 pixels are gathered as they are and converted in registers. In
   tf.data it gave 1.7-2.1x the op's images/s on float pixels, and 1.5x more on uint8 ones
-  with the scaling fused (BUILD_NOTES "Speed"); tests compare it with the op.
+  with the scaling fused (kmodels/docs/measurements.md "Speed"); tests compare it with the op.
   Returns float32 samples times `scale`.
   """
   batch, height, width, channels = images.shape

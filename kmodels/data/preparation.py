@@ -99,8 +99,9 @@ def _download_hosts(builder):
 def _offline_help(builder):
   name = builder.name
   lines = [
-      f"Dataset {name!r} is not prepared in {storage.dirname(storage.dirname(str(builder.data_dir)))}"
-      " and cannot be downloaded from here.",
+      f"Dataset {name!r} is not prepared in "
+      f"{storage.dirname(storage.dirname(str(builder.data_dir)))} and cannot be downloaded "
+      "from here.",
       "Prepare it offline from its original download files "
       f"({_archives_wanted(builder)}):",
       f"  python -m launch.prepare_data --dataset={name} --archive_dir=DIR_WITH_THOSE_FILES",

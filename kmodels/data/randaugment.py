@@ -33,7 +33,7 @@ COLOUR = ("identity", "autocontrast", "equalize", "solarize", "posterize", "colo
 OPS = GEOMETRIC + COLOUR
 
 
-def _affine_rows(op, strength, height, width):
+def affine_rows(op, strength, height, width):
   """[B, 8] transforms (output pixel -> input pixel) about the image centre: rotate,
   shear or translate by `strength` (signed share of the strongest form) where `op` names
   it, identity elsewhere."""
@@ -154,7 +154,7 @@ def _layer(images, magnitude, seed):
   seeds = tf.random.experimental.stateless_split(seed, num=2)
   op = tf.random.stateless_uniform([batch], seeds[0], 0, len(OPS), dtype=tf.int32)
   sign = tf.where(tf.random.stateless_uniform([batch], seeds[1]) < 0.5, -1.0, 1.0)
-  warped = augmentation.warp_bilinear(images, _affine_rows(op, sign * magnitude, height,
+  warped = augmentation.warp_bilinear(images, affine_rows(op, sign * magnitude, height,
                                                            width))
   out = tf.where(tf.less(op, len(GEOMETRIC))[:, None, None, None], warped, images)
   for name in COLOUR[1:]:

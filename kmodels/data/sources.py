@@ -16,6 +16,7 @@ import types
 import typing
 
 from absl import logging
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -49,6 +50,9 @@ class Source(typing.NamedTuple):
   kind: str
   native_shape: typing.Optional[tuple]  # PIXELS: the decoded shape; None: any size
   train_decoded_bytes: typing.Optional[int]  # all train images decoded; None: unknown
+  # config.dataset as read: a tfds dataset without a `test` split has its evaluation split
+  # resolved here (with_resolved_splits), once per run; the run records these splits.
+  dataset_config: ml_collections.ConfigDict
 
 
 def open_source(dataset_config, seed) -> Source:
@@ -148,7 +152,8 @@ def _tfds_source(dataset_config, seed):
     decoded = train_examples * int(np.prod(native)) if train_examples else None
   else:
     decoded = _estimated_decoded_bytes(evaluation, train_examples, info.image_shape[-1])
-  return Source(info, train, evaluation, kind, None if variable else native, decoded)
+  return Source(info, train, evaluation, kind, None if variable else native, decoded,
+                dataset_config)
 
 
 def _images_and_labels(builder, split, **as_dataset_kwargs):
@@ -277,7 +282,8 @@ def _folder_source(dataset_config, seed):
   else:
     train, evaluation = _files(train_split, seed), _files(eval_split, None)(None)
     kind = FILE
-  return Source(info, train, evaluation, kind, None, train_split.decoded_bytes)
+  return Source(info, train, evaluation, kind, None, train_split.decoded_bytes,
+                dataset_config)
 
 
 def _check_class_coverage(classes, train_labels, eval_labels, dataset_config):
@@ -356,7 +362,8 @@ def _synthetic_source(dataset_config, seed):
     part = splits[name].skip(start).take(end - start)
     evaluation = part if evaluation is None else evaluation.concatenate(part)
   return Source(info, lambda input_context: _sharded(splits["train"], input_context),
-                evaluation, PIXELS, shape, info.train_examples * int(np.prod(shape)))
+                evaluation, PIXELS, shape, info.train_examples * int(np.prod(shape)),
+                dataset_config)
 
 
 def _synthetic_ranges(dataset_config, split, key):

@@ -227,8 +227,8 @@ class KerasSource(Source):
       return tf.keras.models.load_model(self.model_file, compile=False)
     except Exception as e:  # pylint: disable=broad-except  (as serving.load_export)
       raise UserError(f"The Keras model {self.model_file} cannot be read: it is damaged or "
-                      f"not a Keras model ({type(e).__name__}: {first_line(e)}). Pass --keras_model "
-                      "with the model model_to_estimator was given.") from e
+                      f"not a Keras model ({type(e).__name__}: {first_line(e)}). Pass "
+                      "--keras_model with the model model_to_estimator was given.") from e
 
   def estimator(self, model_dir):
     model = self.build_keras_model()

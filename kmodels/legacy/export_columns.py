@@ -67,7 +67,7 @@ class ExportColumns:
   def _parsed_features(self, parse):
     """{key: (values tensor, dtype, shape or None for var-len, default or None)}."""
     sparse_keys, dense_keys = (self._value(parse.inputs[i]) for i in (2, 3))
-    num_sparse, num_dense = len(sparse_keys), len(dense_keys)
+    num_sparse = len(sparse_keys)
     features = {}
     for i, key in enumerate(sparse_keys):
       features[key.decode()] = (parse.outputs[num_sparse + i],

@@ -13,8 +13,8 @@ Grey images are repeated into three channels first, so a backbone keeps the shap
 published weights have. The backbone is built without weights (no download at run time)
 and without its 1000-class top; kmodels puts global average pooling and a new
 `num_classes` softmax (in float32) on it, after MobileNetV3's 1280-wide hard-swish layer as
-Keras' own top has it, so each model has Keras' parameter count. Sizes below an architecture's minimum are
-refused up front by `check_size`.
+Keras' own top has it, so each model has Keras' parameter count. Sizes below an
+architecture's minimum are refused up front by `check_size`.
 """
 
 import os
@@ -65,7 +65,7 @@ def check_size(name, input_shape):
                     "minivggnet).")
 
 
-def _to_backbone_input(images, mode):
+def to_backbone_input(images, mode):
   """[0, 1] images with 3 channels -> what the architecture's first layer expects."""
   if mode == "tf":
     return layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(images)
@@ -100,7 +100,7 @@ def build(name, input_shape, num_classes, dropout=0.0):
   images = inputs
   if input_shape[-1] == 1:
     images = layers.Concatenate(name="grey_to_rgb")([inputs] * 3)
-  backbone_input = _to_backbone_input(images, ARCHITECTURES[name].input_mode)
+  backbone_input = to_backbone_input(images, ARCHITECTURES[name].input_mode)
   features = backbone(name, input_shape)(backbone_input)
   pooled = layers.GlobalAveragePooling2D(name="avg_pool")(features)
   if ARCHITECTURES[name].head_units:

@@ -62,7 +62,7 @@ def fastcnn(input_shape, num_classes, filters=(32, 64), dense_units=256, dropout
 
   One bias-free Conv -> BN -> ReLU -> 2x2 max-pool per stage (BN makes a conv bias
   redundant), then Dense -> BN -> ReLU -> Dropout and the softmax head. Measured against
-  wider, deeper and global-pooling variants in BUILD_NOTES "Time to accuracy".
+  wider, deeper and global-pooling variants in kmodels/docs/measurements.md "Speed".
   """
   inputs = tf.keras.Input(shape=input_shape, name="image")
   x = inputs

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import callbacks, cpus, data, precision, storage, trainers, training, validation
+from kmodels import callbacks, cpus, precision, storage, trainers, training
 from kmodels.errors import UserError
 from kmodels.models import applications
 from kmodels.trainers import custom_loop, keras
@@ -28,21 +28,6 @@ from kmodels.trainers import custom_loop, keras
 TUTORIAL_AUGMENTATION = dict(rotation_range=18, zoom_range=0.15, width_shift_range=0.2,
                            height_shift_range=0.2, shear_range=0.15, horizontal_flip=True,
                            fill_mode="nearest")
-
-
-class _StepTimer(tf.keras.callbacks.Callback):
-  """Wall time of each fit epoch; the benchmark's first epoch is the warm-up."""
-
-  def __init__(self):
-    super().__init__()
-    self.epoch_seconds = []
-    self._start = None
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self._start = time.perf_counter()
-
-  def on_epoch_end(self, epoch, logs=None):
-    self.epoch_seconds.append(time.perf_counter() - self._start)
 
 
 def matmul_peak_flops(dtype, size=2048, seconds=1.0, trials=3):
@@ -76,10 +61,11 @@ def forward_flops_per_image(model, image_shape):
 
 def _fit_throughput(model, dataset, batch_size, steps, first_step=None):
   """Images/s of model.fit over `steps` steps after a warm-up epoch of the same length."""
-  timer = _StepTimer()
-  step_callbacks = [timer] + ([callbacks.FirstStepCallback(first_step)] if first_step else [])
+  history = callbacks.EpochHistory(None, steps * batch_size)  # the epochs' wall times
+  step_callbacks = [history] + ([callbacks.FirstStepCallback(first_step)] if first_step else [])
   model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=step_callbacks, verbose=0)
-  return steps * batch_size / timer.epoch_seconds[1], timer.epoch_seconds[1] / steps
+  seconds = history.history[1]["seconds"]
+  return steps * batch_size / seconds, seconds / steps
 
 
 def _custom_loop_throughput(model, dataset, config, steps, first_step):
@@ -230,11 +216,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
   (2 x `steps` steps) there and adds "op_time_shares" (see `op_time_shares`).
   """
   check_trainer(config)  # first: an Estimator config on the current lane fails validation
-  validation.validate(config)
-  config = training.with_resolved_crop_policy(training.with_resolved_precision(config))
   _note_one_device(config.distribution.strategy)
-  training.seed_and_determinism(config.train)
-  datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
+  prepared = training.prepare(config, tf.distribute.get_strategy())
+  config, datasets = prepared.config, prepared.datasets
   info, batch = datasets.info, config.train.batch_size
   with precision.policy(config.precision):
     first_step = callbacks.FirstStepTimer()
@@ -280,9 +264,9 @@ def input_only(config: ml_collections.ConfigDict, *, batches: int) -> dict:
   decoding it cannot avoid (a JPEG's crop window may even decode less than the whole
   image, so it can pass 1).
   """
-  validation.validate(config)
+  prepared = training.prepare(config, tf.distribute.get_strategy())
+  config, datasets = prepared.config, prepared.datasets
   batch = config.train.batch_size
-  datasets = data.load(config.dataset, batch, config.train.seed)
   pipeline = pipeline_throughput(datasets.train, batch, batches)
   # The same files, from the same opened source: the folder is checked once.
   decode_limit = pipeline_throughput(datasets.make_decoded_train(), 1, batches * batch)

@@ -117,7 +117,7 @@ def warn_about_xla_on_cpu(config, strategy):
   if config.xla and all("CPU" in d.upper() for d in devices):
     logging.warning(
         "xla=True on CPUs: XLA compiles convolutions without oneDNN; MiniVGGNet trained "
-        "10x and ResNet-50 at 224 5x slower with it than without (BUILD_NOTES \"Speed\" "
+        "10x and ResNet-50 at 224 5x slower with it than without (kmodels/docs/measurements.md \"Speed\" "
         "and \"ImageNet architectures\"). It pays off on GPUs and TPUs; on this machine "
         "use --config.xla=False.")
 

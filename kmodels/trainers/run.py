@@ -5,7 +5,8 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from kmodels import callbacks, data
+from kmodels import callbacks as callbacks_lib  # `callbacks` names a Run field
+from kmodels import data
 from kmodels.workdir import Workdir
 
 
@@ -15,9 +16,9 @@ class Run(typing.NamedTuple):
   workdir: Workdir
   strategy: tf.distribute.Strategy
   datasets: data.Datasets
-  history: callbacks.EpochHistory
+  history: callbacks_lib.EpochHistory
   steps_per_epoch: int
-  timer: callbacks.FirstStepTimer
+  timer: callbacks_lib.FirstStepTimer
   # The epoch-end contract (callbacks.epoch_contract) plus any the caller added.
   callbacks: typing.Sequence[tf.keras.callbacks.Callback] = ()
   model: typing.Optional[tf.keras.Model] = None  # Keras trainers only
