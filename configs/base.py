@@ -43,15 +43,16 @@ def get_config():
   # None: a fixed-size dataset's own size; N: train and evaluate at N x N (any dataset)
   config.dataset.image_size = config_dict.placeholder(int)
   config.dataset.channels = config_dict.placeholder(int)  # 1 | 3; None: the dataset's (folders: 3)
-  config.dataset.crop = ml_collections.ConfigDict(dict(
-      # auto: imagenet (the keys below) for images from 128 px over runs of 30 epochs or
-      # more, else resize (the whole image resized, train and eval alike, no flips, as
-      # Keras' image_dataset_from_directory); square: the centre square resized, likewise;
-      # kmodels.data.images.crop_policy.
-      policy="auto",
-      area=(0.08, 1.0),  # training: random-resized crop's share of the image's area
-      aspect_ratio=(0.75, 4 / 3),  # and its width/height range
-      eval_fraction=0.875))  # evaluation and serving: centre square of this x shorter side
+  config.dataset.crop = ml_collections.ConfigDict(
+      dict(
+          # auto: imagenet (the keys below) for images from 128 px over runs of 30 epochs or
+          # more, else resize (the whole image resized, train and eval alike, no flips, as
+          # Keras' image_dataset_from_directory); square: the centre square resized, likewise;
+          # kmodels.data.images.crop_policy.
+          policy="auto",
+          area=(0.08, 1.0),  # training: random-resized crop's share of the image's area
+          aspect_ratio=(0.75, 4 / 3),  # and its width/height range
+          eval_fraction=0.875))  # evaluation and serving: centre square of this x shorter side
   config.dataset.cache = "auto"  # auto (in memory if it fits cache_ram_fraction) | memory | none
   config.dataset.cache_ram_fraction = 0.25  # share of usable RAM for cache + shuffle buffer
   config.dataset.max_bad_fraction = 0.01  # image folders: refuse the run above this share
@@ -140,9 +141,16 @@ def get_config():
   return config
 
 
-def augmentation(enabled, rotation_degrees=18.0, zoom=0.15, shift=0.2, shear=0.15,
-                 horizontal_flip=True, randaugment_ops=0, randaugment_magnitude=9,
-                 mixup_alpha=0.0, cutmix_alpha=0.0):
+def augmentation(enabled,
+                 rotation_degrees=18.0,
+                 zoom=0.15,
+                 shift=0.2,
+                 shear=0.15,
+                 horizontal_flip=True,
+                 randaugment_ops=0,
+                 randaugment_magnitude=9,
+                 mixup_alpha=0.0,
+                 cutmix_alpha=0.0):
   """Augmentation of training batches, in this order (all seeded by the training step, so
   a resumed run sees the unbroken run's batches):
 
@@ -153,8 +161,14 @@ def augmentation(enabled, rotation_degrees=18.0, zoom=0.15, shift=0.2, shear=0.1
     0.2 and 1.0 are common); the labels are mixed in the same shares
     (kmodels/data/mixing.py). Keras trainers only.
   """
-  return ml_collections.ConfigDict(dict(
-      enabled=enabled, rotation_degrees=rotation_degrees, zoom=zoom, shift=shift,
-      shear=shear, horizontal_flip=horizontal_flip, randaugment_ops=randaugment_ops,
-      randaugment_magnitude=randaugment_magnitude, mixup_alpha=mixup_alpha,
-      cutmix_alpha=cutmix_alpha))
+  return ml_collections.ConfigDict(
+      dict(enabled=enabled,
+           rotation_degrees=rotation_degrees,
+           zoom=zoom,
+           shift=shift,
+           shear=shear,
+           horizontal_flip=horizontal_flip,
+           randaugment_ops=randaugment_ops,
+           randaugment_magnitude=randaugment_magnitude,
+           mixup_alpha=mixup_alpha,
+           cutmix_alpha=cutmix_alpha))

@@ -28,6 +28,6 @@ def get_config():
   config.train.optimizer.momentum = 0.9
   # The CIFAR styles tutorial: decay = lr / epochs. A FieldReference keeps it right when epochs is
   # overridden.
-  config.train.optimizer.time_decay = (
-      config.train.optimizer.get_ref("learning_rate") / config.train.get_ref("epochs"))
+  config.train.optimizer.time_decay = (config.train.optimizer.get_ref("learning_rate") /
+                                       config.train.get_ref("epochs"))
   return config

@@ -8,7 +8,8 @@ table (measured numbers there, with the command, CPU and date).
 
 The recipe is configs/fashion_mnist_fast.py's (fastcnn, batch 256, Adam 3e-3 with warm-up
 and cosine decay), chosen by measurement over the tutorial's MiniVGGNet, which needed 4
-epochs and 323 s on a 2-core AVX2-only CPU for 91.26 % (kmodels/docs/measurements.md "The quickstart's work").
+epochs and 323 s on a 2-core AVX2-only CPU for 91.26 % (kmodels/docs/measurements.md
+"The quickstart's work").
 """
 
 from configs import fashion_mnist_fast

@@ -54,19 +54,22 @@ class EpochHistory(tf.keras.callbacks.Callback):
     if self.first_epoch is None:
       self.first_epoch = epoch
       if epoch:
-        logging.info("Resumed from the checkpoint of epoch %d; continuing at epoch %d.",
-                     epoch, epoch + 1)
+        logging.info("Resumed from the checkpoint of epoch %d; continuing at epoch %d.", epoch,
+                     epoch + 1)
     self._start = time.perf_counter()
 
   def on_epoch_end(self, epoch, logs=None):
     seconds = time.perf_counter() - self._start
     record = {k: float(v) for k, v in (logs or {}).items()}
-    record.update(epoch=epoch + 1, seconds=seconds, images=self.images_per_epoch,
-                  # The first epoch of a process includes tracing and compilation.
-                  includes_compile=epoch == self.first_epoch,
-                  # Peak so far: flat across epochs unless something grows (a cache that
-                  # does not fit, a leak).
-                  peak_rss_mb=cpus.peak_rss_mb())
+    record.update(
+        epoch=epoch + 1,
+        seconds=seconds,
+        images=self.images_per_epoch,
+        # The first epoch of a process includes tracing and compilation.
+        includes_compile=epoch == self.first_epoch,
+        # Peak so far: flat across epochs unless something grows (a cache that
+        # does not fit, a leak).
+        peak_rss_mb=cpus.peak_rss_mb())
     self.epochs[epoch + 1] = record
     if self.path:
       reporting.write_json(self.path, self.history)
@@ -118,8 +121,8 @@ class EpochLog(tf.keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     record = self.history.epochs[epoch + 1]
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
-    logging.info("Epoch %d/%d: %s; %.0f images/s (%.1f s with evaluation).", epoch + 1,
-                 self.epochs, metrics, record["images"] / record["seconds"], record["seconds"])
+    logging.info("Epoch %d/%d: %s; %.0f images/s (%.1f s with evaluation).", epoch + 1, self.epochs,
+                 metrics, record["images"] / record["seconds"], record["seconds"])
 
 
 class Progress(tf.keras.callbacks.Callback):
@@ -133,8 +136,14 @@ class Progress(tf.keras.callbacks.Callback):
   resume point: its first step seen is where its clock starts.
   """
 
-  def __init__(self, epochs, steps_per_epoch, global_batch_size, every_seconds,
-               tensorboard_dir=None, terminal=None, clock=time.monotonic):
+  def __init__(self,
+               epochs,
+               steps_per_epoch,
+               global_batch_size,
+               every_seconds,
+               tensorboard_dir=None,
+               terminal=None,
+               clock=time.monotonic):
     super().__init__()
     self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
     self.global_batch_size, self.every_seconds = global_batch_size, every_seconds
@@ -149,8 +158,8 @@ class Progress(tf.keras.callbacks.Callback):
     self._epoch_start = self.clock()
     if self.terminal:
       print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-      self._bar = tf.keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss",
-                                                                                 "accuracy"])
+      self._bar = tf.keras.utils.Progbar(self.steps_per_epoch,
+                                         stateful_metrics=["loss", "accuracy"])
 
   def on_train_batch_end(self, batch, logs=None):
     step, now, logs = batch + 1, self.clock(), logs or {}
@@ -168,22 +177,24 @@ class Progress(tf.keras.callbacks.Callback):
 
   def _line(self, step, now, logs):
     (last_step, last_time), (first_step, first_time) = self._last, self._first
-    images_per_second = ((step - last_step) * self.global_batch_size /
-                         max(now - last_time, 1e-9))
+    images_per_second = ((step - last_step) * self.global_batch_size / max(now - last_time, 1e-9))
     seconds_per_step = (now - first_time) / max(step - first_step, 1)
     remaining = (self.steps_per_epoch - step) * seconds_per_step
     metrics = ", ".join(f"{name} {float(value):.4f}" for name, value in logs.items())
-    logging.info("Epoch %d/%d, step %d/%d: %s; %.0f images/s; epoch ends in %s.",
-                 self._epoch + 1, self.epochs, step, self.steps_per_epoch, metrics,
-                 images_per_second, progress.duration(remaining))
+    logging.info("Epoch %d/%d, step %d/%d: %s; %.0f images/s; epoch ends in %s.", self._epoch + 1,
+                 self.epochs, step, self.steps_per_epoch, metrics, images_per_second,
+                 progress.duration(remaining))
     self._last = (step, now)
     self._scalars(self._epoch * self.steps_per_epoch + step, logs, images_per_second)
 
   def _scalars(self, global_step, logs, images_per_second):
     if not self.tensorboard_dir:
       return
-    self._pending.append((global_step, {**{k: float(v) for k, v in logs.items()},
-                                        "images_per_second": images_per_second}))
+    self._pending.append((global_step, {
+        **{
+            k: float(v) for k, v in logs.items()
+        }, "images_per_second": images_per_second
+    }))
     # Inside an Estimator's training graph (its session hook) nothing can be written:
     # the points wait for the epoch's end, which runs eagerly.
     if tf.executing_eagerly():
@@ -226,8 +237,7 @@ class EpochScalars(tf.keras.callbacks.Callback):
     for name, value in (logs or {}).items():
       split, name = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
       if split not in self._writers:
-        self._writers[split] = tf.summary.create_file_writer(
-            storage.join(self.directory, split))
+        self._writers[split] = tf.summary.create_file_writer(storage.join(self.directory, split))
       with self._writers[split].as_default(step=epoch):
         tf.summary.scalar(f"epoch_{name}", float(value))
       self._writers[split].flush()
@@ -287,28 +297,30 @@ class FreezeBackbone(tf.keras.callbacks.Callback):
     # fit traced its step for the old trainable set; it calls model.train_function anew
     # every step, so a fresh one trains the new set.
     self.model.train_function = self.model.make_train_function(force=True)
-    logging.info("Epoch %d: %s.", epoch + 1, (
-        f"backbone frozen (BatchNorm in inference mode), training the head only until "
-        f"epoch {self.epochs}" if frozen else "backbone thawed, training the whole model"))
+    logging.info(
+        "Epoch %d: %s.", epoch + 1,
+        (f"backbone frozen (BatchNorm in inference mode), training the head only until "
+         f"epoch {self.epochs}" if frozen else "backbone thawed, training the whole model"))
 
 
 def epoch_contract(run) -> List[tf.keras.callbacks.Callback]:
   """The callbacks every Keras-side trainer calls, in order (see the module docstring)."""
   every = run.config.train.checkpoint_every_steps
-  step_scalars = ([StepScalars(storage.join(run.workdir.tensorboard, "train_steps"), every,
-                               run.steps_per_epoch)]
-                  if every and run.history.path else [])  # the chief only
+  step_scalars = ([
+      StepScalars(storage.join(run.workdir.tensorboard, "train_steps"), every, run.steps_per_epoch)
+  ] if every and run.history.path else [])  # the chief only
   train = run.config.train
-  chief_progress = ([Progress(train.epochs, run.steps_per_epoch, train.batch_size,
-                              train.log_every_seconds,
-                              storage.join(run.workdir.tensorboard, "train_progress"))]
-                    if distribute.is_chief(run.strategy) else [])
+  chief_progress = ([
+      Progress(train.epochs, run.steps_per_epoch, train.batch_size, train.log_every_seconds,
+               storage.join(run.workdir.tensorboard, "train_progress"))
+  ] if distribute.is_chief(run.strategy) else [])
   return [
       faults.StopOnNonFiniteLoss(run.config),
       FirstStepCallback(run.timer),
       run.history,
       # Under multi_worker, Keras sends a non-chief worker's events to a temporary dir.
-      tf.keras.callbacks.TensorBoard(run.workdir.tensorboard, update_freq="epoch",
+      tf.keras.callbacks.TensorBoard(run.workdir.tensorboard,
+                                     update_freq="epoch",
                                      profile_batch=train.profile_steps or 0,
                                      write_graph=False),
       *step_scalars,

@@ -198,9 +198,8 @@ def is_readable(path):
     except Exception as e:  # pylint: disable=broad-except  (transient: retried, then raised)
       error = e
       logging.warning("Reading checkpoint %s failed (%s: %s); attempt %d of %d.", path,
-                      type(e).__name__, first_line(e),
-                      attempt + 1, TRANSIENT_READ_ATTEMPTS)
-      time.sleep(2 ** attempt)
+                      type(e).__name__, first_line(e), attempt + 1, TRANSIENT_READ_ATTEMPTS)
+      time.sleep(2**attempt)
   raise UserError(f"Could not read checkpoint {path}: {type(error).__name__}: {error}. This "
                   "does not look like a damaged checkpoint (nothing was set aside): check "
                   "that its storage is reachable and run the same command again.") from error
@@ -233,9 +232,10 @@ def newest_readable_checkpoint(directory, repair=True):
       break
     bad = paths.pop()
     timestamps.pop()
-    logging.warning("Checkpoint %s is unreadable (%s); moved aside as %s.*.unreadable. "
-                    "Falling back to %s.", bad, reason, storage.basename(bad),
-                    paths[-1] if paths else "no checkpoint: training starts over")
+    logging.warning(
+        "Checkpoint %s is unreadable (%s); moved aside as %s.*.unreadable. "
+        "Falling back to %s.", bad, reason, storage.basename(bad),
+        paths[-1] if paths else "no checkpoint: training starts over")
     for file in storage.glob(bad + ".*"):
       storage.rename(file, file + ".unreadable")
     dropped = True
@@ -255,11 +255,13 @@ def discard_after(directory, steps):
   if state is None:
     return
   paths, timestamps = _listed(state)
-  kept = [(path, stamp) for path, stamp in zip(paths, timestamps)
-          if (steps_done(path) or 0) <= steps]
+  kept = [
+      (path, stamp) for path, stamp in zip(paths, timestamps) if (steps_done(path) or 0) <= steps
+  ]
   for path in set(paths) - {path for path, _ in kept}:
-    logging.warning("Checkpoint %s was saved after training diverged; moved aside as "
-                    "%s.*.discarded.", path, storage.basename(path))
+    logging.warning(
+        "Checkpoint %s was saved after training diverged; moved aside as "
+        "%s.*.discarded.", path, storage.basename(path))
     for file in storage.glob(path + ".*"):
       storage.rename(file, file + ".discarded")
   _rewrite_state(directory, [p for p, _ in kept], [t for _, t in kept],
@@ -282,6 +284,8 @@ def _rewrite_state(directory, paths, timestamps, last_preserved_timestamp):
   # Save times must be after last_preserved_timestamp, or the manager ignores them.
   floor = min(timestamps) - 1 if all(timestamps) else 0.0
   tf.compat.v1.train.update_checkpoint_state(
-      directory, names[-1], all_model_checkpoint_paths=names,
+      directory,
+      names[-1],
+      all_model_checkpoint_paths=names,
       all_model_checkpoint_timestamps=[t or time.time() for t in timestamps],
       last_preserved_timestamp=min(last_preserved_timestamp, floor))

@@ -38,9 +38,9 @@ def own_cgroup_files(proc_cgroup="/proc/self/cgroup", root=_CGROUP_ROOT):
   candidates = []
   for v2, v1 in ((own_v2, own_v1), ("/", "/")):
     v1_dir = os.path.join(root, "cpu", v1.lstrip("/"))
-    candidates.append((os.path.join(root, v2.lstrip("/"), "cpu.max"),
-                       (os.path.join(v1_dir, "cpu.cfs_quota_us"),
-                        os.path.join(v1_dir, "cpu.cfs_period_us"))))
+    candidates.append((os.path.join(root, v2.lstrip("/"),
+                                    "cpu.max"), (os.path.join(v1_dir, "cpu.cfs_quota_us"),
+                                                 os.path.join(v1_dir, "cpu.cfs_period_us"))))
   return list(dict.fromkeys(candidates))
 
 
@@ -85,15 +85,18 @@ def size_thread_pools():
     tf.config.threading.set_intra_op_parallelism_threads(usable)
   if tf.config.threading.get_inter_op_parallelism_threads() == 0:
     tf.config.threading.set_inter_op_parallelism_threads(usable)
-  logging.info("This process may use %d of the machine's %d CPUs (affinity/cgroup quota): "
-               "TensorFlow's thread pools are sized to %d.", usable, present, usable)
+  logging.info(
+      "This process may use %d of the machine's %d CPUs (affinity/cgroup quota): "
+      "TensorFlow's thread pools are sized to %d.", usable, present, usable)
   return usable
 
 
 def _cgroup_memory_limit(root=_CGROUP_ROOT):
   """This process's cgroup memory limit in bytes (v2 memory.max, v1 limit_in_bytes), or None."""
-  candidates = [os.path.join(root, "memory.max"),
-                os.path.join(root, "memory", "memory.limit_in_bytes")]
+  candidates = [
+      os.path.join(root, "memory.max"),
+      os.path.join(root, "memory", "memory.limit_in_bytes")
+  ]
   try:
     with open("/proc/self/cgroup") as f:
       for line in f:
@@ -101,8 +104,8 @@ def _cgroup_memory_limit(root=_CGROUP_ROOT):
         if not controllers:
           candidates.insert(0, os.path.join(root, path.lstrip("/"), "memory.max"))
         elif "memory" in controllers.split(","):
-          candidates.insert(0, os.path.join(root, "memory", path.lstrip("/"),
-                                            "memory.limit_in_bytes"))
+          candidates.insert(0,
+                            os.path.join(root, "memory", path.lstrip("/"), "memory.limit_in_bytes"))
   except (OSError, ValueError):
     pass
   for path in candidates:

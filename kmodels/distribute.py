@@ -48,8 +48,8 @@ def _one_device(distribution_config):
   # collective ops, whose group keys clash with a two-device MirroredStrategy made earlier
   # in the same process ("joining a group with size 1, but that group has size 2").
   logging.info("one_device: MirroredStrategy over %s alone (resumable fit).", devices[0])
-  return tf.distribute.MirroredStrategy(
-      devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+  return tf.distribute.MirroredStrategy(devices,
+                                        cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _mirrored(distribution_config, for_estimator=False):
@@ -62,8 +62,7 @@ def _mirrored(distribution_config, for_estimator=False):
   # same process (found by tests/matrix_test.py).
   one_device_ops = for_estimator or count == 1
   return tf.distribute.MirroredStrategy(
-      devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if one_device_ops
-      else None)
+      devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if one_device_ops else None)
 
 
 # Where a multi_worker job learns its cluster: TF_CONFIG (TFJob, Vertex AI, by hand) or the
@@ -98,18 +97,22 @@ def _slurm_resolver(distribution_config):
   slots = max(gpus, 1)
   resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
       port_base=distribution_config.slurm_port_base,
-      gpus_per_node=slots * tasks_per_node, gpus_per_task=slots, auto_set_gpu=False)
-  logging.info("Slurm cluster: %s; this is task %s %s.", resolver.cluster_spec().as_dict(),
-               resolver.task_type, resolver.task_id)
+      gpus_per_node=slots * tasks_per_node,
+      gpus_per_task=slots,
+      auto_set_gpu=False)
+  logging.info("Slurm cluster: %s; this is task %s %s.",
+               resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
   return resolver
 
 
 def slurm_tasks_per_node(environ):
   """The most tasks of this step on one node, with the step's variables checked: what
   srun sets, or a UserError naming the variable that is not."""
+
   def bad(name, what):
     return UserError(f"Slurm's {name}={environ.get(name)!r} is not {what}, as srun sets it; "
                      "start the task with srun (launch/cluster/slurm.sbatch).")
+
   counts = re.findall(r"(\d+)(?:\(x\d+\))?", environ.get("SLURM_STEP_TASKS_PER_NODE", ""))
   if not counts or not all(int(c) > 0 for c in counts):
     raise bad("SLURM_STEP_TASKS_PER_NODE", "a list of task counts such as '2(x3),1'")
@@ -195,7 +198,6 @@ def _with_deadline(fn, seconds, what):
 
 # --------------------------------------------------------------------------- GPUs
 
-
 GPU_MEMORY_GROWTH = ("auto", "on", "off")
 
 
@@ -219,14 +221,13 @@ def describe_gpus(gpu_details, build_info):
   gpu_details: [(name, {"device_name": ..., "compute_capability": (8, 0)}), ...].
   """
   built = (f"TensorFlow built with CUDA {build_info.get('cuda_version', '?')}, cuDNN "
-           f"{build_info.get('cudnn_version', '?')}" if build_info.get("is_cuda_build")
-           else "TensorFlow built without CUDA")
+           f"{build_info.get('cudnn_version', '?')}"
+           if build_info.get("is_cuda_build") else "TensorFlow built without CUDA")
   if not gpu_details:
     return f"GPUs: none visible ({built})."
-  listed = ", ".join(
-      f"{name} ({details.get('device_name', '?')}, compute capability "
-      f"{'.'.join(map(str, details.get('compute_capability') or ('?',)))})"
-      for name, details in gpu_details)
+  listed = ", ".join(f"{name} ({details.get('device_name', '?')}, compute capability "
+                     f"{'.'.join(map(str, details.get('compute_capability') or ('?',)))})"
+                     for name, details in gpu_details)
   return f"GPUs: {listed} ({built})."
 
 
@@ -352,10 +353,10 @@ def parse_devices(devices):
   missing = [d for d in requested if _device_key(d) not in available]
   if missing:
     why = ""
-    if any(_device_key(d)[0] == "GPU" for d in missing) and "GPU" not in {
-        key[0] for key in available}:
+    if any(
+        _device_key(d)[0] == "GPU" for d in missing) and "GPU" not in {key[0] for key in available}:
       why = " TensorFlow sees no GPU: " + no_gpu_reason(tf.sysconfig.get_build_info(),
-                                                       _nvidia_device_present()) + "."
+                                                        _nvidia_device_present()) + "."
     raise UserError(f"distribution.devices {devices!r}: no device {', '.join(missing)} on "
                     f"this machine. Available: {', '.join(available.values())}.{why}")
   return requested

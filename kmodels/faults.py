@@ -30,8 +30,10 @@ from kmodels.errors import Preempted, TrainingDiverged, UserError
 
 def diverged(loss, epoch, step, config):
   """The TrainingDiverged error for a non-finite `loss` at 0-based `epoch` and `step`."""
-  causes = [f"a learning rate too high for this model (train.optimizer.learning_rate="
-            f"{config.train.optimizer.learning_rate}; try a tenth of it)"]
+  causes = [
+      f"a learning rate too high for this model (train.optimizer.learning_rate="
+      f"{config.train.optimizer.learning_rate}; try a tenth of it)"
+  ]
   if config.precision == "mixed_float16":
     causes.append("float16 overflow in the forward pass (try precision=mixed_bfloat16, "
                   "whose range is float32's)")
@@ -81,8 +83,8 @@ class SigtermFlag:
 
   def __init__(self, strategy):
     self.received = False
-    self._any_worker = (_any_replica_true(strategy) if distribute.is_multi_worker(strategy)
-                        else None)
+    self._any_worker = (_any_replica_true(strategy)
+                        if distribute.is_multi_worker(strategy) else None)
 
   def handle_sigterm(self, signum, frame):
     del signum, frame
@@ -97,10 +99,12 @@ class SigtermFlag:
 
 
 def _any_replica_true(strategy):
+
   @tf.function
   def any_true(flag):
     per_replica = strategy.run(lambda f: tf.cast(f, tf.int32), args=(flag,))
     return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0
+
   return any_true
 
 

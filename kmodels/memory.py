@@ -10,11 +10,12 @@ step's memory is estimated from the built model before training starts:
                2 bytes under mixed precision): what the backward pass keeps, roughly;
   fixed:       weights, their gradients and two optimizer slots, in float32.
 
-Measured against a step's peak memory (kmodels/docs/measurements.md "Step-memory calibration"), the per-example part
-over-estimates by 1.0-1.7x (oneDNN fuses and frees some outputs), so the check refuses only
-what clearly cannot fit (MARGIN) and suggests a batch the estimate itself allows.
-Where it cannot estimate (a subclassed model, whose layers' outputs Keras never saw),
-ResourceExhausted in the first step is turned into the same message (`refused_after`).
+Measured against a step's peak memory (kmodels/docs/measurements.md "Step-memory
+calibration"), the per-example part over-estimates by 1.0-1.7x (oneDNN fuses and frees
+some outputs), so the check refuses only what clearly cannot fit (MARGIN) and suggests a
+batch the estimate itself allows. Where it cannot estimate (a subclassed model, whose
+layers' outputs Keras never saw), ResourceExhausted in the first step is turned into the
+same message (`refused_after`).
 """
 
 import dataclasses
@@ -93,8 +94,8 @@ def _gb(value):
 
 
 def _message(batch_size, replicas, image_shape, needed, usable, fits):
-  suggestion = (f"--config.train.batch_size={fits * replicas} fits" if fits
-                else "no batch fits: use a smaller model or image size")
+  suggestion = (f"--config.train.batch_size={fits * replicas} fits"
+                if fits else "no batch fits: use a smaller model or image size")
   return (f"train.batch_size {batch_size} ({batch_size // replicas} per replica) at "
           f"{'x'.join(map(str, image_shape))} needs about {_gb(needed)} of this host's "
           f"memory per training step, more than it has ({_gb(usable)} usable); "
@@ -102,8 +103,7 @@ def _message(batch_size, replicas, image_shape, needed, usable, fits):
           "as it was.")
 
 
-def check_fits(model, batch_size, replicas, image_shape, local_replicas=1,
-               usable_bytes=None):
+def check_fits(model, batch_size, replicas, image_shape, local_replicas=1, usable_bytes=None):
   """A UserError before training when the step clearly cannot fit in host memory.
 
   `replicas` share the global `batch_size`; `local_replicas` of them run on this host

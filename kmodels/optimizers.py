@@ -64,8 +64,8 @@ class FinetuneSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
     return base * tf.where(finetuning, tf.cast(self.factor, base.dtype), tf.ones([], base.dtype))
 
   def get_config(self):
-    base = (tf.keras.optimizers.schedules.serialize(self.base) if callable(self.base)
-            else self.base)
+    base = (tf.keras.optimizers.schedules.serialize(self.base)
+            if callable(self.base) else self.base)
     return {"base": base, "boundary_step": self.boundary_step, "factor": self.factor}
 
   @classmethod
@@ -90,8 +90,10 @@ def learning_rate(optimizer_config, steps=None, batch_size=None, finetune_from_s
       raise UserError("train.optimizer.schedule='cosine' needs the run's length; the "
                       "dataset's size is unknown here, so set train.steps_per_epoch.")
     warmup = int(optimizer_config.warmup_fraction * steps)
-    schedule = tf.keras.optimizers.schedules.CosineDecay(
-        lr / 10, decay_steps=max(1, steps - warmup), warmup_target=lr, warmup_steps=warmup)
+    schedule = tf.keras.optimizers.schedules.CosineDecay(lr / 10,
+                                                         decay_steps=max(1, steps - warmup),
+                                                         warmup_target=lr,
+                                                         warmup_steps=warmup)
   elif optimizer_config.time_decay:
     schedule = tf.keras.optimizers.schedules.InverseTimeDecay(
         lr, decay_steps=1, decay_rate=optimizer_config.time_decay)
@@ -119,8 +121,10 @@ def check_schedule_kept(previous, current):
         "with the run's own value, or start anew: a new --workdir, or --overwrite.")
   if new["optimizer"]["schedule"] != "cosine":
     return
-  changed = [f"train.{key} {old.get(key)!r} -> {new[key]!r}"
-             for key in ("epochs", "steps_per_epoch") if old.get(key) != new[key]]
+  changed = [
+      f"train.{key} {old.get(key)!r} -> {new[key]!r}" for key in ("epochs", "steps_per_epoch")
+      if old.get(key) != new[key]
+  ]
   if changed:
     raise UserError(
         f"This workdir's run started a cosine learning-rate schedule over "
@@ -154,14 +158,15 @@ class _Accumulating:
     self._accumulated = [self.add_variable_from_reference(v, "accumulated") for v in var_list]
     # Steps added since the last update; float32 (it never exceeds accumulate_steps) so it
     # can live beside the first weight like any slot.
-    self._pending_steps = self.add_variable_from_reference(var_list[0], "pending_steps",
-                                                           shape=(), initial_value=0.0)
+    self._pending_steps = self.add_variable_from_reference(var_list[0],
+                                                           "pending_steps",
+                                                           shape=(),
+                                                           initial_value=0.0)
 
   def _accumulator(self, variable):
     return self._accumulated[self._index_dict[self._var_key(variable)]]
 
-  def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False,
-                      **kwargs):
+  def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
     """Called in replica context, as Keras calls it (a LossScaleOptimizer too)."""
     grads_and_vars = list(grads_and_vars)
     variables = [v for _, v in grads_and_vars]
@@ -176,7 +181,8 @@ class _Accumulating:
 
     def update():  # in replica context: the optimizer proper, then the accumulators restart
       means = [self._accumulator(v) / self.accumulate_steps for v in variables]
-      super(_Accumulating, self).apply_gradients(zip(means, variables), name=name,
+      super(_Accumulating, self).apply_gradients(zip(means, variables),
+                                                 name=name,
                                                  skip_gradients_aggregation=True)
       for accumulator in [*map(self._accumulator, variables), self._pending_steps]:
         strategy.extended.update(accumulator, _zero, group=False)
@@ -231,12 +237,16 @@ def _own_kwargs(optimizer_config):
   """The settings of train.optimizer that only one optimizer takes."""
   return {"momentum": optimizer_config.momentum} if optimizer_config.name == "sgd" else {}
 
+
 # Variables weight decay leaves alone unless weight_decay_everything: biases and the
 # scales and offsets of BatchNorm and LayerNorm (decaying them only fights normalization).
 NO_DECAY_NAMES = ("bias", "gamma", "beta")
 
 
-def build_optimizer(optimizer_config, steps=None, batch_size=None, finetune_from_step=None,
+def build_optimizer(optimizer_config,
+                    steps=None,
+                    batch_size=None,
+                    finetune_from_step=None,
                     accumulate_steps=1):
   """Creates the optimizer; call inside `strategy.scope()`. Names are validated upstream.
 

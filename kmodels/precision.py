@@ -1,9 +1,9 @@
 """Mixed precision: `auto` resolved for the hardware, and the policy set for one run.
 
 `precision: auto` picks what is fast where the run lands (measured on 2-core CPUs of
-three kinds, kmodels/docs/measurements.md "Speed"): mixed_bfloat16 on TPUs, on GPUs of compute capability
->= 8.0 and on CPUs with native bf16 (AMX or AVX512_BF16; ~2-4x float32 there), where
-bf16 without them is emulated and ~3x *slower*; mixed_float16 on GPUs of compute
+three kinds, kmodels/docs/measurements.md "Speed"): mixed_bfloat16 on TPUs, on GPUs of
+compute capability >= 8.0 and on CPUs with native bf16 (AMX or AVX512_BF16; ~2-4x float32
+there), where bf16 without them is emulated and ~3x *slower*; mixed_float16 on GPUs of compute
 capability 7.x; float32 otherwise and for the Estimator trainers (they predate Keras
 mixed precision).
 """
@@ -58,8 +58,11 @@ def _gpu_capability(gpu):
   return tuple(details.get("compute_capability") or (0, 0))
 
 
-def choose(devices=None, flags=None, probe=bf16_matmul_is_faster,
-           gpu_capability=_gpu_capability, cpuinfo_path=_CPUINFO):
+def choose(devices=None,
+           flags=None,
+           probe=bf16_matmul_is_faster,
+           gpu_capability=_gpu_capability,
+           cpuinfo_path=_CPUINFO):
   """What `auto` means on a machine with these devices and CPU flags (both looked up when
   None); a pure function of its arguments otherwise, which is how tests cover GPUs/TPUs."""
   devices = tf.config.list_physical_devices() if devices is None else devices
@@ -80,8 +83,9 @@ def choose(devices=None, flags=None, probe=bf16_matmul_is_faster,
     native = sorted(set(NATIVE_BF16_CPU_FLAGS) & flags)
     if native:
       return Choice("mixed_bfloat16", f"CPU with native bf16 ({', '.join(native)})")
-    return Choice("float32", "CPU without AMX/AVX512_BF16 (bf16 would be emulated, ~3x "
-                  "slower than float32)")
+    return Choice(
+        "float32", "CPU without AMX/AVX512_BF16 (bf16 would be emulated, ~3x "
+        "slower than float32)")
   if probe():
     return Choice("mixed_bfloat16", "CPU flags unreadable; a bf16 matmul probe beat float32")
   return Choice("float32", "CPU flags unreadable; a bf16 matmul probe was slower")
@@ -121,8 +125,8 @@ def agree_across_workers(resolved, strategy):
                     "--config.precision to one value for every worker.")
 
 
-# Measured (kmodels/docs/measurements.md "Speed"): CPUs have no fast float16 kernels, so a GPU config run
-# on a CPU-only machine as it stands trains ~100x slower than with bfloat16.
+# Measured (kmodels/docs/measurements.md "Speed"): CPUs have no fast float16 kernels, so a
+# GPU config run on a CPU-only machine as it stands trains ~100x slower than with bfloat16.
 FLOAT16_WITHOUT_GPU = (
     "precision=mixed_float16 on a machine without a GPU: CPUs have no fast float16 kernels "
     "(MiniGoogLeNet trained at 1.4 images/s against 131 with mixed_bfloat16 on 2 CPU "

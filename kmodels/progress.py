@@ -32,8 +32,12 @@ class Countdown:
   """`update(done)` as work advances; a line when `every_seconds` passed since the last:
   "<what>: 1200/5000 images (24 %), about 3 min 10 s left." (without a total: the count)."""
 
-  def __init__(self, what: str, total: typing.Optional[int], unit: str,
-               every_seconds: float = EVERY_SECONDS, clock=time.monotonic):
+  def __init__(self,
+               what: str,
+               total: typing.Optional[int],
+               unit: str,
+               every_seconds: float = EVERY_SECONDS,
+               clock=time.monotonic):
     self.what, self.total, self.unit = what, total, unit
     self.every_seconds, self.clock = every_seconds, clock
     self._start = self._last = clock()
@@ -47,8 +51,8 @@ class Countdown:
       logging.info("%s: %d %s so far.", self.what, done, self.unit)
       return
     left = (self.total - done) * (now - self._start) / max(done, 1)
-    logging.info("%s: %d/%d %s (%.0f %%), about %s left.", self.what, done, self.total,
-                 self.unit, 100 * done / self.total, duration(left))
+    logging.info("%s: %d/%d %s (%.0f %%), about %s left.", self.what, done, self.total, self.unit,
+                 100 * done / self.total, duration(left))
 
 
 class BatchCountdown(tf.keras.callbacks.Callback):
@@ -57,8 +61,7 @@ class BatchCountdown(tf.keras.callbacks.Callback):
   def __init__(self, what, dataset, every_seconds=EVERY_SECONDS):
     super().__init__()
     batches = int(tf.data.experimental.cardinality(dataset))
-    self.countdown = Countdown(what, batches if batches > 0 else None, "batches",
-                               every_seconds)
+    self.countdown = Countdown(what, batches if batches > 0 else None, "batches", every_seconds)
 
   def on_test_batch_end(self, batch, logs=None):
     self.countdown.update(batch + 1)

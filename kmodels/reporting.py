@@ -66,11 +66,11 @@ def classification_report(labels, predictions, label_names):
   total = int(stats[:, 3].sum())
   accuracy = float(np.mean(labels == predictions)) if total else 0.0
   rows += ["", f"{'accuracy':>{width}}  {'':9} {'':9} {accuracy:9.4f} {total:9d}"]
-  rows.append(f"{'macro avg':>{width}}  " + " ".join(
-      f"{v:9.4f}" for v in stats[:, :3].mean(axis=0)) + f" {total:9d}")
+  rows.append(f"{'macro avg':>{width}}  " +
+              " ".join(f"{v:9.4f}" for v in stats[:, :3].mean(axis=0)) + f" {total:9d}")
   weights = stats[:, 3] / max(total, 1)
-  rows.append(f"{'weighted avg':>{width}}  " + " ".join(
-      f"{v:9.4f}" for v in weights @ stats[:, :3]) + f" {total:9d}")
+  rows.append(f"{'weighted avg':>{width}}  " +
+              " ".join(f"{v:9.4f}" for v in weights @ stats[:, :3]) + f" {total:9d}")
   return "\n".join(rows) + "\n"
 
 
@@ -115,7 +115,12 @@ def plot_confusion_matrix(labels, predictions, label_names, path, title):
   ax.set_ylabel("true")
   threshold = counts.max() / 2 if counts.size else 0
   for (row, column), count in np.ndenumerate(counts):
-    ax.text(column, row, str(count), ha="center", va="center", fontsize=8,
+    ax.text(column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=8,
             color="white" if count > threshold else "black")
   ax.set_title(title)
   fig.tight_layout()
@@ -137,7 +142,9 @@ def write_hparams(logdir, hparams, metrics, step):
   with tf.summary.create_file_writer(logdir).as_default():
     hp.hparams_config(hparams=[hp.HParam(name) for name in sorted(hparams)],
                       metrics=[hp.Metric(name) for name in final])
-    hp.hparams({name: value if isinstance(value, (bool, int, float, str)) else str(value)
-                for name, value in hparams.items()})
+    hp.hparams({
+        name: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for name, value in hparams.items()
+    })
     for name, value in final.items():
       tf.summary.scalar(name, value, step=step)

@@ -12,9 +12,11 @@ import sys
 # TensorFlow's gs:// filesystem reads its retry settings once, when TensorFlow is imported.
 # Its default (10 retries, back-off from 1 s to 32 s) reports unreachable storage after
 # more than 3 minutes; this caps it at about 30 s. Users' own settings win.
-GCS_RETRY_DEFAULTS = {"GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "500000",
-                      "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": "8000000",
-                      "GCS_RETRY_CONFIG_MAX_RETRIES": "5"}
+GCS_RETRY_DEFAULTS = {
+    "GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "500000",
+    "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": "8000000",
+    "GCS_RETRY_CONFIG_MAX_RETRIES": "5"
+}
 ENVIRONMENT = {
     # The whole package speaks the Keras 2 API through tf.keras. On TensorFlow >= 2.16 that
     # API lives in the tf-keras package and is chosen only when this is set before
@@ -53,8 +55,10 @@ def _autograph_leaves_tf_keras_alone():
   (cProfile: ast.generic_visit, autograph.pyct.transformer), ~1 s once skipped.
   """
   from tensorflow.python.autograph.core import config  # pylint: disable=g-direct-tensorflow-import,g-import-not-at-top
-  if not any(rule.matches("tf_keras") for rule in config.CONVERSION_RULES
-             if isinstance(rule, config.DoNotConvert)):
+  if not any(
+      rule.matches("tf_keras")
+      for rule in config.CONVERSION_RULES
+      if isinstance(rule, config.DoNotConvert)):
     config.CONVERSION_RULES += (config.DoNotConvert("tf_keras"),)
 
 

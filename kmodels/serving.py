@@ -53,8 +53,11 @@ def _outputs(scores_of, images_0_255, label_names, logits):
   scores = tf.cast(scores_of(tf.cast(images_0_255, tf.float32)), tf.float32)
   probabilities = tf.nn.softmax(scores) if logits else scores
   class_id = tf.argmax(probabilities, axis=-1)
-  return {"probabilities": probabilities, "class_id": class_id,
-          "class_name": tf.gather(tf.constant(label_names), class_id)}
+  return {
+      "probabilities": probabilities,
+      "class_id": class_id,
+      "class_name": tf.gather(tf.constant(label_names), class_id)
+  }
 
 
 def decode(encoded, image_shape):
@@ -69,8 +72,8 @@ def bytes_to_pixels(image_shape, eval_crop_fraction):
   """encoded image -> uint8 image_shape, as evaluation prepares images of this run."""
   if eval_crop_fraction is None:
     return lambda encoded: decode(encoded, image_shape)
-  return lambda encoded: images.eval_image(encoded, image_shape[0], eval_crop_fraction,
-                                           image_shape[-1])
+  return lambda encoded: images.eval_image(encoded, image_shape[0], eval_crop_fraction, image_shape[
+      -1])
 
 
 def signatures(scores_of, image_shape, label_names, logits, eval_crop_fraction=None):
@@ -89,12 +92,14 @@ def signatures(scores_of, image_shape, label_names, logits, eval_crop_fraction=N
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
   def serving_bytes(images):
-    decoded = tf.map_fn(to_pixels, images,
-                        fn_output_signature=tf.TensorSpec(image_shape, tf.uint8))
+    decoded = tf.map_fn(to_pixels, images, fn_output_signature=tf.TensorSpec(image_shape, tf.uint8))
     return _outputs(scores_of, decoded, label_names, logits)
 
-  return {"serving_default": serving_default, "serving_float": serving_float,
-          "serving_bytes": serving_bytes}
+  return {
+      "serving_default": serving_default,
+      "serving_float": serving_float,
+      "serving_bytes": serving_bytes
+  }
 
 
 class Card(typing.NamedTuple):
@@ -108,8 +113,10 @@ class Card(typing.NamedTuple):
   @classmethod
   def from_config(cls, config, test_accuracy, model_name):
     """model_name: the trained model's name for people (trainers.model_label)."""
-    return cls(precision=config.precision, trainer=config.trainer,
-               model_name=model_name, test_accuracy=test_accuracy,
+    return cls(precision=config.precision,
+               trainer=config.trainer,
+               model_name=model_name,
+               test_accuracy=test_accuracy,
                config=json.loads(config.to_json_best_effort()))
 
 
@@ -119,18 +126,27 @@ def model_card(info, card: Card):
       "tensorflow_version": tf.__version__,
       "dataset": info.name,
       "label_names": list(info.label_names),
-      "input": {"signature": "serving_default", "name": INPUT_NAME, "dtype": "uint8",
-                "shape": [None, *info.image_shape]},
-      "signatures": {"serving_default": "uint8 images [N, H, W, C]",
-                     "serving_float": "float32 pixels in 0-255 [N, H, W, C]",
-                     "serving_bytes": "encoded PNG/JPEG strings [N], resized inside"},
-      "outputs": {"probabilities": "float32 [N, classes]", "class_id": "int64 [N]",
-                  "class_name": "string [N]"},
+      "input": {
+          "signature": "serving_default",
+          "name": INPUT_NAME,
+          "dtype": "uint8",
+          "shape": [None, *info.image_shape]
+      },
+      "signatures": {
+          "serving_default": "uint8 images [N, H, W, C]",
+          "serving_float": "float32 pixels in 0-255 [N, H, W, C]",
+          "serving_bytes": "encoded PNG/JPEG strings [N], resized inside"
+      },
+      "outputs": {
+          "probabilities": "float32 [N, classes]",
+          "class_id": "int64 [N]",
+          "class_name": "string [N]"
+      },
       "preprocessing": "pixels / 255 as float32 (inside the signatures)",
-      "bytes_preprocessing": (
-          "decoded, resized to the input size" if info.eval_crop_fraction is None else
-          f"decoded, centre square of {info.eval_crop_fraction} x the shorter side, resized "
-          "to the input size (as evaluation)"),
+      "bytes_preprocessing":
+          ("decoded, resized to the input size" if info.eval_crop_fraction is None else
+           f"decoded, centre square of {info.eval_crop_fraction} x the shorter side, resized "
+           "to the input size (as evaluation)"),
       "eval_crop_fraction": info.eval_crop_fraction,
       "model": card.model_name,
       "trainer": card.trainer,
@@ -186,25 +202,27 @@ def _next_version(export_root):
   if not storage.isdir(export_root):
     return 1
   names = (name.rstrip("/") for name in storage.listdir(export_root))
-  numbers = [int(name.rpartition("-")[2]) for name in names
-             if name.rpartition("-")[2].isdigit()]
+  numbers = [int(name.rpartition("-")[2]) for name in names if name.rpartition("-")[2].isdigit()]
   return max(numbers, default=0) + 1
 
 
 def export_keras(model, info, slot: Slot, card: Card, logits: bool, warmup_images):
   """Saves `model` with the serving signatures, its model card and warm-up requests."""
-  model.save(slot.path, save_format="tf", include_optimizer=False,
-             signatures=signatures(keras_scores(model), info.image_shape, info.label_names,
-                                   logits, info.eval_crop_fraction),
+  model.save(slot.path,
+             save_format="tf",
+             include_optimizer=False,
+             signatures=signatures(keras_scores(model), info.image_shape, info.label_names, logits,
+                                   info.eval_crop_fraction),
              save_traces=not _only_keras_layers(model))
   write_extras(slot, info, card, warmup_images)
 
 
 def export_module(module, scores_of, info, slot: Slot, card: Card, logits, warmup_images):
   """Saves a tf.Module (holding what `scores_of` uses) with the serving signatures."""
-  tf.saved_model.save(module, slot.path,
-                      signatures=signatures(scores_of, info.image_shape, info.label_names,
-                                            logits, info.eval_crop_fraction))
+  tf.saved_model.save(module,
+                      slot.path,
+                      signatures=signatures(scores_of, info.image_shape, info.label_names, logits,
+                                            info.eval_crop_fraction))
   write_extras(slot, info, card, warmup_images)
 
 
@@ -216,8 +234,9 @@ def _only_keras_layers(model):
   90 of the export's 100 s). Models with kmodels' own layer classes keep the traces, which
   is what lets load_model rebuild them without their Python classes.
   """
-  return all(type(layer).__module__.startswith(("keras.", "tf_keras."))
-             for layer in model._flatten_layers(include_self=True))  # pylint: disable=protected-access
+  return all(
+      type(layer).__module__.startswith(("keras.", "tf_keras."))
+      for layer in model._flatten_layers(include_self=True))  # pylint: disable=protected-access
 
 
 def write_extras(slot: Slot, info, card: Card, warmup_images):
@@ -231,8 +250,11 @@ def warmup_requests(pixels):
   """One PredictionLog per signature, each asking for `pixels` (uint8 [N, H, W, C]) in
   the signature's own input form."""
   encoded = [tf.io.encode_png(image).numpy() for image in pixels]
-  inputs = {"serving_default": pixels, "serving_float": pixels.astype(np.float32),
-            "serving_bytes": np.array(encoded, dtype=object)}
+  inputs = {
+      "serving_default": pixels,
+      "serving_float": pixels.astype(np.float32),
+      "serving_bytes": np.array(encoded, dtype=object)
+  }
   return [predict_log(name, {INPUT_NAME: value}) for name, value in inputs.items()]
 
 
@@ -243,9 +265,12 @@ def write_warmup_requests(version_dir, pixels):
 def predict_log(signature_name, inputs):
   """A TF Serving PredictionLog asking `signature_name` for {input name: value}."""
   return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
-      request=predict_pb2.PredictRequest(
-          model_spec=model_pb2.ModelSpec(signature_name=signature_name),
-          inputs={name: tf.make_tensor_proto(value) for name, value in inputs.items()})))
+      request=predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+          signature_name=signature_name),
+                                         inputs={
+                                             name: tf.make_tensor_proto(value)
+                                             for name, value in inputs.items()
+                                         })))
 
 
 def write_prediction_logs(version_dir, logs):

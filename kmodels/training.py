@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from kmodels import (callbacks, data, distribute, faults, precision, reporting, storage,
-                     trainers, validation)
+from kmodels import (callbacks, data, distribute, faults, precision, reporting, storage, trainers,
+                     validation)
 from kmodels import errors
 from kmodels import workdir as workdir_lib
 from kmodels.data import images, sources
@@ -74,8 +74,8 @@ def with_resolved_precision(config, strategy=None):
 
 def _with_splits_of(config, dataset_config):
   """`config` with the splits its opened source read (sources.with_resolved_splits)."""
-  if (dataset_config.train_split, dataset_config.eval_split) == (
-      config.dataset.train_split, config.dataset.eval_split):
+  if (dataset_config.train_split, dataset_config.eval_split) == (config.dataset.train_split,
+                                                                 config.dataset.eval_split):
     return config
   resolved = config.copy_and_resolve_references()
   resolved.dataset.train_split = dataset_config.train_split
@@ -93,18 +93,20 @@ def with_resolved_crop_policy(config):
   policy = images.crop_policy(config.dataset, epochs)
   resolved.dataset.crop.policy = policy
   if policy == "imagenet":
-    logging.info("dataset.crop.policy=auto -> imagenet: images at %d px over %d epochs (the "
-                 "ImageNet recipe from %d px and %d epochs): random-resized crops and flips "
-                 "for training, the centre %g for evaluation.", size, epochs,
-                 images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS,
-                 config.dataset.crop.eval_fraction)
+    logging.info(
+        "dataset.crop.policy=auto -> imagenet: images at %d px over %d epochs (the "
+        "ImageNet recipe from %d px and %d epochs): random-resized crops and flips "
+        "for training, the centre %g for evaluation.", size, epochs,
+        images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS,
+        config.dataset.crop.eval_fraction)
   else:
-    logging.info("dataset.crop.policy=auto -> %s: images at %d px over %d epochs (the "
-                 "ImageNet recipe needs %d px and %d epochs): the whole image resized for "
-                 "training and evaluation alike, no flips, as Keras' "
-                 "image_dataset_from_directory (ImageNet's crops lose short runs and small "
-                 "images to it, and flips mirror digits).", policy, size, epochs,
-                 images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS)
+    logging.info(
+        "dataset.crop.policy=auto -> %s: images at %d px over %d epochs (the "
+        "ImageNet recipe needs %d px and %d epochs): the whole image resized for "
+        "training and evaluation alike, no flips, as Keras' "
+        "image_dataset_from_directory (ImageNet's crops lose short runs and small "
+        "images to it, and flips mirror digits).", policy, size, epochs,
+        images.IMAGENET_POLICY_MIN_SIZE, images.IMAGENET_POLICY_MIN_EPOCHS)
   return resolved
 
 
@@ -117,19 +119,24 @@ def seed_and_determinism(train_config):
 def _steps_per_epoch(config, strategy, info):
   steps_per_epoch = config.train.steps_per_epoch or info.train_examples // config.train.batch_size
   per_replica = distribute.per_replica_batch_size(config.train.batch_size, strategy)
-  logging.info("%s: %d train / %d eval examples, %s images, %d classes. Batch %d "
-               "(%d per replica x %d), %d steps per epoch, %d epochs, trainer %s.", info.name,
-               info.train_examples, info.eval_examples, info.image_shape, info.num_classes,
-               config.train.batch_size, per_replica, strategy.num_replicas_in_sync,
-               steps_per_epoch, config.train.epochs, config.trainer)
+  logging.info(
+      "%s: %d train / %d eval examples, %s images, %d classes. Batch %d "
+      "(%d per replica x %d), %d steps per epoch, %d epochs, trainer %s.", info.name,
+      info.train_examples, info.eval_examples, info.image_shape, info.num_classes,
+      config.train.batch_size, per_replica, strategy.num_replicas_in_sync, steps_per_epoch,
+      config.train.epochs, config.trainer)
   return steps_per_epoch
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
     strategy: typing.Optional[tf.distribute.Strategy] = None,
-    datasets: typing.Optional[data.Datasets] = None, overwrite: bool = False,
-    extra_callbacks: typing.Sequence[tf.keras.callbacks.Callback] = ()) -> dict:
+    datasets: typing.Optional[data.Datasets] = None,
+    overwrite: bool = False,
+    extra_callbacks: typing.Sequence[tf.keras.callbacks.Callback] = ()
+) -> dict:
   """Trains `config.model` on `config.dataset` and writes every output into `workdir`.
 
   Re-running with the same workdir resumes from the last completed epoch. In a
@@ -182,16 +189,20 @@ def _train_evaluate_report(prepared, workdir, timer, extra_callbacks):
   history = callbacks.EpochHistory(workdir.history if chief else None,
                                    steps_per_epoch * config.train.batch_size)
   trainer = trainers.TABLE[config.trainer]
-  run = Run(config, workdir, strategy, datasets, history, steps_per_epoch, timer,
-            trainer=trainer)
+  run = Run(config, workdir, strategy, datasets, history, steps_per_epoch, timer, trainer=trainer)
   run = run._replace(callbacks=[*callbacks.epoch_contract(run), *extra_callbacks])
   try:
     outcome = trainer.train(run)
   except TrainingDiverged as e:
     if chief:  # what was learned before the fault stays readable
-      reporting.write_json(workdir.metrics, {
-          "trainer": config.trainer, "status": "diverged", "error": str(e),
-          "history": history.history, "epochs_completed": len(history.history)})
+      reporting.write_json(
+          workdir.metrics, {
+              "trainer": config.trainer,
+              "status": "diverged",
+              "error": str(e),
+              "history": history.history,
+              "epochs_completed": len(history.history)
+          })
     raise
   except tf.errors.OpError as e:
     user_error = data.explain_read_error(e, config.dataset, datasets.info)
@@ -202,25 +213,40 @@ def _train_evaluate_report(prepared, workdir, timer, extra_callbacks):
   report = reporting.classification_report(labels, outcome.predicted_classes,
                                            datasets.info.label_names)
   metrics = {
-      "trainer": config.trainer,
-      "precision": config.precision,
-      "precision_requested": config.precision_requested,
-      "status": "completed",
-      "test_accuracy": outcome.test_accuracy,
-      "test_loss": outcome.test_loss,
-      **({"test_top5_accuracy": outcome.test_top5_accuracy}
-         if outcome.test_top5_accuracy is not None else {}),
-      "parameters": outcome.parameters,
-      "history": history.history,
-      "train_seconds": sum(h["seconds"] for h in history.history),
-      "images_per_second": callbacks.steady_images_per_second(history.history),
-      "epochs_completed": len(history.history),
+      "trainer":
+          config.trainer,
+      "precision":
+          config.precision,
+      "precision_requested":
+          config.precision_requested,
+      "status":
+          "completed",
+      "test_accuracy":
+          outcome.test_accuracy,
+      "test_loss":
+          outcome.test_loss,
+      **({
+          "test_top5_accuracy": outcome.test_top5_accuracy
+      } if outcome.test_top5_accuracy is not None else {}),
+      "parameters":
+          outcome.parameters,
+      "history":
+          history.history,
+      "train_seconds":
+          sum(h["seconds"] for h in history.history),
+      "images_per_second":
+          callbacks.steady_images_per_second(history.history),
+      "epochs_completed":
+          len(history.history),
       # From the start of the run (after imports) to the end of the first training step
       # of this process: setup, data, model building, tracing and compilation.
-      "first_step_seconds": timer.seconds,
-      "first_step_unix_time": timer.unix_time,
+      "first_step_seconds":
+          timer.seconds,
+      "first_step_unix_time":
+          timer.unix_time,
       # Image folders: files skipped as unreadable, per split (named in the log).
-      "bad_files": datasets.info.bad_files or {},
+      "bad_files":
+          datasets.info.bad_files or {},
   }
   if chief:
     _write_reports(config, workdir, datasets.info, metrics, report)
@@ -232,16 +258,17 @@ def _train_evaluate_report(prepared, workdir, timer, extra_callbacks):
 
 def _write_reports(config, workdir, info, metrics, report):
   reporting.write_json(workdir.metrics, metrics)
-  reporting.write_hparams(
-      storage.join(workdir.tensorboard, "hparams"),
-      workdir_lib.run_defining_values(json.loads(config.to_json_best_effort())), metrics,
-      step=len(metrics["history"]))
+  reporting.write_hparams(storage.join(workdir.tensorboard, "hparams"),
+                          workdir_lib.run_defining_values(json.loads(config.to_json_best_effort())),
+                          metrics,
+                          step=len(metrics["history"]))
   storage.write_atomic(workdir.report, report)
   reporting.plot_curves(metrics["history"], workdir.curves,
                         f"{trainers.model_label(config)} ({config.trainer}) on {info.name}")
-  logging.info("Classification report (%s, split %r):\n%s", info.name,
-               config.dataset.eval_split, report)
-  logging.info("Test accuracy %.4f, test loss %.4f. Outputs in %s: metrics.json, curves.png, "
-               "classification_report.txt, confusion_matrix.png, tensorboard/, checkpoints/; "
-               "the SavedModel to serve: %s.", metrics["test_accuracy"], metrics["test_loss"],
-               workdir.root, workdir.current_export())
+  logging.info("Classification report (%s, split %r):\n%s", info.name, config.dataset.eval_split,
+               report)
+  logging.info(
+      "Test accuracy %.4f, test loss %.4f. Outputs in %s: metrics.json, curves.png, "
+      "classification_report.txt, confusion_matrix.png, tensorboard/, checkpoints/; "
+      "the SavedModel to serve: %s.", metrics["test_accuracy"], metrics["test_loss"], workdir.root,
+      workdir.current_export())

@@ -27,8 +27,8 @@ def _positive(key, value, allow_none=False):
 
 
 def _in_range(key, value, low, high, closed_high=False):
-  ok = isinstance(value, (int, float)) and low <= value and (
-      value <= high if closed_high else value < high)
+  ok = isinstance(
+      value, (int, float)) and low <= value and (value <= high if closed_high else value < high)
   if not ok:
     raise UserError(f"{key} must be in [{low}, {high}{']' if closed_high else ')'}, "
                     f"got {value!r}.")
@@ -40,23 +40,20 @@ def validate(config):
   _choice("dataset.source", config.dataset.source, DATA_SOURCES)
   _choice("trainer", config.trainer, trainers.NAMES)
   _choice("distribution.strategy", config.distribution.strategy, tuple(distribute.STRATEGIES))
-  _choice("distribution.collective", config.distribution.collective,
-          tuple(distribute.COLLECTIVES))
+  _choice("distribution.collective", config.distribution.collective, tuple(distribute.COLLECTIVES))
   _choice("distribution.gpu_memory_growth", config.distribution.gpu_memory_growth,
           distribute.GPU_MEMORY_GROWTH)
   _choice("distribution.cluster", config.distribution.cluster, distribute.CLUSTERS)
   _in_range("distribution.slurm_port_base", config.distribution.slurm_port_base, 1, 65536)
   _choice("precision", config.precision, precision.PRECISIONS)
-  _choice("train.optimizer.name", config.train.optimizer.name,
-          tuple(optimizers.OPTIMIZERS))
+  _choice("train.optimizer.name", config.train.optimizer.name, tuple(optimizers.OPTIMIZERS))
   for key in ("train.batch_size", "train.epochs", "train.steps_per_execution",
-              "train.accumulate_steps",
-              "dataset.shuffle_buffer", "dataset.synthetic_train_examples",
-              "dataset.synthetic_eval_examples", "distribution.connect_timeout_seconds"):
+              "train.accumulate_steps", "dataset.shuffle_buffer",
+              "dataset.synthetic_train_examples", "dataset.synthetic_eval_examples",
+              "distribution.connect_timeout_seconds"):
     _positive(key, _get(config, key))
   _positive("train.steps_per_epoch", config.train.steps_per_epoch, allow_none=True)
-  _positive("train.checkpoint_every_steps", config.train.checkpoint_every_steps,
-            allow_none=True)
+  _positive("train.checkpoint_every_steps", config.train.checkpoint_every_steps, allow_none=True)
   _check_profile_steps(config.train.profile_steps)
   _in_range("train.log_every_seconds", config.train.log_every_seconds, 1e-3, float("inf"))
   _choice("train.precise_batchnorm", config.train.precise_batchnorm, (True, False))
@@ -72,11 +69,13 @@ def validate(config):
   _in_range("train.optimizer.weight_decay", optimizer.weight_decay, 0.0, 1.0)
   _in_range("train.label_smoothing", config.train.label_smoothing, 0.0, 1.0)
   if optimizer.clip_global_norm is not None:
-    _in_range("train.optimizer.clip_global_norm", optimizer.clip_global_norm, 1e-12,
-              float("inf"))
+    _in_range("train.optimizer.clip_global_norm", optimizer.clip_global_norm, 1e-12, float("inf"))
   if optimizer.ema_momentum is not None:
     _in_range("train.optimizer.ema_momentum", optimizer.ema_momentum, 0.0, 1.0)
-  _in_range("train.optimizer.finetune_lr_factor", optimizer.finetune_lr_factor, 1e-9, 1.0,
+  _in_range("train.optimizer.finetune_lr_factor",
+            optimizer.finetune_lr_factor,
+            1e-9,
+            1.0,
             closed_high=True)
   _check_fine_tuning(config)
   if optimizer.schedule == "cosine" and optimizer.time_decay:
@@ -100,8 +99,11 @@ def _check_augmentation(config):
   if isinstance(ops, bool) or not isinstance(ops, int) or not 0 <= ops <= MAX_RANDAUGMENT_OPS:
     raise UserError(f"dataset.augment.randaugment_ops must be an integer from 0 (off) to "
                     f"{MAX_RANDAUGMENT_OPS}, got {ops!r}; 2 is RandAugment's usual setting.")
-  _in_range("dataset.augment.randaugment_magnitude", aug.randaugment_magnitude, 0.0,
-            randaugment.MAX_MAGNITUDE, closed_high=True)
+  _in_range("dataset.augment.randaugment_magnitude",
+            aug.randaugment_magnitude,
+            0.0,
+            randaugment.MAX_MAGNITUDE,
+            closed_high=True)
   for key in ("mixup_alpha", "cutmix_alpha"):
     _in_range(f"dataset.augment.{key}", aug[key], 0.0, 100.0, closed_high=True)
 
@@ -129,9 +131,9 @@ def _check_dataset(dataset):
   _in_range("dataset.crop.eval_fraction", crop.eval_fraction, 0.05, 1.0, True)
   for key, bounds, (low, high) in (("area", crop.area, (0.0, 1.0)),
                                    ("aspect_ratio", crop.aspect_ratio, (0.01, 100.0))):
-    if (not isinstance(bounds, (tuple, list)) or len(bounds) != 2
-        or not all(isinstance(b, (int, float)) and low < b <= high for b in bounds)
-        or bounds[0] > bounds[1]):
+    if (not isinstance(bounds, (tuple, list)) or len(bounds) != 2 or
+        not all(isinstance(b, (int, float)) and low < b <= high for b in bounds) or
+        bounds[0] > bounds[1]):
       raise UserError(f"dataset.crop.{key} must be (min, max) with {low} < min <= max <= "
                       f"{high}, got {bounds!r}.")
   if dataset.name == sources.IMAGE_FOLDER and not dataset.image_dir:
@@ -144,8 +146,9 @@ def _check_dataset(dataset):
 def _check_profile_steps(steps):
   if steps is None:
     return
-  if (len(steps) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                                 for s in steps) or steps[0] > steps[1]):
+  if (len(steps) != 2 or
+      not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in steps) or
+      steps[0] > steps[1]):
     raise UserError(f"train.profile_steps must be (first, last) training steps with "
                     f"0 < first <= last, e.g. (10, 15); got {steps!r}.")
 
@@ -183,8 +186,9 @@ def _check_trainer_support(config):
     raise UserError(f"trainer={trainer.name} trains with precision "
                     f"{' or '.join(trainer.precisions)}{trainer.precision_note}; got "
                     f"{config.precision!r}. Set --config.precision=float32.")
-  applied = [f"{key}={_get(config, key)!r}" for key, off in trainer.unsupported
-             if _get(config, key) != off]
+  applied = [
+      f"{key}={_get(config, key)!r}" for key, off in trainer.unsupported if _get(config, key) != off
+  ]
   if applied:
     able = [t.name for t in trainers.TABLE.values() if not t.unsupported]
     raise UserError(f"trainer={trainer.name} {trainer.unsupported_why}, so it cannot apply "

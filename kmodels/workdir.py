@@ -14,7 +14,6 @@ from kmodels import optimizers, reporting, storage
 from kmodels.errors import UserError
 from kmodels.storage import locks
 
-
 # What Vertex AI custom training sets in each task's environment (from the job's
 # baseOutputDirectory: .../model/, .../checkpoints/, .../logs/). When set, the run puts
 # its export, checkpoints and TensorBoard logs there, and the workdir defaults to the
@@ -50,10 +49,10 @@ class Workdir:
     self.root = storage.absolute(root)
     self.config_json = self._path("config.json")
     # Checkpoints to resume from (where each trainer keeps its own: trainers.TABLE)
-    self.checkpoints = (self._vertex(environ, VERTEX_CHECKPOINT_DIR, "checkpoints")
-                        or self._path("checkpoints"))
-    self.tensorboard = (self._vertex(environ, VERTEX_TENSORBOARD_DIR, "TensorBoard logs")
-                        or self._path("tensorboard"))
+    self.checkpoints = (self._vertex(environ, VERTEX_CHECKPOINT_DIR, "checkpoints") or
+                        self._path("checkpoints"))
+    self.tensorboard = (self._vertex(environ, VERTEX_TENSORBOARD_DIR, "TensorBoard logs") or
+                        self._path("tensorboard"))
     # SavedModels for serving: numbered versions export/1/, export/2/, ... (TF Serving and
     # KServe serve the highest). On Vertex AI, AIP_MODEL_DIR itself: Vertex reads
     # saved_model.pb at that directory's root and versions models in its Model Registry.
@@ -132,14 +131,17 @@ class Workdir:
           f"Workdir {self.root} holds a run of another experiment ({listed}). Resuming it "
           "would mix the two. Use a new --workdir, or pass --overwrite to delete that "
           "run's outputs and start over.")
-    logging.warning("--overwrite: deleting the outputs of the previous run in %s (%s).",
-                    self.root, listed)
+    logging.warning("--overwrite: deleting the outputs of the previous run in %s (%s).", self.root,
+                    listed)
     for path in self.run_outputs():
       storage.remove(path)
 
   def run_outputs(self):
-    return [self.config_json, self.checkpoints, self.tensorboard, self.export, self.metrics,
-            self.history, self.curves, self.report, self.confusion, self.evaluation()]
+    return [
+        self.config_json, self.checkpoints, self.tensorboard, self.export, self.metrics,
+        self.history, self.curves, self.report, self.confusion,
+        self.evaluation()
+    ]
 
   def current_export(self):
     return current_export(self.export)
@@ -161,8 +163,10 @@ def export_versions(export_root):
   if not storage.isdir(export_root):
     return []
   names = (name.rstrip("/") for name in storage.listdir(export_root))
-  return sorted(int(name) for name in names if name.isdigit() and
-                storage.exists(storage.join(export_root, name, SAVED_MODEL)))
+  return sorted(
+      int(name)
+      for name in names
+      if name.isdigit() and storage.exists(storage.join(export_root, name, SAVED_MODEL)))
 
 
 def current_export(export_root):
@@ -190,10 +194,9 @@ def _reason(error):
 # Config keys that make two runs different experiments. Others may change on a resume:
 # train.epochs (train longer, unless a cosine schedule fixed the run's length: see
 # optimizers.check_schedule_kept), the data location, the hardware and distribution.
-RUN_DEFINING = ("model", "trainer", "estimator", "precision", "dataset.name",
-                "dataset.source", "dataset.augment", "dataset.image_size", "dataset.channels",
-                "train.batch_size", "train.seed", "train.optimizer", "train.label_smoothing",
-                "train.sync_batchnorm")
+RUN_DEFINING = ("model", "trainer", "estimator", "precision", "dataset.name", "dataset.source",
+                "dataset.augment", "dataset.image_size", "dataset.channels", "train.batch_size",
+                "train.seed", "train.optimizer", "train.label_smoothing", "train.sync_batchnorm")
 
 
 def _flatten(tree, prefix=""):
@@ -207,8 +210,10 @@ def _flatten(tree, prefix=""):
 
 def run_defining_values(config_dict):
   """{"a.b": value} of `config_dict` (a resolved config as a dict) under RUN_DEFINING."""
-  return {k: v for k, v in _flatten(config_dict).items()
-          if any(k == d or k.startswith(d + ".") for d in RUN_DEFINING)}
+  return {
+      k: v for k, v in _flatten(config_dict).items() if any(k == d or k.startswith(d + ".")
+                                                            for d in RUN_DEFINING)
+  }
 
 
 def _differences(previous, current):

@@ -30,15 +30,15 @@ from kmodels.tools import benchmark
 import launch  # its PROCESS_START: before the imports, so time to first step counts them
 from launch import common
 
-_CONFIG, _WORKDIR = common.define_config_and_workdir(
-    "Training config to measure (configs/*.py).", "Directory for benchmark.json.")
+_CONFIG, _WORKDIR = common.define_config_and_workdir("Training config to measure (configs/*.py).",
+                                                     "Directory for benchmark.json.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed training steps (after as many warm-up).")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 50, "Batches for input timing.")
 _SYNTHETIC_BATCH = flags.DEFINE_bool("synthetic_batch", False,
                                      "Train on one in-memory batch: no input pipeline.")
-_REFERENCE = flags.DEFINE_bool("reference", True,
-                               "Also measure the CIFAR styles tutorial's path "
-                               "(ImageDataGenerator + model.fit).")
+_REFERENCE = flags.DEFINE_bool(
+    "reference", True, "Also measure the CIFAR styles tutorial's path "
+    "(ImageDataGenerator + model.fit).")
 _INPUT_ONLY = flags.DEFINE_bool(
     "input_only", False, "Measure only the input pipeline, against decoding the same files "
     "alone (input_images_per_second, decode_limit_images_per_second); no training.")
@@ -51,8 +51,8 @@ def _table(results):
   for name in ("peak_gflops", "op_time_shares"):
     rows += [(f"{name}[{k}]", v) for k, v in results.get(name, {}).items()]
   width = max(len(k) for k, _ in rows)
-  return "\n".join(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}"
-                   for k, v in rows)
+  return "\n".join(
+      f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def main(argv):
@@ -62,10 +62,13 @@ def main(argv):
       results = benchmark.input_only(_CONFIG.value, batches=_PIPELINE_BATCHES.value)
     else:
       profile_dir = storage.join(_WORKDIR.value, "op_profile") if _OP_PROFILE.value else None
-      results = benchmark.run(
-          _CONFIG.value, steps=_STEPS.value, pipeline_batches=_PIPELINE_BATCHES.value,
-          synthetic_batch=_SYNTHETIC_BATCH.value, with_reference=_REFERENCE.value,
-          process_start=launch.PROCESS_START, op_profile_dir=profile_dir)
+      results = benchmark.run(_CONFIG.value,
+                              steps=_STEPS.value,
+                              pipeline_batches=_PIPELINE_BATCHES.value,
+                              synthetic_batch=_SYNTHETIC_BATCH.value,
+                              with_reference=_REFERENCE.value,
+                              process_start=launch.PROCESS_START,
+                              op_profile_dir=profile_dir)
   storage.makedirs(_WORKDIR.value)
   reporting.write_json(storage.join(_WORKDIR.value, "benchmark.json"), results)
   print(_table(results), flush=True)

@@ -61,8 +61,10 @@ def _raised_by_config_file(error, argv):
   config_file = _config_file(argv)
   seen = error
   while seen is not None and config_file:
-    frames = [f for f in traceback.extract_tb(seen.__traceback__)
-              if os.path.abspath(f.filename) == config_file]
+    frames = [
+        f for f in traceback.extract_tb(seen.__traceback__)
+        if os.path.abspath(f.filename) == config_file
+    ]
     if frames and not isinstance(seen, flags.Error):
       frame = frames[-1]
       return (f"the config file {frame.filename} raised {type(seen).__name__}: {seen} "

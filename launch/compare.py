@@ -16,8 +16,8 @@ from kmodels import validation
 from kmodels.tools import compare
 from launch import common
 
-_CONFIG, _WORKDIR = common.define_config_and_workdir(
-    "Comparison config (configs/compare_*.py).", "Directory for the comparison's outputs.")
+_CONFIG, _WORKDIR = common.define_config_and_workdir("Comparison config (configs/compare_*.py).",
+                                                     "Directory for the comparison's outputs.")
 
 
 def main(argv):
@@ -25,8 +25,10 @@ def main(argv):
   with common.user_errors_exit():
     config = _CONFIG.value
     validation.validate(config)  # each path re-checks its own trainer
-    overrides = [f"--config.{key}={value}" for key, value in
-                 config_flags.get_override_values(flags.FLAGS["config"]).items()]
+    overrides = [
+        f"--config.{key}={value}"
+        for key, value in config_flags.get_override_values(flags.FLAGS["config"]).items()
+    ]
     compare.run(config, config_flags.get_config_filename(flags.FLAGS["config"]), overrides,
                 _WORKDIR.value)
 

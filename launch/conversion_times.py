@@ -1,4 +1,6 @@
-r"""Seconds to convert untrained registry models to LiteRT and ONNX (kmodels/docs/measurements.md "Conversion times").
+r"""Seconds to convert untrained registry models to LiteRT and ONNX.
+
+(kmodels/docs/measurements.md "Conversion times")
 
   .venv-current/bin/python -m launch.conversion_times --models=mobilenet_v2,resnet50
 
@@ -37,11 +39,13 @@ def main(argv):
     with precision.policy("float32"):
       model = models.build_model(name, shape, 10)
     probabilities = exporting.probabilities_function(model, shape, models.REGISTRY[name].logits)
-    live = tf.lite.TFLiteConverter.from_concrete_functions(
-        [probabilities.get_concrete_function()], model)
-    print(f"| {name} | {_seconds(lambda: exporting.convert(probabilities, 'litert')):.1f} | "
-          f"{_seconds(live.convert):.1f} | "
-          f"{_seconds(lambda: exporting.convert(probabilities, 'onnx')):.1f} |", flush=True)
+    live = tf.lite.TFLiteConverter.from_concrete_functions([probabilities.get_concrete_function()],
+                                                           model)
+    print(
+        f"| {name} | {_seconds(lambda: exporting.convert(probabilities, 'litert')):.1f} | "
+        f"{_seconds(live.convert):.1f} | "
+        f"{_seconds(lambda: exporting.convert(probabilities, 'onnx')):.1f} |",
+        flush=True)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from launch import common
 _DISPATCHER = flags.DEFINE_bool("dispatcher", False, "Start the dispatcher.")
 _WORKER = flags.DEFINE_bool("worker", False, "Start a worker.")
 _PORT = flags.DEFINE_integer("port", None, "Port to serve on.")
-_WORKER_ADDRESSES = flags.DEFINE_list(
-    "worker_addresses", None, "Dispatcher: every worker's HOST:PORT, as each gives it.")
-_DISPATCHER_ADDRESS = flags.DEFINE_string(
-    "dispatcher_address", None, "Worker: the dispatcher's HOST:PORT.")
+_WORKER_ADDRESSES = flags.DEFINE_list("worker_addresses", None,
+                                      "Dispatcher: every worker's HOST:PORT, as each gives it.")
+_DISPATCHER_ADDRESS = flags.DEFINE_string("dispatcher_address", None,
+                                          "Worker: the dispatcher's HOST:PORT.")
 _WORKER_ADDRESS = flags.DEFINE_string(
     "worker_address", None, "Worker: the HOST:PORT the dispatcher and trainers reach it at "
     "(default localhost:PORT).")
@@ -56,9 +56,10 @@ def _start_server():
       raise UserError("--dispatcher needs --worker_addresses=HOST:PORT,... (every worker, "
                       "as each gives it with --worker_address).")
     server = data_service.dispatcher(_PORT.value, _WORK_DIR.value, _WORKER_ADDRESSES.value)
-    logging.info("tf.data service dispatcher at grpc://%s (workers: %s). Train with "
-                 "--config.dataset.service=grpc://HOST:%d", server.target.split("://")[-1],
-                 ", ".join(_WORKER_ADDRESSES.value), _PORT.value)
+    logging.info(
+        "tf.data service dispatcher at grpc://%s (workers: %s). Train with "
+        "--config.dataset.service=grpc://HOST:%d",
+        server.target.split("://")[-1], ", ".join(_WORKER_ADDRESSES.value), _PORT.value)
     return server
   if not _DISPATCHER_ADDRESS.value:
     raise UserError("--worker needs --dispatcher_address=HOST:PORT.")

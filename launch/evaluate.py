@@ -15,8 +15,9 @@ from kmodels.tools import evaluation
 from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (as given to launch.train).")
-_SPLIT = flags.DEFINE_string("split", None, "tfds split, e.g. test, train[:10%]; default: "
-                             "the run's dataset.eval_split.")
+_SPLIT = flags.DEFINE_string(
+    "split", None, "tfds split, e.g. test, train[:10%]; default: "
+    "the run's dataset.eval_split.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest",
                                   "latest | best (custom_loop runs) | a checkpoint path.")
 flags.mark_flag_as_required("workdir")
@@ -26,11 +27,12 @@ def main(argv):
   common.start(argv)
   with common.user_errors_exit():
     metrics = evaluation.evaluate(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value)
-  print(f"{metrics['dataset']} {metrics['split']}: accuracy {metrics['accuracy']:.4f}, "
-        f"loss {metrics['loss']:.4f} over {metrics['examples']} examples "
-        f"(checkpoint {metrics['checkpoint']}).\nWritten: metrics.json, "
-        f"classification_report.txt, confusion_matrix.png in {metrics['directory']}",
-        flush=True)
+  print(
+      f"{metrics['dataset']} {metrics['split']}: accuracy {metrics['accuracy']:.4f}, "
+      f"loss {metrics['loss']:.4f} over {metrics['examples']} examples "
+      f"(checkpoint {metrics['checkpoint']}).\nWritten: metrics.json, "
+      f"classification_report.txt, confusion_matrix.png in {metrics['directory']}",
+      flush=True)
 
 
 if __name__ == "__main__":

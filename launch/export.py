@@ -27,23 +27,28 @@ from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished launch.train workdir.")
 _FORMAT = flags.DEFINE_string("format", None, "litert or onnx.")
-_QUANTIZE = flags.DEFINE_string("quantize", "none", "LiteRT: none (float32), dynamic "
-                                "(int8 weights), float16, or int8 (full integer, calibrated "
-                                "on the run's training images).")
+_QUANTIZE = flags.DEFINE_string(
+    "quantize", "none", "LiteRT: none (float32), dynamic "
+    "(int8 weights), float16, or int8 (full integer, calibrated "
+    "on the run's training images).")
 _VERSION = flags.DEFINE_integer("version", None, "The export version; default: the current.")
 _SPLIT = flags.DEFINE_string("split", None, "The proof's split; default: the run's test split.")
 _CALIBRATION = flags.DEFINE_integer("calibration_images", exporting.CALIBRATION_IMAGES,
                                     "int8: training images that set the activation ranges.")
-_CALIBRATION_SPLIT = flags.DEFINE_string("calibration_split", None, "int8: the split to "
-                                         "calibrate on; default: the run's training split.")
-_MEASURE = flags.DEFINE_bool("measure", False, "Instead of exporting: size, one image's CPU "
-                              "latency and accuracy of the SavedModel and of each file "
-                              "exported beside it (a table, also off_tensorflow.md there).")
-_QAT_STEPS = flags.DEFINE_integer("qat_steps", 0, "int8: fine-tune a copy of the model this "
-                                  "many steps with int8 rounding simulated (quantization-"
-                                  "aware training) before converting; 0: post-training only.")
-_ALLOW_DROP = flags.DEFINE_bool("allow_drop", False, "Write the file even if it misses the "
-                                "accuracy bar (the numbers are still recorded).")
+_CALIBRATION_SPLIT = flags.DEFINE_string(
+    "calibration_split", None, "int8: the split to "
+    "calibrate on; default: the run's training split.")
+_MEASURE = flags.DEFINE_bool(
+    "measure", False, "Instead of exporting: size, one image's CPU "
+    "latency and accuracy of the SavedModel and of each file "
+    "exported beside it (a table, also off_tensorflow.md there).")
+_QAT_STEPS = flags.DEFINE_integer(
+    "qat_steps", 0, "int8: fine-tune a copy of the model this "
+    "many steps with int8 rounding simulated (quantization-"
+    "aware training) before converting; 0: post-training only.")
+_ALLOW_DROP = flags.DEFINE_bool(
+    "allow_drop", False, "Write the file even if it misses the "
+    "accuracy bar (the numbers are still recorded).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -57,17 +62,24 @@ def main(argv):
   with common.user_errors_exit():
     if not _FORMAT.value:
       raise UserError("--format: litert or onnx (or --measure).")
-    entry = exporting.export(exporting.Request(
-        workdir=_WORKDIR.value, format=_FORMAT.value, quantize=_QUANTIZE.value,
-        version=_VERSION.value, split=_SPLIT.value,
-        calibration_images=_CALIBRATION.value, calibration_split=_CALIBRATION_SPLIT.value,
-        allow_drop=_ALLOW_DROP.value, qat_steps=_QAT_STEPS.value))
-  print(f"Exported {entry['path']} ({entry['format']}, {entry['quantization']}, "
-        f"{entry['bytes'] / 1e6:.2f} MB): accuracy {100 * entry['accuracy']:.2f} % with "
-        f"{entry['runtime']} vs {100 * entry['float32_accuracy']:.2f} % for the model in "
-        f"float32 by TensorFlow (the SavedModel: {100 * entry['savedmodel_accuracy']:.2f} %) "
-        f"on {entry['split']} ({entry['examples']} images), max probability difference "
-        f"{entry['max_probability_difference']:.2g}.", flush=True)
+    entry = exporting.export(
+        exporting.Request(workdir=_WORKDIR.value,
+                          format=_FORMAT.value,
+                          quantize=_QUANTIZE.value,
+                          version=_VERSION.value,
+                          split=_SPLIT.value,
+                          calibration_images=_CALIBRATION.value,
+                          calibration_split=_CALIBRATION_SPLIT.value,
+                          allow_drop=_ALLOW_DROP.value,
+                          qat_steps=_QAT_STEPS.value))
+  print(
+      f"Exported {entry['path']} ({entry['format']}, {entry['quantization']}, "
+      f"{entry['bytes'] / 1e6:.2f} MB): accuracy {100 * entry['accuracy']:.2f} % with "
+      f"{entry['runtime']} vs {100 * entry['float32_accuracy']:.2f} % for the model in "
+      f"float32 by TensorFlow (the SavedModel: {100 * entry['savedmodel_accuracy']:.2f} %) "
+      f"on {entry['split']} ({entry['examples']} images), max probability difference "
+      f"{entry['max_probability_difference']:.2g}.",
+      flush=True)
 
 
 if __name__ == "__main__":

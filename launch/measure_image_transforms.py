@@ -30,9 +30,9 @@ flags.mark_flag_as_required("image_dir")
 def _throughput(files, transform, count, batch=64):
   seeds = tf.data.Dataset.range(1 << 62)
   ds = tf.data.Dataset.zip((seeds, tf.data.Dataset.from_tensor_slices(files).repeat()))
-  ds = ds.map(lambda i, path: transform(tf.io.read_file(path),
-                                                tf.stack([tf.constant(1, tf.int64), i])),
-              num_parallel_calls=cpus.usable_cpus()).batch(batch).prefetch(2)
+  ds = ds.map(
+      lambda i, path: transform(tf.io.read_file(path), tf.stack([tf.constant(1, tf.int64), i])),
+      num_parallel_calls=cpus.usable_cpus()).batch(batch).prefetch(2)
   iterator = iter(ds)
   next(iterator)
   start = time.perf_counter()
@@ -48,10 +48,12 @@ def _stages(size, crop):
     return images.random_window(seed, crop.area, crop.aspect_ratio)
 
   def transform(antialias):
+
     def run(encoded, seed):
       cropped = decode_window(encoded, window(seed), 3)
       return tf.image.stateless_random_flip_left_right(
           images.resize(cropped, size, antialias=antialias), seed)
+
     return run
 
   return {
@@ -72,8 +74,7 @@ def main(argv):
   crop = ml_collections.ConfigDict(base.get_config().dataset.crop)
   print(f"{len(files)} JPEGs, {cpus.usable_cpus()} threads, {_SIZE.value} px")
   for name, transform in _stages(_SIZE.value, crop).items():
-    print(f"{name:34s} {_throughput(files, transform, _IMAGES.value):8.0f} images/s",
-          flush=True)
+    print(f"{name:34s} {_throughput(files, transform, _IMAGES.value):8.0f} images/s", flush=True)
 
 
 if __name__ == "__main__":

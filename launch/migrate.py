@@ -42,16 +42,17 @@ _ESTIMATOR_DIR = flags.DEFINE_string("estimator_dir", None,
                                      "The Estimator's model_dir, or a kmodels workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the migrated model goes.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; default: latest.")
-_CHECK_DATA = flags.DEFINE_string("check_data", None,
-                                  "Proof inputs: a .npz of features, or a tfds split of a "
-                                  "kmodels run's dataset (e.g. test[:1000]).")
-_ACTIVATION = flags.DEFINE_string("activation", None, "Hidden-layer activation (tf.nn name), "
-                                  "where graph.pbtxt is missing or wrong.")
+_CHECK_DATA = flags.DEFINE_string(
+    "check_data", None, "Proof inputs: a .npz of features, or a tfds split of a "
+    "kmodels run's dataset (e.g. test[:1000]).")
+_ACTIVATION = flags.DEFINE_string(
+    "activation", None, "Hidden-layer activation (tf.nn name), "
+    "where graph.pbtxt is missing or wrong.")
 _FEATURE_KEY = flags.DEFINE_string("feature_key", None, "The numeric_column's key.")
 _INPUT_SHAPE = flags.DEFINE_string("input_shape", None, "The feature's shape, e.g. 28,28.")
-_KERAS_MODEL = flags.DEFINE_string("keras_model", None,
-                                   "model_to_estimator dirs: the Keras model it was given "
-                                   "(.keras, .h5, SavedModel dir or to_json() text).")
+_KERAS_MODEL = flags.DEFINE_string(
+    "keras_model", None, "model_to_estimator dirs: the Keras model it was given "
+    "(.keras, .h5, SavedModel dir or to_json() text).")
 _FEATURE_COLUMNS = flags.DEFINE_string(
     "feature_columns", None, "A Python file defining linear_feature_columns() and/or "
     "dnn_feature_columns(): the columns a canned classifier over feature columns was given.")
@@ -78,8 +79,8 @@ def _shape(text):
 
 def _check_storage():
   """Every path flag on a bucket: one line now if it cannot be used, not a retry later."""
-  for flag in (_ESTIMATOR_DIR, _WORKDIR, _CHECKPOINT, _CHECK_DATA, _KERAS_MODEL,
-               _FEATURE_COLUMNS, _ESTIMATOR_EXPORT):
+  for flag in (_ESTIMATOR_DIR, _WORKDIR, _CHECKPOINT, _CHECK_DATA, _KERAS_MODEL, _FEATURE_COLUMNS,
+               _ESTIMATOR_EXPORT):
     if flag.value:
       storage.check_reachable(flag.value, f"--{flag.name}")
 
@@ -95,45 +96,55 @@ def main(argv):
     _migrate_over_feature_columns()
     return
   with common.user_errors_exit():
-    overrides = estimator_reading.Overrides(
-        activation=_ACTIVATION.value, feature_key=_FEATURE_KEY.value,
-        input_shape=_shape(_INPUT_SHAPE.value), keras_model=_KERAS_MODEL.value)
-    record = migration.migrate(_ESTIMATOR_DIR.value, _WORKDIR.value,
-                               checkpoint=_CHECKPOINT.value, check_data=_CHECK_DATA.value,
+    overrides = estimator_reading.Overrides(activation=_ACTIVATION.value,
+                                            feature_key=_FEATURE_KEY.value,
+                                            input_shape=_shape(_INPUT_SHAPE.value),
+                                            keras_model=_KERAS_MODEL.value)
+    record = migration.migrate(_ESTIMATOR_DIR.value,
+                               _WORKDIR.value,
+                               checkpoint=_CHECKPOINT.value,
+                               check_data=_CHECK_DATA.value,
                                overrides=overrides)
   proof = record["proof"]
   accuracy = ""
   if "keras_accuracy" in proof:
     accuracy = (f"; accuracy {100 * proof['estimator_accuracy']:.2f} % (Estimator) vs "
                 f"{100 * proof['keras_accuracy']:.2f} % (Keras)")
-  print(f"Migrated {record['kind']} (step {record['step']}): max probability difference "
-        f"{proof['max_abs_difference']:.2g} <= {proof['tolerance']:g} over "
-        f"{proof['examples']} inputs ({record['check_data']}), classes agree on "
-        f"{100 * proof['class_agreement']:.2f} %{accuracy}.\nPredict images/s: Estimator "
-        f"{proof['estimator_predict_images_per_second']:.0f}, Keras "
-        f"{proof['keras_predict_images_per_second']:.0f}.\nWritten: keras/, weights.h5, "
-        f"export/, migration.json, proof.npz in {_WORKDIR.value}", flush=True)
+  print(
+      f"Migrated {record['kind']} (step {record['step']}): max probability difference "
+      f"{proof['max_abs_difference']:.2g} <= {proof['tolerance']:g} over "
+      f"{proof['examples']} inputs ({record['check_data']}), classes agree on "
+      f"{100 * proof['class_agreement']:.2f} %{accuracy}.\nPredict images/s: Estimator "
+      f"{proof['estimator_predict_images_per_second']:.0f}, Keras "
+      f"{proof['keras_predict_images_per_second']:.0f}.\nWritten: keras/, weights.h5, "
+      f"export/, migration.json, proof.npz in {_WORKDIR.value}",
+      flush=True)
 
 
 def _migrate_over_feature_columns():
   with common.user_errors_exit():
-    record = feature_columns.migrate(
-        _ESTIMATOR_DIR.value, _WORKDIR.value, _FEATURE_COLUMNS.value,
-        checkpoint=_CHECKPOINT.value, sparse_combiner=_SPARSE_COMBINER.value,
-        check_data=_CHECK_DATA.value, head=_HEAD.value,
-        estimator_export=_ESTIMATOR_EXPORT.value)
+    record = feature_columns.migrate(_ESTIMATOR_DIR.value,
+                                     _WORKDIR.value,
+                                     _FEATURE_COLUMNS.value,
+                                     checkpoint=_CHECKPOINT.value,
+                                     sparse_combiner=_SPARSE_COMBINER.value,
+                                     check_data=_CHECK_DATA.value,
+                                     head=_HEAD.value,
+                                     estimator_export=_ESTIMATOR_EXPORT.value)
   proof = record["proof"]
   accuracy = ""
   if "keras_accuracy" in proof:
     accuracy = (f"; accuracy {100 * proof['estimator_accuracy']:.2f} % (Estimator) vs "
                 f"{100 * proof['keras_accuracy']:.2f} % (Keras)")
-  print(f"Migrated {record['kind']} (step {record['step']}) over "
-        f"{len(record['linear_columns']) + len(record['dnn_columns'])} feature columns "
-        f"(from {record['columns_from']}): max "
-        f"difference {proof['max_abs_difference']:.2g} <= {proof['tolerance']:g} over "
-        f"{proof['examples']} tf.Examples ({record['check_data']}){accuracy}.\nSignatures "
-        f"{', '.join(record['signatures'])} take serialized tf.Examples, as the Estimator's "
-        f"export did. Written: export/1, migration.json in {_WORKDIR.value}", flush=True)
+  print(
+      f"Migrated {record['kind']} (step {record['step']}) over "
+      f"{len(record['linear_columns']) + len(record['dnn_columns'])} feature columns "
+      f"(from {record['columns_from']}): max "
+      f"difference {proof['max_abs_difference']:.2g} <= {proof['tolerance']:g} over "
+      f"{proof['examples']} tf.Examples ({record['check_data']}){accuracy}.\nSignatures "
+      f"{', '.join(record['signatures'])} take serialized tf.Examples, as the Estimator's "
+      f"export did. Written: export/1, migration.json in {_WORKDIR.value}",
+      flush=True)
 
 
 if __name__ == "__main__":

@@ -51,14 +51,17 @@ def _folder_splits(config):
 
   def folder(split, shuffle):
     return tf.keras.utils.image_dataset_from_directory(
-        os.path.join(config.dataset.image_dir, split), image_size=(size, size),
-        color_mode="grayscale" if channels == 1 else "rgb", batch_size=config.train.batch_size,
-        shuffle=shuffle, seed=config.train.seed).map(lambda x, y: (x / 255.0, y))
+        os.path.join(config.dataset.image_dir, split),
+        image_size=(size, size),
+        color_mode="grayscale" if channels == 1 else "rgb",
+        batch_size=config.train.batch_size,
+        shuffle=shuffle,
+        seed=config.train.seed).map(lambda x, y: (x / 255.0, y))
 
-  num_classes = len(os.listdir(os.path.join(config.dataset.image_dir,
-                                            config.dataset.train_split)))
-  return (folder(config.dataset.train_split, True), folder(config.dataset.eval_split, False),
-          (size, size, channels), num_classes)
+  num_classes = len(os.listdir(os.path.join(config.dataset.image_dir, config.dataset.train_split)))
+  return (folder(config.dataset.train_split,
+                 True), folder(config.dataset.eval_split,
+                               False), (size, size, channels), num_classes)
 
 
 def _tfds_splits(config):
@@ -66,8 +69,11 @@ def _tfds_splits(config):
   tutorial reads one."""
 
   def split(name, training):
-    ds = tfds.load(config.dataset.name, split=name, as_supervised=True,
-                   data_dir=config.dataset.data_dir, download=False)
+    ds = tfds.load(config.dataset.name,
+                   split=name,
+                   as_supervised=True,
+                   data_dir=config.dataset.data_dir,
+                   download=False)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y)).cache()
     if training:
       ds = ds.shuffle(int(ds.cardinality()), seed=config.train.seed)
@@ -82,10 +88,8 @@ def _tutorial_flow(train, config):
   """The training split as arrays through ImageDataGenerator, as the tutorial feeds fit."""
   images, labels = zip(*((x.numpy(), y.numpy()) for x, y in train))
   images, labels = np.concatenate(images), np.concatenate(labels)
-  generator = tf.keras.preprocessing.image.ImageDataGenerator(
-      **benchmark.TUTORIAL_AUGMENTATION)
-  flow = generator.flow(images, labels, batch_size=config.train.batch_size,
-                        seed=config.train.seed)
+  generator = tf.keras.preprocessing.image.ImageDataGenerator(**benchmark.TUTORIAL_AUGMENTATION)
+  flow = generator.flow(images, labels, batch_size=config.train.batch_size, seed=config.train.seed)
   return flow, len(images) // config.train.batch_size
 
 
@@ -127,13 +131,23 @@ def main(argv):
                                            config.train.batch_size)
     models.compile_classifier(model, config.model.name, optimizer)
   timing = _TimeToAccuracy(_TARGET.value)
-  model.fit(train, epochs=config.train.epochs, steps_per_epoch=steps_per_epoch,
-            validation_data=test, callbacks=[timing], verbose=2)
+  model.fit(train,
+            epochs=config.train.epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test,
+            callbacks=[timing],
+            verbose=2)
   results = model.evaluate(test, verbose=0, return_dict=True)
-  print(json.dumps({"path": _PATH.value, "test_accuracy": results["accuracy"],
-                    "test_loss": results["loss"], "train_seconds": timing.epochs[-1]["seconds"],
-                    "epochs": timing.epochs, "target_accuracy": _TARGET.value,
-                    "seconds_to_target": timing.seconds_to_target}))
+  print(
+      json.dumps({
+          "path": _PATH.value,
+          "test_accuracy": results["accuracy"],
+          "test_loss": results["loss"],
+          "train_seconds": timing.epochs[-1]["seconds"],
+          "epochs": timing.epochs,
+          "target_accuracy": _TARGET.value,
+          "seconds_to_target": timing.seconds_to_target
+      }))
 
 
 if __name__ == "__main__":

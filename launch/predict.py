@@ -23,13 +23,15 @@ from kmodels.errors import UserError
 from kmodels.tools import predicting
 from launch import common
 
-_MODEL = flags.DEFINE_string("model", None, "A launch.train workdir, its export/ directory "
-                             "(both: the highest version), a version (export/N), or a "
-                             ".tflite/.onnx file launch.export wrote into one.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "A launch.train workdir, its export/ directory "
+    "(both: the highest version), a version (export/N), or a "
+    ".tflite/.onnx file launch.export wrote into one.")
 _TOP_K = flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to FILE.csv|.json.")
-_SPLIT = flags.DEFINE_string("split", None, "Predict this split of the run's own dataset "
-                             "(e.g. test[:100]) and report accuracy; needs a workdir.")
+_SPLIT = flags.DEFINE_string(
+    "split", None, "Predict this split of the run's own dataset "
+    "(e.g. test[:100]) and report accuracy; needs a workdir.")
 _DESCRIBE = flags.DEFINE_bool("describe", False, "Print the export's model card and exit.")
 flags.mark_flag_as_required("model")
 
@@ -46,8 +48,7 @@ def _predict(predictor, paths):
     raise UserError("Name image files or directories to classify, or pass --split=SPLIT "
                     "or --describe.")
   print(f"Model: {predictor.name}", flush=True)
-  rows = predicting.top_k_rows(sources, probabilities, predictor.label_names, _TOP_K.value,
-                               labels)
+  rows = predicting.top_k_rows(sources, probabilities, predictor.label_names, _TOP_K.value, labels)
   for row in rows:
     print(predicting.format_row(row))
   if labels is not None:

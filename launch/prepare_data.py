@@ -22,14 +22,17 @@ from kmodels.data import image_folder, preparation, sources
 from kmodels.errors import UserError
 from launch import common
 
-_DATASET = flags.DEFINE_string("dataset", None, "tfds name (fashion_mnist, mnist, cifar10, "
-                               "imagenet2012, ...) or image_folder.")
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "tfds name (fashion_mnist, mnist, cifar10, "
+    "imagenet2012, ...) or image_folder.")
 _ARCHIVE_DIR = flags.DEFINE_string("archive_dir", None, "tfds: directory with the original files.")
 _IMAGE_DIR = flags.DEFINE_string("image_dir", None, "image_folder: DIR/<split>/<class>/*.jpg.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir (default: tfds' default); "
-                                "image_folder: where the records go (required).")
-_MAX_BAD_FRACTION = flags.DEFINE_float("max_bad_fraction", 0.01, "image_folder: refuse when "
-                                       "more than this share of files is unreadable.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "tfds data_dir (default: tfds' default); "
+    "image_folder: where the records go (required).")
+_MAX_BAD_FRACTION = flags.DEFINE_float(
+    "max_bad_fraction", 0.01, "image_folder: refuse when "
+    "more than this share of files is unreadable.")
 flags.mark_flags_as_required(["dataset"])
 
 
@@ -42,9 +45,10 @@ def _prepare_image_folder():
   index = image_folder.write_records(_IMAGE_DIR.value, _DATA_DIR.value, dataset_config)
   splits = ", ".join(f"{k}: {v['examples']} images ({v['bad_files']} unreadable skipped)"
                      for k, v in index["splits"].items())
-  logging.info("Wrote %d classes as records in %s (%s). Train on them with "
-               "--config.dataset.name=image_folder --config.dataset.image_dir=%s",
-               len(index["classes"]), _DATA_DIR.value, splits, _DATA_DIR.value)
+  logging.info(
+      "Wrote %d classes as records in %s (%s). Train on them with "
+      "--config.dataset.name=image_folder --config.dataset.image_dir=%s", len(index["classes"]),
+      _DATA_DIR.value, splits, _DATA_DIR.value)
 
 
 def _prepare_tfds():

@@ -22,17 +22,20 @@ from kmodels import precision
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where each run's benchmark.json goes.")
 _STEPS = flags.DEFINE_integer("steps", 24, "Timed training steps per run.")
-_MODELS = {"MiniGoogLeNet": "configs/cifar_googlenet.py",
-           "MiniVGGNet": "configs/cifar_minivgg.py",
-           "ShallowNet": "configs/cifar_shallownet.py"}
+_MODELS = {
+    "MiniGoogLeNet": "configs/cifar_googlenet.py",
+    "MiniVGGNet": "configs/cifar_minivgg.py",
+    "ShallowNet": "configs/cifar_shallownet.py"
+}
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _benchmark(config_file, policy, workdir, steps, reference):
-  command = [sys.executable, "-m", "launch.benchmark", f"--config={config_file}",
-             f"--workdir={workdir}", "--config.dataset.source=synthetic",
-             f"--config.precision={policy}", f"--steps={steps}", "--pipeline_batches=20",
-             f"--reference={reference}"]
+  command = [
+      sys.executable, "-m", "launch.benchmark", f"--config={config_file}", f"--workdir={workdir}",
+      "--config.dataset.source=synthetic", f"--config.precision={policy}", f"--steps={steps}",
+      "--pipeline_batches=20", f"--reference={reference}"
+  ]
   print("$", " ".join(command[1:]), flush=True)
   subprocess.run(command, cwd=_REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
   with open(os.path.join(workdir, "benchmark.json")) as f:
@@ -53,14 +56,20 @@ def cpu_description():
 
 def main(argv):
   del argv
-  rows = ["| CPU | model | float32 img/s | mixed_bfloat16 img/s | reference path img/s "
-          "(float32) | auto picks |", "|---|---|---|---|---|---|"]
+  rows = [
+      "| CPU | model | float32 img/s | mixed_bfloat16 img/s | reference path img/s "
+      "(float32) | auto picks |", "|---|---|---|---|---|---|"
+  ]
   cpu, auto = cpu_description(), precision.choose().precision
   for model, config_file in _MODELS.items():
-    runs = {policy: _benchmark(config_file, policy,
-                               os.path.join(_WORKDIR.value, f"{model}-{policy}"),
-                               _STEPS.value, reference=policy == "float32")
-            for policy in ("float32", "mixed_bfloat16")}
+    runs = {
+        policy:
+            _benchmark(config_file,
+                       policy,
+                       os.path.join(_WORKDIR.value, f"{model}-{policy}"),
+                       _STEPS.value,
+                       reference=policy == "float32") for policy in ("float32", "mixed_bfloat16")
+    }
     rows.append(f"| {cpu} | {model} | {runs['float32']['train_images_per_second']:.0f} | "
                 f"{runs['mixed_bfloat16']['train_images_per_second']:.0f} | "
                 f"{runs['float32']['reference_train_images_per_second']:.0f} | "

@@ -1,4 +1,6 @@
-r"""kmodels' step-memory estimate beside a training step's measured memory (kmodels/docs/measurements.md "Step-memory calibration").
+r"""kmodels' step-memory estimate beside a training step's measured memory.
+
+(kmodels/docs/measurements.md "Step-memory calibration")
 
   python -m launch.step_memory --model=resnet50 --image_size=224 --batches=8,32
 
@@ -38,8 +40,13 @@ def _measure(batch):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)
   grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-  print(json.dumps({"batch": batch, "estimate_bytes": step.bytes(batch),
-                    "per_example_estimate": step.per_example_bytes, "peak_growth": grown}))
+  print(
+      json.dumps({
+          "batch": batch,
+          "estimate_bytes": step.bytes(batch),
+          "per_example_estimate": step.per_example_bytes,
+          "peak_growth": grown
+      }))
 
 
 def main(argv):
@@ -49,10 +56,13 @@ def main(argv):
     return
   rows = []
   for batch in map(int, _BATCHES.value):
-    proc = subprocess.run([sys.executable, "-m", "launch.step_memory", f"--one={batch}",
-                           f"--model={_MODEL.value}", f"--image_size={_SIZE.value}",
-                           f"--precision={_PRECISION.value}"], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run([
+        sys.executable, "-m", "launch.step_memory", f"--one={batch}", f"--model={_MODEL.value}",
+        f"--image_size={_SIZE.value}", f"--precision={_PRECISION.value}"
+    ],
+                          capture_output=True,
+                          text=True,
+                          check=True)
     rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
   first, last = rows[0], rows[-1]
   slope = (last["peak_growth"] - first["peak_growth"]) / (last["batch"] - first["batch"])

@@ -14,8 +14,9 @@ from absl import flags
 from kmodels.tools import work
 from launch import common
 
-_WORKDIRS = flags.DEFINE_multi_string("workdir", None, "A finished run's workdir; repeat "
-                                      "the flag to compare runs (ratios to the first).")
+_WORKDIRS = flags.DEFINE_multi_string(
+    "workdir", None, "A finished run's workdir; repeat "
+    "the flag to compare runs (ratios to the first).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -27,10 +28,12 @@ def main(argv):
   print(f"{'run':<32} {'model':<14} {'MFLOPs/img':>10} {'images':>10} {'TFLOPs':>8} "
         f"{'x first':>7} {'accuracy':>8}")
   for row in rows:
-    print(f"{row['workdir'][-32:]:<32} {row['model']:<14} "
-          f"{row['forward_mflops_per_image']:>10.2f} {row['train_images']:>10,} "
-          f"{row['train_tflops']:>8.4g} {row['train_tflops'] / first:>7.2f} "
-          f"{row['test_accuracy']:>8.2%}", flush=True)
+    print(
+        f"{row['workdir'][-32:]:<32} {row['model']:<14} "
+        f"{row['forward_mflops_per_image']:>10.2f} {row['train_images']:>10,} "
+        f"{row['train_tflops']:>8.4g} {row['train_tflops'] / first:>7.2f} "
+        f"{row['test_accuracy']:>8.2%}",
+        flush=True)
 
 
 if __name__ == "__main__":

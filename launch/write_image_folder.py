@@ -29,7 +29,6 @@ _TRAIN = flags.DEFINE_integer("train_examples", 2000, "Images of the train split
 _TEST = flags.DEFINE_integer("test_examples", 500, "Images of the test split to write.")
 flags.mark_flags_as_required(["out"])
 
-
 _MAX_PHOTO_SIDE = 8192  # as dataset.image_size's bound (validation.MAX_IMAGE_SIZE)
 
 
@@ -54,10 +53,13 @@ def main(argv):
     names = list(builder.info.features["label"].names)
     photo_size = _parse_size(_PHOTO_SIZE.value) if _PHOTO_SIZE.value else None
     for split, count in (("train", _TRAIN.value), ("test", _TEST.value)):
-      ds = builder.as_dataset(split=f"{split}[:{count}]").map(
-          lambda e: (e["image"], e["label"]))
-      written = image_folder.write_images(ds.as_numpy_iterator(), _OUT.value, split, names,
-                                          mixed=_MIXED.value, seed=len(split),
+      ds = builder.as_dataset(split=f"{split}[:{count}]").map(lambda e: (e["image"], e["label"]))
+      written = image_folder.write_images(ds.as_numpy_iterator(),
+                                          _OUT.value,
+                                          split,
+                                          names,
+                                          mixed=_MIXED.value,
+                                          seed=len(split),
                                           photo_size=photo_size)
       logging.info("Wrote %d %s images into %s/%s/<class>/.", written, split, _OUT.value, split)
 

@@ -21,8 +21,8 @@ def _real_images(test, count=6):
   made of three pictures each (real pixel statistics, channels that differ)."""
   images, _ = testutil.real_fashion_mnist_test_files(test)
   grey = images[:count]
-  rgb = np.concatenate([images[count:2 * count], images[2 * count:3 * count],
-                        images[3 * count:4 * count]], axis=-1)
+  rgb = np.concatenate(
+      [images[count:2 * count], images[2 * count:3 * count], images[3 * count:4 * count]], axis=-1)
   return grey, rgb
 
 
@@ -71,7 +71,7 @@ class RandAugmentTest(parameterized.TestCase):
     images = np.zeros([2, 20, 20, 1], np.float32)
     images[:, :, 10] = 255.0  # a bright column at x = 10
     rows = randaugment.affine_rows(tf.constant([randaugment.OPS.index("translate_x")] * 2),
-                                    tf.constant([-0.5, 0.5]), 20, 20)
+                                   tf.constant([-0.5, 0.5]), 20, 20)
     moved = augmentation.warp_bilinear(tf.constant(images), rows).numpy()
     shift = 0.5 * randaugment.MAX_TRANSLATE * 20  # 4.5 px: the column spreads over two
     for image, direction in zip(moved, (1, -1)):
@@ -111,8 +111,9 @@ def _mix_config(**changes):
 
 def _constant_images(batch=8, size=16):
   """Image i is filled with value i + 1: every pixel says which image it came from."""
-  return tf.constant(np.arange(1, batch + 1, dtype=np.float32)[:, None, None, None]
-                     * np.ones([batch, size, size, 1], np.float32))
+  return tf.constant(
+      np.arange(1, batch + 1, dtype=np.float32)[:, None, None, None] *
+      np.ones([batch, size, size, 1], np.float32))
 
 
 class MixingTest(parameterized.TestCase):
@@ -149,8 +150,7 @@ class MixingTest(parameterized.TestCase):
 
   def test_both_on_gives_each_image_one_of_the_two(self):
     images, labels = _constant_images(batch=64), tf.range(64) % 10
-    mixed, _ = mixing.mix_batch(images, labels, 10,
-                                _mix_config(mixup_alpha=1.0, cutmix_alpha=1.0),
+    mixed, _ = mixing.mix_batch(images, labels, 10, _mix_config(mixup_alpha=1.0, cutmix_alpha=1.0),
                                 tf.constant([7, 8], tf.int64))
     whole = np.all(mixed.numpy() == mixed.numpy()[:, :1, :1], axis=(1, 2, 3))
     self.assertBetween(whole.mean(), 0.2, 0.8)
@@ -165,9 +165,11 @@ class MixingTest(parameterized.TestCase):
     per_example = tf.keras.losses.categorical_crossentropy(
         shares * (1 - label_smoothing) + label_smoothing / 3, probabilities)
     self.assertAlmostEqual(float(loss(shares, probabilities)),
-                           float(tf.reduce_mean(per_example)), places=5)
+                           float(tf.reduce_mean(per_example)),
+                           places=5)
     self.assertAlmostEqual(float(loss(tf.constant([[2], [2]]), probabilities)),
-                           float(by_label[2]), places=6)
+                           float(by_label[2]),
+                           places=6)
 
   def test_accuracy_on_mixed_targets_counts_the_largest_share(self):
     accuracy = models.accuracy_metric(mixed_targets=True)
@@ -179,8 +181,10 @@ class MixingTest(parameterized.TestCase):
 
 
 def _all_augmentations(config):
-  config.dataset.augment = base.augmentation(enabled=True, randaugment_ops=2,
-                                             mixup_alpha=0.2, cutmix_alpha=1.0)
+  config.dataset.augment = base.augmentation(enabled=True,
+                                             randaugment_ops=2,
+                                             mixup_alpha=0.2,
+                                             cutmix_alpha=1.0)
   return config
 
 
@@ -201,9 +205,9 @@ class PipelineTest(absltest.TestCase):
     self.assertTrue(np.all((images.numpy() >= 0) & (images.numpy() <= 1)))
 
   def test_bad_augmentation_keys_are_refused_naming_the_key(self):
-    for key, value in (("randaugment_ops", -1), ("randaugment_ops", 2.5),
-                       ("randaugment_ops", 99), ("randaugment_magnitude", 11),
-                       ("mixup_alpha", -0.1), ("cutmix_alpha", float("nan"))):
+    for key, value in (("randaugment_ops", -1), ("randaugment_ops", 2.5), ("randaugment_ops", 99),
+                       ("randaugment_magnitude", 11), ("mixup_alpha", -0.1), ("cutmix_alpha",
+                                                                              float("nan"))):
       config = testutil.tiny_config()
       config.dataset.augment = base.augmentation(enabled=False, **{key: value})
       with self.assertRaisesRegex(UserError, f"dataset.augment.{key}"):

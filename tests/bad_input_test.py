@@ -49,8 +49,9 @@ def _damage(path, how, fraction):
       f.truncate(int(os.path.getsize(path) * fraction))
   elif how == "overwritten":
     with open(path, "wb") as f:
-      f.write(np.random.default_rng(int(fraction * 1000)).bytes(
-          max(1, int(os.path.getsize(path) * fraction))))
+      f.write(
+          np.random.default_rng(int(fraction * 1000)).bytes(
+              max(1, int(os.path.getsize(path) * fraction))))
   else:
     os.remove(path)
 
@@ -68,9 +69,10 @@ class DamagedSavedModelTest(absltest.TestCase):
     predictor = predicting.Predictor(self.whole)
     self.assertEqual((2, 2, 3), predictor.image_shape)
 
-  @hypothesis.given(st.sampled_from(["saved_model.pb", "variables/variables.index",
-                                     "variables/variables.data-00000-of-00001"]),
-                    st.sampled_from(["cut", "overwritten", "gone"]), st.floats(0.0, 0.9))
+  @hypothesis.given(
+      st.sampled_from([
+          "saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001"
+      ]), st.sampled_from(["cut", "overwritten", "gone"]), st.floats(0.0, 0.9))
   @_SETTINGS
   def test_any_damaged_file_is_a_user_error_naming_the_export(self, name, how, fraction):
     damaged = self.create_tempdir().full_path + "/export"
@@ -114,8 +116,12 @@ class UndecodableImagesTest(absltest.TestCase):
     with open(self.good, "rb") as f:
       whole = f.read()
     os.remove(self.good)
-    bad = {"cut.png": whole[:-12], "empty.jpg": b"", "noise.gif": os.urandom(300),
-           "bomb.png": testutil.png_declaring(30_000, 30_000)}
+    bad = {
+        "cut.png": whole[:-12],
+        "empty.jpg": b"",
+        "noise.gif": os.urandom(300),
+        "bomb.png": testutil.png_declaring(30_000, 30_000)
+    }
     for name, payload in bad.items():
       self._write(name, payload)
     Image.new("RGB", (4, 4)).save(os.path.join(self.directory, "photo.tiff"))
@@ -142,9 +148,13 @@ class SplitSpecTest(absltest.TestCase):
     cls.dataset = testutil.tiny_config(dataset__name="dummy_mnist",
                                        dataset__data_dir=cls.data_dir).dataset
 
-  @hypothesis.given(st.one_of(_SPLIT_TEXT, st.sampled_from(
-      ["test", "train[:50%]", "test[:3]", "test[5:2]", "test[50%:10%]", "test[1000:]",
-       "tset", "test[:abc]", "test[::2]", "", "train+test", "test[-3:]"])))
+  @hypothesis.given(
+      st.one_of(
+          _SPLIT_TEXT,
+          st.sampled_from([
+              "test", "train[:50%]", "test[:3]", "test[5:2]", "test[50%:10%]", "test[1000:]",
+              "tset", "test[:abc]", "test[::2]", "", "train+test", "test[-3:]"
+          ])))
   @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
   def test_a_split_is_refused_with_a_message_or_selects_examples(self, split):
     try:
@@ -156,21 +166,24 @@ class SplitSpecTest(absltest.TestCase):
 
   def test_evaluation_pipelines_refuse_a_split_that_selects_nothing(self):
     config = testutil.tiny_config(dataset__name="dummy_mnist", dataset__data_dir=self.data_dir)
-    for split, message in (("test[5:2]", "selects no examples"),
-                           ("tset", "has the splits test, train"),
+    for split, message in (("test[5:2]", "selects no examples"), ("tset",
+                                                                  "has the splits test, train"),
                            ("test[:abc]", "not a split tfds understands")):
       with self.subTest(split=split), self.assertRaisesRegex(UserError, message):
         data.load_split(config, split, "--split")
     self.assertEqual(3, data.load_split(config, "test[:3]", "--split").info.eval_examples)
 
-  @hypothesis.given(st.one_of(_SPLIT_TEXT, st.sampled_from(
-      ["test", "train", "test[:abc]", "test[:10]", "train[:5]+test[-3:]", "validation", "",
-       "test[50:]", "test[5:2]"])))
+  @hypothesis.given(
+      st.one_of(
+          _SPLIT_TEXT,
+          st.sampled_from([
+              "test", "train", "test[:abc]", "test[:10]", "train[:5]+test[-3:]", "validation", "",
+              "test[50:]", "test[5:2]"
+          ])))
   @_SETTINGS
   def test_a_synthetic_split_is_refused_or_selects_what_it_says(self, split):
     # launch.predict --split='test[:abc]' on a synthetic run predicted 256 random images.
-    config = testutil.tiny_config(dataset__source="synthetic",
-                                  dataset__synthetic_eval_examples=20)
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__synthetic_eval_examples=20)
     try:
       datasets = data.load_split(config, split, "--split")
     except UserError as e:
@@ -180,10 +193,9 @@ class SplitSpecTest(absltest.TestCase):
     self.assertGreater(datasets.info.eval_examples, 0)
 
   def test_synthetic_slices_select_as_tfds_slices_would(self):
-    config = testutil.tiny_config(dataset__source="synthetic",
-                                  dataset__synthetic_eval_examples=20)
-    for split, count in (("test", 20), ("test[:10]", 10), ("train[:5]+test[-3:]", 8),
-                         ("test[50%:]", 10)):
+    config = testutil.tiny_config(dataset__source="synthetic", dataset__synthetic_eval_examples=20)
+    for split, count in (("test", 20), ("test[:10]", 10), ("train[:5]+test[-3:]", 8), ("test[50%:]",
+                                                                                       10)):
       with self.subTest(split=split):
         self.assertEqual(data.load_split(config, split, "--split").info.eval_examples, count)
     test_images = [x.numpy() for x, _ in data.load_split(config, "test", "--split").eval]
@@ -216,11 +228,11 @@ class VertexDirectoriesTest(absltest.TestCase):
   """AIP_* directories a stranger might set: roots, a bucket, the workdir itself."""
 
   @hypothesis.settings(deadline=None, max_examples=40)
-  @hypothesis.given(variable=st.sampled_from([workdir.VERTEX_MODEL_DIR,
-                                              workdir.VERTEX_CHECKPOINT_DIR,
-                                              workdir.VERTEX_TENSORBOARD_DIR]),
-                    value=st.sampled_from(["/", "//", "gs://", "gs://bucket", "gs://bucket/",
-                                           "/tmp/run", "/tmp/run/"]))
+  @hypothesis.given(variable=st.sampled_from(
+      [workdir.VERTEX_MODEL_DIR, workdir.VERTEX_CHECKPOINT_DIR, workdir.VERTEX_TENSORBOARD_DIR]),
+                    value=st.sampled_from([
+                        "/", "//", "gs://", "gs://bucket", "gs://bucket/", "/tmp/run", "/tmp/run/"
+                    ]))
   def test_a_root_or_the_workdir_itself_is_refused_naming_the_variable(self, variable, value):
     with self.assertRaisesRegex(UserError, f"{variable}=.*cannot hold this run's"):
       workdir.Workdir("/tmp/run", environ={variable: value})
@@ -245,18 +257,22 @@ class EmulatorAddressTest(absltest.TestCase):
 
   @hypothesis.settings(deadline=None, max_examples=40, derandomize=True)
   @hypothesis.given(value=st.one_of(
-      st.sampled_from(["garbage host", "http://", "https://", "ftp://x:9", "127.0.0.1:abc",
-                       "http://[::1", "http://127.0.0.1:0", "http://127.0.0.1:99999",
-                       "file:///tmp/x", "http://host :4443"]),
+      st.sampled_from([
+          "garbage host", "http://", "https://", "ftp://x:9", "127.0.0.1:abc", "http://[::1",
+          "http://127.0.0.1:0", "http://127.0.0.1:99999", "file:///tmp/x", "http://host :4443"
+      ]),
       st.text(alphabet=" \t:/", min_size=1, max_size=8).filter(lambda t: t.strip())))
   def test_a_malformed_address_is_a_user_error_naming_the_variable(self, value):
     with mock.patch.dict(os.environ, {storage.EMULATOR_VARIABLE: value}):
-      with self.assertRaisesRegex(UserError, "STORAGE_EMULATOR_HOST=.* is not an emulator "
-                                  "address: set it like http://127.0.0.1:4443"):
+      with self.assertRaisesRegex(
+          UserError, "STORAGE_EMULATOR_HOST=.* is not an emulator "
+          "address: set it like http://127.0.0.1:4443"):
         emulator.route_gs_to_emulator()
 
   def test_the_launchers_say_it_in_one_line(self):
-    proc = testutil.run_launcher("train", "--config=configs/base.py", "--workdir=gs://b/x",
+    proc = testutil.run_launcher("train",
+                                 "--config=configs/base.py",
+                                 "--workdir=gs://b/x",
                                  env={storage.EMULATOR_VARIABLE: "http://"})
     testutil.assert_user_error(self, proc, "STORAGE_EMULATOR_HOST='http://' is not")
 

@@ -28,16 +28,21 @@ CLUSTER_DIR = os.path.join(testutil.REPO_ROOT, "launch", "cluster")
 _TIMEOUT_SECONDS = 420
 # Appended to each spec's arguments (a repeated override flag: the last wins): the spec's
 # config made small, deterministic and CPU-bound.
-_ON_THIS_MACHINE = ("--config.dataset.source=synthetic", "--config.dataset.name=mnist",
-                    "--config.dataset.synthetic_train_examples=256",
-                    "--config.dataset.augment.enabled=False", "--config.model.name=fastcnn",
-                    # No dropout: its random state is not checkpointed (BUILD_NOTES), and a
-                    # resumed job must end with the unbroken job's weights.
-                    "--config.model.dropout=0.0",
-                    "--config.train.batch_size=16", "--config.train.steps_per_epoch=4",
-                    "--config.train.steps_per_execution=1",
-                    "--config.train.deterministic=True",
-                    "--config.distribution.collective=auto", "--config.precision=float32")
+_ON_THIS_MACHINE = (
+    "--config.dataset.source=synthetic",
+    "--config.dataset.name=mnist",
+    "--config.dataset.synthetic_train_examples=256",
+    "--config.dataset.augment.enabled=False",
+    "--config.model.name=fastcnn",
+    # No dropout: its random state is not checkpointed (BUILD_NOTES), and a
+    # resumed job must end with the unbroken job's weights.
+    "--config.model.dropout=0.0",
+    "--config.train.batch_size=16",
+    "--config.train.steps_per_epoch=4",
+    "--config.train.steps_per_execution=1",
+    "--config.train.deterministic=True",
+    "--config.distribution.collective=auto",
+    "--config.precision=float32")
 
 
 def _load_yaml(name):
@@ -61,10 +66,13 @@ class _Task:
 
   def start(self):
     with open(self.log, "a") as log:
-      self.process = subprocess.Popen(
-          [sys.executable, "-m", "launch.train", *self.args], cwd=testutil.REPO_ROOT,
-          env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT, **self.env), stdout=log,
-          stderr=subprocess.STDOUT)
+      self.process = subprocess.Popen([sys.executable, "-m", "launch.train", *self.args],
+                                      cwd=testutil.REPO_ROOT,
+                                      env=dict(os.environ,
+                                               PYTHONPATH=testutil.REPO_ROOT,
+                                               **self.env),
+                                      stdout=log,
+                                      stderr=subprocess.STDOUT)
 
   def exit_code(self):
     """None while running; else the status a container runtime reports (128 + signal)."""
@@ -94,8 +102,8 @@ def _run_job(tasks, restart_policy="ExitCode", while_running=None):
         for other in tasks:
           if other.exit_code() is None:
             other.process.kill()
-        raise AssertionError(f"{task.name} exited {code}, a permanent failure:\n"
-                             + task.text()[-3000:])
+        raise AssertionError(f"{task.name} exited {code}, a permanent failure:\n" +
+                             task.text()[-3000:])
       task.start()  # what restartPolicy: ExitCode does with exit codes >= 128
     if time.monotonic() > deadline:
       for task in tasks:
@@ -106,23 +114,32 @@ def _run_job(tasks, restart_policy="ExitCode", while_running=None):
 
 
 def _tf_config(cluster, task_type, index):
-  return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task_type,
-                                                               "index": index}})}
+  return {
+      "TF_CONFIG": json.dumps({
+          "cluster": cluster,
+          "task": {
+              "type": task_type,
+              "index": index
+          }
+      })
+  }
 
 
 def _tfjob_tasks(spec, workdir, log_dir, ports, epochs):
   """One task per replica of each tfReplicaSpec, with the operator's TF_CONFIG."""
   replicas = spec["spec"]["tfReplicaSpecs"]
-  names = [(kind.lower(), i) for kind in ("Chief", "Worker")
-           for i in range(replicas[kind]["replicas"])]
+  names = [
+      (kind.lower(), i) for kind in ("Chief", "Worker") for i in range(replicas[kind]["replicas"])
+  ]
   cluster = {}
   for (kind, _), port in zip(names, ports):
     cluster.setdefault(kind, []).append(f"localhost:{port}")
   tasks = []
   for kind, index in names:
     container = replicas[kind.capitalize()]["template"]["spec"]["containers"][0]
-    tasks.append(_Task(f"{kind}{index}", _here(container["args"], workdir, epochs),
-                       _tf_config(cluster, kind, index), log_dir))
+    tasks.append(
+        _Task(f"{kind}{index}", _here(container["args"], workdir, epochs),
+              _tf_config(cluster, kind, index), log_dir))
   return tasks
 
 
@@ -142,8 +159,12 @@ class TfJobTest(absltest.TestCase):
   def test_a_killed_worker_is_restarted_and_the_job_ends_with_the_unbroken_weights(self):
     spec = _load_yaml("tfjob.yaml")
     log_dir = tempfile.mkdtemp(prefix="kmodels-tfjob-")
-    unbroken = _run_job(_tfjob_tasks(spec, self.create_tempdir().full_path, log_dir,
-                                     testutil.free_ports(2), epochs=6))
+    unbroken = _run_job(
+        _tfjob_tasks(spec,
+                     self.create_tempdir().full_path,
+                     log_dir,
+                     testutil.free_ports(2),
+                     epochs=6))
     expected = testutil.weights_fingerprint(unbroken[0].text())
 
     workdir = self.create_tempdir().full_path
@@ -164,7 +185,8 @@ class TfJobTest(absltest.TestCase):
     self.assertIn("kmodels: error: this job lost a worker (", chief.text())
     # Equal up to the last bits of float32 sums (a 2e-10 relative difference was seen:
     # all-reduce order), far below what one step of training changes.
-    self.assertAlmostEqual(testutil.weights_fingerprint(chief.text()), expected,
+    self.assertAlmostEqual(testutil.weights_fingerprint(chief.text()),
+                           expected,
                            delta=1e-8 * abs(expected))
     self.assertEqual([h["epoch"] for h in testutil.read_json(history, [])], list(range(1, 7)))
 
@@ -177,15 +199,21 @@ class VertexTest(absltest.TestCase):
     self.assertEqual([p["replicaCount"] for p in pools], [1, 1])
     self.assertTrue(spec["baseOutputDirectory"]["outputUriPrefix"].startswith("gs://"))
     base = self.create_tempdir().full_path  # baseOutputDirectory, here a local directory
-    aip = {"AIP_MODEL_DIR": f"{base}/model/", "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
-           "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/"}
+    aip = {
+        "AIP_MODEL_DIR": f"{base}/model/",
+        "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
+        "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/"
+    }
     ports = testutil.free_ports(2)
     cluster = {"chief": [f"localhost:{ports[0]}"], "worker": [f"localhost:{ports[1]}"]}
     log_dir = tempfile.mkdtemp(prefix="kmodels-vertex-")
-    tasks = [_Task(name, _here(pool["containerSpec"]["args"], epochs=2),
-                   {**aip, **_tf_config(cluster, kind, 0)}, log_dir)
-             for name, kind, pool in (("chief", "chief", pools[0]),
-                                      ("worker", "worker", pools[1]))]
+    tasks = [
+        _Task(name, _here(pool["containerSpec"]["args"], epochs=2), {
+            **aip,
+            **_tf_config(cluster, kind, 0)
+        }, log_dir)
+        for name, kind, pool in (("chief", "chief", pools[0]), ("worker", "worker", pools[1]))
+    ]
     self.assertFalse(any(a.startswith("--workdir") for t in tasks for a in t.args))
     chief, worker = _run_job(tasks)
     self.assertTrue(os.path.exists(os.path.join(base, "model", "saved_model.pb")))
@@ -233,24 +261,35 @@ class SlurmTest(absltest.TestCase):
     self.assertIn("--config.distribution.cluster=slurm", args)
     workdir, base_port = self.create_tempdir().full_path, _consecutive_free_ports(2)
     # What srun gives each task of a 2-task step; here both tasks are on one node.
-    step = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "2",
-            "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost",
-            "SLURM_NODELIST": "localhost", "SLURM_STEP_TASKS_PER_NODE": "2",
-            "SLURM_TASKS_PER_NODE": "2"}
+    step = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_STEP_ID": "0",
+        "SLURM_NTASKS": "2",
+        "SLURM_STEP_NUM_TASKS": "2",
+        "SLURM_STEP_NODELIST": "localhost",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_STEP_TASKS_PER_NODE": "2",
+        "SLURM_TASKS_PER_NODE": "2"
+    }
     log_dir = tempfile.mkdtemp(prefix="kmodels-slurm-")
-    tasks = [_Task(f"task{rank}",
-                   [*_here(args, workdir, epochs=2),
-                    f"--config.distribution.slurm_port_base={base_port}"],
-                   {**step, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}, log_dir)
-             for rank in range(2)]
+    tasks = [
+        _Task(
+            f"task{rank}",
+            [*_here(args, workdir, epochs=2), f"--config.distribution.slurm_port_base={base_port}"],
+            {
+                **step, "SLURM_PROCID": str(rank),
+                "SLURM_LOCALID": str(rank)
+            }, log_dir) for rank in range(2)
+    ]
     chief, other = _run_job(tasks, restart_policy="Never")
-    self.assertIn("Slurm cluster: {'worker': ['localhost:%d', 'localhost:%d']}"
-                  % (base_port, base_port + 1), chief.text())
+    self.assertIn(
+        "Slurm cluster: {'worker': ['localhost:%d', 'localhost:%d']}" % (base_port, base_port + 1),
+        chief.text())
     self.assertIn("with 2 replica(s)", chief.text())
     self.assertEqual(testutil.weights_fingerprint(chief.text()),
                      testutil.weights_fingerprint(other.text()))
-    self.assertEqual(testutil.read_json(os.path.join(workdir, "metrics.json"), {})["status"],
-                     "completed")
+    self.assertEqual(
+        testutil.read_json(os.path.join(workdir, "metrics.json"), {})["status"], "completed")
 
 
 if __name__ == "__main__":

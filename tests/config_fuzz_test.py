@@ -40,9 +40,10 @@ KEYS = sorted(_leaf_keys(base.get_config()))
 VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.sampled_from(["fit", "custom_loop", "mirrored", "tpu", "mlp", "sgd", "cpu:0",
-                     "mixed_bfloat16", "synthetic", "ring"]),
-    st.tuples(st.integers(-5, 600)))
+    st.sampled_from([
+        "fit", "custom_loop", "mirrored", "tpu", "mlp", "sgd", "cpu:0", "mixed_bfloat16",
+        "synthetic", "ring"
+    ]), st.tuples(st.integers(-5, 600)))
 
 
 class ConfigFuzzTest(absltest.TestCase):
@@ -71,8 +72,8 @@ class ConfigFuzzTest(absltest.TestCase):
 
 # Every exception type a config file can raise, the builtin ones and one of its own.
 _RAISABLE = sorted(name for name, value in vars(builtins).items()
-                   if isinstance(value, type) and issubclass(value, Exception)
-                   and not issubclass(value, (UnicodeError, OSError, ExceptionGroup))  # more args
+                   if isinstance(value, type) and issubclass(value, Exception) and
+                   not issubclass(value, (UnicodeError, OSError, ExceptionGroup))  # more args
                    and name[0].isupper()) + ["OwnError"]
 
 
@@ -87,8 +88,8 @@ class ConfigFileExceptionTest(absltest.TestCase):
   def test_any_exception_of_the_config_file_is_exit_2_naming_its_line(self, raised, at_import):
     statement = f"raise {raised}('broken on purpose')"
     body = ("class OwnError(Exception):\n  pass\n" +
-            (f"{statement}\ndef get_config():\n  return None\n" if at_import else
-             f"def get_config():\n  {statement}\n"))
+            (f"{statement}\ndef get_config():\n  return None\n"
+             if at_import else f"def get_config():\n  {statement}\n"))
     line = body.splitlines().index(statement.strip()) + 1 if at_import else 4
     with tempfile.TemporaryDirectory() as directory:
       path = os.path.join(directory, "mine.py")

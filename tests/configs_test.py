@@ -67,9 +67,11 @@ class ShippedConfigsTest(parameterized.TestCase):
     return path
 
   def test_every_train_config_is_found(self):
-    self.assertContainsSubset({"cifar_googlenet.py", "imagenet_resnet50.py",
-                               "image_folder_finetune.py", "fashion_mnist_quickstart.py"},
-                              _train_configs())
+    self.assertContainsSubset(
+        {
+            "cifar_googlenet.py", "imagenet_resnet50.py", "image_folder_finetune.py",
+            "fashion_mnist_quickstart.py"
+        }, _train_configs())
 
   @parameterized.parameters(_train_configs())
   def test_trains_two_steps_on_synthetic_data(self, filename):

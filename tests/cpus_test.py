@@ -10,7 +10,6 @@ from absl.testing import absltest
 from tests import testutil
 from kmodels import cpus
 
-
 # Prints what size_thread_pools did and the intra-op pool size TensorFlow was given.
 _SIZE_POOLS = ("from kmodels import runtime; runtime.configure(); import tensorflow as tf; "
                "from kmodels import cpus; "
@@ -59,10 +58,11 @@ class CpusTest(absltest.TestCase):
     proc_cgroup = self.create_tempfile(
         "cgroup", "4:cpu,cpuacct:/kubepods/pod1\n1:memory:/other\n0::/user.slice/job\n")
     files = cpus.own_cgroup_files(proc_cgroup.full_path, root="/cg")
-    self.assertEqual(files, [
-        ("/cg/user.slice/job/cpu.max",
-         ("/cg/cpu/kubepods/pod1/cpu.cfs_quota_us", "/cg/cpu/kubepods/pod1/cpu.cfs_period_us")),
-        ("/cg/cpu.max", ("/cg/cpu/cpu.cfs_quota_us", "/cg/cpu/cpu.cfs_period_us"))])
+    self.assertEqual(
+        files,
+        [("/cg/user.slice/job/cpu.max",
+          ("/cg/cpu/kubepods/pod1/cpu.cfs_quota_us", "/cg/cpu/kubepods/pod1/cpu.cfs_period_us")),
+         ("/cg/cpu.max", ("/cg/cpu/cpu.cfs_quota_us", "/cg/cpu/cpu.cfs_period_us"))])
 
   def test_a_launcher_in_a_cgroup_with_a_one_cpu_quota_sizes_its_pools_to_one(self):
     """A real one-CPU quota (as `docker --cpus=1` sets), cgroup v2 or v1, where allowed."""
@@ -74,10 +74,15 @@ class CpusTest(absltest.TestCase):
                     "delegated to /sys/fs/cgroup, or a writable cgroup v1 cpu hierarchy")
     try:
       limit()
-      proc = subprocess.run(
-          ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"',
-           sys.executable, _SIZE_POOLS], cwd=testutil.REPO_ROOT, capture_output=True,
-          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
+      proc = subprocess.run([
+          "sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"', sys.executable,
+          _SIZE_POOLS
+      ],
+                            cwd=testutil.REPO_ROOT,
+                            capture_output=True,
+                            text=True,
+                            timeout=120,
+                            env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
     finally:
       os.rmdir(group)
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
@@ -87,8 +92,12 @@ class CpusTest(absltest.TestCase):
     if os.cpu_count() < 2:
       self.skipTest("needs a machine with 2 CPUs or more")
     proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", _SIZE_POOLS],
-                          cwd=testutil.REPO_ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT,
+                          cwd=testutil.REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=120,
+                          env=dict(os.environ,
+                                   PYTHONPATH=testutil.REPO_ROOT,
                                    TF_NUM_INTRAOP_THREADS="2"))
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertEqual(proc.stdout.split()[-2:], ["None", "0"])
@@ -105,7 +114,10 @@ class CpusTest(absltest.TestCase):
     if os.cpu_count() < 2:
       self.skipTest("needs a machine with 2 CPUs or more")
     proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", _SIZE_POOLS],
-                          cwd=testutil.REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          cwd=testutil.REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=120,
                           env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertEqual(proc.stdout.split()[-2:], ["1", "1"])

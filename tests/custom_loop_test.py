@@ -49,8 +49,7 @@ class CustomLoopTest(parameterized.TestCase):
     workdir = Workdir(self.create_tempdir().full_path)
     config = _config(train__epochs=3)
     with self.assertRaises(KeyboardInterrupt):  # at the start of the third epoch
-      training.train_and_evaluate(config, workdir.root,
-                                  extra_callbacks=[testutil.CrashAtEpoch(2)])
+      training.train_and_evaluate(config, workdir.root, extra_callbacks=[testutil.CrashAtEpoch(2)])
     latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(workdir.checkpoints))
     self.assertEqual(latest.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"), 2)
 
@@ -68,20 +67,20 @@ class CustomLoopTest(parameterized.TestCase):
     The loss is multiplied by 2**15 before the backward pass; were the gradients not
     divided by it again, the float16 run's steps would be 32768 times too large.
     """
-    common = dict(model__name="mlp", train__steps_per_epoch=3, train__optimizer__name="sgd",
+    common = dict(model__name="mlp",
+                  train__steps_per_epoch=3,
+                  train__optimizer__name="sgd",
                   train__optimizer__learning_rate=0.05)
     float32_dir, float16_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
     training.train_and_evaluate(_config(**common), float32_dir)
-    metrics = training.train_and_evaluate(_config(precision="mixed_float16", **common),
-                                          float16_dir)
+    metrics = training.train_and_evaluate(_config(precision="mixed_float16", **common), float16_dir)
     self.assertTrue(np.isfinite(metrics["test_loss"]))
     for a, b in zip(_exported_weights(float32_dir), _exported_weights(float16_dir)):
       np.testing.assert_allclose(a, b, atol=2e-3)
 
   def test_mixed_bfloat16_trains_with_float32_outputs(self):
     workdir = self.create_tempdir().full_path
-    metrics = training.train_and_evaluate(_config(precision="mixed_bfloat16", xla=True),
-                                          workdir)
+    metrics = training.train_and_evaluate(_config(precision="mixed_bfloat16", xla=True), workdir)
     self.assertTrue(np.isfinite(metrics["history"][0]["loss"]))
     outputs = tf.keras.models.load_model(testutil.export_of(workdir))(np.zeros((2, 28, 28, 1)))
     self.assertEqual(outputs.dtype, tf.float32)

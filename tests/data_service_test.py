@@ -34,9 +34,10 @@ class DataServiceTest(absltest.TestCase):
     cls._start("dispatcher", "--dispatcher", f"--port={dispatcher_port}",
                f"--worker_addresses={','.join(workers)}")
     for address, port in zip(workers, worker_ports):
-      cls.worker_logs.append(cls._start(
-          f"worker-{port}", "--worker", f"--port={port}",
-          f"--dispatcher_address=localhost:{dispatcher_port}", f"--worker_address={address}"))
+      cls.worker_logs.append(
+          cls._start(f"worker-{port}", "--worker", f"--port={port}",
+                     f"--dispatcher_address=localhost:{dispatcher_port}",
+                     f"--worker_address={address}"))
     for log in cls.worker_logs:
       cls._wait_for(log, "serving dispatcher")
 
@@ -45,9 +46,12 @@ class DataServiceTest(absltest.TestCase):
     log_path = os.path.join(absltest.get_default_test_tmpdir(), f"{name}.log")
     env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT, **_WORKER_LOGGING)
     with open(log_path, "w") as log:
-      cls.servers.append(subprocess.Popen(
-          [sys.executable, "-m", "launch.data_service", *args], cwd=testutil.REPO_ROOT,
-          env=env, stdout=log, stderr=subprocess.STDOUT))
+      cls.servers.append(
+          subprocess.Popen([sys.executable, "-m", "launch.data_service", *args],
+                           cwd=testutil.REPO_ROOT,
+                           env=env,
+                           stdout=log,
+                           stderr=subprocess.STDOUT))
     return log_path
 
   @classmethod
@@ -68,11 +72,11 @@ class DataServiceTest(absltest.TestCase):
 
   def test_a_job_trains_on_batches_the_two_workers_made(self):
     workdir = self.create_tempdir().full_path
-    proc = testutil.run_launcher(
-        "train", *testutil.image_folder_flags(self.image_dir),
-        "--config.model.name=mlp", "--config.train.batch_size=8", "--config.train.epochs=2",
-        "--config.precision=float32", f"--config.dataset.service={self.service}",
-        "--config.train.log_every_seconds=0.001", f"--workdir={workdir}")
+    proc = testutil.run_launcher("train", *testutil.image_folder_flags(self.image_dir),
+                                 "--config.model.name=mlp", "--config.train.batch_size=8",
+                                 "--config.train.epochs=2", "--config.precision=float32",
+                                 f"--config.dataset.service={self.service}",
+                                 "--config.train.log_every_seconds=0.001", f"--workdir={workdir}")
     self.assertEqual(0, proc.returncode, proc.stderr[-3000:])
     self.assertIn(f"tf.data service workers of {self.service}", proc.stderr)
     history = testutil.read_json(os.path.join(workdir, "history.json"), [])
@@ -88,23 +92,21 @@ class DataServiceTest(absltest.TestCase):
       self.assertIn(_RAN_A_TASK, testutil.read_text(log), log)
 
   def test_an_address_that_is_not_grpc_host_port_is_refused_up_front(self):
-    for service in ("localhost:5050", "grpc://localhost", "http://localhost:5050",
-                    "grpc://:5050", "grpc://host:5050/path"):
+    for service in ("localhost:5050", "grpc://localhost", "http://localhost:5050", "grpc://:5050",
+                    "grpc://host:5050/path"):
       with self.subTest(service=service):
-        proc = testutil.call_launcher(
-            "train", *testutil.image_folder_flags(self.image_dir),
-            f"--config.dataset.service={service}",
-            f"--workdir={self.create_tempdir().full_path}")
+        proc = testutil.call_launcher("train", *testutil.image_folder_flags(self.image_dir),
+                                      f"--config.dataset.service={service}",
+                                      f"--workdir={self.create_tempdir().full_path}")
         testutil.assert_user_error(self, proc, "not a tf.data service dispatcher address",
                                    "grpc://HOST:PORT")
 
   def test_a_dispatcher_address_where_nothing_listens_is_exit_2_not_a_hang(self):
     closed_port = testutil.free_ports(1)[0]
-    proc = testutil.call_launcher(
-        "train", *testutil.image_folder_flags(self.image_dir),
-        "--config.model.name=mlp", "--config.train.batch_size=8",
-        f"--config.dataset.service=grpc://localhost:{closed_port}",
-        f"--workdir={self.create_tempdir().full_path}")
+    proc = testutil.call_launcher("train", *testutil.image_folder_flags(self.image_dir),
+                                  "--config.model.name=mlp", "--config.train.batch_size=8",
+                                  f"--config.dataset.service=grpc://localhost:{closed_port}",
+                                  f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "No tf.data service dispatcher answers at",
                                "launch.data_service --dispatcher")
 
@@ -112,11 +114,11 @@ class DataServiceTest(absltest.TestCase):
     # One real process (its exit status as a shell sees it), the other cases in-process.
     proc = testutil.run_launcher("data_service", "--dispatcher", "--port=1")
     testutil.assert_user_error(self, proc, "--worker_addresses")
-    for args, needs in ((["--dispatcher", "--port=1"], "--worker_addresses"),
-                        (["--worker", "--port=1"], "--dispatcher_address"),
+    for args, needs in ((["--dispatcher", "--port=1"],
+                         "--worker_addresses"), (["--worker", "--port=1"], "--dispatcher_address"),
                         (["--port=1"], "exactly one of --dispatcher and --worker"),
-                        (["--worker", "--port=70000", "--dispatcher_address=localhost:1"],
-                         "--port=70000 is not a TCP port")):
+                        (["--worker", "--port=70000",
+                          "--dispatcher_address=localhost:1"], "--port=70000 is not a TCP port")):
       with self.subTest(args=args):
         testutil.assert_user_error(self, testutil.call_launcher("data_service", *args), needs)
 

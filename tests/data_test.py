@@ -17,7 +17,11 @@ from kmodels.errors import UserError
 
 
 def _no_augmentation(**changes):
-  aug = base.augmentation(enabled=True, rotation_degrees=0.0, zoom=0.0, shift=0.0, shear=0.0,
+  aug = base.augmentation(enabled=True,
+                          rotation_degrees=0.0,
+                          zoom=0.0,
+                          shift=0.0,
+                          shear=0.0,
                           horizontal_flip=False)
   aug.update(changes)
   return aug
@@ -66,12 +70,14 @@ class PipelineTest(parameterized.TestCase):
 
   def test_each_worker_reads_its_own_shard_of_every_epoch(self):
     """Two input pipelines (two workers), two replicas: disjoint shards that cover the split."""
-    config = testutil.tiny_config(dataset__source="synthetic", dataset__shuffle_buffer=1000,
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  dataset__shuffle_buffer=1000,
                                   dataset__synthetic_train_examples=40).dataset
     datasets = data.load(config, batch_size=8, seed=0)
     shards = []
     for pipeline in range(2):
-      context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+      context = tf.distribute.InputContext(num_input_pipelines=2,
+                                           input_pipeline_id=pipeline,
                                            num_replicas_in_sync=2)
       train = datasets.make_train(context)
       self.assertEqual(train.element_spec[0].shape[0], 4)  # per-replica batch
@@ -110,13 +116,13 @@ class AugmentationTest(parameterized.TestCase):
         kinds.append("kept")
     images = tf.random.stateless_uniform([64, 12, 10, 3], seed=[1, 2])
     out = augmentation.augment_batch(images, _no_augmentation(horizontal_flip=True), self.seed)
-    n_flipped = sum(np.allclose(o, f, atol=1e-5)
-                    for o, f in zip(out, tf.image.flip_left_right(images)))
+    n_flipped = sum(
+        np.allclose(o, f, atol=1e-5) for o, f in zip(out, tf.image.flip_left_right(images)))
     self.assertBetween(n_flipped, 16, 48)  # ~half of 64
 
   def test_pure_shift_moves_pixels_by_whole_steps_with_nearest_fill(self):
-    transforms = augmentation.random_affine_transforms(
-        64, 12, 10, _no_augmentation(shift=0.2), self.seed).numpy()
+    transforms = augmentation.random_affine_transforms(64, 12, 10, _no_augmentation(shift=0.2),
+                                                       self.seed).numpy()
     np.testing.assert_allclose(transforms[:, [0, 4]], 1.0, atol=1e-6)  # no scaling
     np.testing.assert_allclose(transforms[:, [1, 3]], 0.0, atol=1e-6)  # no rotation/shear
     self.assertLessEqual(np.abs(transforms[:, 2]).max(), 0.2 * 10 + 1e-5)
@@ -131,21 +137,24 @@ class AugmentationTest(parameterized.TestCase):
   @parameterized.parameters((64, 32, 32, 3), (16, 28, 28, 1), (4, 12, 10, 3))
   def test_warp_computes_what_tensorflows_projective_transform_op_does(self, *shape):
     # Strong transforms, so that many source points fall between pixels and outside.
-    aug = base.augmentation(enabled=True, rotation_degrees=40.0, zoom=0.4, shift=0.3,
-                            shear=20.0)
+    aug = base.augmentation(enabled=True, rotation_degrees=40.0, zoom=0.4, shift=0.3, shear=20.0)
     images = tf.random.stateless_uniform(shape, seed=[3, 4])
     transforms = augmentation.random_affine_transforms(*shape[:3], aug, self.seed)
-    expected = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="NEAREST")
+    expected = tf.raw_ops.ImageProjectiveTransformV3(images=images,
+                                                     transforms=transforms,
+                                                     output_shape=shape[1:3],
+                                                     fill_value=0.0,
+                                                     interpolation="BILINEAR",
+                                                     fill_mode="NEAREST")
     np.testing.assert_allclose(augmentation.warp_bilinear(images, transforms), expected, atol=1e-5)
 
   def test_uint8_batches_are_scaled_in_the_warp_as_floats_would_be(self):
-    images = tf.random.stateless_uniform([8, 12, 10, 3], seed=[3, 4], maxval=256,
-                                         dtype=tf.int32)
+    images = tf.random.stateless_uniform([8, 12, 10, 3], seed=[3, 4], maxval=256, dtype=tf.int32)
     aug = base.augmentation(enabled=True)
-    scaled_in_warp = augmentation.augment_batch(tf.cast(images, tf.uint8), aug, self.seed,
-                                        scale=1 / 255)
+    scaled_in_warp = augmentation.augment_batch(tf.cast(images, tf.uint8),
+                                                aug,
+                                                self.seed,
+                                                scale=1 / 255)
     scaled_first = augmentation.augment_batch(tf.cast(images, tf.float32) / 255, aug, self.seed)
     self.assertEqual(scaled_in_warp.dtype, tf.float32)
     np.testing.assert_allclose(scaled_in_warp, scaled_first, atol=1e-6)
@@ -172,8 +181,7 @@ class VariableSizeDatasetsTest(parameterized.TestCase):
   @parameterized.parameters("tf_flowers", "imagenette", "imagenet2012")
   def test_a_mock_dataset_trains_at_the_size_asked(self, name):
     workdir = self.create_tempdir().full_path
-    config = testutil.tiny_config(dataset__name=name, dataset__image_size=24,
-                                  model__name="mlp")
+    config = testutil.tiny_config(dataset__name=name, dataset__image_size=24, model__name="mlp")
     with tfds.testing.mock_data(num_examples=30):
       metrics = training.train_and_evaluate(config, workdir)
     self.assertEqual(1, metrics["epochs_completed"])
@@ -191,12 +199,15 @@ class VariableSizeDatasetsTest(parameterized.TestCase):
     builder = preparation.prepare_offline("tf_flowers", archive_dir, data_dir)
     self.assertEqual(["train"], list(builder.info.splits.keys()))
     workdir = self.create_tempdir().full_path
-    config = testutil.tiny_config(dataset__name="tf_flowers", dataset__data_dir=data_dir,
-                                  dataset__image_size=16, model__name="mlp")
+    config = testutil.tiny_config(dataset__name="tf_flowers",
+                                  dataset__data_dir=data_dir,
+                                  dataset__image_size=16,
+                                  model__name="mlp")
     with self.assertLogs(level="INFO") as logs:
       metrics = training.train_and_evaluate(config, workdir)
-    self.assertIn("tf_flowers has no 'test' split (it has train): training on 'train[:90%]', "
-                  "evaluating on 'train[90%:]'", "\n".join(logs.output))
+    self.assertIn(
+        "tf_flowers has no 'test' split (it has train): training on 'train[:90%]', "
+        "evaluating on 'train[90%:]'", "\n".join(logs.output))
     recorded = testutil.read_json(os.path.join(workdir, "config.json"), {})["dataset"]
     self.assertEqual(("train[:90%]", "train[90%:]"),
                      (recorded["train_split"], recorded["eval_split"]))
@@ -216,11 +227,15 @@ class VariableSizeDatasetsTest(parameterized.TestCase):
     proc = testutil.run_launcher("prepare_data", "--dataset=imagenet2012",
                                  f"--archive_dir={archive_dir}", f"--data_dir={data_dir}")
     self.assertEqual(0, proc.returncode, proc.stderr[-2000:])
-    self.assertRegex(proc.stderr, r"Prepared imagenet2012 .*(train: 6.*validation: 4|"
-                                  r"validation: 4.*train: 6)")
-    config = testutil.tiny_config(dataset__name="imagenet2012", dataset__data_dir=data_dir,
-                                  dataset__image_size=16, dataset__download=False,
-                                  model__name="mlp", train__batch_size=2)
+    self.assertRegex(
+        proc.stderr, r"Prepared imagenet2012 .*(train: 6.*validation: 4|"
+        r"validation: 4.*train: 6)")
+    config = testutil.tiny_config(dataset__name="imagenet2012",
+                                  dataset__data_dir=data_dir,
+                                  dataset__image_size=16,
+                                  dataset__download=False,
+                                  model__name="mlp",
+                                  train__batch_size=2)
     datasets = data.load(config.dataset, batch_size=2, seed=0)
     self.assertEqual((16, 16, 3), datasets.info.image_shape)
     self.assertEqual(1000, datasets.info.num_classes)
@@ -230,7 +245,8 @@ class VariableSizeDatasetsTest(parameterized.TestCase):
 
   def test_imagenet2012_without_its_archives_names_them(self):
     with self.assertRaisesRegex(UserError, "ILSVRC2012_img_train.tar.*ILSVRC2012_img_val.tar"):
-      preparation.prepare_offline("imagenet2012", self.create_tempdir().full_path,
+      preparation.prepare_offline("imagenet2012",
+                                  self.create_tempdir().full_path,
                                   self.create_tempdir().full_path)
 
 
@@ -248,7 +264,8 @@ class OfflinePreparationTest(absltest.TestCase):
     self.assertIn("found: train-images-idx3-ubyte.gz", message)
 
   def test_unprepared_dataset_names_the_fix(self):
-    config = testutil.tiny_config(dataset__name="fashion_mnist", dataset__download=False,
+    config = testutil.tiny_config(dataset__name="fashion_mnist",
+                                  dataset__download=False,
                                   dataset__data_dir=self.create_tempdir().full_path).dataset
     with self.assertRaises(UserError) as ctx:
       preparation.ensure_prepared(config)
@@ -264,8 +281,8 @@ class OfflinePreparationTest(absltest.TestCase):
 
   def test_real_cifar10_builder_prepares_a_real_format_archive(self):
     archive_dir, data_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
-    written = testutil.write_cifar10_archive(
-        os.path.join(archive_dir, "cifar-10-binary.tar.gz"), train_per_batch=3)
+    written = testutil.write_cifar10_archive(os.path.join(archive_dir, "cifar-10-binary.tar.gz"),
+                                             train_per_batch=3)
     if testutil.TFDS_VERIFIES_ARCHIVES:
       with self.assertRaisesRegex(UserError, testutil.CHECKSUM_MESSAGE + ".*full lane"):
         preparation.prepare_offline("cifar10", archive_dir, data_dir)
@@ -277,8 +294,7 @@ class OfflinePreparationTest(absltest.TestCase):
     read = builder.as_dataset(split="test", as_supervised=True).as_numpy_iterator()
     # tfds reorders examples when it writes them; compare as sets of (label, pixels).
     as_keys = lambda pairs: sorted((int(y), x.tobytes()) for x, y in pairs)
-    self.assertEqual(as_keys((x, y) for x, y in read),
-                     as_keys((x, y) for y, x in written["test"]))
+    self.assertEqual(as_keys((x, y) for x, y in read), as_keys((x, y) for y, x in written["test"]))
 
 
 if __name__ == "__main__":

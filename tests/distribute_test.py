@@ -12,8 +12,7 @@ import tensorflow as tf
 # Two logical CPUs must be configured before TensorFlow initializes its devices, which
 # is why this module runs in its own process (tests/run_all.py).
 tf.config.set_logical_device_configuration(
-    tf.config.list_physical_devices("CPU")[0],
-    [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from kmodels import distribute, training  # noqa: E402
 from kmodels.errors import UserError  # noqa: E402
@@ -44,14 +43,16 @@ class DistributeTest(parameterized.TestCase):
     config = testutil.tiny_config(distribution__strategy="one_device",
                                   distribution__devices="cpu:1")
     strategy = distribute.get_strategy(config.distribution)
-    self.assertEqual(strategy.extended.worker_devices, ("/job:localhost/replica:0/task:0/device:CPU:1",))
+    self.assertEqual(strategy.extended.worker_devices,
+                     ("/job:localhost/replica:0/task:0/device:CPU:1",))
     config.distribution.strategy = "default"
     self.assertIs(distribute.get_strategy(config.distribution), tf.distribute.get_strategy())
 
   @parameterized.parameters("fit", "custom_loop")
   def test_one_device_trains_and_resumes(self, trainer):
     # fit used to crash at the first step: BackupAndRestore refuses OneDeviceStrategy.
-    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  trainer=trainer,
                                   distribution__strategy="one_device",
                                   distribution__devices="cpu:1")
     workdir = self.create_tempdir().full_path
@@ -61,15 +62,16 @@ class DistributeTest(parameterized.TestCase):
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
     self.assertEqual(metrics["status"], "completed")
 
-  @parameterized.parameters(
-      (0, False, False, "default"), (1, False, False, "default"), (2, False, False, "mirrored"),
-      (8, False, False, "mirrored"), (0, True, False, "tpu"), (0, False, True, "tpu"),
-      (4, True, False, "tpu"))
+  @parameterized.parameters((0, False, False, "default"), (1, False, False, "default"),
+                            (2, False, False, "mirrored"), (8, False, False, "mirrored"),
+                            (0, True, False, "tpu"), (0, False, True, "tpu"),
+                            (4, True, False, "tpu"))
   def test_auto_picks_by_devices(self, gpus, tpu_configured, tpu_attached, expected):
     # GPUs and TPUs can't run here: device records as TensorFlow lists them stand in
     # (untested on real hardware); the CPU branch runs for real below.
     devices = [tf.config.PhysicalDevice("/physical_device:CPU:0", "CPU")] + [
-        tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(gpus)]
+        tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(gpus)
+    ]
     name, reason = distribute.choose_strategy(devices, tpu_configured, tpu_attached)
     self.assertEqual(name, expected)
     self.assertTrue(reason)
@@ -79,15 +81,17 @@ class DistributeTest(parameterized.TestCase):
     with self.assertLogs(level="INFO") as logs:
       strategy = distribute.get_strategy(config.distribution)
     self.assertIs(strategy, tf.distribute.get_strategy())
-    self.assertTrue(any("strategy=auto -> default: no GPU or TPU" in l and "Devices found" in l
-                        for l in logs.output), logs.output)
+    self.assertTrue(
+        any("strategy=auto -> default: no GPU or TPU" in l and "Devices found" in l
+            for l in logs.output), logs.output)
 
   def test_mirrored_on_a_machine_with_one_device_runs_with_one_replica(self):
     # A process of its own: this module's process has two logical CPUs.
-    proc = testutil.run_launcher(
-        "train", "--config=configs/base.py", "--config.dataset.source=synthetic",
-        "--config.distribution.strategy=mirrored", "--config.model.name=mlp",
-        "--config.train.steps_per_epoch=2", f"--workdir={self.create_tempdir().full_path}")
+    proc = testutil.run_launcher("train", "--config=configs/base.py",
+                                 "--config.dataset.source=synthetic",
+                                 "--config.distribution.strategy=mirrored",
+                                 "--config.model.name=mlp", "--config.train.steps_per_epoch=2",
+                                 f"--workdir={self.create_tempdir().full_path}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("Strategy MirroredStrategy with 1 replica(s)", proc.stderr)
     self.assertIn("Test accuracy", proc.stderr)
@@ -99,7 +103,8 @@ class DistributeTest(parameterized.TestCase):
       distribute.get_strategy(config.distribution)
 
   def test_fit_under_mirrored_trains_and_evaluates(self):
-    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  train__epochs=2,
                                   distribution__strategy="mirrored",
                                   distribution__devices="cpu:0,cpu:1")
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
@@ -108,13 +113,16 @@ class DistributeTest(parameterized.TestCase):
     self.assertBetween(metrics["test_accuracy"], 0.0, 1.0)
 
   def _trained_weights(self, strategy, **overrides):
-    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
-                                  train__steps_per_epoch=3, train__epochs=1,
-                                  train__optimizer__name="sgd",
-                                  train__optimizer__learning_rate=0.1,
-                                  distribution__strategy=strategy,
-                                  distribution__devices=("cpu:0,cpu:1" if strategy == "mirrored"
-                                                         else None), **overrides)
+    config = testutil.tiny_config(
+        dataset__source="synthetic",
+        model__name="mlp",
+        train__steps_per_epoch=3,
+        train__epochs=1,
+        train__optimizer__name="sgd",
+        train__optimizer__learning_rate=0.1,
+        distribution__strategy=strategy,
+        distribution__devices=("cpu:0,cpu:1" if strategy == "mirrored" else None),
+        **overrides)
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(config, workdir)
     return tf.keras.models.load_model(testutil.export_of(workdir)).get_weights()
@@ -130,7 +138,8 @@ class DistributeTest(parameterized.TestCase):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
   def test_fit_with_xla_over_cpu_replicas_explains_the_alternative(self):
-    config = testutil.tiny_config(dataset__source="synthetic", xla=True,
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  xla=True,
                                   distribution__strategy="mirrored",
                                   distribution__devices="cpu:0,cpu:1")
     with self.assertRaisesRegex(UserError, "trainer=custom_loop"):
@@ -141,11 +150,21 @@ class GpuReadinessTest(parameterized.TestCase):
   """What a GPU machine is told, from the facts it reports (no GPU here)."""
 
   def _tf_config(self, chief, worker, task_type="worker"):
-    return {"cluster": {"chief": [chief], "worker": [worker]},
-            "task": {"type": task_type, "index": 0}}
+    return {
+        "cluster": {
+            "chief": [chief],
+            "worker": [worker]
+        },
+        "task": {
+            "type": task_type,
+            "index": 0
+        }
+    }
 
   @parameterized.parameters(
-      ("auto", None, False), ("on", None, True), ("off", ("h0:1", "h0:2"), False),
+      ("auto", None, False),
+      ("on", None, True),
+      ("off", ("h0:1", "h0:2"), False),
       ("auto", ("h0:1", "h0:2"), True),  # chief and worker on one host
       ("auto", ("h0:1", "h1:2"), False))
   def test_memory_growth(self, setting, hosts, expected):
@@ -154,11 +173,13 @@ class GpuReadinessTest(parameterized.TestCase):
 
   def test_the_startup_line_names_each_gpu_and_the_cuda_tf_was_built_with(self):
     built = {"is_cuda_build": True, "cuda_version": "12.2", "cudnn_version": "8"}
-    line = distribute.describe_gpus(
-        [("/physical_device:GPU:0", {"device_name": "NVIDIA A100-SXM4-40GB",
-                                     "compute_capability": (8, 0)})], built)
-    self.assertEqual(line, "GPUs: /physical_device:GPU:0 (NVIDIA A100-SXM4-40GB, compute "
-                     "capability 8.0) (TensorFlow built with CUDA 12.2, cuDNN 8).")
+    line = distribute.describe_gpus([("/physical_device:GPU:0", {
+        "device_name": "NVIDIA A100-SXM4-40GB",
+        "compute_capability": (8, 0)
+    })], built)
+    self.assertEqual(
+        line, "GPUs: /physical_device:GPU:0 (NVIDIA A100-SXM4-40GB, compute "
+        "capability 8.0) (TensorFlow built with CUDA 12.2, cuDNN 8).")
     self.assertIn("none visible", distribute.describe_gpus([], built))
     self.assertIn("built without CUDA", distribute.describe_gpus([], {}))
 
@@ -170,8 +191,7 @@ class GpuReadinessTest(parameterized.TestCase):
     self.assertIn("no /dev/nvidia0", distribute.no_gpu_reason(cuda, False))
 
   def test_an_explicit_gpu_request_without_a_gpu_says_why(self):
-    config = testutil.tiny_config(distribution__strategy="mirrored",
-                                  distribution__devices="gpu:0")
+    config = testutil.tiny_config(distribution__strategy="mirrored", distribution__devices="gpu:0")
     with self.assertRaisesRegex(UserError, "no device /gpu:0 on this machine.*TensorFlow "
                                 "sees no GPU: "):
       distribute.get_strategy(config.distribution)
@@ -183,20 +203,25 @@ class GpuReadinessTest(parameterized.TestCase):
 class SlurmStepTest(parameterized.TestCase):
   """A Slurm step's variables as srun sets them, and damaged the ways a stranger might."""
 
-  _STEP = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "5",
-           "SLURM_STEP_TASKS_PER_NODE": "2(x2),1", "SLURM_STEP_NODELIST": "n[1-3]"}
+  _STEP = {
+      "SLURM_PROCID": "1",
+      "SLURM_STEP_NUM_TASKS": "5",
+      "SLURM_STEP_TASKS_PER_NODE": "2(x2),1",
+      "SLURM_STEP_NODELIST": "n[1-3]"
+  }
 
   def test_what_srun_sets_is_read(self):
     self.assertEqual(distribute.slurm_tasks_per_node(self._STEP), 2)
     self.assertEqual(distribute.cluster_source("auto", self._STEP), "slurm")
-    self.assertEqual(distribute.cluster_source("auto", {**self._STEP, "TF_CONFIG": "{}"}),
-                     "tf_config")
+    self.assertEqual(distribute.cluster_source("auto", {
+        **self._STEP, "TF_CONFIG": "{}"
+    }), "tf_config")
 
-  @parameterized.parameters(
-      ("SLURM_PROCID", ""), ("SLURM_PROCID", "x"), ("SLURM_PROCID", "-1"),
-      ("SLURM_PROCID", "5"), ("SLURM_STEP_TASKS_PER_NODE", ""),
-      ("SLURM_STEP_TASKS_PER_NODE", "two"), ("SLURM_STEP_TASKS_PER_NODE", "0"),
-      ("SLURM_STEP_NUM_TASKS", "0"), ("SLURM_STEP_NUM_TASKS", "many"))
+  @parameterized.parameters(("SLURM_PROCID", ""), ("SLURM_PROCID", "x"), ("SLURM_PROCID", "-1"),
+                            ("SLURM_PROCID", "5"), ("SLURM_STEP_TASKS_PER_NODE", ""),
+                            ("SLURM_STEP_TASKS_PER_NODE", "two"),
+                            ("SLURM_STEP_TASKS_PER_NODE", "0"), ("SLURM_STEP_NUM_TASKS", "0"),
+                            ("SLURM_STEP_NUM_TASKS", "many"))
   def test_a_damaged_variable_is_named(self, name, value):
     with self.assertRaisesRegex(UserError, f"Slurm's {name}={value!r} is not"):
       distribute.slurm_tasks_per_node({**self._STEP, name: value})

@@ -61,8 +61,10 @@ print(json.dumps({"inputs": inputs, "modules": sorted(m for m in sys.modules
 
 
 def _fashion_mnist_training_files():
-  paths = [os.path.join(testutil.FASHION_MNIST_FILES, f"train-{kind}-idx{dims}-ubyte.gz")
-           for kind, dims in (("images", 3), ("labels", 1))]
+  paths = [
+      os.path.join(testutil.FASHION_MNIST_FILES, f"train-{kind}-idx{dims}-ubyte.gz")
+      for kind, dims in (("images", 3), ("labels", 1))
+  ]
   if not os.path.exists(paths[0]):
     raise unittest.SkipTest(f"{testutil.FASHION_MNIST_FILES} is missing: bash "
                             "launch/fashion_mnist_files.sh installs Debian's "
@@ -76,8 +78,8 @@ def _file_digests(root):
   for directory, _, names in os.walk(root):
     for name in names:
       with open(os.path.join(directory, name), "rb") as f:
-        digests[os.path.relpath(os.path.join(directory, name), root)] = hashlib.sha256(
-            f.read()).hexdigest()
+        digests[os.path.relpath(os.path.join(directory, name),
+                                root)] = hashlib.sha256(f.read()).hexdigest()
   return digests
 
 
@@ -90,10 +92,15 @@ def _client_venv(path):
   subprocess.run([sys.executable, "-m", "venv", path], check=True, timeout=120)
   python = os.path.join(path, "bin", "python")
   # -I: the test's PYTHONPATH (this checkout, kmodels' egg-info) stays out of the client.
-  subprocess.run([python, "-I", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                  *pins], check=True, timeout=600, capture_output=True)
-  installed = subprocess.run([python, "-I", "-m", "pip", "list", "--format=freeze"], check=True,
-                             capture_output=True, text=True).stdout.lower()
+  subprocess.run(
+      [python, "-I", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins],
+      check=True,
+      timeout=600,
+      capture_output=True)
+  installed = subprocess.run([python, "-I", "-m", "pip", "list", "--format=freeze"],
+                             check=True,
+                             capture_output=True,
+                             text=True).stdout.lower()
   assert "tensorflow" not in installed and "kmodels" not in installed, installed
   return python
 
@@ -107,7 +114,10 @@ def _client(model_path, images):
   images_path, out = os.path.join(scratch, "x.npy"), os.path.join(scratch, "y.npy")
   np.save(images_path, images)
   proc = subprocess.run([sys.executable, "-I", "-c", _CLIENT, model_path, images_path, out],
-                        cwd=scratch, capture_output=True, text=True, timeout=300)
+                        cwd=scratch,
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return np.load(out), json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -127,29 +137,29 @@ class ExportRunTest(parameterized.TestCase):
     images, labels = _fashion_mnist_training_files()
     names = [f"class{i}" for i in range(10)]
     image_folder.write_images(zip(images[:4000], labels[:4000]), cls.image_dir, "train", names)
-    image_folder.write_images(zip(images[4000:5000], labels[4000:5000]), cls.image_dir,
-                              "test", names)
-    cls.train_flags = (
-        "train", "--config=configs/fashion_mnist_quickstart.py",
-        "--config.dataset.name=image_folder", f"--config.dataset.image_dir={cls.image_dir}",
-        "--config.dataset.image_size=28", "--config.dataset.channels=1",
-        "--config.dataset.crop.area=(1.0, 1.0)", "--config.dataset.crop.eval_fraction=1.0",
-        "--config.train.batch_size=64", "--config.train.epochs=3")
+    image_folder.write_images(zip(images[4000:5000], labels[4000:5000]), cls.image_dir, "test",
+                              names)
+    cls.train_flags = ("train", "--config=configs/fashion_mnist_quickstart.py",
+                       "--config.dataset.name=image_folder",
+                       f"--config.dataset.image_dir={cls.image_dir}",
+                       "--config.dataset.image_size=28", "--config.dataset.channels=1",
+                       "--config.dataset.crop.area=(1.0, 1.0)",
+                       "--config.dataset.crop.eval_fraction=1.0", "--config.train.batch_size=64",
+                       "--config.train.epochs=3")
     proc = testutil.call_launcher(*cls.train_flags, f"--workdir={cls.workdir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     cls.version = os.path.join(cls.workdir, "export", "1")
     cls.images = images[-16:]  # not among the folder's
     loaded = tf.saved_model.load(cls.version)
-    cls.saved = loaded.signatures["serving_default"](images=tf.constant(cls.images))[
-        "probabilities"].numpy()
+    cls.saved = loaded.signatures["serving_default"](
+        images=tf.constant(cls.images))["probabilities"].numpy()
 
   def _card(self):
     return testutil.read_json(os.path.join(self.version, "model_card.json"), None)
 
-  @parameterized.named_parameters(
-      ("litert_float", "litert", "none", "model-none.tflite", 1e-4),
-      ("litert_int8", "litert", "int8", "model-int8.tflite", None),
-      ("onnx", "onnx", "none", "model.onnx", 1e-4))
+  @parameterized.named_parameters(("litert_float", "litert", "none", "model-none.tflite", 1e-4),
+                                  ("litert_int8", "litert", "int8", "model-int8.tflite", None),
+                                  ("onnx", "onnx", "none", "model.onnx", 1e-4))
   def test_the_launcher_writes_a_proven_file_a_plain_client_runs(self, fmt, quantize, name,
                                                                  tolerance):
     proc = testutil.call_launcher("export", f"--workdir={self.workdir}", f"--format={fmt}",
@@ -175,8 +185,7 @@ class ExportRunTest(parameterized.TestCase):
       self.assertLess(np.max(np.abs(probabilities - self.saved)), 0.1)
 
   def test_dynamic_and_float16_files_within_their_bar(self):
-    parameters = testutil.read_json(os.path.join(self.workdir, "metrics.json"),
-                                    None)["parameters"]
+    parameters = testutil.read_json(os.path.join(self.workdir, "metrics.json"), None)["parameters"]
     for quantize, bytes_per_weight in (("dynamic", 1), ("float16", 2)):
       entry = exporting.export(exporting.Request(self.workdir, "litert", quantize))
       self.assertTrue(entry["within_bar"], entry)
@@ -197,8 +206,9 @@ class ExportRunTest(parameterized.TestCase):
     card_before = listed()
     request = exporting.Request(workdir, "onnx")
     with mock.patch.object(exporting, "FLOAT_PROBABILITY", 0.0):  # an unreachable bar
-      with self.assertRaisesRegex(UserError, r"model.onnx is refused: accuracy .* images\), "
-                                  r"max probability difference .* \(bar 0\)"):
+      with self.assertRaisesRegex(
+          UserError, r"model.onnx is refused: accuracy .* images\), "
+          r"max probability difference .* \(bar 0\)"):
         exporting.export(request)
       self.assertFalse(os.path.exists(written))
       self.assertEqual(listed(), card_before)
@@ -226,8 +236,7 @@ class ExportRunTest(parameterized.TestCase):
     saved = tf.saved_model.load(version).signatures["serving_default"](
         images=tf.constant(self.images))["probabilities"].numpy()
     proc = testutil.call_launcher("export", f"--workdir={workdir}", "--format=litert",
-                                  "--quantize=int8", "--qat_steps=20",
-                                  "--calibration_images=64")
+                                  "--quantize=int8", "--qat_steps=20", "--calibration_images=64")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("Quantization-aware fine-tuning: 20 steps", proc.stderr)
     card = testutil.read_json(os.path.join(version, "model_card.json"), None)
@@ -240,7 +249,9 @@ class ExportRunTest(parameterized.TestCase):
     self.assertEqual(_file_digests(os.path.join(workdir, "checkpoints")), checkpoints)
     # The SavedModel still answers as trained.
     np.testing.assert_allclose(tf.saved_model.load(version).signatures["serving_default"](
-        images=tf.constant(self.images))["probabilities"].numpy(), saved, atol=1e-6)
+        images=tf.constant(self.images))["probabilities"].numpy(),
+                               saved,
+                               atol=1e-6)
     # The quickstart's fastcnn has BatchNorm: refused by name.
     proc = testutil.call_launcher("export", f"--workdir={self.workdir}", "--format=litert",
                                   "--quantize=int8", "--qat_steps=20")
@@ -257,23 +268,24 @@ class ExportRunTest(parameterized.TestCase):
       path = os.path.join(self.create_tempdir().full_path, f"{i}.png")
       tf.io.write_file(path, tf.io.encode_png(image))
       files.append(path)
-    paths = {name: os.path.join(self.version, name)
-             for name in ("model-none.tflite", "model.onnx")}
+    paths = {name: os.path.join(self.version, name) for name in ("model-none.tflite", "model.onnx")}
     for name, path in paths.items():
       if not os.path.exists(path):
-        exporting.export(exporting.Request(self.workdir, "onnx" if name.endswith("onnx")
-                                           else "litert"))
+        exporting.export(
+            exporting.Request(self.workdir, "onnx" if name.endswith("onnx") else "litert"))
     encoded = [tf.io.read_file(f).numpy() for f in files]
     _, expected = predicting.open_model(self.workdir).classify_files(files, encoded)
     _, onnx = predicting.open_model(paths["model.onnx"]).classify_files(files, encoded)
     np.testing.assert_allclose(onnx, expected, atol=5e-3)
-    proc = testutil.call_launcher("predict", f"--model={paths['model-none.tflite']}",
-                                  "--top_k=1", *files)
+    proc = testutil.call_launcher("predict", f"--model={paths['model-none.tflite']}", "--top_k=1",
+                                  *files)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     names = self._card()["label_names"]
-    self.assertEqual([line.split("1. ")[1].rsplit(" ", 1)[0] for line in
-                      proc.stdout.splitlines() if ": 1. " in line],
-                     [names[i] for i in expected.argmax(-1)])
+    self.assertEqual([
+        line.split("1. ")[1].rsplit(" ", 1)[0]
+        for line in proc.stdout.splitlines()
+        if ": 1. " in line
+    ], [names[i] for i in expected.argmax(-1)])
 
   def test_the_runtime_file_alone_reads_idx_files_and_measures(self):
     path = os.path.join(self.version, "model-none.tflite")
@@ -285,16 +297,21 @@ class ExportRunTest(parameterized.TestCase):
     for name, array in (("images", self.images[..., 0]), ("labels", labels)):
       idx[name] = os.path.join(scratch, f"{name}.idx")
       with open(idx[name], "wb") as f:
-        f.write(bytes([0, 0, 8, array.ndim]) + b"".join(
-            d.to_bytes(4, "big") for d in array.shape) + array.tobytes())
+        f.write(
+            bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape) +
+            array.tobytes())
     alone = shutil.copy(runtimes.__file__, scratch)  # as a device would have it
-    proc = subprocess.run([sys.executable, "-I", alone, "--idx", path, idx["images"],
-                           idx["labels"]], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-I", alone, "--idx", path, idx["images"], idx["labels"]],
+        capture_output=True,
+        text=True,
+        timeout=300)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     self.assertFalse(report["tensorflow_imported"] or report["kmodels_imported"])
     self.assertAlmostEqual(report["accuracy"],
-                           float(np.mean(self.saved.argmax(-1) == labels)), delta=1 / 16)
+                           float(np.mean(self.saved.argmax(-1) == labels)),
+                           delta=1 / 16)
     rows, table = exporting.measure(self.workdir, repeats=5)
     self.assertEqual(rows[0]["model"], "SavedModel (serving_default)")
     self.assertIn("model-none.tflite (ai-edge-litert)", [r["model"] for r in rows])
@@ -313,21 +330,23 @@ class ExportRunTest(parameterized.TestCase):
     saved = predicting.Predictor(self.version).probabilities(images).argmax(-1)
     saved_accuracy = float(np.mean(saved == labels))
     alone = shutil.copy(runtimes.__file__, scratch)
-    for name, fmt, quantize, points in (
-        ("model-int8.tflite", "litert", "int8", exporting.QUANTIZED_ACCURACY_POINTS),
-        ("model.onnx", "onnx", "none", exporting.FLOAT_ACCURACY_POINTS)):
+    for name, fmt, quantize, points in (("model-int8.tflite", "litert", "int8",
+                                         exporting.QUANTIZED_ACCURACY_POINTS),
+                                        ("model.onnx", "onnx", "none",
+                                         exporting.FLOAT_ACCURACY_POINTS)):
       path = os.path.join(self.version, name)
       if not os.path.exists(path):
-        exporting.export(exporting.Request(self.workdir, fmt, quantize,
-                                           calibration_images=64))
+        exporting.export(exporting.Request(self.workdir, fmt, quantize, calibration_images=64))
       proc = subprocess.run([python, "-I", alone, "--idx", path, images_path, labels_path],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
       report = json.loads(proc.stdout.strip().splitlines()[-1])
       self.assertEqual(report["images"], 10000)
       self.assertFalse(report["tensorflow_imported"] or report["kmodels_imported"])
-      self.assertLessEqual(abs(report["accuracy"] - saved_accuracy) * 100, points,
-                           (name, report, saved_accuracy))
+      self.assertLessEqual(
+          abs(report["accuracy"] - saved_accuracy) * 100, points, (name, report, saved_accuracy))
 
   def test_bad_inputs_are_one_line_exit_2(self):
     scratch = self.create_tempdir().full_path
@@ -336,9 +355,10 @@ class ExportRunTest(parameterized.TestCase):
     no_images = os.path.join(scratch, "no_images")  # its training folder is now empty
     shutil.copytree(self.workdir, no_images)
     empty_folder = os.path.join(scratch, "empty_folder")
-    shutil.copytree(self.image_dir, empty_folder,
-                    ignore=lambda d, names: names if os.path.basename(d).startswith("class")
-                    and "train" in d else [])
+    shutil.copytree(self.image_dir,
+                    empty_folder,
+                    ignore=lambda d, names: names
+                    if os.path.basename(d).startswith("class") and "train" in d else [])
     config_path = os.path.join(no_images, "config.json")
     config = testutil.read_json(config_path, None)
     config["dataset"]["image_dir"] = empty_folder
@@ -355,25 +375,27 @@ class ExportRunTest(parameterized.TestCase):
     card["trainer"] = "keras_estimator"
     with open(card_path, "w") as f:
       json.dump(card, f)
-    for flags, message in (
-        ([f"--workdir={no_export}", "--format=litert"], "has no export"),
-        ([f"--workdir={estimator}", "--format=onnx"], "wraps a tf.estimator graph"),
-        ([f"--workdir={damaged}", "--format=onnx"], "cannot be loaded"),
-        ([f"--workdir={self.workdir}", "--format=coreml"], "--format=coreml: choose one of"),
-        ([f"--workdir={self.workdir}", "--format=onnx", "--quantize=int8"],
-         "exports float32"),
-        ([f"--workdir={no_images}", "--format=litert", "--quantize=int8"],
-         "holds no images"),
-        ([f"--workdir={self.workdir}", "--format=litert", "--version=7"], "holds no SavedModel")):
+    for flags, message in (([f"--workdir={no_export}", "--format=litert"],
+                            "has no export"), ([f"--workdir={estimator}",
+                                                "--format=onnx"], "wraps a tf.estimator graph"),
+                           ([f"--workdir={damaged}", "--format=onnx"],
+                            "cannot be loaded"), ([f"--workdir={self.workdir}", "--format=coreml"],
+                                                  "--format=coreml: choose one of"),
+                           ([f"--workdir={self.workdir}", "--format=onnx",
+                             "--quantize=int8"], "exports float32"),
+                           ([f"--workdir={no_images}", "--format=litert",
+                             "--quantize=int8"], "holds no images"),
+                           ([f"--workdir={self.workdir}", "--format=litert",
+                             "--version=7"], "holds no SavedModel")):
       with self.subTest(message=message):
         proc = testutil.call_launcher("export", *flags)
         testutil.assert_user_error(self, proc, message)
     # A bucket that cannot answer: one line for both launchers of these files.
     for launcher, flag in (("export", "--workdir"), ("predict", "--model")):
       with self.subTest(launcher=launcher):
-        proc = testutil.call_launcher(launcher, f"{flag}=gs://no-such-host.invalid/run",
-                                      *(["--format=litert"] if launcher == "export" else
-                                        ["--split=test"]))
+        proc = testutil.call_launcher(
+            launcher, f"{flag}=gs://no-such-host.invalid/run",
+            *(["--format=litert"] if launcher == "export" else ["--split=test"]))
         testutil.assert_user_error(self, proc, "unreachable")
 
 
@@ -384,12 +406,13 @@ class ArchitectureRunTest(absltest.TestCase):
 
   def test_a_mobilenet_run_exports_with_its_weights(self):
     workdir = self.create_tempdir().full_path
-    proc = testutil.call_launcher(
-        "train", "--config=configs/base.py", f"--workdir={workdir}",
-        "--config.dataset.source=synthetic", "--config.dataset.name=fashion_mnist",
-        "--config.model.name=mobilenet_v2", "--config.dataset.image_size=32",
-        "--config.train.steps_per_epoch=2", "--config.train.batch_size=8",
-        "--config.dataset.synthetic_eval_examples=32")
+    proc = testutil.call_launcher("train", "--config=configs/base.py", f"--workdir={workdir}",
+                                  "--config.dataset.source=synthetic",
+                                  "--config.dataset.name=fashion_mnist",
+                                  "--config.model.name=mobilenet_v2",
+                                  "--config.dataset.image_size=32",
+                                  "--config.train.steps_per_epoch=2", "--config.train.batch_size=8",
+                                  "--config.dataset.synthetic_eval_examples=32")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     entry = exporting.export(exporting.Request(workdir, "litert"))
     self.assertTrue(entry["within_bar"], entry)
@@ -429,19 +452,17 @@ class RegistryModelsTest(parameterized.TestCase):
   does: the tutorials' networks in the three styles, fastcnn and the ImageNet architectures
   (at 32 px, their smallest size: what converts is the graph, not the image size)."""
 
-  @parameterized.parameters(
-      ("fastcnn", (28, 28, 1)), ("shallownet", (28, 28, 1)),
-      ("shallownet_functional", (28, 28, 1)), ("shallownet_subclass", (28, 28, 1)),
-      ("mlp_subclass", (28, 28, 1)), ("cifar_cnn_subclass", (28, 28, 1)),
-      ("resnet_like", (28, 28, 1)), ("mobilenet_v2", (32, 32, 3)),
-      ("mobilenet_v3_large", (32, 32, 3)), ("efficientnet_v2_b0", (32, 32, 3)),
-      ("resnet50", (32, 32, 3)))
+  @parameterized.parameters(("fastcnn", (28, 28, 1)), ("shallownet", (28, 28, 1)),
+                            ("shallownet_functional", (28, 28, 1)),
+                            ("shallownet_subclass", (28, 28, 1)), ("mlp_subclass", (28, 28, 1)),
+                            ("cifar_cnn_subclass", (28, 28, 1)), ("resnet_like", (28, 28, 1)),
+                            ("mobilenet_v2", (32, 32, 3)), ("mobilenet_v3_large", (32, 32, 3)),
+                            ("efficientnet_v2_b0", (32, 32, 3)), ("resnet50", (32, 32, 3)))
   def test_converts_to_both_formats_and_agrees(self, name, shape):
     with precision.policy("float32"):
       model = models.build_model(name, shape, 10)
     _move_batchnorm_statistics(model)
-    probabilities = exporting.probabilities_function(model, shape,
-                                                     models.REGISTRY[name].logits)
+    probabilities = exporting.probabilities_function(model, shape, models.REGISTRY[name].logits)
     images = np.random.default_rng(0).integers(0, 256, (4, *shape), dtype=np.uint8)
     expected = probabilities(tf.constant(images))["probabilities"].numpy()
     self.assertGreater(expected.std(), 1e-3, "uniform outputs would prove nothing")
@@ -450,7 +471,9 @@ class RegistryModelsTest(parameterized.TestCase):
       path = os.path.join(scratch, name + suffix)
       with open(path, "wb") as f:
         f.write(exporting.convert(probabilities, fmt))
-      np.testing.assert_allclose(runtimes.load(path)(images), expected, atol=1e-5,
+      np.testing.assert_allclose(runtimes.load(path)(images),
+                                 expected,
+                                 atol=1e-5,
                                  err_msg=f"{name} {fmt}")
 
   def test_quantization_aware_training_takes_layer_graphs_and_names_a_subclassed_model(self):
@@ -464,8 +487,8 @@ class RegistryModelsTest(parameterized.TestCase):
 
   def test_an_op_the_converter_lacks_is_named(self):
     inputs = tf.keras.Input((4, 4, 1))
-    singular_values = tf.keras.layers.Lambda(
-        lambda t: tf.linalg.svd(t[..., 0], compute_uv=False))(inputs)
+    singular_values = tf.keras.layers.Lambda(lambda t: tf.linalg.svd(t[..., 0], compute_uv=False))(
+        inputs)
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, "softmax")(singular_values))
     probabilities = exporting.probabilities_function(model, (4, 4, 1), logits=False)
     for fmt, target in (("litert", "LiteRT's builtin op set lacks"),

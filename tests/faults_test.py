@@ -39,13 +39,18 @@ from kmodels.errors import TrainingDiverged, UserError
 # The SIGTERM is sent when epoch 1 is in history.json: it lands at that epoch's end or in
 # epoch 2, and the resume must start right after the step the stop reports, either way.
 _STEPS_PER_EPOCH = 48  # a multiple of steps_per_execution (3)
-_RUN_FLAGS = ("--config=configs/base.py", "--config.dataset.source=synthetic",
-              "--config.dataset.synthetic_train_examples=512",
-              "--config.dataset.synthetic_eval_examples=64",
-              "--config.dataset.augment.enabled=True", "--config.train.batch_size=16",
-              f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}", "--config.train.epochs=3",
-              # Several steps per call: the checkpoint must hold the call's last step.
-              "--config.train.steps_per_execution=3", "--config.train.deterministic=True")
+_RUN_FLAGS = (
+    "--config=configs/base.py",
+    "--config.dataset.source=synthetic",
+    "--config.dataset.synthetic_train_examples=512",
+    "--config.dataset.synthetic_eval_examples=64",
+    "--config.dataset.augment.enabled=True",
+    "--config.train.batch_size=16",
+    f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}",
+    "--config.train.epochs=3",
+    # Several steps per call: the checkpoint must hold the call's last step.
+    "--config.train.steps_per_execution=3",
+    "--config.train.deterministic=True")
 _FINGERPRINT = re.compile(r"Weights fingerprint \(sum of \|w\|\): ([0-9.e+-]+)")
 
 
@@ -55,10 +60,15 @@ def _fingerprint(output):
 
 def _launch(workdir, trainer, flags=_RUN_FLAGS):
   env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
-  return subprocess.Popen(
-      [sys.executable, "-m", "launch.train", *flags, f"--config.trainer={trainer}",
-       f"--workdir={workdir}"], cwd=testutil.REPO_ROOT, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen([
+      sys.executable, "-m", "launch.train", *flags, f"--config.trainer={trainer}",
+      f"--workdir={workdir}"
+  ],
+                          cwd=testutil.REPO_ROOT,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True)
 
 
 def _wait_for_epochs(workdir, epochs, process, timeout=300):
@@ -66,8 +76,8 @@ def _wait_for_epochs(workdir, epochs, process, timeout=300):
   deadline = time.time() + timeout
   while len(testutil.read_json(history, [])) < epochs:
     if process.poll() is not None or time.time() > deadline:
-      raise AssertionError("the run ended or stalled before epoch %d:\n%s"
-                           % (epochs, process.communicate()[0][-3000:]))
+      raise AssertionError("the run ended or stalled before epoch %d:\n%s" %
+                           (epochs, process.communicate()[0][-3000:]))
     time.sleep(0.05)
 
 
@@ -101,7 +111,8 @@ class SigtermTest(parameterized.TestCase):
                                       f"--workdir={unbroken_dir}")
     self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
     if trainer != "estimator":  # the Keras trainers log their weights' fingerprint
-      self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken.stderr),
+      self.assertAlmostEqual(_fingerprint(resumed.stderr),
+                             _fingerprint(unbroken.stderr),
                              delta=1e-6 * _fingerprint(unbroken.stderr))
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     unbroken_metrics = testutil.read_json(os.path.join(unbroken_dir, "metrics.json"), {})
@@ -132,18 +143,17 @@ class SigkillTest(parameterized.TestCase):
     broken.communicate(timeout=300)
     self.assertEqual(broken.returncode, -signal.SIGKILL)
 
-    resumed = testutil.call_launcher("train", *_STATEFUL_RUN_FLAGS,
-                                     f"--config.trainer={trainer}", f"--workdir={workdir}")
+    resumed = testutil.call_launcher("train", *_STATEFUL_RUN_FLAGS, f"--config.trainer={trainer}",
+                                     f"--workdir={workdir}")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     # After epoch 1 or 2: 3 or 1 steps' gradients pending in the checkpoint.
-    self.assertIn(testutil.resumed_step(resumed.stderr),
-                  (_STEPS_PER_EPOCH, 2 * _STEPS_PER_EPOCH))
-    unbroken = testutil.call_launcher("train", *_STATEFUL_RUN_FLAGS,
-                                      f"--config.trainer={trainer}",
+    self.assertIn(testutil.resumed_step(resumed.stderr), (_STEPS_PER_EPOCH, 2 * _STEPS_PER_EPOCH))
+    unbroken = testutil.call_launcher("train", *_STATEFUL_RUN_FLAGS, f"--config.trainer={trainer}",
                                       f"--workdir={self.create_tempdir().full_path}")
     self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
     # The weights a run ends with are its EMA weights (finalize_variable_values).
-    self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken.stderr),
+    self.assertAlmostEqual(_fingerprint(resumed.stderr),
+                           _fingerprint(unbroken.stderr),
                            delta=1e-6 * _fingerprint(unbroken.stderr))
 
 
@@ -160,9 +170,8 @@ def _poisoned(datasets, bad_step, value=_HUGE):
 
   def make_train(input_context=None, start_step=0):
     ds = datasets.make_train(input_context, start_step).enumerate(start=start_step)
-    return ds.map(lambda step, batch: (
-        tf.where(step == bad_step, tf.fill(tf.shape(batch[0]), value), batch[0]),
-        batch[1]))
+    return ds.map(lambda step, batch: (tf.where(step == bad_step, tf.fill(
+        tf.shape(batch[0]), value), batch[0]), batch[1]))
 
   return datasets._replace(make_train=make_train)
 
@@ -184,12 +193,15 @@ class DivergenceTest(parameterized.TestCase):
 
   @parameterized.parameters("fit", "custom_loop")
   def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_good_epoch(self, trainer):
-    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=3,
-                                  train__steps_per_epoch=4, trainer=trainer)
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  train__epochs=3,
+                                  train__steps_per_epoch=4,
+                                  trainer=trainer)
     datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
     workdir = self.create_tempdir().full_path
-    with self.assertRaisesRegex(TrainingDiverged, r"loss became (nan|inf) at epoch 2, step 3\. "
-                                r"Likely causes: a learning rate too high"):
+    with self.assertRaisesRegex(
+        TrainingDiverged, r"loss became (nan|inf) at epoch 2, step 3\. "
+        r"Likely causes: a learning rate too high"):
       training.train_and_evaluate(config, workdir, datasets=_poisoned(datasets, 4 + 2))
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     self.assertEqual(metrics["status"], "diverged")
@@ -199,8 +211,11 @@ class DivergenceTest(parameterized.TestCase):
     self.assertEqual(checkpoints.resume_step(_checkpoint_dir(workdir, trainer), 4), 4)
     latest = tf.train.latest_checkpoint(_checkpoint_dir(workdir, trainer))
     reader = tf.train.load_checkpoint(latest)
-    saved = [reader.get_tensor(name) for name, _ in tf.train.list_variables(latest)
-             if name.startswith("model/")]
+    saved = [
+        reader.get_tensor(name)
+        for name, _ in tf.train.list_variables(latest)
+        if name.startswith("model/")
+    ]
     floats = [w for w in saved if w.dtype.kind == "f"]
     self.assertTrue(floats)
     self.assertTrue(all(np.all(np.isfinite(w)) for w in floats))
@@ -208,25 +223,30 @@ class DivergenceTest(parameterized.TestCase):
 
   @parameterized.parameters("fit", "custom_loop")
   def test_float16_gradient_overflow_is_left_to_loss_scaling(self, trainer):
-    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
-                                  train__steps_per_epoch=4, trainer=trainer,
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  train__epochs=2,
+                                  train__steps_per_epoch=4,
+                                  trainer=trainer,
                                   precision="mixed_float16")
     datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
     workdir = self.create_tempdir().full_path
-    metrics = training.train_and_evaluate(
-        config, workdir, datasets=_poisoned(datasets, 5, _LARGE_FOR_FLOAT16))
+    metrics = training.train_and_evaluate(config,
+                                          workdir,
+                                          datasets=_poisoned(datasets, 5, _LARGE_FOR_FLOAT16))
     self.assertEqual(metrics["status"], "completed")
     self.assertTrue(all(np.isfinite(h["loss"]) for h in metrics["history"]))
     # The overflowing step was skipped and the scale halved (it starts at 2**15).
-    self.assertEqual(_newest_checkpoint_value(
-        workdir, trainer, "loss_scale/current_loss_scale/.ATTRIBUTES/VARIABLE_VALUE"), 2**14)
+    self.assertEqual(
+        _newest_checkpoint_value(workdir, trainer,
+                                 "loss_scale/current_loss_scale/.ATTRIBUTES/VARIABLE_VALUE"), 2**14)
 
   def test_launcher_exits_3_with_the_message(self):
     workdir = self.create_tempdir().full_path
-    proc = testutil.run_launcher(
-        "train", "--config=configs/base.py", "--config.dataset.source=synthetic",
-        "--config.train.optimizer.name=sgd", "--config.train.optimizer.learning_rate=1e30",
-        "--config.train.steps_per_epoch=3", f"--workdir={workdir}")
+    proc = testutil.run_launcher("train", "--config=configs/base.py",
+                                 "--config.dataset.source=synthetic",
+                                 "--config.train.optimizer.name=sgd",
+                                 "--config.train.optimizer.learning_rate=1e30",
+                                 "--config.train.steps_per_epoch=3", f"--workdir={workdir}")
     self.assertEqual(proc.returncode, 3, proc.stderr[-3000:])
     self.assertIn("kmodels: error: Training diverged", proc.stderr)
     self.assertNotIn("Traceback", proc.stderr)
@@ -276,15 +296,20 @@ def _kill_during_a_save(workdir, trainer):
   directory = _checkpoint_dir(workdir, trainer)
   log_path = os.path.join(os.path.dirname(workdir), f"{os.path.basename(workdir)}-killed.log")
   with open(log_path, "w") as log:  # a file, not a pipe nobody reads while it runs
-    process = subprocess.Popen(
-        [sys.executable, "-c", _STOPS_MID_SAVE, *_SAVE_OFTEN_FLAGS,
-         f"--config.trainer={trainer}", f"--workdir={workdir}"],
-        cwd=testutil.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT, STOP_MID_SAVE_IN=directory))
+    process = subprocess.Popen([
+        sys.executable, "-c", _STOPS_MID_SAVE, *_SAVE_OFTEN_FLAGS, f"--config.trainer={trainer}",
+        f"--workdir={workdir}"
+    ],
+                               cwd=testutil.REPO_ROOT,
+                               stdout=log,
+                               stderr=subprocess.STDOUT,
+                               env=dict(os.environ,
+                                        PYTHONPATH=testutil.REPO_ROOT,
+                                        STOP_MID_SAVE_IN=directory))
   _, status = os.waitpid(process.pid, os.WUNTRACED)  # until it stops (or ends)
   if not os.WIFSTOPPED(status):
-    raise AssertionError("the run ended without stopping in a save:\n"
-                         + testutil.read_text(log_path)[-3000:])
+    raise AssertionError("the run ended without stopping in a save:\n" +
+                         testutil.read_text(log_path)[-3000:])
   names = sorted(os.listdir(directory))
   process.kill()
   process.wait()
@@ -318,7 +343,8 @@ class KillDuringSaveTest(parameterized.TestCase):
     unbroken = testutil.call_launcher("train", *_SAVE_OFTEN_FLAGS, f"--config.trainer={trainer}",
                                       f"--workdir={self.create_tempdir().full_path}")
     self.assertEqual(unbroken.returncode, 0, unbroken.stderr[-3000:])
-    self.assertAlmostEqual(_fingerprint(resumed.stderr), _fingerprint(unbroken.stderr),
+    self.assertAlmostEqual(_fingerprint(resumed.stderr),
+                           _fingerprint(unbroken.stderr),
                            delta=1e-6 * _fingerprint(unbroken.stderr))
 
 
@@ -334,8 +360,7 @@ class UnreadableCheckpointTest(parameterized.TestCase):
 
   @parameterized.parameters("fit", "custom_loop")
   def test_a_truncated_newest_checkpoint_is_set_aside_for_the_one_before(self, trainer):
-    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
-                                  trainer=trainer)
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2, trainer=trainer)
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(config, workdir)
     truncated = _truncate_newest_checkpoint(_checkpoint_dir(workdir, trainer))
@@ -348,7 +373,6 @@ class UnreadableCheckpointTest(parameterized.TestCase):
     self.assertEqual(metrics["status"], "completed")
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])
     self.assertTrue(os.path.exists(truncated + ".index.unreadable"))
-
 
   def _two_checkpoints(self):
     directory = self.create_tempdir().full_path
@@ -445,17 +469,21 @@ class BadDataTest(parameterized.TestCase):
   def test_a_truncated_prepared_shard_is_named_with_how_to_prepare_again(self):
     data_dir = self.create_tempdir().full_path
     prepared = _prepared_dummy_mnist(data_dir)
-    shards = [os.path.join(prepared, name) for name in os.listdir(prepared)
-              if "train.tfrecord" in name]
+    shards = [
+        os.path.join(prepared, name) for name in os.listdir(prepared) if "train.tfrecord" in name
+    ]
     self.assertTrue(shards)
     for shard in shards:
       with open(shard, "r+b") as f:
         f.truncate(os.path.getsize(shard) // 2)
-    config = testutil.tiny_config(dataset__name="dummy_mnist", dataset__data_dir=data_dir,
-                                  train__batch_size=2, train__steps_per_epoch=None)
+    config = testutil.tiny_config(dataset__name="dummy_mnist",
+                                  dataset__data_dir=data_dir,
+                                  train__batch_size=2,
+                                  train__steps_per_epoch=None)
     workdir = self.create_tempdir().full_path
-    with self.assertRaisesRegex(UserError, r"dummy_mnist' dataset in .* is damaged"
-                                r".*python -m launch.prepare_data --dataset=dummy_mnist"):
+    with self.assertRaisesRegex(
+        UserError, r"dummy_mnist' dataset in .* is damaged"
+        r".*python -m launch.prepare_data --dataset=dummy_mnist"):
       training.train_and_evaluate(config, workdir)
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
@@ -470,11 +498,12 @@ class BadDataTest(parameterized.TestCase):
 
     _copy_with_features(_prepared_dummy_mnist(data_dir), data_dir, "relabeled_mnist",
                         declare_five_classes)
-    proc = testutil.call_launcher(
-        "train", "--config=configs/base.py", "--config.dataset.name=relabeled_mnist",
-        f"--config.dataset.data_dir={data_dir}", "--config.model.name=mlp",
-        f"--config.trainer={trainer}", "--config.train.batch_size=4",
-        f"--workdir={self.create_tempdir().full_path}")
+    proc = testutil.call_launcher("train", "--config=configs/base.py",
+                                  "--config.dataset.name=relabeled_mnist",
+                                  f"--config.dataset.data_dir={data_dir}",
+                                  "--config.model.name=mlp", f"--config.trainer={trainer}",
+                                  "--config.train.batch_size=4",
+                                  f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "'relabeled_mnist' has labels outside [0, 5)",
                                "declares 5 classes", "prepare it again")
     self.assertRegex(proc.stderr, r"found: [5-9]")
@@ -487,9 +516,14 @@ class BadDataTest(parameterized.TestCase):
       features["image"]["image"]["shape"]["dimensions"] = ["-1", "-1", "1"]
 
     def plain_integer_label(features):
-      features["label"] = {"pythonClassName": "tensorflow_datasets.core.features."
-                                              "tensor_feature.Tensor",
-                           "tensor": {"shape": {}, "dtype": "int64"}}
+      features["label"] = {
+          "pythonClassName": "tensorflow_datasets.core.features."
+                             "tensor_feature.Tensor",
+          "tensor": {
+              "shape": {},
+              "dtype": "int64"
+          }
+      }
 
     _copy_with_features(prepared, data_dir, "any_size_mnist", any_size)
     _copy_with_features(prepared, data_dir, "unclassed_mnist", plain_integer_label)
@@ -504,8 +538,9 @@ class FullDiskTest(parameterized.TestCase):
   def _small_disk(self, size):
     """A tmpfs of `size` mounted on a temporary directory (needs root; else the test skips)."""
     mount_point = self.create_tempdir().full_path
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                              mount_point], capture_output=True, check=False)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mount_point],
+                             capture_output=True,
+                             check=False)
     if mounted.returncode:
       self.skipTest(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     self.addCleanup(subprocess.run, ["umount", mount_point], check=False)
@@ -514,13 +549,13 @@ class FullDiskTest(parameterized.TestCase):
   # Room for the first epoch's checkpoints, not for the second's. A checkpoint is about
   # 3 MB (weights and Adam's two slots); the custom loop also keeps the best one.
   @parameterized.parameters(("fit", "4500k"), ("custom_loop", "7500k"))
-  def test_a_full_disk_stops_with_a_message_and_the_checkpoints_so_far_resume(self, trainer,
-                                                                             disk_size):
+  def test_a_full_disk_stops_with_a_message_and_the_checkpoints_so_far_resume(
+      self, trainer, disk_size):
     workdir = os.path.join(self._small_disk(disk_size), "run")
-    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2,
-                                  trainer=trainer)
-    with self.assertRaisesRegex(UserError, r"disk holding .*run is full.*run the same "
-                                r"command again to resume"):
+    config = testutil.tiny_config(dataset__source="synthetic", train__epochs=2, trainer=trainer)
+    with self.assertRaisesRegex(
+        UserError, r"disk holding .*run is full.*run the same "
+        r"command again to resume"):
       training.train_and_evaluate(config, workdir)
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
@@ -537,16 +572,17 @@ class WorkdirOfAnotherExperimentTest(absltest.TestCase):
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"), workdir)
     other = testutil.tiny_config(dataset__source="synthetic", model__name="mlp")
-    with self.assertRaisesRegex(UserError, r"holds a run of another experiment "
-                                r"\(model.name: 'shallownet' -> 'mlp'\).*--overwrite"):
+    with self.assertRaisesRegex(
+        UserError, r"holds a run of another experiment "
+        r"\(model.name: 'shallownet' -> 'mlp'\).*--overwrite"):
       training.train_and_evaluate(other, workdir)
     self.assertTrue(os.listdir(os.path.join(workdir, "checkpoints")))  # nothing touched
     self.assertFalse(os.path.exists(os.path.join(workdir, ".lock")))
 
     metrics = training.train_and_evaluate(other, workdir, overwrite=True)
     self.assertEqual(metrics["status"], "completed")
-    self.assertEqual(testutil.read_json(os.path.join(workdir, "config.json"), {})
-                     ["model"]["name"], "mlp")
+    self.assertEqual(
+        testutil.read_json(os.path.join(workdir, "config.json"), {})["model"]["name"], "mlp")
 
   def test_more_epochs_continue_the_same_experiment(self):
     workdir = self.create_tempdir().full_path

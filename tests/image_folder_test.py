@@ -39,8 +39,8 @@ def _check(data_bytes, max_pixels=_LIMIT):
 
 _pixels = st.builds(
     lambda h, w, c, seed: np.random.default_rng(seed).integers(
-        0, 256, size=(h, w, c), dtype=np.uint8).squeeze(-1 if c == 1 else ()),
-    st.integers(4, 40), st.integers(4, 40), st.sampled_from([1, 3]), st.integers(0, 2**16))
+        0, 256, size=(h, w, c), dtype=np.uint8).squeeze(-1 if c == 1 else ()), st.integers(4, 40),
+    st.integers(4, 40), st.sampled_from([1, 3]), st.integers(0, 2**16))
 
 
 class BadFileClassesTest(parameterized.TestCase):
@@ -115,16 +115,22 @@ def _in_split(path, split):
 
 
 def _folder_config(image_dir, **overrides):
-  return testutil.tiny_config(
-      dataset__name="image_folder", dataset__image_dir=image_dir, dataset__image_size=8,
-      dataset__channels=1, dataset__cache="none", dataset__shuffle_buffer=4,
-      **overrides).dataset
+  return testutil.tiny_config(dataset__name="image_folder",
+                              dataset__image_dir=image_dir,
+                              dataset__image_size=8,
+                              dataset__channels=1,
+                              dataset__cache="none",
+                              dataset__shuffle_buffer=4,
+                              **overrides).dataset
 
 
 def _file_values(batches):
   """The grey value of each image in `batches` (each image is flat: its mean)."""
-  return [int(round(float(v) * 255)) for images_batch, _ in batches
-          for v in tf.reduce_mean(images_batch, axis=[1, 2, 3]).numpy()]
+  return [
+      int(round(float(v) * 255))
+      for images_batch, _ in batches
+      for v in tf.reduce_mean(images_batch, axis=[1, 2, 3]).numpy()
+  ]
 
 
 class FolderPipelineTest(absltest.TestCase):
@@ -153,7 +159,8 @@ class FolderPipelineTest(absltest.TestCase):
     datasets = data.load(_folder_config(self.root), batch_size=4, seed=1)
     halves = []
     for pipeline in range(2):
-      context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+      context = tf.distribute.InputContext(num_input_pipelines=2,
+                                           input_pipeline_id=pipeline,
                                            num_replicas_in_sync=2)
       halves.append(_file_values(datasets.make_train(context).take(6)))  # 12 files, by 2
     self.assertEmpty(set(halves[0]) & set(halves[1]))
@@ -162,7 +169,9 @@ class FolderPipelineTest(absltest.TestCase):
 
   def test_records_hold_the_same_examples_as_the_files(self):
     records = self.create_tempdir().full_path
-    index = image_folder.write_records(self.root, records, _folder_config(self.root),
+    index = image_folder.write_records(self.root,
+                                       records,
+                                       _folder_config(self.root),
                                        images_per_shard=5)
     self.assertEqual(["c0", "c1", "c2"], index["classes"])
     self.assertLen(index["splits"]["train"]["files"], 5)  # 24 images, 5 per shard
@@ -170,8 +179,9 @@ class FolderPipelineTest(absltest.TestCase):
     from_records = data.load(_folder_config(records), batch_size=4, seed=1)
 
     def eval_examples(datasets):
-      return sorted(zip(_file_values(datasets.eval),
-                        np.concatenate([y for _, y in datasets.eval]).tolist()))
+      return sorted(
+          zip(_file_values(datasets.eval),
+              np.concatenate([y for _, y in datasets.eval]).tolist()))
 
     self.assertEqual(eval_examples(from_files), eval_examples(from_records))
     self.assertCountEqual(_file_values(from_files.train.take(6)),
@@ -225,14 +235,14 @@ class FolderLayoutTest(parameterized.TestCase):
   @parameterized.named_parameters(
       ("empty_folder", [], "no 'train' split folder"),
       ("no_class_folders", ["train/"], "holds no class folders"),
-      ("class_without_images", ["train/a/1.png", "train/b/notes.txt", "test/a/1.png"],
-       "train/b holds no images"),
+      ("class_without_images", ["train/a/1.png", "train/b/notes.txt", "test/a/1.png"
+                               ], "train/b holds no images"),
       ("missing_eval_split", ["train/a/1.png", "train/b/1.png"], "no 'test' split folder"),
-      ("eval_class_unknown", ["train/a/1.png", "train/b/1.png", "test/a/1.png",
-                              "test/z/1.png"], "class folders the training split lacks: z"),
+      ("eval_class_unknown", ["train/a/1.png", "train/b/1.png", "test/a/1.png", "test/z/1.png"
+                             ], "class folders the training split lacks: z"),
       # It trained to "100 %" and exited 0.
-      ("one_class", ["train/a/1.png", "train/a/2.png", "test/a/1.png"],
-       "train has one class folder \\('a'\\); a classifier needs at least two"),
+      ("one_class", ["train/a/1.png", "train/a/2.png", "test/a/1.png"
+                    ], "train has one class folder \\('a'\\); a classifier needs at least two"),
   )
   def test_wrong_layouts_are_named(self, files, message):
     root = self._layout(files)
@@ -264,9 +274,8 @@ class FolderLayoutTest(parameterized.TestCase):
 
   def test_the_launcher_ends_a_layout_error_with_exit_2_and_one_line(self):
     root = self._layout(["train/a/1.png", "train/b/"])
-    proc = testutil.run_launcher(
-        "train", *testutil.image_folder_flags(root, image_size=8),
-        f"--workdir={self.create_tempdir().full_path}")
+    proc = testutil.run_launcher("train", *testutil.image_folder_flags(root, image_size=8),
+                                 f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "holds no images")
 
 
@@ -281,8 +290,9 @@ class CropPolicyTest(parameterized.TestCase):
     with self.assertLogs(level="INFO") as logged:
       resolved = training.with_resolved_crop_policy(config)
     self.assertEqual(resolved.dataset.crop.policy, policy)
-    self.assertIn(f"dataset.crop.policy=auto -> {policy}: images at {size} px over {epochs} "
-                  "epochs", "\n".join(logged.output))
+    self.assertIn(
+        f"dataset.crop.policy=auto -> {policy}: images at {size} px over {epochs} "
+        "epochs", "\n".join(logged.output))
     self.assertEqual(config.dataset.crop.policy, "auto")  # the caller's config as it was
 
   @parameterized.parameters(("square", 1.0), ("resize", None))
@@ -291,27 +301,32 @@ class CropPolicyTest(parameterized.TestCase):
     crop = testutil.tiny_config().dataset.crop
     evaluated = images.eval_image(pixels, 16, fraction, 3).numpy()
     for seed in ([1, 2], [3, 4]):  # no randomness left: the same pixels for any seed
-      np.testing.assert_array_equal(images.train_image(
-          pixels, 16, crop, 3, tf.constant(seed), policy).numpy(), evaluated)
+      np.testing.assert_array_equal(
+          images.train_image(pixels, 16, crop, 3, tf.constant(seed), policy).numpy(), evaluated)
 
   def test_resize_is_the_whole_image_squeezed_as_keras_reads_a_folder(self):
     pixels = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     whole = tf.image.resize(pixels, [16, 16], antialias=True)
-    np.testing.assert_array_equal(images.eval_image(pixels, 16, None, 3).numpy(),
-                                  np.clip(np.round(whole.numpy()), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(
+        images.eval_image(pixels, 16, None, 3).numpy(),
+        np.clip(np.round(whole.numpy()), 0, 255).astype(np.uint8))
     encoded = tf.io.encode_png(pixels)  # from a file: the same pixels
-    np.testing.assert_array_equal(images.eval_image(encoded, 16, None, 3).numpy(),
-                                  images.eval_image(pixels, 16, None, 3).numpy())
+    np.testing.assert_array_equal(
+        images.eval_image(encoded, 16, None, 3).numpy(),
+        images.eval_image(pixels, 16, None, 3).numpy())
 
   def test_imagenet_crops_and_flips(self):
     pixels = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     crop = testutil.tiny_config().dataset.crop
-    crops = {images.train_image(pixels, 16, crop, 3, tf.constant([s, 0]),
-                                "imagenet").numpy().tobytes() for s in range(6)}
+    crops = {
+        images.train_image(pixels, 16, crop, 3, tf.constant([s, 0]), "imagenet").numpy().tobytes()
+        for s in range(6)
+    }
     self.assertGreater(len(crops), 1)
 
   def test_each_policy_records_its_evaluation_crop(self):
-    config = testutil.tiny_config(dataset__name="image_folder", dataset__image_size=16,
+    config = testutil.tiny_config(dataset__name="image_folder",
+                                  dataset__image_size=16,
                                   dataset__source="synthetic")
     root = self.create_tempdir().full_path
     testutil.write_image_folder(root, per_class=3)
@@ -320,8 +335,8 @@ class CropPolicyTest(parameterized.TestCase):
     config.dataset.crop.policy = "square"
     self.assertEqual(data.load(config.dataset, 1, 0).info.eval_crop_fraction, 1.0)
     config.dataset.crop.policy = "imagenet"
-    self.assertEqual(data.load(config.dataset, 1, 0).info.eval_crop_fraction,
-                     config.dataset.crop.eval_fraction)
+    self.assertEqual(
+        data.load(config.dataset, 1, 0).info.eval_crop_fraction, config.dataset.crop.eval_fraction)
 
 
 class FolderTrainingTest(absltest.TestCase):
@@ -330,27 +345,42 @@ class FolderTrainingTest(absltest.TestCase):
     pixels, labels = testutil.real_fashion_mnist_test_files(self)
     names = [f"class{i}" for i in range(10)]
     root = self.create_tempdir().full_path
-    image_folder.write_images(zip(pixels[:2000], labels[:2000]), root, "train", names,
-                              mixed=True, seed=1)
-    image_folder.write_images(zip(pixels[2000:2500], labels[2000:2500]), root, "test", names,
-                              mixed=True, seed=2)
-    config = testutil.tiny_config(
-        dataset__name="image_folder", dataset__image_dir=root, dataset__image_size=32,
-        dataset__channels=1, dataset__crop__area=(0.5, 1.0), model__name="shallownet",
-        train__batch_size=32, train__epochs=3, train__steps_per_epoch=None,
-        train__optimizer__name="adam", train__optimizer__learning_rate=2e-3)
+    image_folder.write_images(zip(pixels[:2000], labels[:2000]),
+                              root,
+                              "train",
+                              names,
+                              mixed=True,
+                              seed=1)
+    image_folder.write_images(zip(pixels[2000:2500], labels[2000:2500]),
+                              root,
+                              "test",
+                              names,
+                              mixed=True,
+                              seed=2)
+    config = testutil.tiny_config(dataset__name="image_folder",
+                                  dataset__image_dir=root,
+                                  dataset__image_size=32,
+                                  dataset__channels=1,
+                                  dataset__crop__area=(0.5, 1.0),
+                                  model__name="shallownet",
+                                  train__batch_size=32,
+                                  train__epochs=3,
+                                  train__steps_per_epoch=None,
+                                  train__optimizer__name="adam",
+                                  train__optimizer__learning_rate=2e-3)
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
     # Chance is 10 %; the same recipe on 60,000 pictures: README "Your own images".
     self.assertGreater(metrics["test_accuracy"], 0.6)
-
 
   def test_a_folder_trains_and_its_export_serves_files_as_evaluation_saw_them(self):
     root = self.create_tempdir().full_path
     names = testutil.write_image_folder(root, per_class=12)
     workdir = self.create_tempdir().full_path
-    config = testutil.tiny_config(
-        dataset__name="image_folder", dataset__image_dir=root, dataset__image_size=16,
-        model__name="mlp", train__steps_per_epoch=4)
+    config = testutil.tiny_config(dataset__name="image_folder",
+                                  dataset__image_dir=root,
+                                  dataset__image_size=16,
+                                  model__name="mlp",
+                                  train__steps_per_epoch=4)
     metrics = training.train_and_evaluate(config, workdir)
     self.assertEqual({"train": 0, "eval": 0}, metrics["bad_files"])
     with open(os.path.join(workdir, "classification_report.txt")) as f:
@@ -362,16 +392,16 @@ class FolderTrainingTest(absltest.TestCase):
 
     exported = tf.saved_model.load(testutil.export_of(workdir))
     datasets = data.load(config.dataset, batch_size=4, seed=0)
-    eval_pixels = np.concatenate([
-        np.round(x.numpy() * 255).astype(np.uint8) for x, _ in datasets.eval])
+    eval_pixels = np.concatenate(
+        [np.round(x.numpy() * 255).astype(np.uint8) for x, _ in datasets.eval])
     test_files = sorted(tf.io.gfile.glob(os.path.join(root, "test", "*", "*")))
     encoded = tf.constant([tf.io.read_file(p).numpy() for p in test_files])
     served = exported.signatures["serving_bytes"](images=encoded)
     evaluated = exported.signatures["serving_default"](images=tf.constant(eval_pixels))
-    np.testing.assert_allclose(evaluated["probabilities"], served["probabilities"],
-                               atol=1e-6)
+    np.testing.assert_allclose(evaluated["probabilities"], served["probabilities"], atol=1e-6)
     predicted = np.argmax(served["probabilities"], axis=1)
     self.assertEqual([names[i].encode() for i in predicted], list(served["class_name"].numpy()))
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -24,30 +24,33 @@ from tests import testutil
 _EPOCHS = {"fit": 24, "custom_loop": 24, "estimator": 6, "keras_estimator": 6}
 _CELLS = (  # (strategy flags, logical CPUs for the process, trainer)
     ("one_device", ["--config.distribution.strategy=one_device"], 1, "custom_loop"),
-    ("mirrored_1", ["--config.distribution.strategy=mirrored",
-                    "--config.distribution.devices=cpu:0"], 1, "estimator"),
-    ("mirrored_2", ["--config.distribution.strategy=mirrored",
-                    "--config.distribution.devices=cpu:0,cpu:1"], 2, "fit"),
+    ("mirrored_1",
+     ["--config.distribution.strategy=mirrored",
+      "--config.distribution.devices=cpu:0"], 1, "estimator"),
+    ("mirrored_2",
+     ["--config.distribution.strategy=mirrored",
+      "--config.distribution.devices=cpu:0,cpu:1"], 2, "fit"),
     ("default", ["--config.distribution.strategy=default"], 1, "keras_estimator"),
     ("default_fit", ["--config.distribution.strategy=default"], 1, "fit"),
 )
 
 
 def _command(workdir, strategy_flags, cpus, trainer):
-  return [sys.executable, "-m", "tests.logical_cpus", str(cpus), "launch.train",
-          "--config=configs/base.py", f"--workdir={workdir}",
-          "--config.dataset.source=synthetic", "--config.dataset.name=mnist",
-          "--config.dataset.synthetic_train_examples=512", "--config.model.name=mlp",
-          "--config.train.batch_size=16", "--config.train.steps_per_epoch=8",
-          f"--config.train.epochs={_EPOCHS[trainer]}", f"--config.trainer={trainer}",
-          "--config.precision=auto", *strategy_flags]
+  return [
+      sys.executable, "-m", "tests.logical_cpus",
+      str(cpus), "launch.train", "--config=configs/base.py", f"--workdir={workdir}",
+      "--config.dataset.source=synthetic", "--config.dataset.name=mnist",
+      "--config.dataset.synthetic_train_examples=512", "--config.model.name=mlp",
+      "--config.train.batch_size=16", "--config.train.steps_per_epoch=8",
+      f"--config.train.epochs={_EPOCHS[trainer]}", f"--config.trainer={trainer}",
+      "--config.precision=auto", *strategy_flags
+  ]
 
 
 class KillResumeTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*_CELLS)
-  def test_sigkill_then_the_same_command_finishes_every_epoch(self, strategy_flags, cpus,
-                                                              trainer):
+  def test_sigkill_then_the_same_command_finishes_every_epoch(self, strategy_flags, cpus, trainer):
     if trainer.endswith("estimator") and not testutil.HAS_ESTIMATOR:
       self.skipTest("tf.estimator is not on this lane (its refusal: estimator_test)")
     workdir = self.create_tempdir().full_path
@@ -55,7 +58,10 @@ class KillResumeTest(parameterized.TestCase):
     env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
     history = os.path.join(workdir, "history.json")
     with open(os.path.join(workdir, "..", "killed.log"), "w") as log:
-      proc = subprocess.Popen(command, cwd=testutil.REPO_ROOT, env=env, stdout=log,
+      proc = subprocess.Popen(command,
+                              cwd=testutil.REPO_ROOT,
+                              env=env,
+                              stdout=log,
                               stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     # Two epochs in history: the first one's checkpoint is surely written.
@@ -69,8 +75,12 @@ class KillResumeTest(parameterized.TestCase):
     epochs = _EPOCHS[trainer]
     self.assertBetween(done_before_kill, 2, epochs - 1)
 
-    rerun = subprocess.run(command, cwd=testutil.REPO_ROOT, env=env, capture_output=True,
-                           text=True, timeout=600)
+    rerun = subprocess.run(command,
+                           cwd=testutil.REPO_ROOT,
+                           env=env,
+                           capture_output=True,
+                           text=True,
+                           timeout=600)
     self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
     resumed = re.search(r"Resumed from the checkpoint of epoch (\d+)", rerun.stderr)
     self.assertIsNotNone(resumed, rerun.stderr[-3000:])

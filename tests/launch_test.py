@@ -14,10 +14,11 @@ class TrainLauncherTest(parameterized.TestCase):
 
   def test_synthetic_run_with_overrides_writes_outputs(self):
     workdir = self.create_tempdir().full_path
-    proc = testutil.run_launcher(
-        "train", "--config=configs/base.py", f"--workdir={workdir}",
-        "--config.dataset.source=synthetic", "--config.dataset.synthetic_train_examples=64",
-        "--config.train.batch_size=16", "--config.train.epochs=2", "--config.model.name=mlp")
+    proc = testutil.run_launcher("train", "--config=configs/base.py", f"--workdir={workdir}",
+                                 "--config.dataset.source=synthetic",
+                                 "--config.dataset.synthetic_train_examples=64",
+                                 "--config.train.batch_size=16", "--config.train.epochs=2",
+                                 "--config.model.name=mlp")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "config.json")) as f:
       config = json.load(f)
@@ -37,7 +38,7 @@ class TrainLauncherTest(parameterized.TestCase):
   )
   def test_user_mistake_is_one_clear_message(self, args, fragments):
     proc = testutil.call_launcher("train", "--config=configs/base.py",
-                                            f"--workdir={self.create_tempdir().full_path}", *args)
+                                  f"--workdir={self.create_tempdir().full_path}", *args)
     testutil.assert_user_error(self, proc, *fragments)
 
   @parameterized.named_parameters(
@@ -50,13 +51,13 @@ class TrainLauncherTest(parameterized.TestCase):
         "  config = base.get_config()\n" + body).full_path
     proc = testutil.call_launcher("train", f"--config={path}", "--workdir=/tmp/unused")
     testutil.assert_user_error(self, proc, fragment, f"the config file {path}",
-                           "bug in the config file itself")
+                               "bug in the config file itself")
     self.assertNotIn("in an override:", proc.stderr)
 
   @parameterized.named_parameters(
       ("train", "train", ["--config=configs/base.py", "--workdir=/tmp/unused"]),
-      ("compare", "compare", ["--config=configs/compare_fashion_mnist.py",
-                              "--workdir=/tmp/unused"]),
+      ("compare", "compare", ["--config=configs/compare_fashion_mnist.py", "--workdir=/tmp/unused"
+                             ]),
       ("benchmark", "benchmark", ["--config=configs/base.py", "--workdir=/tmp/unused"]),
       ("prepare_data", "prepare_data", ["--dataset=mnist", "--archive_dir=/tmp/unused"]),
       ("evaluate", "evaluate", ["--workdir=/tmp/unused"]))
@@ -72,13 +73,12 @@ class TrainLauncherTest(parameterized.TestCase):
     testutil.assert_user_error(self, proc, "SyntaxError")
 
   def test_unprepared_dataset_points_to_prepare_data(self):
-    proc = testutil.call_launcher(
-        "train", "--config=configs/fashion_mnist_quickstart.py",
-        f"--workdir={self.create_tempdir().full_path}",
-        f"--config.dataset.data_dir={self.create_tempdir().full_path}",
-        "--config.dataset.download=False")
+    proc = testutil.call_launcher("train", "--config=configs/fashion_mnist_quickstart.py",
+                                  f"--workdir={self.create_tempdir().full_path}",
+                                  f"--config.dataset.data_dir={self.create_tempdir().full_path}",
+                                  "--config.dataset.download=False")
     testutil.assert_user_error(self, proc, "launch.prepare_data --dataset=fashion_mnist",
-                           "dataset-fashion-mnist")
+                               "dataset-fashion-mnist")
 
 
 class PrepareDataLauncherTest(absltest.TestCase):
@@ -96,10 +96,10 @@ class PrepareDataLauncherTest(absltest.TestCase):
     self.assertIn("train: 20, test: 6", proc.stderr)
 
     workdir = self.create_tempdir().full_path
-    proc = testutil.run_launcher(
-        "train", "--config=configs/cifar_shallownet.py", f"--workdir={workdir}",
-        f"--config.dataset.data_dir={data_dir}", "--config.train.batch_size=4",
-        "--config.train.epochs=1", "--config.train.steps_per_epoch=1")
+    proc = testutil.run_launcher("train", "--config=configs/cifar_shallownet.py",
+                                 f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
+                                 "--config.train.batch_size=4", "--config.train.epochs=1",
+                                 "--config.train.steps_per_epoch=1")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "classification_report.txt")) as f:
       report = f.read()
@@ -113,18 +113,19 @@ class PrepareDataLauncherTest(absltest.TestCase):
       with gzip.open(os.path.join(archive_dir, name), "wb"):
         pass  # an empty archive: right name, nothing inside
     proc = testutil.call_launcher("prepare_data", "--dataset=fashion_mnist",
-                                            f"--archive_dir={archive_dir}",
-                                            f"--data_dir={self.create_tempdir().full_path}")
-    testutil.assert_user_error(self, proc, testutil.CHECKSUM_MESSAGE if testutil.TFDS_VERIFIES_ARCHIVES
-        else "could not be read as its archives")
+                                  f"--archive_dir={archive_dir}",
+                                  f"--data_dir={self.create_tempdir().full_path}")
+    testutil.assert_user_error(
+        self, proc, testutil.CHECKSUM_MESSAGE
+        if testutil.TFDS_VERIFIES_ARCHIVES else "could not be read as its archives")
 
   def test_archive_dir_with_wrong_files_lists_expected_names(self):
     archive_dir = self.create_tempdir().full_path
     self.create_tempfile(os.path.join(archive_dir, "cifar-10-python.tar.gz"))
     proc = testutil.call_launcher("prepare_data", "--dataset=cifar10",
-                                            f"--archive_dir={archive_dir}")
+                                  f"--archive_dir={archive_dir}")
     testutil.assert_user_error(self, proc, "lacks cifar-10-binary.tar.gz",
-                           "found: cifar-10-python.tar.gz")
+                               "found: cifar-10-python.tar.gz")
 
 
 if __name__ == "__main__":

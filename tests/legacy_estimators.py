@@ -32,30 +32,43 @@ def _data(key, shape, n_classes, examples=256, seed=0):
   return input_fn
 
 
-def dnn_classifier(model_dir, hidden_units=(128, 64), activation="relu", batch_norm=False,
-                   dropout=None, n_classes=10, key="pixels", shape=(784,), steps=40):
+def dnn_classifier(model_dir,
+                   hidden_units=(128, 64),
+                   activation="relu",
+                   batch_norm=False,
+                   dropout=None,
+                   n_classes=10,
+                   key="pixels",
+                   shape=(784,),
+                   steps=40):
   """Trains a canned DNNClassifier `steps` steps in `model_dir`."""
   column = tf.feature_column.numeric_column(key, shape=shape)
-  estimator = tf.estimator.DNNClassifier(
-      hidden_units=list(hidden_units), feature_columns=[column], n_classes=n_classes,
-      activation_fn=getattr(tf.nn, activation), batch_norm=batch_norm, dropout=dropout,
-      model_dir=model_dir, config=tf.estimator.RunConfig(tf_random_seed=1))
+  estimator = tf.estimator.DNNClassifier(hidden_units=list(hidden_units),
+                                         feature_columns=[column],
+                                         n_classes=n_classes,
+                                         activation_fn=getattr(tf.nn, activation),
+                                         batch_norm=batch_norm,
+                                         dropout=dropout,
+                                         model_dir=model_dir,
+                                         config=tf.estimator.RunConfig(tf_random_seed=1))
   estimator.train(_data(key, shape, n_classes), steps=steps)
   return estimator
 
 
 def linear_combined_classifier(model_dir):
   column = tf.feature_column.numeric_column("x", shape=(4,))
-  estimator = tf.estimator.DNNLinearCombinedClassifier(
-      linear_feature_columns=[column], dnn_feature_columns=[column], dnn_hidden_units=[8],
-      model_dir=model_dir)
+  estimator = tf.estimator.DNNLinearCombinedClassifier(linear_feature_columns=[column],
+                                                       dnn_feature_columns=[column],
+                                                       dnn_hidden_units=[8],
+                                                       model_dir=model_dir)
   estimator.train(_data("x", (4,), 2), steps=5)
 
 
 def embedding_dnn_classifier(model_dir):
   words = tf.feature_column.categorical_column_with_identity("word", num_buckets=20)
   column = tf.feature_column.embedding_column(words, dimension=4)
-  estimator = tf.estimator.DNNClassifier(hidden_units=[8], feature_columns=[column],
+  estimator = tf.estimator.DNNClassifier(hidden_units=[8],
+                                         feature_columns=[column],
                                          model_dir=model_dir)
   ids = np.arange(64).reshape(64, 1) % 20
 
@@ -66,6 +79,7 @@ def embedding_dnn_classifier(model_dir):
 
 
 def custom_model_fn_estimator(model_dir):
+
   def model_fn(features, labels, mode):
     logits = tf.compat.v1.layers.dense(features["x"], 3, name="my_logits")
     loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits)
@@ -85,10 +99,14 @@ def boosted_trees_model_dir(model_dir):
   os.makedirs(model_dir, exist_ok=True)
   prefix = os.path.join(model_dir, "model.ckpt-3")
   tf.raw_ops.SaveV2(
-      prefix=prefix, tensor_names=["boosted_trees:0_serialized", "boosted_trees:0_stamp",
-                                   "global_step"], shape_and_slices=["", "", ""],
-      tensors=[tf.constant(b""),  # a serialized TreeEnsemble proto of no trees yet
-               tf.constant(0, tf.int64), tf.constant(3, tf.int64)])
+      prefix=prefix,
+      tensor_names=["boosted_trees:0_serialized", "boosted_trees:0_stamp", "global_step"],
+      shape_and_slices=["", "", ""],
+      tensors=[
+          tf.constant(b""),  # a serialized TreeEnsemble proto of no trees yet
+          tf.constant(0, tf.int64),
+          tf.constant(3, tf.int64)
+      ])
   tf.compat.v1.train.update_checkpoint_state(model_dir, prefix)
 
 
@@ -106,8 +124,14 @@ def model_to_estimator(model_dir, json_path):
   return estimator
 
 
-def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
-                        label_vocabulary=None, weight_column=None, normalized_hours=True,
+def canned_over_columns(model_dir,
+                        kind,
+                        n_classes,
+                        steps=30,
+                        regressor=False,
+                        label_vocabulary=None,
+                        weight_column=None,
+                        normalized_hours=True,
                         sparse_combiner="sum"):
   """A Linear, DNN, DNNLinearCombined or Baseline classifier (regressor: n_classes is its
   label_dimension) over the columns of tests/legacy_feature_columns.py, trained on
@@ -120,28 +144,36 @@ def canned_over_columns(model_dir, kind, n_classes, steps=30, regressor=False,
   linear, dnn = columns.linear_feature_columns(), columns.dnn_feature_columns()
   if not normalized_hours:
     linear, dnn = ([c for c in part if c.name != "hours"] for part in (linear, dnn))
-  network = {"linear": "Linear", "dnn": "DNN", "wide_and_deep": "DNNLinearCombined",
-             "baseline": "Baseline"}[kind]
-  estimator_class = getattr(tf.estimator, network + ("Regressor" if regressor else
-                                                     "Classifier"))
-  common = dict(model_dir=model_dir, config=tf.estimator.RunConfig(tf_random_seed=1),
+  network = {
+      "linear": "Linear",
+      "dnn": "DNN",
+      "wide_and_deep": "DNNLinearCombined",
+      "baseline": "Baseline"
+  }[kind]
+  estimator_class = getattr(tf.estimator, network + ("Regressor" if regressor else "Classifier"))
+  common = dict(model_dir=model_dir,
+                config=tf.estimator.RunConfig(tf_random_seed=1),
                 weight_column=weight_column)
-  common.update(dict(label_dimension=n_classes) if regressor else
-                dict(n_classes=n_classes, label_vocabulary=label_vocabulary))
+  common.update(
+      dict(label_dimension=n_classes
+          ) if regressor else dict(n_classes=n_classes, label_vocabulary=label_vocabulary))
   if kind in ("linear", "baseline"):
-    estimator = estimator_class(linear, sparse_combiner=sparse_combiner, **common) if (
-        kind == "linear") else estimator_class(**common)
+    estimator = estimator_class(linear, sparse_combiner=sparse_combiner, **
+                                common) if (kind == "linear") else estimator_class(**common)
   elif kind == "dnn":
     estimator = estimator_class([8, 4], dnn, dropout=0.1, **common)
   else:
-    estimator = estimator_class(
-        linear_feature_columns=linear, dnn_feature_columns=dnn, dnn_hidden_units=[8, 4],
-        batch_norm=True, linear_sparse_combiner=sparse_combiner, **common)
+    estimator = estimator_class(linear_feature_columns=linear,
+                                dnn_feature_columns=dnn,
+                                dnn_hidden_units=[8, 4],
+                                batch_norm=True,
+                                linear_sparse_combiner=sparse_combiner,
+                                **common)
   # A Baseline reads only the batch size, from its one feature here: with several, its
   # size checks make the bias' initializer wait for the input iterator (a TF 2.15 bug).
   spec = tf.feature_column.make_parse_example_spec(
-      linear + dnn if kind == "wide_and_deep" else dnn if kind == "dnn" else
-      linear if kind == "linear" else linear[:1])
+      linear + dnn if kind == "wide_and_deep" else dnn if kind == "dnn" else linear if kind ==
+      "linear" else linear[:1])
   examples = column_examples(256, n_classes)
 
   def labelled(batch):
@@ -178,29 +210,41 @@ def column_examples(count, n_classes, seed=0):
     age = float(rng.uniform(10, 80))
     color = str(rng.choice(["red", "green", "blue", "pink"]))
     feature = {
-        "age": tf.train.Feature(float_list=tf.train.FloatList(value=[age])),
-        "hours": tf.train.Feature(float_list=tf.train.FloatList(value=rng.uniform(0, 60, 2))),
-        "color": tf.train.Feature(bytes_list=tf.train.BytesList(value=[color.encode()])),
-        "city": tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[f"c{rng.integers(30)}".encode()])),
-        "day": tf.train.Feature(int64_list=tf.train.Int64List(value=[rng.integers(7)])),
-        "tags": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"c"][:1 + i % 2])),
-        "tag_weight": tf.train.Feature(float_list=tf.train.FloatList(
-            value=[0.5, 2.0][:1 + i % 2])),
-        "home": tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[rng.choice([b"fr", b"de", b"jp", b"br", b"us"])])),
-        "work": tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=list(rng.choice([b"fr", b"de", b"xx"], size=1 + i % 2)))),
-        "weight": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0 + i % 3])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(
-            value=[(int(age > 40) + int(color == "red") + i % 2) % n_classes]))}
-    examples.append(tf.train.Example(
-        features=tf.train.Features(feature=feature)).SerializeToString())
+        "age":
+            tf.train.Feature(float_list=tf.train.FloatList(value=[age])),
+        "hours":
+            tf.train.Feature(float_list=tf.train.FloatList(value=rng.uniform(0, 60, 2))),
+        "color":
+            tf.train.Feature(bytes_list=tf.train.BytesList(value=[color.encode()])),
+        "city":
+            tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"c{rng.integers(30)}".encode()])
+                            ),
+        "day":
+            tf.train.Feature(int64_list=tf.train.Int64List(value=[rng.integers(7)])),
+        "tags":
+            tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"c"][:1 + i % 2])),
+        "tag_weight":
+            tf.train.Feature(float_list=tf.train.FloatList(value=[0.5, 2.0][:1 + i % 2])),
+        "home":
+            tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[rng.choice([b"fr", b"de", b"jp", b"br", b"us"])])),
+        "work":
+            tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=list(rng.choice([b"fr", b"de", b"xx"], size=1 + i % 2)))),
+        "weight":
+            tf.train.Feature(float_list=tf.train.FloatList(value=[1.0 + i % 3])),
+        "label":
+            tf.train.Feature(int64_list=tf.train.Int64List(
+                value=[(int(age > 40) + int(color == "red") + i % 2) % n_classes]))
+    }
+    examples.append(
+        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
   return examples
 
 
 def predict(estimator, key, features, output="probabilities"):
   """The Estimator's own predict() on `features` (one array per example, stacked)."""
+
   def input_fn():
     return tf.data.Dataset.from_tensor_slices({key: features}).batch(64)
 
@@ -209,9 +253,11 @@ def predict(estimator, key, features, output="probabilities"):
 
 def numeric_examples(key, features):
   """Serialized tf.Examples of one float feature `key`, one per row of `features`."""
-  return [tf.train.Example(features=tf.train.Features(feature={key: tf.train.Feature(
-      float_list=tf.train.FloatList(value=row.ravel()))})).SerializeToString()
-          for row in features]
+  return [
+      tf.train.Example(features=tf.train.Features(
+          feature={key: tf.train.Feature(float_list=tf.train.FloatList(
+              value=row.ravel()))})).SerializeToString() for row in features
+  ]
 
 
 def export_parsing(estimator, key, shape):
@@ -231,7 +277,9 @@ def write_records(path, examples):
 
 def main():
   if sys.argv[1].startswith("wide_and_deep"):  # MODEL_DIR RECORDS: the model and examples
-    _, export = canned_over_columns(sys.argv[2], "wide_and_deep", 3,
+    _, export = canned_over_columns(sys.argv[2],
+                                    "wide_and_deep",
+                                    3,
                                     normalized_hours=sys.argv[1] != "wide_and_deep_plain")
     write_records(sys.argv[3], column_examples(64, 3, seed=5))
     print(json.dumps({"export": export}))
@@ -245,8 +293,7 @@ def main():
   estimator = dnn_classifier(sys.argv[1])
   if len(sys.argv) == 4:  # FEATURES.npy OUT.npy: the Estimator's own predict() on them
     np.save(sys.argv[3], predict(estimator, "pixels", np.load(sys.argv[2])))
-  print(json.dumps({"model_dir": os.path.abspath(sys.argv[1]),
-                    "tensorflow": tf.__version__}))
+  print(json.dumps({"model_dir": os.path.abspath(sys.argv[1]), "tensorflow": tf.__version__}))
 
 
 if __name__ == "__main__":

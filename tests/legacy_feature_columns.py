@@ -18,8 +18,8 @@ COUNTRIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "legacy_cou
 
 def _categorical():
   age = fc.numeric_column("age", default_value=30.0)
-  color = fc.categorical_column_with_vocabulary_list(
-      "color", ["red", "green", "blue"], num_oov_buckets=1)
+  color = fc.categorical_column_with_vocabulary_list("color", ["red", "green", "blue"],
+                                                     num_oov_buckets=1)
   city = fc.categorical_column_with_hash_bucket("city", 20)
   day = fc.categorical_column_with_identity("day", 7, default_value=0)
   age_buckets = fc.bucketized_column(age, [20.0, 40.0, 60.0])
@@ -31,8 +31,10 @@ def _hours():  # a normalizer_fn: Python the checkpoint cannot hold, this file d
 
 
 def _countries():  # where a user lives and works: one vocabulary file, one OOV bucket
-  return [fc.categorical_column_with_vocabulary_file(key, COUNTRIES, num_oov_buckets=1)
-          for key in ("home", "work")]
+  return [
+      fc.categorical_column_with_vocabulary_file(key, COUNTRIES, num_oov_buckets=1)
+      for key in ("home", "work")
+  ]
 
 
 def linear_feature_columns():
@@ -40,16 +42,22 @@ def linear_feature_columns():
   hours = _hours()
   tags = fc.weighted_categorical_column(
       fc.categorical_column_with_vocabulary_list("tags", ["a", "b", "c", "d"]), "tag_weight")
-  return [age, hours, color, city, day, age_buckets,
-          fc.crossed_column([color, age_buckets], 12), tags, _countries()[0]]
+  return [
+      age, hours, color, city, day, age_buckets,
+      fc.crossed_column([color, age_buckets], 12), tags,
+      _countries()[0]
+  ]
 
 
 def dnn_feature_columns():
   age, color, city, day, _ = _categorical()
-  return [age, _hours(), fc.indicator_column(color),
-          fc.embedding_column(city, 4, combiner="sqrtn"),
-          fc.embedding_column(day, 3, combiner="mean"),
-          *_shared_country_embeddings()]
+  return [
+      age,
+      _hours(),
+      fc.indicator_column(color),
+      fc.embedding_column(city, 4, combiner="sqrtn"),
+      fc.embedding_column(day, 3, combiner="mean"), *_shared_country_embeddings()
+  ]
 
 
 def _shared_country_embeddings():

@@ -45,8 +45,12 @@ def _holder(lock_path, go_fd=-1):
   close, so several holders can be released at the same instant.
   """
   return subprocess.Popen(
-      [sys.executable, "-c", _HOLD.format(root=testutil.REPO_ROOT), lock_path, str(go_fd)],
-      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+      [sys.executable, "-c",
+       _HOLD.format(root=testutil.REPO_ROOT), lock_path,
+       str(go_fd)],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
       pass_fds=(go_fd,) if go_fd >= 0 else ())
 
 
@@ -104,16 +108,15 @@ class FileLockTest(absltest.TestCase):
       h.stdin.close()
       h.wait()
     self.assertEqual(sum(a == "acquired" for a in answers), 1, answers)
-    self.assertEqual(sum(a.startswith("refused: Workdir workdir is in use") for a in answers),
-                     3, answers)
+    self.assertEqual(sum(a.startswith("refused: Workdir workdir is in use") for a in answers), 3,
+                     answers)
     self.assertFalse(os.path.exists(self.lock_path))  # the winner released it; nobody else
 
   def test_a_busy_workdir_is_refused_before_any_output(self):
     holder = _holder(os.path.join(self.root, ".lock"))
     self.assertEqual(holder.stdout.readline().strip(), "acquired")
     with self.assertRaisesRegex(UserError, "in use by another run"):
-      training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"),
-                                  self.root)
+      training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"), self.root)
     self.assertFalse(os.path.exists(Workdir(self.root).config_json))
     holder.kill()
     holder.wait()

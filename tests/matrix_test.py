@@ -51,7 +51,6 @@ TRAINERS = trainers.NAMES
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 _results = {}
 
-
 _SCALE_DOC = os.path.join(testutil.REPO_ROOT, "kmodels", "docs", "scale.md")
 
 
@@ -78,9 +77,15 @@ def expected(table, strategy, trainer, policy):
 
 def _cell(test, strategy, trainer, policy):
   """Runs one in-process cell; returns 'trains (<precision>)' or 'refused: <its reason>'."""
-  config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer, precision=policy,
-                                model__name="mlp", train__batch_size=8,
-                                **{**STRATEGIES, **_REFUSED_HERE}[strategy])
+  config = testutil.tiny_config(dataset__source="synthetic",
+                                trainer=trainer,
+                                precision=policy,
+                                model__name="mlp",
+                                train__batch_size=8,
+                                **{
+                                    **STRATEGIES,
+                                    **_REFUSED_HERE
+                                }[strategy])
   workdir = os.path.join(test.create_tempdir().full_path, "run")
   try:
     metrics = training.train_and_evaluate(config, workdir)
@@ -117,13 +122,16 @@ class MatrixTest(absltest.TestCase):
     # mixed bfloat16 under fit, and the custom loop's loss-scaled float16 replicated over two
     # CPUs. The mlp cells above cover every strategy; models_test trains each ImageNet
     # architecture a step; distribute_test and xla_test cover XLA under both trainers.
-    cells = (("default", "fit", "mixed_bfloat16"),
-             ("mirrored (2 CPUs)", "custom_loop", "mixed_float16"))
+    cells = (("default", "fit", "mixed_bfloat16"), ("mirrored (2 CPUs)", "custom_loop",
+                                                    "mixed_float16"))
     for strategy, trainer, policy in cells:
       with self.subTest(strategy=strategy, trainer=trainer, precision=policy):
-        config = testutil.tiny_config(
-            dataset__source="synthetic", dataset__name="cifar10", model__name="mobilenet_v2",
-            trainer=trainer, precision=policy, **STRATEGIES[strategy])
+        config = testutil.tiny_config(dataset__source="synthetic",
+                                      dataset__name="cifar10",
+                                      model__name="mobilenet_v2",
+                                      trainer=trainer,
+                                      precision=policy,
+                                      **STRATEGIES[strategy])
         metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
         self.assertEqual(metrics["status"], "completed")
         self.assertTrue(all(np.isfinite(h["loss"]) for h in metrics["history"]))
@@ -157,11 +165,13 @@ class MultiWorkerRowTest(absltest.TestCase):
 
   def _job(self, trainer, policy):
     workdir = os.path.join(self.create_tempdir().full_path, "run")
-    args = ["--config=configs/base.py", f"--workdir={workdir}",
-            "--config.dataset.source=synthetic", "--config.dataset.name=mnist",
-            "--config.dataset.synthetic_train_examples=64", "--config.model.name=mlp",
-            "--config.train.batch_size=8", "--config.train.steps_per_epoch=2",
-            f"--config.trainer={trainer}", f"--config.precision={policy}"]
+    args = [
+        "--config=configs/base.py", f"--workdir={workdir}", "--config.dataset.source=synthetic",
+        "--config.dataset.name=mnist", "--config.dataset.synthetic_train_examples=64",
+        "--config.model.name=mlp", "--config.train.batch_size=8",
+        "--config.train.steps_per_epoch=2", f"--config.trainer={trainer}",
+        f"--config.precision={policy}"
+    ]
     processes, logs, _ = testutil.start_workers(args)
     codes = [p.wait(300) for p in processes]
     text = testutil.read_text(logs[0])
@@ -199,8 +209,10 @@ def _reason(message):
 def markdown_table(results):
   """Rows: strategy x trainer; columns: precisions."""
   strategies = list(dict.fromkeys(s for s, _, _ in results))
-  lines = ["| strategy | trainer | " + " | ".join(PRECISIONS) + " |",
-           "|---|---|" + "---|" * len(PRECISIONS)]
+  lines = [
+      "| strategy | trainer | " + " | ".join(PRECISIONS) + " |",
+      "|---|---|" + "---|" * len(PRECISIONS)
+  ]
   for strategy, trainer in itertools.product(strategies, TRAINERS):
     if (strategy, trainer, PRECISIONS[0]) in results:
       cells = [results[(strategy, trainer, p)].replace("|", "/") for p in PRECISIONS]

@@ -38,6 +38,7 @@ class EstimateTest(absltest.TestCase):
     self.assertEqual(memory.estimate(model).per_example_bytes, (256 + 256 + 10) * 2)
 
   def test_a_subclassed_model_is_not_estimated(self):
+
     class Tiny(tf.keras.Model):
 
       def __init__(self):
@@ -58,9 +59,10 @@ class EstimateTest(absltest.TestCase):
     usable = step.bytes(100)
     memory.check_fits(model, 100, 1, (8, 8, 3), usable_bytes=usable)  # fits
     memory.check_fits(model, 140, 1, (8, 8, 3), usable_bytes=usable)  # within the margin
-    with self.assertRaisesRegex(UserError, r"train.batch_size 1000 \(500 per replica\) at "
-                                r"8x8x3 needs about .* more than it has .*; "
-                                r"--config.train.batch_size=64 fits"):
+    with self.assertRaisesRegex(
+        UserError, r"train.batch_size 1000 \(500 per replica\) at "
+        r"8x8x3 needs about .* more than it has .*; "
+        r"--config.train.batch_size=64 fits"):
       # Two replicas on this host hold 500 examples each; each has half of `usable`:
       # (100 examples' worth - one more copy of the weights) / 2 -> 39 -> 32 each.
       memory.check_fits(model, 1000, 2, (8, 8, 3), local_replicas=2, usable_bytes=usable)
@@ -84,12 +86,12 @@ class ShippedConfigTest(absltest.TestCase):
 
   def test_the_imagenet_config_as_shipped_is_refused_before_its_first_step(self):
     workdir = self.create_tempdir().full_path
-    proc = testutil.call_launcher(
-        "train", "--config=configs/imagenet_resnet50.py", f"--workdir={workdir}",
-        "--config.dataset.source=synthetic", "--config.xla=False")
-    testutil.assert_user_error(
-        self, proc, "train.batch_size 1024 (1024 per replica) at 224x224x3 needs about",
-        "GB usable); --config.train.batch_size=", " fits")
+    proc = testutil.call_launcher("train", "--config=configs/imagenet_resnet50.py",
+                                  f"--workdir={workdir}", "--config.dataset.source=synthetic",
+                                  "--config.xla=False")
+    testutil.assert_user_error(self, proc,
+                               "train.batch_size 1024 (1024 per replica) at 224x224x3 needs about",
+                               "GB usable); --config.train.batch_size=", " fits")
     self.assertFalse(os.path.exists(os.path.join(workdir, "checkpoints")))
 
 

@@ -33,12 +33,11 @@ class ModelsTest(parameterized.TestCase):
   def test_minivggnet_parameter_count_follows_its_layers(self):
     conv = lambda cin, cout: 9 * cin * cout + cout
     bn = lambda c: 4 * c
-    expected = (conv(3, 32) + bn(32) + 3 * (conv(32, 32) + bn(32))
-                + (8 * 8 * 32) * 512 + 512 + bn(512) + 512 * 10 + 10)
+    expected = (conv(3, 32) + bn(32) + 3 * (conv(32, 32) + bn(32)) + (8 * 8 * 32) * 512 + 512 +
+                bn(512) + 512 * 10 + 10)
     self.assertEqual(models.build_model("minivggnet", CIFAR, 10).count_params(), expected)
 
-  @parameterized.product(name=testutil.SMALL_MODELS, shape_and_classes=[(CIFAR, 10),
-                                                                          (MNIST, 3)])
+  @parameterized.product(name=testutil.SMALL_MODELS, shape_and_classes=[(CIFAR, 10), (MNIST, 3)])
   def test_output_is_one_score_per_class(self, name, shape_and_classes):
     shape, num_classes = shape_and_classes
     model = models.build_model(name, shape, num_classes)
@@ -53,8 +52,7 @@ class ModelsTest(parameterized.TestCase):
     model = models.build_model(name, MNIST, 10)
     model.compile("adam", models.loss(name))
     before = [w.numpy().copy() for w in model.trainable_weights]
-    loss = model.train_on_batch(np.random.rand(4, *MNIST).astype("float32"),
-                                np.array([0, 1, 2, 3]))
+    loss = model.train_on_batch(np.random.rand(4, *MNIST).astype("float32"), np.array([0, 1, 2, 3]))
     self.assertTrue(np.isfinite(loss))
     changed = [not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_weights)]
     self.assertTrue(all(changed), f"{name}: some weights did not move after a step")
@@ -81,8 +79,9 @@ class ModelsTest(parameterized.TestCase):
 
   @parameterized.parameters("cifar_cnn_sequential", "cifar_cnn_subclass")
   def test_images_too_small_for_the_model_name_the_layer_and_other_models(self, name):
-    with self.assertRaisesRegex(UserError, rf"model '{name}' can't be built for images of "
-                                r"shape \(8, 8, 1\).*[Nn]egative dimension.*mlp, shallownet"):
+    with self.assertRaisesRegex(
+        UserError, rf"model '{name}' can't be built for images of "
+        r"shape \(8, 8, 1\).*[Nn]egative dimension.*mlp, shallownet"):
       models.build_model(name, (8, 8, 1), 10)
     # The models it suggests do build for such images.
     for small in ("mlp", "shallownet", "minivggnet", "fastcnn"):
@@ -119,8 +118,9 @@ class ApplicationsTest(parameterized.TestCase):
   @parameterized.parameters(IMAGENET_ARCHITECTURES)
   def test_below_its_minimum_size_it_is_refused_up_front_naming_the_size(self, name):
     size = models.REGISTRY[name].min_size - 1
-    with self.assertRaisesRegex(UserError, rf"'{name}' needs images of at least "
-                                r"\d+x\d+; got .*dataset.image_size=224"):
+    with self.assertRaisesRegex(
+        UserError, rf"'{name}' needs images of at least "
+        r"\d+x\d+; got .*dataset.image_size=224"):
       models.build_model(name, (size, size, 3), 10)
 
   @parameterized.parameters(IMAGENET_ARCHITECTURES)
@@ -139,8 +139,7 @@ class ApplicationsTest(parameterized.TestCase):
     pixels = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
     inputs = tf.keras.Input((8, 8, 3))
     ours = tf.keras.Model(inputs, applications.to_backbone_input(inputs, mode))
-    np.testing.assert_allclose(ours(pixels / 255.0), keras_preprocess(pixels.copy()),
-                               atol=1e-3)
+    np.testing.assert_allclose(ours(pixels / 255.0), keras_preprocess(pixels.copy()), atol=1e-3)
 
 
 class XlaOnCpuTest(absltest.TestCase):
@@ -148,8 +147,10 @@ class XlaOnCpuTest(absltest.TestCase):
   def test_xla_on_cpus_is_warned_about(self):
     from kmodels import data  # pylint: disable=g-import-not-at-top
     from kmodels.trainers import keras  # pylint: disable=g-import-not-at-top
-    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar10",
-                                  model__name="mobilenet_v2", xla=True)
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  dataset__name="cifar10",
+                                  model__name="mobilenet_v2",
+                                  xla=True)
     info = data.load(config.dataset, 8, 0).info
     with self.assertLogs(level="WARNING") as logs:
       keras.build_and_compile(config, info, tf.distribute.get_strategy())
@@ -164,8 +165,9 @@ class BackboneWeightsTest(absltest.TestCase):
 
   def _notop_file(self, keras_name, shape=(32, 32, 3)):
     tf.keras.utils.set_random_seed(7)
-    source = getattr(tf.keras.applications, keras_name)(include_top=False, weights=None,
-                                                       input_shape=shape)
+    source = getattr(tf.keras.applications, keras_name)(include_top=False,
+                                                        weights=None,
+                                                        input_shape=shape)
     path = os.path.join(self.create_tempdir().full_path, f"{keras_name}_notop.h5")
     source.save_weights(path)  # what Keras Applications publishes: save_weights of notop
     return source, path
@@ -183,8 +185,9 @@ class BackboneWeightsTest(absltest.TestCase):
 
   def test_a_file_of_another_architecture_is_refused_with_what_it_holds(self):
     _, path = self._notop_file("MobileNetV2")
-    with self.assertRaisesRegex(UserError, r"does not fit 'resnet50'.*the file holds \d+ "
-                                r"layers, from .*ResNet50 without its top has \d+ layers"):
+    with self.assertRaisesRegex(
+        UserError, r"does not fit 'resnet50'.*the file holds \d+ "
+        r"layers, from .*ResNet50 without its top has \d+ layers"):
       models.build_from_config(self._config("resnet50", path), (32, 32, 3), 5)
 
   def test_imagenet_a_missing_file_and_a_tutorial_model_say_what_to_do(self):

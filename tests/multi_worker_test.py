@@ -22,28 +22,36 @@ from tests import testutil
 
 _TIMEOUT_SECONDS = 300
 # What the chief leaves in a workdir; nothing of the other worker's may be in it.
-_CHIEF_OUTPUTS = {"config.json", "checkpoints", "tensorboard", "export", "metrics.json",
-                  "history.json", "curves.png", "classification_report.txt",
-                  "confusion_matrix.png"}
+_CHIEF_OUTPUTS = {
+    "config.json", "checkpoints", "tensorboard", "export", "metrics.json", "history.json",
+    "curves.png", "classification_report.txt", "confusion_matrix.png"
+}
 
 
 def _job_args(workdir, trainer, epochs, steps_per_epoch=4):
-  return ["--config=configs/base.py", f"--workdir={workdir}",
-          "--config.dataset.source=synthetic", "--config.dataset.name=mnist",
-          "--config.dataset.synthetic_train_examples=256", "--config.model.name=mlp",
-          "--config.train.batch_size=16", f"--config.train.steps_per_epoch={steps_per_epoch}",
-          f"--config.train.epochs={epochs}", f"--config.trainer={trainer}",
-          "--config.train.deterministic=True",
-          # Gradient accumulation under MultiWorkerMirroredStrategy too: 50 steps per epoch
-          # leave 2 pending at the epoch's end, and a SIGTERM mid-epoch perhaps some more.
-          "--config.train.accumulate_steps=3",
-          "--config.train.log_every_seconds=0.001"]  # a progress line at every step
+  return [
+      "--config=configs/base.py",
+      f"--workdir={workdir}",
+      "--config.dataset.source=synthetic",
+      "--config.dataset.name=mnist",
+      "--config.dataset.synthetic_train_examples=256",
+      "--config.model.name=mlp",
+      "--config.train.batch_size=16",
+      f"--config.train.steps_per_epoch={steps_per_epoch}",
+      f"--config.train.epochs={epochs}",
+      f"--config.trainer={trainer}",
+      "--config.train.deterministic=True",
+      # Gradient accumulation under MultiWorkerMirroredStrategy too: 50 steps per epoch
+      # leave 2 pending at the epoch's end, and a SIGTERM mid-epoch perhaps some more.
+      "--config.train.accumulate_steps=3",
+      "--config.train.log_every_seconds=0.001"
+  ]  # a progress line at every step
 
 
 def _progress_steps(text):
   """(epoch, step of epoch) of each progress line in a worker's log."""
-  return [(int(epoch), int(step)) for epoch, step in
-          re.findall(r"Epoch (\d+)/\d+, step (\d+)/\d+:", text)]
+  return [(int(epoch), int(step))
+          for epoch, step in re.findall(r"Epoch (\d+)/\d+, step (\d+)/\d+:", text)]
 
 
 def _wait(processes, timeout=_TIMEOUT_SECONDS):
@@ -73,8 +81,7 @@ _STEPS_PER_EPOCH = 50
 def _unbroken_job(trainer):
   """One uninterrupted two-worker job per trainer: (workdir, exit codes, both logs)."""
   workdir = tempfile.mkdtemp(prefix=f"kmodels-unbroken-{trainer}-")
-  processes, logs, _ = testutil.start_workers(
-      _job_args(workdir, trainer, 2, _STEPS_PER_EPOCH))
+  processes, logs, _ = testutil.start_workers(_job_args(workdir, trainer, 2, _STEPS_PER_EPOCH))
   codes = _wait(processes)
   return workdir, codes, [testutil.read_text(log) for log in logs]
 
@@ -90,8 +97,12 @@ class MultiWorkerTest(parameterized.TestCase):
     self.assertIsNotNone(_fingerprint(texts[0]))
     self.assertEqual(_fingerprint(texts[0]), _fingerprint(texts[1]))
     self.assertEqual(set(os.listdir(workdir)), _CHIEF_OUTPUTS)
-    leftovers = [os.path.join(root, d) for root, dirs, _ in os.walk(workdir) for d in dirs
-                 if "workertemp" in d or "kmodels-worker" in d]
+    leftovers = [
+        os.path.join(root, d)
+        for root, dirs, _ in os.walk(workdir)
+        for d in dirs
+        if "workertemp" in d or "kmodels-worker" in d
+    ]
     self.assertEqual(leftovers, [])
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), None)
     self.assertLen(metrics["history"], 2)
@@ -121,8 +132,9 @@ class MultiWorkerTest(parameterized.TestCase):
     codes = _wait(processes)
     texts = [testutil.read_text(log) for log in logs]
     self.assertEqual(codes, [143, 143], texts[0][-3000:] + texts[1][-3000:])
-    stopped_at = [re.search(r"Stopped by SIGTERM after .*\((\d+) steps in all\)", text)
-                  for text in texts]
+    stopped_at = [
+        re.search(r"Stopped by SIGTERM after .*\((\d+) steps in all\)", text) for text in texts
+    ]
     self.assertTrue(all(stopped_at), texts[0][-3000:])
     steps_done = int(stopped_at[0][1])
     self.assertEqual(steps_done, int(stopped_at[1][1]))

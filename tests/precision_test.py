@@ -24,19 +24,17 @@ def _gpus(count):
 
 class ChooseTest(parameterized.TestCase):
 
-  @parameterized.parameters(
-      ((8, 0), "mixed_bfloat16"), ((9, 0), "mixed_bfloat16"), ((7, 5), "mixed_float16"),
-      ((7, 0), "mixed_float16"), ((6, 1), "float32"))
+  @parameterized.parameters(((8, 0), "mixed_bfloat16"), ((9, 0), "mixed_bfloat16"),
+                            ((7, 5), "mixed_float16"), ((7, 0), "mixed_float16"),
+                            ((6, 1), "float32"))
   def test_gpus_by_compute_capability(self, capability, expected):
-    choice = precision.choose([_CPU, *_gpus(2)], flags=set(),
-                              gpu_capability=lambda gpu: capability)
+    choice = precision.choose([_CPU, *_gpus(2)], flags=set(), gpu_capability=lambda gpu: capability)
     self.assertEqual(choice.precision, expected)
     self.assertIn(f"{capability[0]}.{capability[1]}", choice.reason)
 
   def test_the_oldest_gpu_decides(self):
     capabilities = iter([(8, 0), (7, 5)])
-    choice = precision.choose(_gpus(2), flags=set(),
-                              gpu_capability=lambda gpu: next(capabilities))
+    choice = precision.choose(_gpus(2), flags=set(), gpu_capability=lambda gpu: next(capabilities))
     self.assertEqual(choice.precision, "mixed_float16")
 
   def test_tpu(self):
@@ -61,7 +59,8 @@ class ChooseTest(parameterized.TestCase):
 
   def test_flags_are_the_kernels_own(self):
     grep = subprocess.run(["grep", "-o", r"avx512_bf16\|amx_bf16", "/proc/cpuinfo"],
-                          capture_output=True, text=True)
+                          capture_output=True,
+                          text=True)
     native = set(grep.stdout.split())
     self.assertEqual(native, set(precision.NATIVE_BF16_CPU_FLAGS) & precision.cpu_flags())
     expected = "mixed_bfloat16" if native else "float32"
@@ -83,8 +82,7 @@ class RunRecordsTest(absltest.TestCase):
     expected = precision.choose().precision
     self.assertEqual((metrics["precision"], metrics["precision_requested"]), (expected, "auto"))
     recorded = testutil.read_json(os.path.join(workdir, "config.json"), None)
-    self.assertEqual((recorded["precision"], recorded["precision_requested"]),
-                     (expected, "auto"))
+    self.assertEqual((recorded["precision"], recorded["precision_requested"]), (expected, "auto"))
     self.assertEqual(config.precision, "auto")  # the caller's config is left as it was
     card = testutil.read_json(os.path.join(testutil.export_of(workdir), "model_card.json"), None)
     self.assertEqual(card["training_precision"], expected)

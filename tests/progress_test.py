@@ -23,28 +23,31 @@ from kmodels import callbacks, progress
 from kmodels.data import preparation
 from tests import testutil
 
-TRAINERS = ("fit", "custom_loop") + (("estimator", "keras_estimator")
-                                     if testutil.HAS_ESTIMATOR else ())
+TRAINERS = ("fit", "custom_loop") + (("estimator", "keras_estimator") if testutil.HAS_ESTIMATOR else
+                                     ())
 _LINE = re.compile(r"Epoch (\d+)/(\d+), step (\d+)/(\d+): (.*); (\d+) images/s; "
                    r"epoch ends in ([^.]+)\.")
 
 
 def _train_command(workdir, trainer, steps, interval):
-  return [sys.executable, "-m", "launch.train", "--config=configs/base.py",
-          f"--workdir={workdir}", "--config.dataset.name=fashion_mnist",
-          "--config.dataset.source=synthetic", "--config.model.name=shallownet",
-          f"--config.trainer={trainer}", "--config.train.epochs=1",
-          f"--config.train.steps_per_epoch={steps}", "--config.train.batch_size=64",
-          f"--config.train.log_every_seconds={interval}",
-          "--config.dataset.synthetic_eval_examples=64"]
+  return [
+      sys.executable, "-m", "launch.train", "--config=configs/base.py", f"--workdir={workdir}",
+      "--config.dataset.name=fashion_mnist", "--config.dataset.source=synthetic",
+      "--config.model.name=shallownet", f"--config.trainer={trainer}", "--config.train.epochs=1",
+      f"--config.train.steps_per_epoch={steps}", "--config.train.batch_size=64",
+      f"--config.train.log_every_seconds={interval}", "--config.dataset.synthetic_eval_examples=64"
+  ]
 
 
 def _scalars(logdir, tag):
   """{step: value} of scalar `tag` in the event files of `logdir`."""
-  return {event.step: float(tf.make_ndarray(value.tensor))
-          for path in tf.io.gfile.glob(os.path.join(logdir, "events.*"))
-          for event in tf.compat.v1.train.summary_iterator(path)
-          for value in event.summary.value if value.tag == tag}
+  return {
+      event.step: float(tf.make_ndarray(value.tensor))
+      for path in tf.io.gfile.glob(os.path.join(logdir, "events.*"))
+      for event in tf.compat.v1.train.summary_iterator(path)
+      for value in event.summary.value
+      if value.tag == tag
+  }
 
 
 def _env():
@@ -65,8 +68,12 @@ class ProgressLinesTest(absltest.TestCase):
 
   def _run(self, first_step, steps=100, every_seconds=10.0):
     clock = _Clock()
-    progress = callbacks.Progress(epochs=3, steps_per_epoch=steps, global_batch_size=64,
-                                  every_seconds=every_seconds, terminal=False, clock=clock)
+    progress = callbacks.Progress(epochs=3,
+                                  steps_per_epoch=steps,
+                                  global_batch_size=64,
+                                  every_seconds=every_seconds,
+                                  terminal=False,
+                                  clock=clock)
     with self.assertLogs(level="INFO") as logged:
       progress.on_epoch_begin(1)
       for step in range(first_step, steps + 1):
@@ -101,14 +108,17 @@ class CountdownTest(absltest.TestCase):
 
   def test_a_line_per_interval_with_the_share_done_and_the_time_left(self):
     clock = _Clock()
-    countdown = progress.Countdown("Checking the files of train", 1000, "files",
-                                   every_seconds=60, clock=clock)
+    countdown = progress.Countdown("Checking the files of train",
+                                   1000,
+                                   "files",
+                                   every_seconds=60,
+                                   clock=clock)
     with self.assertLogs(level="INFO") as logged:
       for done in range(10, 1001, 10):  # 10 files a second
         clock.now += 1.0
         countdown.update(done)
-    self.assertEqual([m.split(":", 2)[-1] for m in logged.output], [
-        "Checking the files of train: 600/1000 files (60 %), about 40 s left."])
+    self.assertEqual([m.split(":", 2)[-1] for m in logged.output],
+                     ["Checking the files of train: 600/1000 files (60 %), about 40 s left."])
 
   def test_work_shorter_than_the_interval_says_nothing_and_no_total_says_the_count(self):
     clock = _Clock()
@@ -127,7 +137,8 @@ class PreparationTest(absltest.TestCase):
 
   def test_preparing_a_dataset_says_what_it_wrote_while_it_writes(self):
     root = self.create_tempdir().full_path
-    builder = types.SimpleNamespace(name="fashion_mnist", version="3.0.1",
+    builder = types.SimpleNamespace(name="fashion_mnist",
+                                    version="3.0.1",
                                     data_dir=os.path.join(root, "fashion_mnist", "3.0.1"))
     with self.assertLogs(level="INFO") as logged:
       with preparation.preparing(builder, every_seconds=0.05):
@@ -150,8 +161,12 @@ class LogFileTest(parameterized.TestCase):
     # ~3 s of steps after the first (traced) call at a 0.5 s interval: several lines.
     steps = 600 if "estimator" in trainer else 300
     with open(log_path, "w") as log:
-      proc = subprocess.run(_train_command(workdir, trainer, steps, 0.5), cwd=testutil.REPO_ROOT,
-                            env=_env(), stdout=log, stderr=subprocess.STDOUT, timeout=600)
+      proc = subprocess.run(_train_command(workdir, trainer, steps, 0.5),
+                            cwd=testutil.REPO_ROOT,
+                            env=_env(),
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            timeout=600)
     text = testutil.read_text(log_path)
     self.assertEqual(proc.returncode, 0, text[-3000:])
     self.assertNotIn("\r", text)
@@ -176,9 +191,11 @@ class TerminalTest(parameterized.TestCase):
   @parameterized.parameters(*TRAINERS)
   def test_a_terminal_gets_the_progress_bar(self, trainer):
     main, child = pty.openpty()
-    proc = subprocess.Popen(
-        _train_command(self.create_tempdir().full_path, trainer, 6, 0.001),
-        cwd=testutil.REPO_ROOT, env=_env(), stdout=child, stderr=child)
+    proc = subprocess.Popen(_train_command(self.create_tempdir().full_path, trainer, 6, 0.001),
+                            cwd=testutil.REPO_ROOT,
+                            env=_env(),
+                            stdout=child,
+                            stderr=child)
     os.close(child)
     output = b""
     while True:  # read until the child closes the terminal

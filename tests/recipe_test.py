@@ -14,8 +14,8 @@ from kmodels.tools import evaluation
 from kmodels.trainers import custom_loop, keras
 
 # Two CPU devices for the synchronized BatchNorm test (before TensorFlow starts its runtime).
-tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
-                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def _optimizer_config(**changes):
@@ -26,8 +26,10 @@ def _optimizer_config(**changes):
 
 def _model():
   tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3),
-                               tf.keras.layers.BatchNormalization()])
+  model = tf.keras.Sequential(
+      [tf.keras.Input((4,)),
+       tf.keras.layers.Dense(3),
+       tf.keras.layers.BatchNormalization()])
   model.layers[1].gamma.assign(tf.fill([3], 2.0))  # away from 1 and 0, so decay would show
   model.layers[1].beta.assign(tf.fill([3], 0.5))
   return model
@@ -36,8 +38,9 @@ def _model():
 def _step(optimizer, model, gradient_of):
   """One optimizer step with the given gradient per variable; returns (before, after)."""
   before = {v.name: v.numpy().copy() for v in model.trainable_variables}
-  optimizer.apply_gradients(
-      [(tf.constant(gradient_of(v), tf.float32), v) for v in model.trainable_variables])
+  optimizer.apply_gradients([
+      (tf.constant(gradient_of(v), tf.float32), v) for v in model.trainable_variables
+  ])
   return before, {v.name: v.numpy() for v in model.trainable_variables}
 
 
@@ -48,8 +51,8 @@ def _exported_predictions(config, workdir):
   probabilities, labels = [], []
   for images, batch_labels in datasets.eval:
     pixels = tf.cast(tf.round(images * 255), tf.uint8)
-    probabilities.append(exported.signatures["serving_default"](images=pixels)
-                         ["probabilities"].numpy())
+    probabilities.append(
+        exported.signatures["serving_default"](images=pixels)["probabilities"].numpy())
     labels.append(batch_labels.numpy())
   return np.concatenate(probabilities), np.concatenate(labels)
 
@@ -66,14 +69,16 @@ class RecipeTest(parameterized.TestCase):
     before, after = _step(optimizer, model, lambda v: np.zeros(v.shape))
     for variable_name, value in after.items():
       if "kernel" in variable_name:
-        np.testing.assert_allclose(value, before[variable_name] * (1 - lr * decay),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(value, before[variable_name] * (1 - lr * decay), rtol=1e-6)
       else:  # bias, BatchNorm gamma and beta
         np.testing.assert_array_equal(value, before[variable_name], err_msg=variable_name)
 
   def test_weight_decay_everything_decays_biases_and_norm_scales_too(self):
-    optimizer = optimizers.build_optimizer(_optimizer_config(
-        name="sgd", learning_rate=0.1, weight_decay=0.5, weight_decay_everything=True))
+    optimizer = optimizers.build_optimizer(
+        _optimizer_config(name="sgd",
+                          learning_rate=0.1,
+                          weight_decay=0.5,
+                          weight_decay_everything=True))
     before, after = _step(optimizer, _model(), lambda v: np.zeros(v.shape))
     for variable_name, value in after.items():
       np.testing.assert_allclose(value, before[variable_name] * 0.95, rtol=1e-6)
@@ -81,12 +86,12 @@ class RecipeTest(parameterized.TestCase):
   def test_clipping_by_global_norm_caps_the_whole_step(self):
     gradient_of = lambda v: np.full(v.shape, 10.0)
     for clip, expected_norm in ((None, None), (1.0, 1.0)):
-      optimizer = optimizers.build_optimizer(_optimizer_config(
-          name="sgd", learning_rate=1.0, clip_global_norm=clip))
+      optimizer = optimizers.build_optimizer(
+          _optimizer_config(name="sgd", learning_rate=1.0, clip_global_norm=clip))
       before, after = _step(optimizer, _model(), gradient_of)
-      step = np.sqrt(sum(np.sum((after[k] - before[k]) ** 2) for k in after))
+      step = np.sqrt(sum(np.sum((after[k] - before[k])**2) for k in after))
       if expected_norm is None:
-        gradient_norm = np.sqrt(sum(10.0 ** 2 * before[k].size for k in before))
+        gradient_norm = np.sqrt(sum(10.0**2 * before[k].size for k in before))
         self.assertAlmostEqual(step, gradient_norm, places=3)
       else:
         self.assertAlmostEqual(step, expected_norm, places=5)
@@ -118,8 +123,10 @@ class RecipeTest(parameterized.TestCase):
 
   @parameterized.parameters("fit", "custom_loop")
   def test_both_trainers_use_the_smoothed_loss(self, trainer):
-    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
-                                  model__name="mlp", train__label_smoothing=0.3)
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  trainer=trainer,
+                                  model__name="mlp",
+                                  train__label_smoothing=0.3)
     workdir = self.create_tempdir().full_path
     metrics = training.train_and_evaluate(config, workdir)
     self.assertNotIn("test_top5_accuracy", metrics)  # 10 classes: top-1 only
@@ -133,8 +140,10 @@ class RecipeTest(parameterized.TestCase):
 
   @parameterized.parameters("fit", "custom_loop")
   def test_top5_accuracy_is_reported_from_20_classes_on(self, trainer):
-    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar100",
-                                  trainer=trainer, model__name="mlp")
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  dataset__name="cifar100",
+                                  trainer=trainer,
+                                  model__name="mlp")
     workdir = self.create_tempdir().full_path
     metrics = training.train_and_evaluate(config, workdir)
     probabilities, labels = _exported_predictions(config, workdir)
@@ -157,25 +166,29 @@ class RecipeTest(parameterized.TestCase):
     config = testutil.tiny_config(trainer="estimator")
     config.train.optimizer.weight_decay = 0.1
     config.train.accumulate_steps = 2
-    with self.assertRaisesRegex(UserError, "trainer=estimator trains with TF1 optimizers.* "
-                                "cannot apply train.accumulate_steps=2, "
-                                "train.optimizer.weight_decay=0.1. Unset them"):
+    with self.assertRaisesRegex(
+        UserError, "trainer=estimator trains with TF1 optimizers.* "
+        "cannot apply train.accumulate_steps=2, "
+        "train.optimizer.weight_decay=0.1. Unset them"):
       validation.validate(config)
     config = testutil.tiny_config(trainer="keras_estimator")
     config.dataset.augment.mixup_alpha = 0.2
-    with self.assertRaisesRegex(UserError, "trainer=keras_estimator .*integer labels.* "
-                                "cannot apply dataset.augment.mixup_alpha=0.2"):
+    with self.assertRaisesRegex(
+        UserError, "trainer=keras_estimator .*integer labels.* "
+        "cannot apply dataset.augment.mixup_alpha=0.2"):
       validation.validate(config)
 
 
-
 _STRATEGIES = {
-    "default": tf.distribute.get_strategy,
-    "one_device": lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
+    "default":
+        tf.distribute.get_strategy,
+    "one_device":
+        lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
     # Without collective ops: instances of several strategies in one process reuse
     # collective instance keys, and SyncBatchNormTest's would meet these.
-    "mirrored": lambda: tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()),
+    "mirrored":
+        lambda: tf.distribute.MirroredStrategy(
+            ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()),
 }
 _IMAGE_SHAPE = (28, 28, 1)
 
@@ -184,10 +197,14 @@ def _train_weights(strategy, trainer, batch_size, accumulate_steps, images, labe
   """The MLP's weights (no BatchNorm) before and after training on images/labels in order,
   batch by batch, with Adam on a cosine schedule and clipping; and its optimizer."""
   steps = len(images) // batch_size
-  config = testutil.tiny_config(model__name="mlp", trainer=trainer,
-                                train__batch_size=batch_size, train__steps_per_epoch=steps,
+  config = testutil.tiny_config(model__name="mlp",
+                                trainer=trainer,
+                                train__batch_size=batch_size,
+                                train__steps_per_epoch=steps,
                                 train__accumulate_steps=accumulate_steps)
-  config.train.optimizer.update(schedule="cosine", warmup_fraction=0.0, learning_rate=0.01,
+  config.train.optimizer.update(schedule="cosine",
+                                warmup_fraction=0.0,
+                                learning_rate=0.01,
                                 clip_global_norm=1.0)
   info = data.DatasetInfo("mnist", _IMAGE_SHAPE, 10, None, len(images), 8, None)
   tf.keras.utils.set_random_seed(0)
@@ -209,10 +226,9 @@ class AccumulationTest(parameterized.TestCase):
     rng = np.random.default_rng(5)
     images = rng.uniform(size=(64, *_IMAGE_SHAPE)).astype(np.float32)
     labels = rng.integers(0, 10, size=64)
-    initial, accumulated, optimizer = _train_weights(_STRATEGIES[strategy](), trainer, 8, 4,
-                                                     images, labels)
-    _, large, reference = _train_weights(_STRATEGIES[strategy](), trainer, 32, 1, images,
-                                         labels)
+    initial, accumulated, optimizer = _train_weights(_STRATEGIES[strategy](), trainer, 8, 4, images,
+                                                     labels)
+    _, large, reference = _train_weights(_STRATEGIES[strategy](), trainer, 32, 1, images, labels)
     # 8 steps, 2 updates, and the schedule where the large batch's 2 steps left it.
     self.assertEqual(optimizer.iterations.numpy(), 2)
     self.assertEqual(reference.iterations.numpy(), 2)
@@ -225,14 +241,16 @@ class AccumulationTest(parameterized.TestCase):
       self.assertGreater(np.abs(want - start).max(), 1e-3)  # the weights did move
 
   def test_an_accumulation_longer_than_the_run_is_refused(self):
-    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  model__name="mlp",
                                   train__accumulate_steps=3)  # 2 steps in all
     with self.assertRaisesRegex(UserError, "accumulate_steps=3 is more than the run's 2 "
                                 "training steps"):
       training.train_and_evaluate(config, self.create_tempdir().full_path)
 
   def test_a_resume_with_another_accumulation_is_refused(self):
-    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  model__name="mlp",
                                   train__accumulate_steps=2)
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(config, workdir)
@@ -268,8 +286,10 @@ class MovingAverageTest(parameterized.TestCase):
   @parameterized.parameters("fit", "custom_loop")
   def test_the_model_ends_as_the_moving_average_and_is_evaluated_and_exported_so(self, trainer):
     momentum = 0.7
-    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
-                                  model__name="mlp", train__steps_per_epoch=4)
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  trainer=trainer,
+                                  model__name="mlp",
+                                  train__steps_per_epoch=4)
     config.train.optimizer.update(name="sgd", learning_rate=0.5, ema_momentum=momentum)
     trajectory = _Trajectory()
     workdir = self.create_tempdir().full_path
@@ -286,13 +306,12 @@ class MovingAverageTest(parameterized.TestCase):
     exported_loss = np.mean(-np.log(probabilities[np.arange(len(labels)), labels]))
     self.assertAlmostEqual(metrics["test_loss"], exported_loss, delta=1e-4)
     # So does launch.evaluate, from the last checkpoint (raw weights and their average).
-    self.assertAlmostEqual(evaluation.evaluate(workdir)["loss"], metrics["test_loss"],
-                           delta=1e-4)
+    self.assertAlmostEqual(evaluation.evaluate(workdir)["loss"], metrics["test_loss"], delta=1e-4)
 
 
 def _norm_model():
-  model = tf.keras.Sequential([tf.keras.Input((1,)),
-                               tf.keras.layers.BatchNormalization(momentum=0.0)])
+  model = tf.keras.Sequential(
+      [tf.keras.Input((1,)), tf.keras.layers.BatchNormalization(momentum=0.0)])
   model.compile(tf.keras.optimizers.SGD(0.0), loss="mse")
   return model
 
@@ -318,8 +337,9 @@ class SyncBatchNormTest(absltest.TestCase):
     config = testutil.tiny_config(model__name="fastcnn", train__sync_batchnorm=True)
     info = data.load(testutil.tiny_config(dataset__source="synthetic").dataset, 8, 0).info
     model = keras.build_and_compile(config, info, tf.distribute.get_strategy())
-    norms = [layer for layer in model.submodules
-             if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in model.submodules if isinstance(layer, tf.keras.layers.BatchNormalization)
+    ]
     self.assertNotEmpty(norms)
     self.assertTrue(all(layer.synchronized and not layer.fused for layer in norms))
 
@@ -336,13 +356,14 @@ class ScheduleLengthTest(absltest.TestCase):
     self._train(workdir)
     checkpoints = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
     for change in ({"train__epochs": 2}, {"train__steps_per_epoch": 3}):
-      with self.assertRaisesRegex(UserError, "cosine learning-rate schedule over "
-                                  "train.epochs=1, train.steps_per_epoch=2.*--overwrite"):
+      with self.assertRaisesRegex(
+          UserError, "cosine learning-rate schedule over "
+          "train.epochs=1, train.steps_per_epoch=2.*--overwrite"):
         self._train(workdir, **change)
     # Nothing lost: the run's checkpoints and config are as they were.
     self.assertEqual(sorted(os.listdir(os.path.join(workdir, "checkpoints"))), checkpoints)
-    self.assertEqual(testutil.read_json(os.path.join(workdir, "config.json"), {})
-                     ["train"]["epochs"], 1)
+    self.assertEqual(
+        testutil.read_json(os.path.join(workdir, "config.json"), {})["train"]["epochs"], 1)
     self.assertEqual(self._train(workdir)["epochs_completed"], 1)  # the same length resumes
     # A longer schedule from the start: --overwrite.
     self.assertEqual(self._train(workdir, overwrite=True, train__epochs=2)["epochs_completed"], 2)
@@ -358,8 +379,11 @@ class ScheduleLengthTest(absltest.TestCase):
 class FineTuningTest(absltest.TestCase):
 
   def test_the_finetune_schedule_drops_the_rate_at_the_thaw(self):
-    config = _optimizer_config(name="sgd", learning_rate=0.1, schedule="cosine",
-                               warmup_fraction=0.0, finetune_lr_factor=0.1)
+    config = _optimizer_config(name="sgd",
+                               learning_rate=0.1,
+                               schedule="cosine",
+                               warmup_fraction=0.0,
+                               finetune_lr_factor=0.1)
     schedule = optimizers.learning_rate(config, steps=10, finetune_from_step=4)
     cosine = optimizers.learning_rate(config, steps=10)
     for step in range(10):
@@ -370,8 +394,10 @@ class FineTuningTest(absltest.TestCase):
     self.assertAlmostEqual(float(restored(5)), float(schedule(5)), places=6)
 
   def test_the_head_trains_first_with_the_backbone_and_its_batchnorm_frozen(self):
-    config = testutil.tiny_config(dataset__source="synthetic", dataset__name="cifar10",
-                                  model__name="mobilenet_v2", model__freeze_backbone_epochs=1,
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  dataset__name="cifar10",
+                                  model__name="mobilenet_v2",
+                                  model__freeze_backbone_epochs=1,
                                   train__epochs=2)
     snapshots = []
 
@@ -401,12 +427,14 @@ class FineTuningTest(absltest.TestCase):
     self.assertIn("Epoch 2: backbone thawed", output)
 
   def test_fine_tuning_settings_are_checked(self):
-    for changes, message in (
-        (dict(model__freeze_backbone_epochs=1), "has none"),
-        (dict(model__name="mobilenet_v2", model__freeze_backbone_epochs=1), "leaves no epoch"),
-        (dict(model__name="mobilenet_v2", model__freeze_backbone_epochs=1, train__epochs=2,
-              trainer="custom_loop"), "needs trainer=fit"),
-        (dict(model__freeze_backbone_epochs=-1), "integer >= 0")):
+    for changes, message in ((dict(model__freeze_backbone_epochs=1), "has none"),
+                             (dict(model__name="mobilenet_v2",
+                                   model__freeze_backbone_epochs=1), "leaves no epoch"),
+                             (dict(model__name="mobilenet_v2",
+                                   model__freeze_backbone_epochs=1,
+                                   train__epochs=2,
+                                   trainer="custom_loop"), "needs trainer=fit"),
+                             (dict(model__freeze_backbone_epochs=-1), "integer >= 0")):
       with self.assertRaisesRegex(UserError, message):
         validation.validate(testutil.tiny_config(**changes))
 

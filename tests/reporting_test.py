@@ -31,8 +31,13 @@ class ReportingTest(absltest.TestCase):
 
   def test_curves_png_has_both_panels(self):
     path = os.path.join(self.create_tempdir().full_path, "curves.png")
-    history = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.2 / e, "accuracy": 0.5 + e / 10,
-                "val_accuracy": 0.4 + e / 10} for e in (1, 2, 3)]
+    history = [{
+        "epoch": e,
+        "loss": 1.0 / e,
+        "val_loss": 1.2 / e,
+        "accuracy": 0.5 + e / 10,
+        "val_accuracy": 0.4 + e / 10
+    } for e in (1, 2, 3)]
     reporting.plot_curves(history, path, "title")
     image = matplotlib.image.imread(path)
     self.assertEqual(image.shape[:2], (400, 1100))
@@ -59,7 +64,6 @@ class ReportingTest(absltest.TestCase):
     self.assertEqual(os.listdir(directory), ["m.json"])
 
 
-
 def _events(directory):
   """Every summary value in the event files under `directory`, with its step."""
   values = []
@@ -75,13 +79,17 @@ class RunTrackingTest(absltest.TestCase):
 
   def test_a_run_writes_its_hyperparameters_and_final_metrics_for_the_hparams_tab(self):
     from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
-    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  model__name="mlp",
                                   train__label_smoothing=0.1)
     workdir = self.create_tempdir().full_path
     metrics = training.train_and_evaluate(config, workdir)
     values = _events(os.path.join(workdir, "tensorboard", "hparams"))
-    session = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
-               for _, v in values if v.metadata.plugin_data.plugin_name == "hparams"]
+    session = [
+        plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+        for _, v in values
+        if v.metadata.plugin_data.plugin_name == "hparams"
+    ]
     starts = [d.session_start_info for d in session if d.HasField("session_start_info")]
     self.assertLen(starts, 1)
     hparams = starts[0].hparams
@@ -90,32 +98,41 @@ class RunTrackingTest(absltest.TestCase):
     self.assertAlmostEqual(hparams["train.label_smoothing"].number_value, 0.1)
     self.assertEqual(hparams["precision"].string_value, "float32")
     self.assertTrue(any(d.HasField("experiment") for d in session))
-    scalars = {v.tag: float(tf.make_ndarray(v.tensor)) for _, v in values
-               if v.tag in reporting.HPARAMS_METRICS}
+    scalars = {
+        v.tag: float(tf.make_ndarray(v.tensor))
+        for _, v in values
+        if v.tag in reporting.HPARAMS_METRICS
+    }
     self.assertAlmostEqual(scalars["test_accuracy"], metrics["test_accuracy"], places=6)
     self.assertAlmostEqual(scalars["test_loss"], metrics["test_loss"], places=5)
 
   def test_profile_steps_leave_a_trace_of_those_steps(self):
     from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
-    config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
-                                  train__steps_per_epoch=6, train__profile_steps=(2, 4))
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  model__name="mlp",
+                                  train__steps_per_epoch=6,
+                                  train__profile_steps=(2, 4))
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(config, workdir)
-    traces = tf.io.gfile.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*",
-                                           "*.xplane.pb"))
+    traces = tf.io.gfile.glob(
+        os.path.join(workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
     self.assertLen(traces, 1)
     space = xplane_pb2.XSpace()
     with open(traces[0], "rb") as f:
       space.ParseFromString(f.read())
-    names = {plane.event_metadata[e.metadata_id].name for plane in space.planes
-             for line in plane.lines for e in line.events}
-    self.assertTrue(any("train_function" in n or "MatMul" in n for n in names),
-                    sorted(names)[:20])
+    names = {
+        plane.event_metadata[e.metadata_id].name
+        for plane in space.planes
+        for line in plane.lines
+        for e in line.events
+    }
+    self.assertTrue(any("train_function" in n or "MatMul" in n for n in names), sorted(names)[:20])
     # The pinned TensorBoard profile plugin opens it: its overview page of those steps
     # finds the TF ops they ran on the host. (Tool names end with "^" in older releases.)
     converter = _profile_plugin_converter()
-    (overview,) = [t for t in converter.xspace_to_tool_names(traces)
-                   if t.rstrip("^") == "overview_page"]
+    (overview,) = [
+        t for t in converter.xspace_to_tool_names(traces) if t.rstrip("^") == "overview_page"
+    ]
     page, _ = converter.xspace_to_tool_data(traces, overview, {})
     host_ops = re.search(r'"host_tf_op_percent": ?"([\d.]+)%"',
                          page if isinstance(page, str) else page.decode())

@@ -40,42 +40,54 @@ TIMES_FILE = os.path.join(REPO_ROOT, ".test_times.json")
 # The slow tier: modules that start launcher processes, send signals, run servers or sweep
 # every config and every strategy x trainer x precision. Every other module is the fast
 # tier (`bash launch/test.sh fast`, before each commit): in-process, mock or tiny data.
-SLOW = {"benchmark_test", "cluster_test", "configs_test", "container_test", "cpus_test",
-        "data_service_test", "estimator_test", "export_test", "faults_test", "gcs_test", "kill_resume_test",
-        "launch_test", "locks_test", "matrix_test", "migration_test", "multi_worker_test",
-        "packaging_test", "progress_test", "serving_test", "step_checkpoint_test", "tpu_test"}
+SLOW = {
+    "benchmark_test", "cluster_test", "configs_test", "container_test", "cpus_test",
+    "data_service_test", "estimator_test", "export_test", "faults_test", "gcs_test",
+    "kill_resume_test", "launch_test", "locks_test", "matrix_test", "migration_test",
+    "multi_worker_test", "packaging_test", "progress_test", "serving_test", "step_checkpoint_test",
+    "tpu_test"
+}
 # Modules that run several TensorFlow processes at once (worker pairs, a server with its
 # clients, a container, a run beside its unbroken twin): never two of them side by side.
-MULTI_PROCESS = {"cluster_test", "container_test", "data_service_test",
-                 "multi_worker_test", "step_checkpoint_test"}
+MULTI_PROCESS = {
+    "cluster_test", "container_test", "data_service_test", "multi_worker_test",
+    "step_checkpoint_test"
+}
 # Modules that run one TensorFlow process at a time except in these classes: the classes
 # are a multi-process unit of their own ("module:Class"), the rest of the module another.
-MULTI_PROCESS_CLASSES = {"gcs_test": ("SharedBucketTest",),
-                         "matrix_test": ("MultiWorkerRowTest",)}
+MULTI_PROCESS_CLASSES = {"gcs_test": ("SharedBucketTest",), "matrix_test": ("MultiWorkerRowTest",)}
 
 # What the current lane (TF 2.21 + tf-keras) runs: what can differ between TensorFlow
 # versions, not everything twice. A module name alone runs the whole module; a tuple names
 # its tests (absltest's Class or Class.method). The full lane runs every module whole.
 # BUILD_NOTES "The test suite and CI" gives the reason for each line.
 CURRENT_LANE = {
-    "validation_test": None,          # imports, rooms, no TF at import, the Keras 2 switch
+    "validation_test":
+        None,  # imports, rooms, no TF at import, the Keras 2 switch
     "models_test": ("ModelsTest", "BackboneWeightsTest"),  # the Keras API surface
-    "custom_loop_test": None,         # GradientTape, optimizer and loss-scale APIs
+    "custom_loop_test":
+        None,  # GradientTape, optimizer and loss-scale APIs
     "recipe_test": ("AccumulationTest",),  # accumulation rides Keras' optimizer internals
-    "precision_test": None,           # mixed precision policies
-    "distribute_test": None,          # strategies, MirroredStrategy over 2 logical CPUs
-    "data_test": None,                # tfds builders and their checksums
-    "serving_test": ("ExportTest", "CrossLaneTest"),   # export; the full lane's export here
+    "precision_test":
+        None,  # mixed precision policies
+    "distribute_test":
+        None,  # strategies, MirroredStrategy over 2 logical CPUs
+    "data_test":
+        None,  # tfds builders and their checksums
+    "serving_test": ("ExportTest", "CrossLaneTest"),  # export; the full lane's export here
     "migration_test": ("CurrentLaneTest",),  # the full lane's migrated model served here
     "gcs_test": ("TrainToBucketTest", "EmulatorRouteTest", "UnusableStorageTest"),  # gs://
     "kill_resume_test": ("KillResumeTest.test_sigkill_then_the_same_command_finishes_every_"
                          "epoch_one_device", "KillResumeTest.test_sigkill_then_the_same_"
                          "command_finishes_every_epoch_default_fit"),  # per Keras trainer
-    "multi_worker_test": tuple(  # collectives and multi-worker sync, per Keras trainer
-        f"MultiWorkerTest.test_two_workers_train_in_sync_and_only_the_chief_writes{i}"
-        for i in (0, 1)),
-    "packaging_test": None,           # the lane's pins install and resolve
-    "export_test": None,              # LiteRT/ONNX: the export extra is this lane's only
+    "multi_worker_test":
+        tuple(  # collectives and multi-worker sync, per Keras trainer
+            f"MultiWorkerTest.test_two_workers_train_in_sync_and_only_the_chief_writes{i}"
+            for i in (0, 1)),
+    "packaging_test":
+        None,  # the lane's pins install and resolve
+    "export_test":
+        None,  # LiteRT/ONNX: the export extra is this lane's only
     "estimator_test": ("EstimatorTest.test_current_lane_says_where_estimator_went",),
 }
 
@@ -87,10 +99,21 @@ EXPECTED_SKIPS = ("lane", "tf.estimator", "tfds rejects", "a cgroup this root ma
 
 # Seconds a module took in the full lane (2-core AMD EPYC, 2026-12-06): the order of a first
 # run on a fresh clone, which has no .test_times.json yet.
-FIRST_GUESS = {"gcs_test": 600, "matrix_test": 380, "faults_test": 230, "container_test": 240,
-               "configs_test": 225, "models_test": 150, "zoo_test": 130, "cluster_test": 140,
-               "serving_test": 130, "estimator_test": 130, "recipe_test": 100,
-               "migration_test": 160, "benchmark_test": 80}
+FIRST_GUESS = {
+    "gcs_test": 600,
+    "matrix_test": 380,
+    "faults_test": 230,
+    "container_test": 240,
+    "configs_test": 225,
+    "models_test": 150,
+    "zoo_test": 130,
+    "cluster_test": 140,
+    "serving_test": 130,
+    "estimator_test": 130,
+    "recipe_test": 100,
+    "migration_test": 160,
+    "benchmark_test": 80
+}
 
 DEFAULT_TIMEOUT = 900  # seconds; a module that needs more says so below
 TIMEOUTS = {"container_test": 1500, "gcs_test": 1200, "matrix_test": 1200}
@@ -108,8 +131,11 @@ def _test_classes(module):
   """The TestCase classes a module defines (`class NameTest(`), read without importing it."""
   with open(os.path.join(TESTS_DIR, f"{module}.py")) as f:
     tree = ast.parse(f.read())
-  return [node.name for node in tree.body
-          if isinstance(node, ast.ClassDef) and node.name.endswith("Test")]
+  return [
+      node.name
+      for node in tree.body
+      if isinstance(node, ast.ClassDef) and node.name.endswith("Test")
+  ]
 
 
 def units(module, selected_tests):
@@ -120,8 +146,8 @@ def units(module, selected_tests):
   wanted = selected_tests or _test_classes(module)
   multi = [t for t in wanted if t.split(".")[0] in split]
   single = [t for t in wanted if t.split(".")[0] not in split]
-  return ([(module, single, False)] if single else []) + (
-      [(f"{module}:{','.join(split)}", multi, True)] if multi else [])
+  return ([(module, single, False)] if single else []) + ([(f"{module}:{','.join(split)}", multi,
+                                                            True)] if multi else [])
 
 
 def select(args, lane):
@@ -204,13 +230,19 @@ def run_unit(unit, selected_tests, multi):
   scratch = tempfile.mkdtemp(prefix="kmodels-tests-")
   xml_path = os.path.join(scratch, f"{module}.xml")
   skips_path = os.path.join(scratch, f"{module}.skips.jsonl")
-  command = [sys.executable, "-m", "tests.skip_reasons", f"tests.{module}",
-             *(selected_tests or ())]
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, XML_OUTPUT_FILE=xml_path,
+  command = [sys.executable, "-m", "tests.skip_reasons", f"tests.{module}", *(selected_tests or ())]
+  env = dict(os.environ,
+             PYTHONPATH=REPO_ROOT,
+             XML_OUTPUT_FILE=xml_path,
              KMODELS_SKIP_REASONS=skips_path)
   start = time.monotonic()
-  proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+  proc = subprocess.Popen(command,
+                          cwd=REPO_ROOT,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True,
+                          start_new_session=True)
   try:
     output, _ = proc.communicate(timeout=timeout)
     code = proc.returncode
@@ -225,12 +257,22 @@ def run_unit(unit, selected_tests, multi):
     if hidden:  # a prerequisite CI should have installed is missing: a failure, not a skip
       output += "\nUnder CI=true these skips are failures:\n  " + "\n  ".join(hidden)
       code = "skipped a prerequisite"
-  return {"module": unit, "tier": tier(module), "multi_process": multi,
-          "seconds": round(time.monotonic() - start, 1),
-          "status": "ok" if code == 0 else (code if isinstance(code, str) else f"exit {code}"),
-          "tests": tests, "failed": bad, "skipped": len(skips),
-          "skips": [{"test": t, "reason": r} for t, r in skips],
-          "only": list(selected_tests) if selected_tests else None, "output": output}
+  return {
+      "module": unit,
+      "tier": tier(module),
+      "multi_process": multi,
+      "seconds": round(time.monotonic() - start, 1),
+      "status": "ok" if code == 0 else (code if isinstance(code, str) else f"exit {code}"),
+      "tests": tests,
+      "failed": bad,
+      "skipped": len(skips),
+      "skips": [{
+          "test": t,
+          "reason": r
+      } for t, r in skips],
+      "only": list(selected_tests) if selected_tests else None,
+      "output": output
+  }
 
 
 def _report_line(record):
@@ -250,8 +292,8 @@ def _summary(records, total_seconds, lane):
   for module, skip in skips:
     print(f"  {module}: {skip['test']}: {skip['reason']}")
   tests = sum(r["tests"] for r in records)
-  bad = sum(r["failed"] for r in records) + sum(1 for r in records if r["status"] != "ok"
-                                                 and not r["failed"])
+  bad = sum(r["failed"] for r in records) + sum(
+      1 for r in records if r["status"] != "ok" and not r["failed"])
   print(f"\n{len(records) - len(failed)}/{len(records)} test units passed in {total_seconds:.0f}s "
         f"({lane} lane)." + (f" Failed: {', '.join(failed)}" if failed else ""))
   # The plain closing line CI reads.
@@ -279,8 +321,12 @@ def _write_times(records, total_seconds, lane):
   report[lane] = {
       "total_seconds": round(total_seconds, 1),
       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-      "modules": {r["module"]: {k: v for k, v in r.items() if k not in ("module", "output")}
-                  for r in records}}
+      "modules": {
+          r["module"]: {
+              k: v for k, v in r.items() if k not in ("module", "output")
+          } for r in records
+      }
+  }
   with open(TIMES_FILE, "w") as f:
     json.dump(report, f, indent=1, sort_keys=True)
 
@@ -294,8 +340,10 @@ def main(args):
   # together.
   last = {**FIRST_GUESS, **_last_times(lane)}
   pending.sort(key=lambda unit: (not unit[2], -last.get(unit[0], 0), unit[0]))
-  print(f"Running {len(pending)} test units ({lane} lane), {workers} at a time, one "
-        f"multi-process unit at a time: {', '.join(u for u, _, _ in pending)}", flush=True)
+  print(
+      f"Running {len(pending)} test units ({lane} lane), {workers} at a time, one "
+      f"multi-process unit at a time: {', '.join(u for u, _, _ in pending)}",
+      flush=True)
   slots, records, lock = _Slots(workers), [], threading.Lock()
   start = time.monotonic()
 

@@ -25,15 +25,17 @@ from tests import testutil
 from kmodels import data, models, precision, serving, training
 from kmodels.workdir import Workdir, current_export
 
+
 def _encode(image, format_name):
   buffer = io.BytesIO()
-  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
-      buffer, format=format_name)
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer,
+                                                                             format=format_name)
   return buffer.getvalue()
 
 
 # The export's contract: every version answers on these three signatures.
 _SIGNATURES = ("serving_default", "serving_float", "serving_bytes")
+
 
 class ExportTest(parameterized.TestCase):
 
@@ -48,22 +50,36 @@ class ExportTest(parameterized.TestCase):
       expected = tf.cast(model(data.scale_pixels(images), training=False), tf.float32)
       logits = models.REGISTRY[name].logits
       expected = (tf.nn.softmax(expected) if logits else expected).numpy()
-      serving.export_keras(model, info, serving.Slot(export_dir, 7),
-                           serving.Card(policy, "fit", name, 0.5, {}), logits=logits,
+      serving.export_keras(model,
+                           info,
+                           serving.Slot(export_dir, 7),
+                           serving.Card(policy, "fit", name, 0.5, {}),
+                           logits=logits,
                            warmup_images=images[:2])
     png = [_encode(i, "PNG") for i in images]
-    outputs, specs = testutil.run_serving_client(sys.executable, export_dir, {
-        "serving_default": images, "serving_float": images.astype(np.float32),
-        "serving_bytes": np.array(png, dtype=object).astype(bytes)})
+    outputs, specs = testutil.run_serving_client(
+        sys.executable, export_dir, {
+            "serving_default": images,
+            "serving_float": images.astype(np.float32),
+            "serving_bytes": np.array(png, dtype=object).astype(bytes)
+        })
     atol = 1e-5 if policy == "float32" else 1e-3
     for signature in _SIGNATURES:
       np.testing.assert_allclose(outputs[f"{signature}/probabilities"], expected, atol=atol)
       np.testing.assert_array_equal(outputs[f"{signature}/class_id"], expected.argmax(-1))
       self.assertEqual([n.decode() for n in outputs[f"{signature}/class_name"]],
                        [f"class{i}" for i in expected.argmax(-1)])
-    self.assertEqual(specs["serving_default"], {
-        "inputs": {"images": "uint8"},
-        "outputs": {"probabilities": "float32", "class_id": "int64", "class_name": "string"}})
+    self.assertEqual(
+        specs["serving_default"], {
+            "inputs": {
+                "images": "uint8"
+            },
+            "outputs": {
+                "probabilities": "float32",
+                "class_id": "int64",
+                "class_name": "string"
+            }
+        })
     self.assertEqual(specs["serving_float"]["inputs"], {"images": "float32"})
     self.assertEqual(specs["serving_bytes"]["inputs"], {"images": "string"})
     card = serving.read_card(export_dir)
@@ -72,27 +88,33 @@ class ExportTest(parameterized.TestCase):
     # TF Serving's warm-up file: one request per signature, read with TF Serving's own
     # protos by the client and replayed: each answers for the images it was built from.
     for signature in _SIGNATURES:
-      np.testing.assert_allclose(outputs[f"warmup/{signature}/probabilities"], expected[:2],
+      np.testing.assert_allclose(outputs[f"warmup/{signature}/probabilities"],
+                                 expected[:2],
                                  atol=atol)
 
   def test_real_png_and_jpeg_files_of_another_size_and_colour(self):
     info = data.DatasetInfo("test", (28, 28, 1), 10, [str(i) for i in range(10)], 8, 8)
     export_dir = os.path.join(self.create_tempdir().full_path, "export")
     model = models.build_model("mlp", info.image_shape, info.num_classes)
-    serving.export_keras(model, info, serving.Slot(export_dir, 1),
-                         serving.Card("float32", "fit", "mlp", None, {}), logits=False,
+    serving.export_keras(model,
+                         info,
+                         serving.Slot(export_dir, 1),
+                         serving.Card("float32", "fit", "mlp", None, {}),
+                         logits=False,
                          warmup_images=np.zeros((1, 28, 28, 1), np.uint8))
     rgb = np.random.default_rng(1).integers(0, 256, (56, 56, 3), dtype=np.uint8)
-    grey = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28),
-                                                             Image.Resampling.BILINEAR))
+    grey = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28), Image.Resampling.BILINEAR))
     files = [_encode(rgb, "PNG"), _encode(rgb, "JPEG")]
-    outputs, _ = testutil.run_serving_client(sys.executable, export_dir,
-                             {"serving_bytes": np.array(files, dtype=object).astype(bytes),
-                              "serving_default": np.stack([grey[..., None]] * 2)})
+    outputs, _ = testutil.run_serving_client(
+        sys.executable, export_dir, {
+            "serving_bytes": np.array(files, dtype=object).astype(bytes),
+            "serving_default": np.stack([grey[..., None]] * 2)
+        })
     self.assertEqual(outputs["serving_bytes/probabilities"].shape, (2, 10))
     # Decoded to one channel and resized inside: close to the same image done by hand.
     np.testing.assert_allclose(outputs["serving_bytes/probabilities"],
-                               outputs["serving_default/probabilities"], atol=0.05)
+                               outputs["serving_default/probabilities"],
+                               atol=0.05)
 
 
 # What an export directory may hold: versions with or without a SavedModel (damaged,
@@ -108,8 +130,7 @@ class VersionLayoutTest(absltest.TestCase):
 
   @hypothesis.given(st.lists(_EXPORT_ENTRY, max_size=8, unique_by=lambda e: e[0]))
   @hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
-  def test_the_current_version_is_the_highest_complete_one_and_new_ones_go_above_all(
-      self, entries):
+  def test_the_current_version_is_the_highest_complete_one_and_new_ones_go_above_all(self, entries):
     root = tempfile.mkdtemp(prefix="kmodels-versions-")
     for name, complete in entries:
       os.makedirs(os.path.join(root, name))
@@ -134,8 +155,10 @@ class TrainedExportTest(parameterized.TestCase):
 
   @parameterized.parameters(("fit", "mixed_bfloat16"), ("custom_loop", "float32"))
   def test_accuracy_over_the_test_split_equals_metrics_json(self, trainer, policy):
-    config = testutil.tiny_config(dataset__source="synthetic", trainer=trainer,
-                                  precision=policy, train__epochs=2)
+    config = testutil.tiny_config(dataset__source="synthetic",
+                                  trainer=trainer,
+                                  precision=policy,
+                                  train__epochs=2)
     workdir = Workdir(self.create_tempdir().full_path)
     metrics = training.train_and_evaluate(config, workdir.root)
     datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
@@ -153,26 +176,32 @@ class TrainedExportTest(parameterized.TestCase):
 
   def test_saved_model_cli_runs_the_export_on_a_npy_of_uint8_images(self):
     workdir = Workdir(self.create_tempdir().full_path)
-    training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"),
-                                workdir.root)
+    training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"), workdir.root)
     scratch = self.create_tempdir().full_path
     images = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     np.save(os.path.join(scratch, "images.npy"), images)
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    proc = subprocess.run(
-        [cli, "run", "--dir", testutil.export_of(workdir.root), "--tag_set", "serve",
-         "--signature_def",
-         "serving_default", "--inputs", f"images={scratch}/images.npy", "--outdir",
-         os.path.join(scratch, "out")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([
+        cli, "run", "--dir",
+        testutil.export_of(workdir.root), "--tag_set", "serve", "--signature_def",
+        "serving_default", "--inputs", f"images={scratch}/images.npy", "--outdir",
+        os.path.join(scratch, "out")
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     probabilities = np.load(os.path.join(scratch, "out", "probabilities.npy"))
     class_id = np.load(os.path.join(scratch, "out", "class_id.npy"))
     self.assertEqual(probabilities.shape, (4, 10))
     np.testing.assert_array_equal(class_id, probabilities.argmax(-1))
-    show = subprocess.run([cli, "show", "--dir", testutil.export_of(workdir.root),
-                           "--tag_set", "serve",
-                           "--signature_def", "serving_default"],
-                          capture_output=True, text=True, timeout=300)
+    show = subprocess.run([
+        cli, "show", "--dir",
+        testutil.export_of(workdir.root), "--tag_set", "serve", "--signature_def", "serving_default"
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     self.assertIn("DT_UINT8", show.stdout)
     self.assertIn("class_name", show.stdout)
 
@@ -219,10 +248,10 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
   def test_predict_files_of_any_size_and_mode_and_skips_what_is_no_image(self):
     images = self.create_tempdir().full_path
     rng = np.random.default_rng(4)
-    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(
-        os.path.join(images, "grey.png"))
-    Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(
-        os.path.join(images, "colour.jpg"))
+    Image.fromarray(rng.integers(0, 256, (28, 28),
+                                 dtype=np.uint8)).save(os.path.join(images, "grey.png"))
+    Image.fromarray(rng.integers(0, 256, (64, 48, 3),
+                                 dtype=np.uint8)).save(os.path.join(images, "colour.jpg"))
     self.create_tempfile(os.path.join(images, "notes.txt"), "not an image")
     # A PNG whose header and end are right but whose pixel data is noise: only the
     # decoder can tell, and it fails that file alone.
@@ -250,13 +279,11 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
     for name in ("colour.jpg", "grey.png"):
       with open(os.path.join(images, name), "rb") as f:
         files.append(f.read())
-    served, _ = testutil.run_serving_client(
-        sys.executable, testutil.export_of(self.workdir),
-        {"serving_bytes": np.array(files, dtype=object).astype(bytes)})
+    served, _ = testutil.run_serving_client(sys.executable, testutil.export_of(
+        self.workdir), {"serving_bytes": np.array(files, dtype=object).astype(bytes)})
     for row, probabilities in zip(rows, served["serving_bytes/probabilities"]):
       self.assertEqual(row["top_k"][0]["class_id"], int(probabilities.argmax()))
-      self.assertAlmostEqual(row["top_k"][0]["probability"], float(probabilities.max()),
-                             places=6)
+      self.assertAlmostEqual(row["top_k"][0]["probability"], float(probabilities.max()), places=6)
 
   def test_predict_with_nothing_readable_exits_2(self):
     not_image = self.create_tempfile("x.png", "text, not a PNG").full_path
@@ -266,7 +293,7 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
   def test_predict_a_split_reports_the_runs_accuracy_and_describe_prints_the_card(self):
     csv_path = os.path.join(self.create_tempdir().full_path, "p.csv")
     proc = testutil.call_launcher("predict", f"--model={self.workdir}", "--split=test",
-                                 f"--output={csv_path}")
+                                  f"--output={csv_path}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     accuracy = float(proc.stdout.split("accuracy ")[1].split()[0])
     self.assertAlmostEqual(accuracy, self.metrics["test_accuracy"], delta=0.001)
@@ -283,8 +310,8 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
   def test_evaluate_latest_and_best_checkpoints(self):
     proc = testutil.run_launcher("evaluate", f"--workdir={self.workdir}")  # a real process
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    written = testutil.read_json(os.path.join(self.workdir, "evaluation", "test",
-                                              "metrics.json"), None)
+    written = testutil.read_json(os.path.join(self.workdir, "evaluation", "test", "metrics.json"),
+                                 None)
     self.assertAlmostEqual(written["accuracy"], self.metrics["test_accuracy"], delta=1e-6)
     self.assertAlmostEqual(written["loss"], self.metrics["test_loss"], delta=1e-4)
     for name in ("classification_report.txt", "confusion_matrix.png"):
@@ -295,7 +322,7 @@ class PredictAndEvaluateLauncherTest(absltest.TestCase):
 
   def test_evaluate_mistakes_are_one_message(self):
     proc = testutil.call_launcher("evaluate", f"--workdir={self.workdir}",
-                                 "--checkpoint=/no/such/ckpt-3")
+                                  "--checkpoint=/no/such/ckpt-3")
     testutil.assert_user_error(self, proc, "no checkpoint there")
     proc = testutil.call_launcher("evaluate", f"--workdir={self.create_tempdir().full_path}")
     testutil.assert_user_error(self, proc, "holds no run (no config.json)")
@@ -329,17 +356,21 @@ class CrossLaneTest(absltest.TestCase):
     if not os.path.exists(_FULL_LANE_PYTHON):
       self.skipTest("no .venv here: `bash launch/setup.sh` makes one")
     scratch = self.create_tempdir().full_path
-    export_dir, expected, images = (os.path.join(scratch, n)
-                                    for n in ("export", "expected.npy", "images.npy"))
-    proc = subprocess.run([_FULL_LANE_PYTHON, "-c", _EXPORT_ON_THIS_LANE, export_dir,
-                           expected, images], cwd=testutil.REPO_ROOT, capture_output=True,
-                          text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
+    export_dir, expected, images = (
+        os.path.join(scratch, n) for n in ("export", "expected.npy", "images.npy"))
+    proc = subprocess.run(
+        [_FULL_LANE_PYTHON, "-c", _EXPORT_ON_THIS_LANE, export_dir, expected, images],
+        cwd=testutil.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=testutil.REPO_ROOT))
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertTrue(proc.stdout.strip().startswith("2.15"))
     outputs, _ = testutil.run_serving_client(sys.executable, export_dir,
-                             {"serving_default": np.load(images)})
-    np.testing.assert_allclose(outputs["serving_default/probabilities"], np.load(expected),
+                                             {"serving_default": np.load(images)})
+    np.testing.assert_allclose(outputs["serving_default/probabilities"],
+                               np.load(expected),
                                atol=1e-5)
 
 

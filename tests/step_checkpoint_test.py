@@ -26,12 +26,18 @@ _CHECKPOINTED = re.compile(r"Checkpointed step (\d+)")
 
 
 def _flags(image_dir, trainer):
-  return (*testutil.image_folder_flags(image_dir), "--config.dataset.cache=none",
-          "--config.dataset.crop.policy=imagenet",  # random crops (auto: square at 16 px)
-          "--config.model.name=mlp", "--config.train.batch_size=8", f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}",
-          "--config.train.epochs=2", f"--config.train.checkpoint_every_steps={_EVERY}",
-          "--config.train.deterministic=True", "--config.precision=float32",
-          f"--config.trainer={trainer}")
+  return (
+      *testutil.image_folder_flags(image_dir),
+      "--config.dataset.cache=none",
+      "--config.dataset.crop.policy=imagenet",  # random crops (auto: square at 16 px)
+      "--config.model.name=mlp",
+      "--config.train.batch_size=8",
+      f"--config.train.steps_per_epoch={_STEPS_PER_EPOCH}",
+      "--config.train.epochs=2",
+      f"--config.train.checkpoint_every_steps={_EVERY}",
+      "--config.train.deterministic=True",
+      "--config.precision=float32",
+      f"--config.trainer={trainer}")
 
 
 class StepCheckpointTest(parameterized.TestCase):
@@ -48,13 +54,19 @@ class StepCheckpointTest(parameterized.TestCase):
     env = dict(os.environ, PYTHONPATH=testutil.REPO_ROOT)
     command = [sys.executable, "-m", "launch.train", *flags]
     unbroken = subprocess.Popen([*command, f"--workdir={self.create_tempdir().full_path}"],
-                                cwd=testutil.REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                cwd=testutil.REPO_ROOT,
+                                env=env,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                text=True)
     workdir = self.create_tempdir().full_path
     log_path = os.path.join(workdir, "..", f"killed-{trainer}.log")
     with open(log_path, "w") as log:
-      broken = subprocess.Popen([*command, f"--workdir={workdir}"], cwd=testutil.REPO_ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+      broken = subprocess.Popen([*command, f"--workdir={workdir}"],
+                                cwd=testutil.REPO_ROOT,
+                                env=env,
+                                stdout=log,
+                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     checkpointed = []
     while not any(_EVERY * 2 <= s < _STEPS_PER_EPOCH for s in checkpointed):
@@ -76,7 +88,8 @@ class StepCheckpointTest(parameterized.TestCase):
     unbroken_output = unbroken.communicate(timeout=300)[0]
     self.assertEqual(unbroken.returncode, 0, unbroken_output[-3000:])
     expected = testutil.weights_fingerprint(unbroken_output)
-    self.assertAlmostEqual(testutil.weights_fingerprint(resumed.stderr), expected,
+    self.assertAlmostEqual(testutil.weights_fingerprint(resumed.stderr),
+                           expected,
                            delta=1e-6 * expected)
     metrics = testutil.read_json(os.path.join(workdir, "metrics.json"), {})
     self.assertEqual([h["epoch"] for h in metrics["history"]], [1, 2])

@@ -31,7 +31,6 @@ from kmodels.tools import runtimes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
 # tfds 4.9.4 (full lane) takes manual archives as they are; newer tfds (current lane,
 # 4.9.10) checks them against its registered checksums, which a test-made archive
 # cannot match. Tests of offline preparation expect whichever behaviour this lane has.
@@ -40,7 +39,6 @@ CHECKSUM_MESSAGE = "not byte-identical to the archives tfds"
 
 # tf.estimator exists on the full lane only (TF <= 2.15).
 HAS_ESTIMATOR = hasattr(tf, "estimator")
-
 
 # Registry models that build at MNIST's 28x28: the tutorials' networks, swept by the
 # registry-wide tests; the ImageNet architectures (32 px and up) have their own tests.
@@ -89,8 +87,7 @@ def write_cifar10_archive(path, train_per_batch=4, test_examples=6, seed=0):
   (label, HxWxC uint8 image) pairs.
   """
   rng = np.random.default_rng(seed)
-  names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-           "ship", "truck"]
+  names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
   members, written = {}, {"train": [], "test": []}
 
   def records(count, split):
@@ -121,8 +118,8 @@ def _add_to_tar(tar, name, payload):
 def _jpeg(rng, width, height):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
-  Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-      buffer, format="JPEG")
+  Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer,
+                                                                                 format="JPEG")
   return buffer.getvalue()
 
 
@@ -159,8 +156,7 @@ def write_flower_photos(path, per_class=8, seed=0):
     _add_to_tar(tar, "flower_photos/LICENSE.txt", b"test images\n")
     for name in FLOWER_CLASSES:
       for i in range(per_class):
-        _add_to_tar(tar, f"flower_photos/{name}/{i}_{name}.jpg",
-                    _jpeg(rng, 30 + 3 * i, 24 + 2 * i))
+        _add_to_tar(tar, f"flower_photos/{name}/{i}_{name}.jpg", _jpeg(rng, 30 + 3 * i, 24 + 2 * i))
 
 
 def run_launcher(module, *args, timeout=600, env=None):
@@ -169,8 +165,12 @@ def run_launcher(module, *args, timeout=600, env=None):
   `env`: extra environment variables for the launcher.
   """
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, **(env or {}))
-  return subprocess.run([sys.executable, "-m", f"launch.{module}", *args], cwd=REPO_ROOT,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run([sys.executable, "-m", f"launch.{module}", *args],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout)
 
 
 # absl's own flags, defined before any launcher is imported (launchers import testutil's
@@ -192,8 +192,8 @@ def call_launcher(module, *args, env=None):
   for name in set(flags.FLAGS) - _FLAGS_BEFORE_LAUNCHERS:
     delattr(flags.FLAGS, name)
   name = f"launch.{module}"
-  launcher = (importlib.reload(sys.modules[name]) if name in sys.modules
-              else importlib.import_module(name))
+  launcher = (importlib.reload(sys.modules[name])
+              if name in sys.modules else importlib.import_module(name))
   stdout, stderr, argv = io.StringIO(), io.StringIO(), [f"launch/{module}.py", *args]
   # ml_collections reads --config.a.b overrides from sys.argv itself.
   with mock.patch.dict(os.environ, env or {}), mock.patch.object(sys, "argv", argv), \
@@ -266,10 +266,17 @@ def run_serving_client(python, export_dir, inputs, records=None):
   scratch = tempfile.mkdtemp(prefix="kmodels-serving-")
   inputs_path, outputs_path = os.path.join(scratch, "in.npz"), os.path.join(scratch, "out.npz")
   np.savez(inputs_path, **inputs)
-  proc = subprocess.run([python, "-c", _SERVING_CLIENT, export_dir, inputs_path, outputs_path,
-                         json.dumps(records or {})],
-                        cwd=scratch, capture_output=True, text=True, timeout=300,
-                        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+  proc = subprocess.run([
+      python, "-c", _SERVING_CLIENT, export_dir, inputs_path, outputs_path,
+      json.dumps(records or {})
+  ],
+                        cwd=scratch,
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
+                        env={
+                            k: v for k, v in os.environ.items() if k != "PYTHONPATH"
+                        })
   if proc.returncode:
     raise AssertionError(proc.stderr[-3000:])
   report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -333,10 +340,15 @@ def start_workers(args, num_workers=2, ports=None):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CONFIG=tf_config)
     logs.append(os.path.join(log_dir, f"worker{index}.log"))
     with open(logs[-1], "w") as log:
-      processes.append(subprocess.Popen(
-          [sys.executable, "-m", "launch.train", *args,
-           "--config.distribution.strategy=multi_worker"],
-          cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+      processes.append(
+          subprocess.Popen([
+              sys.executable, "-m", "launch.train", *args,
+              "--config.distribution.strategy=multi_worker"
+          ],
+                           cwd=REPO_ROOT,
+                           env=env,
+                           stdout=log,
+                           stderr=subprocess.STDOUT))
   return processes, logs, ports
 
 
@@ -380,8 +392,9 @@ FASHION_MNIST_FILES = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fa
 def fashion_mnist_test_paths(test):
   """(images, labels) paths of the real Fashion-MNIST test files (MNIST's idx format), or
   the test skipped naming the command that installs them (CI's test.sh runs it)."""
-  paths = tuple(os.path.join(FASHION_MNIST_FILES, f"t10k-{kind}-idx{dims}-ubyte.gz")
-                for kind, dims in (("images", 3), ("labels", 1)))
+  paths = tuple(
+      os.path.join(FASHION_MNIST_FILES, f"t10k-{kind}-idx{dims}-ubyte.gz")
+      for kind, dims in (("images", 3), ("labels", 1)))
   if not os.path.exists(paths[0]):
     test.skipTest(f"{FASHION_MNIST_FILES} is missing: bash launch/fashion_mnist_files.sh "
                   "installs Debian's dataset-fashion-mnist")
@@ -413,10 +426,12 @@ class GcsServer:
     self.port = free_ports(1)[0]
     self.url = f"http://127.0.0.1:{self.port}"
     self._log = tempfile.NamedTemporaryFile(prefix="fake-gcs-", suffix=".log", delete=False)
-    self._process = subprocess.Popen(
-        [binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-         "-backend", "memory", "-log-level", "error"],
-        stdout=self._log, stderr=subprocess.STDOUT)
+    self._process = subprocess.Popen([
+        binary, "-scheme", "http", "-host", "127.0.0.1", "-port",
+        str(self.port), "-backend", "memory", "-log-level", "error"
+    ],
+                                     stdout=self._log,
+                                     stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while not self._answers():
       if time.monotonic() > deadline or self._process.poll() is not None:
@@ -434,7 +449,9 @@ class GcsServer:
       return False
 
   def _request(self, method, path, body=None):
-    request = urllib.request.Request(self.url + path, method=method, data=body,
+    request = urllib.request.Request(self.url + path,
+                                     method=method,
+                                     data=body,
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
       payload = response.read()
@@ -469,7 +486,8 @@ class GcsServer:
   def upload(self, bucket, name, payload):
     query = urllib.parse.urlencode({"uploadType": "media", "name": name})
     request = urllib.request.Request(f"{self.url}/upload/storage/v1/b/{bucket}/o?{query}",
-                                     data=payload, method="POST")
+                                     data=payload,
+                                     method="POST")
     with urllib.request.urlopen(request, timeout=10):
       pass
 

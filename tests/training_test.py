@@ -61,8 +61,7 @@ class TrainAndEvaluateTest(absltest.TestCase):
     workdir = Workdir(self.create_tempdir().full_path)
     config = testutil.tiny_config(dataset__source="synthetic", train__epochs=4)
     with self.assertRaises(KeyboardInterrupt):
-      training.train_and_evaluate(config, workdir.root,
-                                  extra_callbacks=[testutil.CrashAtEpoch(2)])
+      training.train_and_evaluate(config, workdir.root, extra_callbacks=[testutil.CrashAtEpoch(2)])
     with open(workdir.history) as f:
       self.assertEqual([h["epoch"] for h in json.load(f)], [1, 2])
 
@@ -95,8 +94,9 @@ class TrainAndEvaluateTest(absltest.TestCase):
     config = testutil.tiny_config(dataset__source="synthetic", xla=True)
     info = training.data.DatasetInfo("mnist", (28, 28, 1), 10, list("0123456789"), 16, 8)
     fit = trainers.TABLE["fit"]
-    self.assertTrue(keras.build_and_compile(config, info, tf.distribute.get_strategy(),
-                                            fit.jit_compile).jit_compile)
+    self.assertTrue(
+        keras.build_and_compile(config, info, tf.distribute.get_strategy(),
+                                fit.jit_compile).jit_compile)
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
     self.assertTrue(np.isfinite(metrics["history"][0]["loss"]))
 

@@ -20,14 +20,20 @@ CONFIG_DIR = os.path.join(testutil.REPO_ROOT, "configs")
 CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR)
                       if f.endswith(".py") and f not in ("__init__.py", "tutorials.py"))
 
-
 # A value that turns each setting on, for every key some trainer row cannot apply.
-_ON = {"train.label_smoothing": 0.1, "train.sync_batchnorm": True,
-       "train.accumulate_steps": 2, "train.checkpoint_every_steps": 5,
-       "train.profile_steps": (1, 2), "train.optimizer.scale_by_batch": True,
-       "train.optimizer.weight_decay": 0.1, "train.optimizer.clip_global_norm": 1.0,
-       "train.optimizer.ema_momentum": 0.99, "dataset.augment.mixup_alpha": 0.2,
-       "dataset.augment.cutmix_alpha": 1.0}
+_ON = {
+    "train.label_smoothing": 0.1,
+    "train.sync_batchnorm": True,
+    "train.accumulate_steps": 2,
+    "train.checkpoint_every_steps": 5,
+    "train.profile_steps": (1, 2),
+    "train.optimizer.scale_by_batch": True,
+    "train.optimizer.weight_decay": 0.1,
+    "train.optimizer.clip_global_norm": 1.0,
+    "train.optimizer.ema_momentum": 0.99,
+    "dataset.augment.mixup_alpha": 0.2,
+    "dataset.augment.cutmix_alpha": 1.0
+}
 
 
 class TrainerTableTest(parameterized.TestCase):
@@ -62,8 +68,8 @@ class ValidationTest(parameterized.TestCase):
     with open(path) as f:
       self.assertRegex(f.read(), r"python -m launch\.(train|compare) --config=configs/" + filename)
 
-  @parameterized.parameters(f for f in CONFIG_FILES if f.startswith("mnist_") or
-                            f.startswith("cifar_cnn"))
+  @parameterized.parameters(
+      f for f in CONFIG_FILES if f.startswith("mnist_") or f.startswith("cifar_cnn"))
   def test_seed_configs_have_a_valid_fashion_mnist_twin(self, filename):
     module = testutil.shipped_config_module(filename)
     config = module.get_config("fashion_mnist")
@@ -135,7 +141,8 @@ class ValidationTest(parameterized.TestCase):
       self.assertIn(trainers.markdown_table(), f.read())
     for trainer in trainers.TABLE.values():
       with self.subTest(trainer=trainer.name):
-        config = testutil.tiny_config(dataset__source="synthetic", model__name="mlp",
+        config = testutil.tiny_config(dataset__source="synthetic",
+                                      model__name="mlp",
                                       trainer=trainer.name)
         workdir = os.path.join(self.create_tempdir().full_path, "run")
         if trainer.estimator and not testutil.HAS_ESTIMATOR:  # the current lane refuses it
@@ -174,17 +181,28 @@ class ValidationTest(parameterized.TestCase):
     self.assertNotIn("kmodels.trainers", rooms["kmodels.serving"])
 
   def test_importing_kmodels_changes_nothing_and_configure_must_come_first(self):
-    env = {k: v for k, v in os.environ.items()
-           if k not in runtime.ENVIRONMENT and k != "PYTHONPATH"}
-    quiet = subprocess.run(
-        [sys.executable, "-c", "import os, sys, kmodels, kmodels.errors; "
-         "print('tensorflow' in sys.modules, 'TF_USE_LEGACY_KERAS' in os.environ)"],
-        cwd=testutil.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        k: v for k, v in os.environ.items() if k not in runtime.ENVIRONMENT and k != "PYTHONPATH"
+    }
+    quiet = subprocess.run([
+        sys.executable, "-c", "import os, sys, kmodels, kmodels.errors; "
+        "print('tensorflow' in sys.modules, 'TF_USE_LEGACY_KERAS' in os.environ)"
+    ],
+                           cwd=testutil.REPO_ROOT,
+                           env=env,
+                           capture_output=True,
+                           text=True,
+                           timeout=300)
     self.assertEqual(quiet.stdout.split(), ["False", "False"], quiet.stderr[-2000:])
-    late = subprocess.run(
-        [sys.executable, "-c", "import tensorflow; from kmodels import runtime; "
-         "runtime.configure()"],
-        cwd=testutil.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    late = subprocess.run([
+        sys.executable, "-c", "import tensorflow; from kmodels import runtime; "
+        "runtime.configure()"
+    ],
+                          cwd=testutil.REPO_ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     self.assertIn("must run before TensorFlow is imported", late.stderr)
 
   def test_time_decay_follows_overridden_epochs(self):
@@ -192,7 +210,6 @@ class ValidationTest(parameterized.TestCase):
     self.assertAlmostEqual(config.train.optimizer.time_decay, 1e-2 / 60)
     config.train.epochs = 10
     self.assertAlmostEqual(config.train.optimizer.time_decay, 1e-2 / 10)
-
 
 
 def _kmodels_imports():
@@ -246,6 +263,7 @@ def _circles(graph):
   for node in sorted(graph):
     visit(node)
   return circles
+
 
 if __name__ == "__main__":
   absltest.main()

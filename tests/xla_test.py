@@ -66,8 +66,11 @@ class XlaTest(parameterized.TestCase):
       model = models.build_model(name, SHAPE, CLASSES)
     outputs = model(_batch()[0], training=False)
     self.assertEqual(outputs.dtype, tf.float32)
-    compute_dtypes = {layer.compute_dtype for layer in model.submodules
-                      if isinstance(layer, tf.keras.layers.Layer)}
+    compute_dtypes = {
+        layer.compute_dtype
+        for layer in model.submodules
+        if isinstance(layer, tf.keras.layers.Layer)
+    }
     self.assertIn("bfloat16", compute_dtypes)  # the body does run in bfloat16
 
 

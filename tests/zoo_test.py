@@ -36,7 +36,8 @@ class StylesTest(parameterized.TestCase):
       self.assertFalse(np.allclose(twin(images), reference(images)))  # fresh weights differ
       models.copy_weights(reference, twin)
       np.testing.assert_allclose(twin(images, training=False),
-                                 reference(images, training=False), atol=1e-5)
+                                 reference(images, training=False),
+                                 atol=1e-5)
 
   def test_copy_weights_refuses_different_architectures(self):
     mlp = models.build_model("mlp", MNIST, 10)

@@ -22,17 +22,17 @@ import numpy as np
 import tensorflow as tf
 
 from kmodels import cpus
-from kmodels.data import (augmentation, data_service, images, mixing, preparation,
-                          randaugment, sources)
+from kmodels.data import (augmentation, data_service, images, mixing, preparation, randaugment,
+                          sources)
 from kmodels.data.sources import ENCODED, FILE, PIXELS  # noqa: F401  (what an element holds)
 from kmodels.errors import UserError, first_line
 
 DatasetInfo = sources.DatasetInfo
 
 
-class Datasets(collections.namedtuple("Datasets", ["make_train", "eval", "info",
-                                                   "make_decoded_train",
-                                                   "first_eval_images"])):
+class Datasets(
+    collections.namedtuple(
+        "Datasets", ["make_train", "eval", "info", "make_decoded_train", "first_eval_images"])):
   """The pipelines of one run.
 
   make_train(input_context, start_step=0) builds the training pipeline of one input
@@ -69,7 +69,6 @@ def explain_read_error(error, dataset_config, info):
 
 
 # --------------------------------------------------------------------------- pipelines
-
 
 _PIXEL_MAX = 255.0  # uint8 pixels / _PIXEL_MAX -> floats in [0, 1]
 
@@ -134,8 +133,8 @@ def _train_transform(dataset_config, info):
   if not dataset_config.image_size:  # a fixed-size dataset at its own size: channels only
     return lambda image, seed: images.to_channels(image, channels)
   policy = images.crop_policy(dataset_config)
-  return lambda image, seed: images.train_image(image, size, dataset_config.crop, channels,
-                                                seed, policy)
+  return lambda image, seed: images.train_image(image, size, dataset_config.crop, channels, seed,
+                                                policy)
 
 
 def eval_transform(dataset_config, info):
@@ -148,21 +147,20 @@ def eval_transform(dataset_config, info):
 
 def _cache_train(ds, source, dataset_config, num_pipelines):
   """ds cached in memory when dataset.cache says so (auto: if it fits, see cache_decision)."""
-  share = (source.train_decoded_bytes // num_pipelines
-           if source.train_decoded_bytes is not None else None)
+  share = (source.train_decoded_bytes //
+           num_pipelines if source.train_decoded_bytes is not None else None)
   if not cache_decision(dataset_config, share, "train"):
     return ds, source.kind
   if source.kind == PIXELS:
     return ds.cache(), PIXELS
   decode = _decoded(source.kind, source.info.image_shape[-1])
   # Decoded at full size, before the random crop: every epoch crops anew.
-  return _skip_undecodable(ds.map(lambda image, label: (decode(image), label),
-                                  num_parallel_calls=_parallel_calls()),
-                           source.kind).cache(), PIXELS
+  return _skip_undecodable(
+      ds.map(lambda image, label: (decode(image), label), num_parallel_calls=_parallel_calls()),
+      source.kind).cache(), PIXELS
 
 
-def _train_pipeline(source, dataset_config, global_batch_size, seed, input_context,
-                    start_step=0):
+def _train_pipeline(source, dataset_config, global_batch_size, seed, input_context, start_step=0):
   pipeline_id, num_pipelines = 0, 1
   batch_size = global_batch_size
   batches_per_step = 1
@@ -181,15 +179,14 @@ def _train_pipeline(source, dataset_config, global_batch_size, seed, input_conte
   # on a rerun, different ones on each worker.
   base_seed = tf.constant(seed, tf.int64) * 1_000_003 + pipeline_id
   if _per_example(source._replace(kind=kind)):
-    ds = _cropped_batches(ds, kind, _train_transform(dataset_config, info), batch_size,
-                          base_seed, start_step * batches_per_step)
+    ds = _cropped_batches(ds, kind, _train_transform(dataset_config, info), batch_size, base_seed,
+                          start_step * batches_per_step)
   else:
     # Skipping uint8 batches before the augmentation costs a pass through the shuffle only.
     ds = ds.batch(batch_size, drop_remainder=True).enumerate()
     ds = ds.skip(start_step * batches_per_step)
     ds = ds.map(lambda step, batch: (step, *batch))
-  augment = functools.partial(augmented_batch, dataset_config.augment, info.num_classes,
-                              base_seed)
+  augment = functools.partial(augmented_batch, dataset_config.augment, info.num_classes, base_seed)
   ds = ds.map(augment, num_parallel_calls=_BATCH_PARALLEL_CALLS)
   ds = _maybe_through_service(ds, dataset_config)
   # The pipeline shards itself above; tf.distribute must not shard it a second time.
@@ -206,9 +203,9 @@ def augmented_batch(aug, num_classes, base_seed, step, images_batch, labels):
   seed = tf.stack([base_seed, step])
   labels = _checked(labels, num_classes)
   if aug.randaugment_ops:
-    images_batch = randaugment.augment_batch(
-        images_batch, aug.randaugment_ops, aug.randaugment_magnitude,
-        tf.random.experimental.stateless_fold_in(seed, 1))
+    images_batch = randaugment.augment_batch(images_batch, aug.randaugment_ops,
+                                             aug.randaugment_magnitude,
+                                             tf.random.experimental.stateless_fold_in(seed, 1))
   if aug.enabled:  # scaled inside the warp: one pass over the pixels
     images_batch = augmentation.augment_batch(images_batch, aug, seed, scale=1 / _PIXEL_MAX)
   else:
@@ -234,8 +231,8 @@ def _cropped_batches(ds, kind, transform, batch_size, base_seed, start_batch):
   ds = ds.enumerate().skip(start_batch * batch_size)
   ds = _skip_undecodable(ds.map(train_example, num_parallel_calls=_parallel_calls()), kind)
   ds = ds.batch(batch_size, drop_remainder=True)
-  return ds.map(lambda positions, image_batch, labels: (positions[0] // batch_size,
-                                                       image_batch, labels))
+  return ds.map(lambda positions, image_batch, labels:
+                (positions[0] // batch_size, image_batch, labels))
 
 
 def _service_shard(ds, start_step):
@@ -246,8 +243,9 @@ def _service_shard(ds, start_step):
   position to skip to on a resume: the stream starts afresh (kmodels/data/data_service.py).
   """
   if start_step:
-    logging.info("Resuming at step %d through the tf.data service: the input stream starts "
-                 "afresh (batches are not replayed exactly through the service).", start_step)
+    logging.info(
+        "Resuming at step %d through the tf.data service: the input stream starts "
+        "afresh (batches are not replayed exactly through the service).", start_step)
   hint = tf.data.experimental.SHARD_HINT
   return ds.shard(hint, hint), 0
 
@@ -271,8 +269,7 @@ def _maybe_through_service(ds, dataset_config):
   """Preprocessing on tf.data service workers (dataset.service), else here."""
   if not dataset_config.service:
     return ds
-  logging.info("Input pipeline runs on the tf.data service workers of %s.",
-               dataset_config.service)
+  logging.info("Input pipeline runs on the tf.data service workers of %s.", dataset_config.service)
   return data_service.distribute(ds, dataset_config.service)
 
 
@@ -317,8 +314,9 @@ def _eval_pipeline(source, dataset_config, batch_size, cache=True):
   if _per_example(source):
     load, transform = _load_image(source.kind), eval_transform(dataset_config, info)
     # Deterministic, so what is cached is the final N x N uint8 image.
-    ds = _skip_undecodable(ds.map(lambda image, label: (transform(load(image)), label),
-                                  num_parallel_calls=_parallel_calls()), source.kind)
+    ds = _skip_undecodable(
+        ds.map(lambda image, label: (transform(load(image)), label),
+               num_parallel_calls=_parallel_calls()), source.kind)
   eval_bytes = (info.eval_examples or 0) * int(np.prod(info.image_shape))
   if cache and cache_decision(dataset_config, eval_bytes, "eval"):
     ds = ds.cache()
@@ -345,11 +343,11 @@ def cache_decision(dataset_config, decoded_bytes, what):
   budget = dataset_config.cache_ram_fraction * cpus.usable_memory_bytes()
   fits = 2 * decoded_bytes <= budget
   if decoded_bytes > 64 << 20:  # worth a line only when it matters
-    logging.info("dataset.cache=auto: the %s split decodes to %.1f GB; %s in memory "
-                 "(budget %.1f GB = dataset.cache_ram_fraction %.2f of usable RAM).",
-                 what, decoded_bytes / 1e9,
-                 "cached" if fits else "read anew every epoch, not cached",
-                 budget / 1e9, dataset_config.cache_ram_fraction)
+    logging.info(
+        "dataset.cache=auto: the %s split decodes to %.1f GB; %s in memory "
+        "(budget %.1f GB = dataset.cache_ram_fraction %.2f of usable RAM).", what,
+        decoded_bytes / 1e9, "cached" if fits else "read anew every epoch, not cached",
+        budget / 1e9, dataset_config.cache_ram_fraction)
   return fits
 
 
@@ -382,7 +380,9 @@ def load_split(config: ml_collections.ConfigDict, split: str, key: str) -> Datas
   return datasets
 
 
-def load(dataset_config: ml_collections.ConfigDict, batch_size: int, seed: int,
+def load(dataset_config: ml_collections.ConfigDict,
+         batch_size: int,
+         seed: int,
          source: typing.Optional[sources.Source] = None) -> Datasets:
   """Builds the training and evaluation pipelines described by `config.dataset`.
 

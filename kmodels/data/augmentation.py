@@ -78,7 +78,8 @@ def _warp_bilinear(images, transforms, scale=1.0):
   """
   batch, height, width, channels = images.shape
   out_y, out_x = tf.meshgrid(tf.range(height, dtype=tf.float32),
-                             tf.range(width, dtype=tf.float32), indexing="ij")
+                             tf.range(width, dtype=tf.float32),
+                             indexing="ij")
   out_x, out_y = tf.reshape(out_x, [1, -1]), tf.reshape(out_y, [1, -1])
   a = [transforms[:, i:i + 1] for i in range(6)]  # rows [a0 a1 a2; a3 a4 a5]
   # Fill mode "nearest": a source point outside the image reads its nearest edge pixel.

@@ -54,22 +54,26 @@ def distribute(ds, service):
   """`ds` read from the tf.data service at `service`, each example once per epoch."""
   protocol, address = parse_address(service)
   _check_dispatcher(service, address)
-  return ds.apply(tf.data.experimental.service.distribute(
-      processing_mode=tf.data.experimental.service.ShardingPolicy.HINT,
-      service=f"{protocol}://{address}"))
+  return ds.apply(
+      tf.data.experimental.service.distribute(
+          processing_mode=tf.data.experimental.service.ShardingPolicy.HINT,
+          service=f"{protocol}://{address}"))
 
 
 def dispatcher(port, work_dir=None, worker_addresses=None):
   """A started dispatcher. Static sharding needs the workers' addresses up front."""
-  config = tf.data.experimental.service.DispatcherConfig(
-      port=port, protocol=PROTOCOL, work_dir=work_dir, fault_tolerant_mode=bool(work_dir),
-      worker_addresses=worker_addresses)
+  config = tf.data.experimental.service.DispatcherConfig(port=port,
+                                                         protocol=PROTOCOL,
+                                                         work_dir=work_dir,
+                                                         fault_tolerant_mode=bool(work_dir),
+                                                         worker_addresses=worker_addresses)
   return tf.data.experimental.service.DispatchServer(config)
 
 
 def worker(port, dispatcher_address, worker_address=None):
   """A started worker registered with the dispatcher at `dispatcher_address` (host:port)."""
-  config = tf.data.experimental.service.WorkerConfig(
-      dispatcher_address=dispatcher_address, port=port, protocol=PROTOCOL,
-      worker_address=worker_address)
+  config = tf.data.experimental.service.WorkerConfig(dispatcher_address=dispatcher_address,
+                                                     port=port,
+                                                     protocol=PROTOCOL,
+                                                     worker_address=worker_address)
   return tf.data.experimental.service.WorkerServer(config)

@@ -68,8 +68,10 @@ def open_folder(image_dir, train_split):
   split_dir = storage.join(root, train_split)
   if not storage.isdir(split_dir):
     raise UserError(_missing_split(root, train_split, "dataset.train_split"))
-  classes = sorted(n.rstrip("/") for n in storage.listdir(split_dir)
-                   if storage.isdir(storage.join(split_dir, n.rstrip("/"))))
+  classes = sorted(
+      n.rstrip("/")
+      for n in storage.listdir(split_dir)
+      if storage.isdir(storage.join(split_dir, n.rstrip("/"))))
   if not classes:
     raise UserError(f"{split_dir} holds no class folders. Put each class's images in a "
                     f"folder of its own: {split_dir}/<class>/*.jpg.")
@@ -109,8 +111,8 @@ def _list_files(split_dir, classes):
   """[(path, class index)] of image files, sorted; a UserError for an empty class."""
   files = []
   present = set(n.rstrip("/") for n in storage.listdir(split_dir))
-  unknown = sorted(n for n in present
-                   if storage.isdir(storage.join(split_dir, n)) and n not in classes)
+  unknown = sorted(
+      n for n in present if storage.isdir(storage.join(split_dir, n)) and n not in classes)
   if unknown:
     raise UserError(f"{split_dir} has class folders the training split lacks: "
                     f"{', '.join(unknown[:10])}. Every split must use the training split's "
@@ -194,8 +196,10 @@ def read_split(folder, split, dataset_config, channels):
 
 # --------------------------------------------------------------------------- records
 
-_FEATURES = {"image": tf.io.FixedLenFeature([], tf.string),
-             "label": tf.io.FixedLenFeature([], tf.int64)}
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64)
+}
 
 
 def parse_record(record):
@@ -205,9 +209,11 @@ def parse_record(record):
 
 
 def _example(encoded, label):
-  return tf.train.Example(features=tf.train.Features(feature={
-      "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
-      "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))})).SerializeToString()
+  return tf.train.Example(features=tf.train.Features(
+      feature={
+          "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+          "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+      })).SerializeToString()
 
 
 def _read_bytes(path):
@@ -215,7 +221,10 @@ def _read_bytes(path):
     return f.read()
 
 
-def write_records(image_dir, data_dir, dataset_config, splits=None,
+def write_records(image_dir,
+                  data_dir,
+                  dataset_config,
+                  splits=None,
                   images_per_shard=IMAGES_PER_SHARD):
   """Writes the good files of each split of `image_dir` as TFRecord shards in `data_dir`.
 
@@ -227,10 +236,11 @@ def write_records(image_dir, data_dir, dataset_config, splits=None,
   if folder.is_records:
     raise UserError(f"{image_dir} already holds records; pass the image folder itself.")
   storage.makedirs(data_dir)
-  splits = splits or sorted(n.rstrip("/") for n in storage.listdir(folder.root)
-                            if storage.isdir(storage.join(folder.root, n.rstrip("/"))))
-  index = {"format": RECORDS_FORMAT, "source": folder.root, "classes": folder.classes,
-           "splits": {}}
+  splits = splits or sorted(
+      n.rstrip("/")
+      for n in storage.listdir(folder.root)
+      if storage.isdir(storage.join(folder.root, n.rstrip("/"))))
+  index = {"format": RECORDS_FORMAT, "source": folder.root, "classes": folder.classes, "splits": {}}
   channels = dataset_config.channels or 3
   for split in splits:
     scanned = scan_split(folder, split, dataset_config, channels)
@@ -245,9 +255,12 @@ def write_records(image_dir, data_dir, dataset_config, splits=None,
           for i, payload in zip(chosen, payloads):
             writer.write(_example(payload, scanned.labels[i]))
         logging.info("Wrote %s (%d images).", name, len(chosen))
-    index["splits"][split] = {"files": names, "examples": scanned.examples,
-                              "bad_files": len(scanned.bad),
-                              "decoded_bytes": scanned.decoded_bytes}
+    index["splits"][split] = {
+        "files": names,
+        "examples": scanned.examples,
+        "bad_files": len(scanned.bad),
+        "decoded_bytes": scanned.decoded_bytes
+    }
   storage.write_atomic(storage.join(data_dir, RECORDS_INDEX), json.dumps(index, indent=2))
   return index
 
@@ -256,7 +269,6 @@ def write_records(image_dir, data_dir, dataset_config, splits=None,
 
 _FORMATS = (("JPEG", ".jpg"), ("PNG", ".png"))
 _MODES = ("L", "RGB", "RGBA")
-
 
 # Camera-like grain added to upscaled images (`photo_size`): without it a 28 px image blown
 # up to 500x375 compresses to ~20 kB, far below a photo's ~110 kB, and decodes faster
@@ -267,8 +279,7 @@ _PHOTO_GRAIN_STDDEV = 16.0
 def _as_photo(image, photo_size, rng):
   """`image` resized to photo_size (width, height) in RGB with grain: ImageNet-like JPEGs."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  pixels = np.asarray(image.convert("RGB").resize(photo_size, Image.Resampling.BICUBIC),
-                      np.float32)
+  pixels = np.asarray(image.convert("RGB").resize(photo_size, Image.Resampling.BICUBIC), np.float32)
   pixels += rng.normal(0.0, _PHOTO_GRAIN_STDDEV, pixels.shape)
   return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 

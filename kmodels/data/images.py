@@ -47,8 +47,7 @@ def decode(encoded, channels):
 def to_channels(image, channels):
   """uint8 [H, W, c] with c in 1..4 -> [H, W, channels] (channels 1 or 3)."""
   have = tf.shape(image)[-1]
-  rgb = tf.cond(have >= 3, lambda: image[..., :3],
-                lambda: tf.tile(image[..., :1], [1, 1, 3]))
+  rgb = tf.cond(have >= 3, lambda: image[..., :3], lambda: tf.tile(image[..., :1], [1, 1, 3]))
   if channels == 3:
     return rgb
   grey = tf.image.rgb_to_grayscale(rgb)
@@ -115,9 +114,14 @@ def random_window(seed, area_range, aspect_ratio_range):
 
   def window(height, width):
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.stack([height, width, 1]), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-        seed=seed, min_object_covered=0.0, aspect_ratio_range=list(aspect_ratio_range),
-        area_range=list(area_range), max_attempts=10, use_image_if_no_bounding_boxes=True)
+        tf.stack([height, width, 1]),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=list(aspect_ratio_range),
+        area_range=list(area_range),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
     return [begin[0], begin[1], size[0], size[1]]
 
   return window
@@ -219,8 +223,8 @@ def check_header(read, size_bytes, max_pixels) -> Tuple[Optional[str], int]:
   if width * height > max_pixels:
     return (f"declares {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,} (dataset.max_image_pixels; a decompression bomb looks like this)"), 0
-  tail = head[-TAIL_BYTES:] if size_bytes <= HEAD_BYTES else read(size_bytes - TAIL_BYTES,
-                                                                  TAIL_BYTES)
+  tail = head[-TAIL_BYTES:] if size_bytes <= HEAD_BYTES else read(size_bytes -
+                                                                  TAIL_BYTES, TAIL_BYTES)
   if not _ends_whole(kind, tail, size_bytes, head):
     return f"truncated {kind} (its end marker is missing: the file was cut short)", 0
   return None, width * height

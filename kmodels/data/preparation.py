@@ -125,13 +125,13 @@ def preparing(builder, every_seconds=progress.EVERY_SECONDS):
 
   def heartbeat():
     while not done.wait(every_seconds):
-      written = sum(os.path.getsize(os.path.join(d, f))
-                    for d, _, files in os.walk(root) for f in files)
+      written = sum(
+          os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
       logging.info("Preparing %s: %.0f MB written so far, %s.", builder.name, written / 1e6,
                    progress.duration(time.monotonic() - start))
 
-  logging.info("Preparing %s %s into %s (tfds writes its record files once).",
-               builder.name, builder.version, builder.data_dir)
+  logging.info("Preparing %s %s into %s (tfds writes its record files once).", builder.name,
+               builder.version, builder.data_dir)
   thread = threading.Thread(target=heartbeat, daemon=True)
   if not storage.has_scheme(root):  # a bucket's size is not worth listing every minute
     thread.start()
@@ -151,8 +151,10 @@ def ensure_prepared(dataset_config):
     return builder
   if not dataset_config.download:
     raise UserError(_offline_help(builder) + "\n(dataset.download is False.)")
-  unreachable = [h for h in _download_hosts(builder)
-                 if not netcheck.reachable(h, 443, _REACHABILITY_TIMEOUT_SECONDS)]
+  unreachable = [
+      h for h in _download_hosts(builder)
+      if not netcheck.reachable(h, 443, _REACHABILITY_TIMEOUT_SECONDS)
+  ]
   if unreachable:
     raise UserError(_offline_help(builder) + f"\n(No connection to {', '.join(unreachable)}.)")
   try:
@@ -183,8 +185,8 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
         f"hold: {', '.join(expected)} (found: {_listing(archive_dir)}).")
   try:
     with preparing(builder):
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=archive_dir))
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=archive_dir))
   except AssertionError as e:  # tfds' own check of a manual dir: empty, or files missing
     raise UserError(f"{archive_dir} does not hold what {name!r} is prepared from: "
                     f"{_archives_wanted(builder)} (found: {_listing(archive_dir)}).") from e
@@ -196,8 +198,7 @@ def prepare_offline(name: str, archive_dir: str, data_dir: Optional[str] = None)
         "dataset-fashion-mnist) do not. Either use the original files, or prepare once with "
         "the full lane (tfds 4.9.4 does not verify; `bash launch/setup.sh`) and point "
         "--config.dataset.data_dir at that data_dir: prepared data reads fine here.") from e
-  except (ValueError, EOFError, OSError, zlib.error, tarfile.TarError,
-          tf.errors.OpError) as e:
+  except (ValueError, EOFError, OSError, zlib.error, tarfile.TarError, tf.errors.OpError) as e:
     # tfds parses the archives while it prepares; damaged ones fail deep inside it
     # (an empty image file: "cannot reshape array of size 0 ...").
     raise UserError(
@@ -221,8 +222,8 @@ def is_damaged_dataset_error(error):
   A corrupted record raises DataLossError; a truncated shard ends early, which tfds'
   cardinality check reports as FailedPreconditionError "expected to contain N elements".
   """
-  return (isinstance(error, tf.errors.DataLossError)
-          or "Input dataset was expected to contain" in str(error))
+  return (isinstance(error, tf.errors.DataLossError) or
+          "Input dataset was expected to contain" in str(error))
 
 
 def damaged_dataset_error(dataset_config, error):

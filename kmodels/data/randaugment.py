@@ -28,8 +28,8 @@ MAX_POSTERIZE_BITS_REMOVED = 4  # keeps 4 of 8 bits
 # Solarize inverts pixels from 256 x (1 - m) up: all of them at magnitude 10.
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
-COLOUR = ("identity", "autocontrast", "equalize", "solarize", "posterize", "color",
-          "contrast", "brightness", "sharpness")
+COLOUR = ("identity", "autocontrast", "equalize", "solarize", "posterize", "color", "contrast",
+          "brightness", "sharpness")
 OPS = GEOMETRIC + COLOUR
 
 
@@ -81,8 +81,9 @@ def autocontrast(images):
 def equalize(images):
   """PIL's ImageOps.equalize per image and channel: the histogram made about flat."""
   batch, height, width, channels = images.shape
-  levels = tf.cast(tf.reshape(tf.transpose(tf.cast(images, tf.int32), [0, 3, 1, 2]),
-                              [batch * channels, height * width]), tf.int32)
+  levels = tf.cast(
+      tf.reshape(tf.transpose(tf.cast(images, tf.int32), [0, 3, 1, 2]),
+                 [batch * channels, height * width]), tf.int32)
   histogram = tf.math.bincount(levels, minlength=256, maxlength=256, axis=-1)
   top_count = tf.gather(histogram, tf.reduce_max(levels, axis=1), batch_dims=1)
   step = (height * width - top_count) // 255
@@ -101,7 +102,7 @@ def solarize(images, magnitude):
 
 def posterize(images, magnitude):
   removed = int(round(magnitude * MAX_POSTERIZE_BITS_REMOVED))
-  quantum = float(2 ** removed)
+  quantum = float(2**removed)
   return tf.floor(images / quantum) * quantum
 
 
@@ -154,8 +155,7 @@ def _layer(images, magnitude, seed):
   seeds = tf.random.experimental.stateless_split(seed, num=2)
   op = tf.random.stateless_uniform([batch], seeds[0], 0, len(OPS), dtype=tf.int32)
   sign = tf.where(tf.random.stateless_uniform([batch], seeds[1]) < 0.5, -1.0, 1.0)
-  warped = augmentation.warp_bilinear(images, affine_rows(op, sign * magnitude, height,
-                                                           width))
+  warped = augmentation.warp_bilinear(images, affine_rows(op, sign * magnitude, height, width))
   out = tf.where(tf.less(op, len(GEOMETRIC))[:, None, None, None], warped, images)
   for name in COLOUR[1:]:
     chosen = tf.equal(op, OPS.index(name))[:, None, None, None]

@@ -31,13 +31,20 @@ DEFAULT_EVAL_SPLIT = "test"  # configs/base.py's; a dataset without it gets a he
 _SIZE_SAMPLE = 32  # encoded images decoded to estimate a split's decoded size
 
 DatasetInfo = collections.namedtuple(
-    "DatasetInfo", ["name", "image_shape", "num_classes", "label_names",
-                    "train_examples", "eval_examples",
-                    # None: the whole image is resized (or, without dataset.image_size,
-                    # batched at its own fixed size); else evaluation (and serving)
-                    # centre-crops this fraction, then resizes.
-                    "eval_crop_fraction",
-                    "bad_files"],  # {"train": n, "eval": n} unreadable files skipped
+    "DatasetInfo",
+    [
+        "name",
+        "image_shape",
+        "num_classes",
+        "label_names",
+        "train_examples",
+        "eval_examples",
+        # None: the whole image is resized (or, without dataset.image_size,
+        # batched at its own fixed size); else evaluation (and serving)
+        # centre-crops this fraction, then resizes.
+        "eval_crop_fraction",
+        "bad_files"
+    ],  # {"train": n, "eval": n} unreadable files skipped
     defaults=(None, None))
 
 
@@ -128,26 +135,29 @@ def _tfds_source(dataset_config, seed):
 
   def read_train(input_context=None):
     read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context)
-    return _images_and_labels(builder, train_split, shuffle_files=True,
-                              read_config=read_config, decoders=decoders)
+    return _images_and_labels(builder,
+                              train_split,
+                              shuffle_files=True,
+                              read_config=read_config,
+                              decoders=decoders)
 
   whole_train = read_train()  # made now: tfds.testing.mock_data only serves inside its block
 
   def train(input_context):
-    if _by_file(_num_files(builder, train_split), input_context,
-                f"{builder.name} {train_split}"):
+    if _by_file(_num_files(builder, train_split), input_context, f"{builder.name} {train_split}"):
       return read_train(input_context)  # tfds gives each input pipeline its own files
     return _sharded(whole_train, input_context)
 
   evaluation = _images_and_labels(builder, eval_split, decoders=decoders)
   train_examples = _num_examples(whole_train, builder, train_split)
   features = builder.info.features
-  info = DatasetInfo(
-      name=builder.name, image_shape=_image_shape(dataset_config, native),
-      num_classes=features["label"].num_classes, label_names=list(features["label"].names),
-      train_examples=train_examples,
-      eval_examples=_num_examples(evaluation, builder, eval_split),
-      eval_crop_fraction=_eval_crop(dataset_config))
+  info = DatasetInfo(name=builder.name,
+                     image_shape=_image_shape(dataset_config, native),
+                     num_classes=features["label"].num_classes,
+                     label_names=list(features["label"].names),
+                     train_examples=train_examples,
+                     eval_examples=_num_examples(evaluation, builder, eval_split),
+                     eval_crop_fraction=_eval_crop(dataset_config))
   if kind == PIXELS:
     decoded = train_examples * int(np.prod(native)) if train_examples else None
   else:
@@ -159,8 +169,8 @@ def _tfds_source(dataset_config, seed):
 def _images_and_labels(builder, split, **as_dataset_kwargs):
   # Not as_supervised: datasets built from files (a features.json, no builder class)
   # often declare no supervised keys; every kmodels dataset has 'image' and 'label'.
-  return builder.as_dataset(split=split, **as_dataset_kwargs).map(
-      lambda example: (example["image"], example["label"]))
+  return builder.as_dataset(
+      split=split, **as_dataset_kwargs).map(lambda example: (example["image"], example["label"]))
 
 
 def _num_examples(ds, builder, split):
@@ -186,8 +196,10 @@ def _estimated_decoded_bytes(ds, examples, channels):
   """Decoded uint8 bytes of the whole split, from the sizes of its first images."""
   if not examples or not tf.executing_eagerly():
     return None
-  sizes = [int(np.prod(tf.shape(images.decode(image, channels)).numpy()))
-           for image, _ in ds.take(_SIZE_SAMPLE)]
+  sizes = [
+      int(np.prod(tf.shape(images.decode(image, channels)).numpy()))
+      for image, _ in ds.take(_SIZE_SAMPLE)
+  ]
   return int(np.mean(sizes) * examples) if sizes else None
 
 
@@ -221,9 +233,9 @@ def check_split(dataset_config, split, key):
     raise UserError(f"{key}={split!r}: {builder.name!r} has the splits "
                     f"{', '.join(available)}; this selects none of them. {examples}.") from e
   if selected <= 0:  # tfds counts a reversed slice (test[5:2]) as negative
-    raise UserError(f"{key}={split!r} selects no examples of {builder.name!r} (its splits: "
-                    + ", ".join(f"{n} {builder.info.splits[n].num_examples}"
-                                for n in available) + ").")
+    raise UserError(f"{key}={split!r} selects no examples of {builder.name!r} (its splits: " +
+                    ", ".join(f"{n} {builder.info.splits[n].num_examples}" for n in available) +
+                    ").")
 
 
 def with_resolved_splits(dataset_config, builder=None):
@@ -248,9 +260,8 @@ def with_resolved_splits(dataset_config, builder=None):
     train = dataset_config.train_split
     resolved.train_split = f"{train}[:{100 - percent}%]"
     resolved.eval_split = f"{train}[{100 - percent}%:]"
-  logging.info("%s has no %r split (it has %s): training on %r, evaluating on %r.",
-               builder.name, eval_split, ", ".join(available), resolved.train_split,
-               resolved.eval_split)
+  logging.info("%s has no %r split (it has %s): training on %r, evaluating on %r.", builder.name,
+               eval_split, ", ".join(available), resolved.train_split, resolved.eval_split)
   return resolved
 
 
@@ -264,26 +275,27 @@ def _folder_source(dataset_config, seed):
   channels = dataset_config.channels or 3
   train_split = image_folder.read_split(folder, dataset_config.train_split, dataset_config,
                                         channels)
-  eval_split = image_folder.read_split(folder, dataset_config.eval_split, dataset_config,
-                                       channels)
+  eval_split = image_folder.read_split(folder, dataset_config.eval_split, dataset_config, channels)
   if train_split.labels:  # files form; the records were checked when they were written
-    _check_class_coverage(folder.classes, train_split.labels, eval_split.labels,
-                          dataset_config)
-  info = DatasetInfo(
-      name=storage.basename(folder.root), image_shape=_image_shape(dataset_config,
-                                                                   (None, None, channels)),
-      num_classes=len(folder.classes), label_names=list(folder.classes),
-      train_examples=train_split.examples, eval_examples=eval_split.examples,
-      eval_crop_fraction=_eval_crop(dataset_config),
-      bad_files={"train": len(train_split.bad), "eval": len(eval_split.bad)})
+    _check_class_coverage(folder.classes, train_split.labels, eval_split.labels, dataset_config)
+  info = DatasetInfo(name=storage.basename(folder.root),
+                     image_shape=_image_shape(dataset_config, (None, None, channels)),
+                     num_classes=len(folder.classes),
+                     label_names=list(folder.classes),
+                     train_examples=train_split.examples,
+                     eval_examples=eval_split.examples,
+                     eval_crop_fraction=_eval_crop(dataset_config),
+                     bad_files={
+                         "train": len(train_split.bad),
+                         "eval": len(eval_split.bad)
+                     })
   if folder.is_records:
     train, evaluation = _records(train_split, seed), _records(eval_split, None)(None)
     kind = ENCODED
   else:
     train, evaluation = _files(train_split, seed), _files(eval_split, None)(None)
     kind = FILE
-  return Source(info, train, evaluation, kind, None, train_split.decoded_bytes,
-                dataset_config)
+  return Source(info, train, evaluation, kind, None, train_split.decoded_bytes, dataset_config)
 
 
 def _check_class_coverage(classes, train_labels, eval_labels, dataset_config):
@@ -297,10 +309,10 @@ def _check_class_coverage(classes, train_labels, eval_labels, dataset_config):
                     "the log names them): add images or remove its folder.")
   unseen = [classes[c] for c in range(len(classes)) if c not in set(eval_labels)]
   if unseen:
-    logging.warning("Split %r has no images of %d of the %d classes (%s): the run trains "
-                    "them, but their accuracy is not measured (empty rows in the confusion "
-                    "matrix).", dataset_config.eval_split, len(unseen), len(classes),
-                    ", ".join(unseen))
+    logging.warning(
+        "Split %r has no images of %d of the %d classes (%s): the run trains "
+        "them, but their accuracy is not measured (empty rows in the confusion "
+        "matrix).", dataset_config.eval_split, len(unseen), len(classes), ", ".join(unseen))
 
 
 def _files(split, seed):
@@ -328,8 +340,10 @@ def _records(split, seed):
       ds = _sharded(ds, input_context)
     if seed is not None:
       ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
-                       num_parallel_calls=min(len(files), 4), deterministic=True)
+    ds = ds.interleave(tf.data.TFRecordDataset,
+                       cycle_length=min(len(files), 4),
+                       num_parallel_calls=min(len(files), 4),
+                       deterministic=True)
     ds = ds.map(image_folder.parse_record)
     return ds if by_file else _sharded(ds, input_context)
 
@@ -355,22 +369,25 @@ def _synthetic_source(dataset_config, seed):
   ranges = _synthetic_ranges(dataset_config, dataset_config.eval_split, "dataset.eval_split")
   info = DatasetInfo(name, shape, len(names), names, dataset_config.synthetic_train_examples,
                      sum(end - start for _, start, end in ranges), _eval_crop(dataset_config))
-  splits = {"train": _random_split(info, info.train_examples, seed),
-            "test": _random_split(info, dataset_config.synthetic_eval_examples, seed + 1)}
+  splits = {
+      "train": _random_split(info, info.train_examples, seed),
+      "test": _random_split(info, dataset_config.synthetic_eval_examples, seed + 1)
+  }
   evaluation = None
   for name, start, end in ranges:  # the eval split as its spec slices the two
     part = splits[name].skip(start).take(end - start)
     evaluation = part if evaluation is None else evaluation.concatenate(part)
-  return Source(info, lambda input_context: _sharded(splits["train"], input_context),
-                evaluation, PIXELS, shape, info.train_examples * int(np.prod(shape)),
-                dataset_config)
+  return Source(info, lambda input_context: _sharded(splits["train"], input_context), evaluation,
+                PIXELS, shape, info.train_examples * int(np.prod(shape)), dataset_config)
 
 
 def _synthetic_ranges(dataset_config, split, key):
   """[(train|test, start, end)] that `split` (tfds' slicing syntax) selects of the
   synthetic source's two splits, or a UserError: random images exist for these only."""
-  sizes = {"train": dataset_config.synthetic_train_examples,
-           "test": dataset_config.synthetic_eval_examples}
+  sizes = {
+      "train": dataset_config.synthetic_train_examples,
+      "test": dataset_config.synthetic_eval_examples
+  }
   splits = {name: types.SimpleNamespace(num_examples=n) for name, n in sizes.items()}
   try:
     parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(splits)
@@ -378,8 +395,8 @@ def _synthetic_ranges(dataset_config, split, key):
     raise UserError(f"{key}={split!r}: the synthetic source makes random images for the "
                     f"splits train ({sizes['train']}) and test ({sizes['test']}) only; "
                     "name one of them, or a slice such as test[:100].") from e
-  ranges = [(p.splitname, p.from_ or 0, sizes[p.splitname] if p.to is None else p.to)
-            for p in parts]  # a whole split comes back as (None, None)
+  ranges = [(p.splitname, p.from_ or 0, sizes[p.splitname] if p.to is None else p.to) for p in parts
+           ]  # a whole split comes back as (None, None)
   if sum(end - start for _, start, end in ranges) <= 0:
     raise UserError(f"{key}={split!r} selects no examples of the synthetic source (train "
                     f"{sizes['train']}, test {sizes['test']}).")

@@ -28,9 +28,17 @@ from kmodels.tools import evaluation
 from kmodels.workdir import Workdir
 
 # Activation ops a DNNClassifier's hidden layer may hold -> the tf.nn function.
-ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Elu": "elu", "Selu": "selu",
-               "Tanh": "tanh", "Sigmoid": "sigmoid", "Softplus": "softplus",
-               "Softsign": "softsign", "LeakyRelu": "leaky_relu"}
+ACTIVATIONS = {
+    "Relu": "relu",
+    "Relu6": "relu6",
+    "Elu": "elu",
+    "Selu": "selu",
+    "Tanh": "tanh",
+    "Sigmoid": "sigmoid",
+    "Softplus": "softplus",
+    "Softsign": "softsign",
+    "LeakyRelu": "leaky_relu"
+}
 _DNN_PREFIX = "dnn/"
 _INPUT_LAYER = "input_from_feature_columns/input_layer/"
 _BATCH_NORM_EPSILON = 1e-3  # Keras' default, which DNNClassifier keeps
@@ -78,19 +86,34 @@ class Source:
     return self.kmodels_card is not None
 
   def record(self):
-    fields = {k: v for k, v in dataclasses.asdict(self).items()
-              if k not in ("kmodels_config", "kmodels_card")}
+    fields = {
+        k: v
+        for k, v in dataclasses.asdict(self).items()
+        if k not in ("kmodels_config", "kmodels_card")
+    }
     fields["input_shape"] = list(self.input_shape)
     return dict(kind=self.kind, **fields, kmodels_run=self.kmodels_config is not None)
 
   def model_card(self, signatures):
-    return {"migrated_from": self.record(), "signatures": signatures,
-            "input": {"signature": "serving_default", "name": self.feature_key,
-                      "dtype": "float32", "shape": [None, *self.input_shape]},
-            "outputs": {"probabilities": "float32 [N, classes]", "class_id": "int64 [N]",
-                        **({"class_name": "string [N]"} if self.label_names() else {})},
-            "label_names": self.label_names(),
-            "dataset": self.kmodels_card and self.kmodels_card.get("dataset")}
+    return {
+        "migrated_from": self.record(),
+        "signatures": signatures,
+        "input": {
+            "signature": "serving_default",
+            "name": self.feature_key,
+            "dtype": "float32",
+            "shape": [None, *self.input_shape]
+        },
+        "outputs": {
+            "probabilities": "float32 [N, classes]",
+            "class_id": "int64 [N]",
+            **({
+                "class_name": "string [N]"
+            } if self.label_names() else {})
+        },
+        "label_names": self.label_names(),
+        "dataset": self.kmodels_card and self.kmodels_card.get("dataset")
+    }
 
   def probabilities(self, outputs):
     return outputs
@@ -131,16 +154,17 @@ class DnnSource(Source):
       if self.dropout:
         net = tf.keras.layers.Dropout(self.dropout, name=f"dropout_{i}")(net)
       if self.batch_norm:
-        layers.append((tf.keras.layers.BatchNormalization(
-            epsilon=_BATCH_NORM_EPSILON, name=f"batchnorm_{i}"),
+        layers.append((tf.keras.layers.BatchNormalization(epsilon=_BATCH_NORM_EPSILON,
+                                                          name=f"batchnorm_{i}"),
                        f"{_DNN_PREFIX}hiddenlayer_{i}/batchnorm_{i}/",
                        ("gamma", "beta", "moving_mean", "moving_variance")))
         net = layers[-1][0](net)
-    layers.append((tf.keras.layers.Dense(self.n_classes if self.n_classes > 2 else 1,
-                                         name="logits"), f"{_DNN_PREFIX}logits/",
-                   ("kernel", "bias")))
+    layers.append(
+        (tf.keras.layers.Dense(self.n_classes if self.n_classes > 2 else 1,
+                               name="logits"), f"{_DNN_PREFIX}logits/", ("kernel", "bias")))
     logits = layers[-1][0](net)
-    model = tf.keras.Model(inputs, _head_probabilities(logits, self.n_classes),
+    model = tf.keras.Model(inputs,
+                           _head_probabilities(logits, self.n_classes),
                            name="dnn_classifier")
     for layer, scope, names in layers:
       layer.set_weights([reader.get_tensor(scope + name) for name in names])
@@ -156,10 +180,13 @@ class DnnSource(Source):
 
   def estimator(self, model_dir):
     column = tf.feature_column.numeric_column(self.feature_key, shape=self.input_shape)
-    return tf.estimator.DNNClassifier(
-        hidden_units=self.hidden_units, feature_columns=[column], n_classes=self.n_classes,
-        activation_fn=self.activation_fn(), dropout=self.dropout, batch_norm=self.batch_norm,
-        model_dir=model_dir)
+    return tf.estimator.DNNClassifier(hidden_units=self.hidden_units,
+                                      feature_columns=[column],
+                                      n_classes=self.n_classes,
+                                      activation_fn=self.activation_fn(),
+                                      dropout=self.dropout,
+                                      batch_norm=self.batch_norm,
+                                      model_dir=model_dir)
 
   @staticmethod
   def predicted(prediction):
@@ -205,8 +232,7 @@ class KerasSource(Source):
       except AssertionError as e:
         raise self._not_this_model(first_line(e)) from e
       return model
-    missing = [w.name.split(":")[0] for w in model.weights
-               if w.name.split(":")[0] not in names]
+    missing = [w.name.split(":")[0] for w in model.weights if w.name.split(":")[0] not in names]
     if missing:
       raise self._not_this_model(f"missing {', '.join(missing[:4])}")
     model.set_weights([reader.get_tensor(w.name.split(":")[0]) for w in model.weights])
@@ -252,12 +278,12 @@ def estimator_outputs(source, features):
   estimator = source.estimator(tempfile.mkdtemp(prefix="kmodels-migrate-"))
 
   def input_fn():
-    return tf.data.Dataset.from_tensor_slices({source.feature_key: features}).batch(
-        _PREDICT_BATCH)
+    return tf.data.Dataset.from_tensor_slices({source.feature_key: features}).batch(_PREDICT_BATCH)
 
   return np.concatenate([
       source.predicted(p) for p in estimator.predict(
-          input_fn, checkpoint_path=source.checkpoint, yield_single_examples=False)])
+          input_fn, checkpoint_path=source.checkpoint, yield_single_examples=False)
+  ])
 
 
 def read(estimator_dir, checkpoint=None, overrides=None):
@@ -274,12 +300,13 @@ def read(estimator_dir, checkpoint=None, overrides=None):
   keras_inside = config is not None and trainers.TABLE[config.trainer].registry_model
   if keras_inside or overrides.keras_model:
     return _read_keras(overrides, config, card, common)
-  raise UserError(_not_supported(
-      path, shapes, "no dnn/hiddenlayer_*/kernel variables: not a canned DNNClassifier. "
-      "A model_to_estimator model_dir migrates with --keras_model=FILE (the Keras model it "
-      "was given: .keras, .h5, SavedModel or to_json() text); a LinearClassifier migrates with "
-      "--feature_columns=FILE.py (the columns it was given); a custom model_fn or another "
-      "canned Estimator is not supported"))
+  raise UserError(
+      _not_supported(
+          path, shapes, "no dnn/hiddenlayer_*/kernel variables: not a canned DNNClassifier. "
+          "A model_to_estimator model_dir migrates with --keras_model=FILE (the Keras model it "
+          "was given: .keras, .h5, SavedModel or to_json() text); a LinearClassifier migrates with "
+          "--feature_columns=FILE.py (the columns it was given); a custom model_fn or another "
+          "canned Estimator is not supported"))
 
 
 def kmodels_run(estimator_dir):
@@ -339,17 +366,22 @@ def _not_supported(path, shapes, why):
 
 def _read_dnn(shapes, graph, overrides, common):
   if any(n.startswith("linear/") for n in shapes):
-    raise UserError(_not_supported(common["checkpoint"], shapes,
-                                   "a DNNLinearCombinedClassifier (linear/ and dnn/ "
-                                   "variables) migrates with --feature_columns=FILE.py, "
-                                   "the columns it was given"))
+    raise UserError(
+        _not_supported(
+            common["checkpoint"], shapes, "a DNNLinearCombinedClassifier (linear/ and dnn/ "
+            "variables) migrates with --feature_columns=FILE.py, "
+            "the columns it was given"))
   embedded = [n for n in shapes if n.startswith(_DNN_PREFIX + _INPUT_LAYER)]
   if embedded:
-    raise UserError(_not_supported(
-        common["checkpoint"], shapes, f"embedding or categorical feature columns "
-        f"({embedded[0]}) migrate with --feature_columns=FILE.py, the columns it was given"))
-  count = len([n for n in shapes if n.startswith(_DNN_PREFIX + "hiddenlayer_")
-               and n.endswith("/kernel") and "batchnorm" not in n])
+    raise UserError(
+        _not_supported(
+            common["checkpoint"], shapes, f"embedding or categorical feature columns "
+            f"({embedded[0]}) migrate with --feature_columns=FILE.py, the columns it was given"))
+  count = len([
+      n for n in shapes
+      if n.startswith(_DNN_PREFIX +
+                      "hiddenlayer_") and n.endswith("/kernel") and "batchnorm" not in n
+  ])
   if f"{_DNN_PREFIX}logits/kernel" not in shapes:
     raise UserError(_not_supported(common["checkpoint"], shapes, "no dnn/logits/kernel"))
   hidden = [shapes[f"{_DNN_PREFIX}hiddenlayer_{i}/kernel"][1] for i in range(count)]
@@ -357,28 +389,33 @@ def _read_dnn(shapes, graph, overrides, common):
   if overrides.activation and overrides.activation not in ACTIVATIONS.values():
     raise UserError(f"--activation={overrides.activation}: choose one of "
                     f"{', '.join(ACTIVATIONS.values())}.")
-  read_from = {"hidden_units": "variables", "n_classes": "variables",
-               "batch_norm": "variables"}
-  activation, alpha = _pick(read_from, "activation",
-                            (overrides.activation and (overrides.activation, None), "flag"),
+  read_from = {"hidden_units": "variables", "n_classes": "variables", "batch_norm": "variables"}
+  activation, alpha = _pick(read_from, "activation", (overrides.activation and
+                                                      (overrides.activation, None), "flag"),
                             (activation_in(graph), "graph"),
                             (("relu", None), "default (no graph.pbtxt)"))
   dropout = _pick(read_from, "dropout", (dropout_in(graph), "graph"),
                   (None, "graph" if graph else "default (no graph.pbtxt)"))
   feature_key, graph_shape = _pick(read_from, "feature_key",
-                                   (overrides.feature_key and (overrides.feature_key, None),
-                                    "flag"), (_feature(graph), "graph"), ((None, None), ""))
+                                   (overrides.feature_key and
+                                    (overrides.feature_key, None), "flag"),
+                                   (_feature(graph), "graph"), ((None, None), ""))
   if not feature_key:
     raise UserError("graph.pbtxt is missing, so the feature key is unknown: pass "
                     "--feature_key=NAME (the numeric_column's key).")
-  rows = shapes[f"{_DNN_PREFIX}hiddenlayer_0/kernel" if count else
-                f"{_DNN_PREFIX}logits/kernel"][0]
-  input_shape = _input_shape(overrides.input_shape or graph_shape or (rows,), rows,
-                             read_from, overrides.input_shape, graph_shape)
-  return DnnSource(**common, feature_key=feature_key, input_shape=input_shape,
-                   read_from=read_from, hidden_units=hidden,
-                   n_classes=2 if logits == 1 else logits, activation=activation, alpha=alpha,
-                   batch_norm=any("/batchnorm_" in n for n in shapes), dropout=dropout)
+  rows = shapes[f"{_DNN_PREFIX}hiddenlayer_0/kernel" if count else f"{_DNN_PREFIX}logits/kernel"][0]
+  input_shape = _input_shape(overrides.input_shape or graph_shape or (rows,), rows, read_from,
+                             overrides.input_shape, graph_shape)
+  return DnnSource(**common,
+                   feature_key=feature_key,
+                   input_shape=input_shape,
+                   read_from=read_from,
+                   hidden_units=hidden,
+                   n_classes=2 if logits == 1 else logits,
+                   activation=activation,
+                   alpha=alpha,
+                   batch_norm=any("/batchnorm_" in n for n in shapes),
+                   dropout=dropout)
 
 
 def _pick(read_from, name, *candidates):
@@ -393,8 +430,8 @@ def _pick(read_from, name, *candidates):
 
 def _input_shape(shape, rows, read_from, flag_shape, graph_shape):
   shape = tuple(int(d) for d in shape)
-  read_from["input_shape"] = ("flag" if flag_shape else "graph" if graph_shape
-                              else "variables (flat)")
+  read_from["input_shape"] = ("flag"
+                              if flag_shape else "graph" if graph_shape else "variables (flat)")
   if int(np.prod(shape)) != rows:
     raise UserError(f"input shape {shape} has {int(np.prod(shape))} values; the first "
                     f"layer takes {rows}. Pass --input_shape matching the feature column.")
@@ -436,8 +473,11 @@ def _feature(graph):
     return None
   scope = _DNN_PREFIX + _INPUT_LAYER
   # One name scope per column, except input_layer/concat where the columns are joined.
-  scopes = sorted({n.name[len(scope):].split("/")[0] for n in _scope_nodes(graph, scope)
-                   if "/" in n.name[len(scope):]} - {"concat"})
+  scopes = sorted({
+      n.name[len(scope):].split("/")[0]
+      for n in _scope_nodes(graph, scope)
+      if "/" in n.name[len(scope):]
+  } - {"concat"})
   if len(scopes) != 1:
     raise UserError(f"The DNNClassifier reads {len(scopes)} feature columns "
                     f"({', '.join(scopes)}); only one numeric_column is supported.")
@@ -468,13 +508,18 @@ def _read_keras(overrides, config, card, common):
   if config is not None:
     shape = tuple(card["input"]["shape"][1:])
     registry_entry = models.REGISTRY[config.model.name]
-    source = KerasSource(**common, feature_key="", input_shape=shape,
-                         read_from={"architecture": "config"}, model_name=config.model.name,
+    source = KerasSource(**common,
+                         feature_key="",
+                         input_shape=shape,
+                         read_from={"architecture": "config"},
+                         model_name=config.model.name,
                          logits=registry_entry.logits)
   else:
     if not storage.exists(overrides.keras_model):
       raise UserError(f"--keras_model={overrides.keras_model}: no such file.")
-    source = KerasSource(**common, feature_key="", input_shape=(),
+    source = KerasSource(**common,
+                         feature_key="",
+                         input_shape=(),
                          read_from={"architecture": "--keras_model"},
                          model_file=overrides.keras_model)
   model = source.build_keras_model()
@@ -488,4 +533,3 @@ def _read_keras(overrides, config, card, common):
   logging.info("model_to_estimator: Keras model %s, input %r %s.", source.model_name,
                source.feature_key, source.input_shape)
   return source
-

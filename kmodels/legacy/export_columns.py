@@ -28,18 +28,21 @@ _LINEAR = "linear/linear_model/"
 # Ops a feature's values pass through unchanged on their way to a column's transform.
 _PASS_THROUGH = {"Identity", "Reshape", "Cast", "ExpandDims", "Squeeze"}
 # Arithmetic on a numeric feature's values: a normalizer_fn, Python the graph only ran.
-_ARITHMETIC = {"RealDiv", "Div", "DivNoNan", "Mul", "Sub", "AddV2", "Add", "Log", "Log1p",
-               "Sqrt", "Rsqrt", "Square", "Pow", "Minimum", "Maximum", "ClipByValue", "Tanh",
-               "Sigmoid", "Exp", "Abs", "Neg", "FloorDiv", "Floor", "Round", "Sign"}
-_COMBINERS = {"SparseSegmentSum": "sum", "SparseSegmentMean": "mean",
-              "SparseSegmentSqrtN": "sqrtn"}
+_ARITHMETIC = {
+    "RealDiv", "Div", "DivNoNan", "Mul", "Sub", "AddV2", "Add", "Log", "Log1p", "Sqrt", "Rsqrt",
+    "Square", "Pow", "Minimum", "Maximum", "ClipByValue", "Tanh", "Sigmoid", "Exp", "Abs", "Neg",
+    "FloorDiv", "Floor", "Round", "Sign"
+}
+_COMBINERS = {"SparseSegmentSum": "sum", "SparseSegmentMean": "mean", "SparseSegmentSqrtN": "sqrtn"}
 
 
 def find_export(model_dir):
   """The newest export under MODEL_DIR/export (export/<ts>/ or export/<name>/<ts>/)."""
-  candidates = [os.path.dirname(p) for pattern in ("*", "*/*")
-                for p in tf.io.gfile.glob(storage.join(model_dir, "export", pattern,
-                                                       "saved_model.pb"))]
+  candidates = [
+      os.path.dirname(p)
+      for pattern in ("*", "*/*")
+      for p in tf.io.gfile.glob(storage.join(model_dir, "export", pattern, "saved_model.pb"))
+  ]
   return max(candidates, key=os.path.basename) if candidates else None
 
 
@@ -70,14 +73,13 @@ class ExportColumns:
     num_sparse = len(sparse_keys)
     features = {}
     for i, key in enumerate(sparse_keys):
-      features[key.decode()] = (parse.outputs[num_sparse + i],
-                                parse.get_attr("sparse_types")[i], None, None)
+      features[key.decode()] = (parse.outputs[num_sparse + i], parse.get_attr("sparse_types")[i],
+                                None, None)
     for j, key in enumerate(dense_keys):
       default = self._value(parse.inputs[5 + j])
       shape = tuple(tf.TensorShape(parse.get_attr("dense_shapes")[j]).as_list())
-      features[key.decode()] = (parse.outputs[3 * num_sparse + j],
-                                parse.get_attr("Tdense")[j], shape,
-                                default.ravel().tolist() if default.size else None)
+      features[key.decode()] = (parse.outputs[3 * num_sparse + j], parse.get_attr("Tdense")[j],
+                                shape, default.ravel().tolist() if default.size else None)
     return features
 
   def _asset_paths(self):
@@ -106,22 +108,28 @@ class ExportColumns:
 
   def sparse_combiner(self):
     """The linear part's sparse_combiner, from its weighted sums' segment op."""
-    found = {_COMBINERS[op.type] for op in self.graph.get_operations()
-             if op.type in _COMBINERS and op.name.startswith(_LINEAR) and
-             "/weighted_sum/" in op.name}
+    found = {
+        _COMBINERS[op.type]
+        for op in self.graph.get_operations()
+        if op.type in _COMBINERS and op.name.startswith(_LINEAR) and "/weighted_sum/" in op.name
+    }
     return found.pop() if len(found) == 1 else "sum"
 
   # The columns, from their names.
 
   def linear_columns(self, checkpoint_names):
-    names = sorted(n[len(_LINEAR):-len("/weights")] for n in checkpoint_names
+    names = sorted(n[len(_LINEAR):-len("/weights")]
+                   for n in checkpoint_names
                    if n.startswith(_LINEAR) and n.endswith("/weights"))
     return [self._column(name, _LINEAR) for name in names]
 
   def dnn_columns(self):
     # DenseFeatures opens each column's variable scope first; its ops land in "<name>_1".
-    scopes = {op.name[len(_DNN_INPUT):].split("/")[0] for op in self.graph.get_operations()
-              if op.name.startswith(_DNN_INPUT) and "/" in op.name[len(_DNN_INPUT):]}
+    scopes = {
+        op.name[len(_DNN_INPUT):].split("/")[0]
+        for op in self.graph.get_operations()
+        if op.name.startswith(_DNN_INPUT) and "/" in op.name[len(_DNN_INPUT):]
+    }
     names = sorted(s[:-2] for s in scopes if s.endswith("_1"))
     shared = {}  # table variable -> its columns, made together below
     columns = []
@@ -151,7 +159,8 @@ class ExportColumns:
   def _categorical(self, name):
     if "_weighted_by_" in name:
       base, weight = name.split("_weighted_by_", 1)
-      return fc.weighted_categorical_column(self._categorical(base), weight,
+      return fc.weighted_categorical_column(self._categorical(base),
+                                            weight,
                                             dtype=self._features[weight][1])
     if "_X_" in name:
       return self._crossed(name)
@@ -172,16 +181,19 @@ class ExportColumns:
     return fc.numeric_column(key, shape=shape, default_value=default, dtype=dtype)
 
   def _bucketized(self, key):
-    boundaries = {tuple(op.get_attr("boundaries")) for op in self._uses(key)
-                  if op.type == "Bucketize"}
+    boundaries = {
+        tuple(op.get_attr("boundaries")) for op in self._uses(key) if op.type == "Bucketize"
+    }
     if len(boundaries) != 1:
       raise UserError(f"Column '{key}_bucketized': the export buckets {key!r} in "
                       f"{len(boundaries)} ways: pass --feature_columns=FILE.py.")
     return fc.bucketized_column(self._numeric(key), list(boundaries.pop()))
 
   def _crossed(self, name):
-    crosses = [op for op in self.graph.get_operations()
-               if op.type.startswith("SparseCross") and f"/{name}" in op.name]
+    crosses = [
+        op for op in self.graph.get_operations()
+        if op.type.startswith("SparseCross") and f"/{name}" in op.name
+    ]
     if not crosses:
       raise UserError(f"Column {name!r}: no SparseCross op in the export: pass "
                       "--feature_columns=FILE.py.")
@@ -191,15 +203,20 @@ class ExportColumns:
     count = cross.get_attr("N") if "N" in cross.node_def.attr else 0
     inputs = list(cross.inputs[count:2 * count]) + list(cross.inputs[3 * count:])
     parts = name.split("_X_")
-    order = {part: min((i for i, tensor in enumerate(inputs)
-                        if _source_key(part) in self._keys_behind(tensor)), default=len(inputs))
-             for part in parts}
+    order = {
+        part:
+            min((i
+                 for i, tensor in enumerate(inputs)
+                 if _source_key(part) in self._keys_behind(tensor)),
+                default=len(inputs)) for part in parts
+    }
     raw_inputs = {t.name for t in inputs}
     keys = []
     for part in sorted(parts, key=order.get):
       raw = part in self._features and self._features[part][0].name in raw_inputs
       keys.append(part if raw else self._categorical(part))
-    return fc.crossed_column(keys, cross.get_attr("num_buckets"),
+    return fc.crossed_column(keys,
+                             cross.get_attr("num_buckets"),
                              hash_key=cross.get_attr("hash_key"))
 
   def _keys_behind(self, tensor, depth=40):
@@ -226,21 +243,24 @@ class ExportColumns:
     if finds:
       return self._vocabulary(key, dtype, finds[0], hashes)
     if hashes:
-      return fc.categorical_column_with_hash_bucket(key, hashes[0].get_attr("num_buckets"),
+      return fc.categorical_column_with_hash_bucket(key,
+                                                    hashes[0].get_attr("num_buckets"),
                                                     dtype=dtype)
     bounds = [op for op in uses if op.type == "GreaterEqual"]
     if any(op.type == "Less" for op in uses) and bounds:
-      return fc.categorical_column_with_identity(
-          key, int(self._value(bounds[0].inputs[1])), default_value=self._identity_default(
-              bounds[0]))
+      return fc.categorical_column_with_identity(key,
+                                                 int(self._value(bounds[0].inputs[1])),
+                                                 default_value=self._identity_default(bounds[0]))
     raise UserError(f"Column {key!r}: the export reads it with none of a vocabulary, a hash "
                     "bucket or identity ids: pass --feature_columns=FILE.py.")
 
   def _vocabulary(self, key, dtype, find, hashes):
     table = find.inputs[0].op
-    inits = [op for op in self.graph.get_operations()
-             if op.type in ("LookupTableImportV2", "InitializeTableFromTextFileV2")
-             and op.inputs[0].op is table]
+    inits = [
+        op for op in self.graph.get_operations()
+        if op.type in ("LookupTableImportV2",
+                       "InitializeTableFromTextFileV2") and op.inputs[0].op is table
+    ]
     num_oov = hashes[0].get_attr("num_buckets") if hashes else 0
     default = int(self._value(find.inputs[2]))
     default = -1 if num_oov else default
@@ -248,15 +268,20 @@ class ExportColumns:
     if init.type == "InitializeTableFromTextFileV2":
       path = self._assets.get(init.inputs[1].name) or self._value(init.inputs[1]).decode()
       size = init.get_attr("vocab_size")
-      return fc.categorical_column_with_vocabulary_file(
-          key, path, vocabulary_size=size if size > 0 else None, num_oov_buckets=num_oov,
-          default_value=None if num_oov else default, dtype=dtype)
+      return fc.categorical_column_with_vocabulary_file(key,
+                                                        path,
+                                                        vocabulary_size=size if size > 0 else None,
+                                                        num_oov_buckets=num_oov,
+                                                        default_value=None if num_oov else default,
+                                                        dtype=dtype)
     vocabulary = self._value(init.inputs[1]).tolist()
     if dtype == tf.string:
       vocabulary = [v.decode() for v in vocabulary]
-    return fc.categorical_column_with_vocabulary_list(
-        key, vocabulary, dtype=dtype, num_oov_buckets=num_oov,
-        default_value=-1 if num_oov else default)
+    return fc.categorical_column_with_vocabulary_list(key,
+                                                      vocabulary,
+                                                      dtype=dtype,
+                                                      num_oov_buckets=num_oov,
+                                                      default_value=-1 if num_oov else default)
 
   def _identity_default(self, bound):
     # Out-of-range ids become the default through SelectV2(out of range, Fill(default), ids).
@@ -266,8 +291,11 @@ class ExportColumns:
     return None
 
   def _combiner(self, scope):
-    found = {_COMBINERS[op.type] for op in self.graph.get_operations()
-             if op.type in _COMBINERS and op.name.startswith(scope)}
+    found = {
+        _COMBINERS[op.type]
+        for op in self.graph.get_operations()
+        if op.type in _COMBINERS and op.name.startswith(scope)
+    }
     return found.pop() if len(found) == 1 else "mean"
 
   def _shared_table(self, name):
@@ -281,9 +309,10 @@ class ExportColumns:
   def _shared_embeddings(self, table, names):
     categorical = [self._categorical(n[:-len("_shared_embedding")]) for n in names]
     with tf.Graph().as_default():  # TF 2 makes shared embeddings only in a graph
-      return fc.shared_embeddings(
-          categorical, self._table_width(table), combiner=self._combiner(
-              f"{_DNN_INPUT}{names[0]}_1/"), shared_embedding_collection_name=table)
+      return fc.shared_embeddings(categorical,
+                                  self._table_width(table),
+                                  combiner=self._combiner(f"{_DNN_INPUT}{names[0]}_1/"),
+                                  shared_embedding_collection_name=table)
 
   def _table_width(self, variable):
     """An embedding table's dimension, from its variable's declared shape."""
@@ -303,8 +332,10 @@ class ExportColumns:
     return found
 
   def _categorical_uses(self, key):
-    return [op for op in self._uses(key) if op.type in (
-        "LookupTableFindV2", "StringToHashBucketFast", "Less")]
+    return [
+        op for op in self._uses(key)
+        if op.type in ("LookupTableFindV2", "StringToHashBucketFast", "Less")
+    ]
 
 
 def _source_key(part):

@@ -83,22 +83,30 @@ class ColumnsSource:
     return 1 if self.n_classes == 2 and not self.regressor else self.n_classes
 
   def head(self):
-    return (RegressionHead(self.n_classes) if self.regressor else
-            ClassificationHead(self.n_classes, self.label_vocabulary))
+    return (RegressionHead(self.n_classes) if self.regressor else ClassificationHead(
+        self.n_classes, self.label_vocabulary))
 
   def parse_spec(self):
     return tf.feature_column.make_parse_example_spec(self.linear_columns + self.dnn_columns)
 
   def record(self):
-    return {"kind": self.kind, "checkpoint": self.checkpoint, "step": self.step,
-            "n_classes": None if self.regressor else self.n_classes,
-            "label_dimension": self.n_classes if self.regressor else None,
-            "label_vocabulary": self.label_vocabulary, "hidden_units": self.hidden_units,
-            "activation": self.activation, "alpha": self.alpha, "dropout": self.dropout,
-            "batch_norm": self.batch_norm, "sparse_combiner": self.sparse_combiner,
-            "linear_columns": [c.name for c in self.linear_columns],
-            "dnn_columns": [c.name for c in self.dnn_columns],
-            "columns_from": self.columns_from}
+    return {
+        "kind": self.kind,
+        "checkpoint": self.checkpoint,
+        "step": self.step,
+        "n_classes": None if self.regressor else self.n_classes,
+        "label_dimension": self.n_classes if self.regressor else None,
+        "label_vocabulary": self.label_vocabulary,
+        "hidden_units": self.hidden_units,
+        "activation": self.activation,
+        "alpha": self.alpha,
+        "dropout": self.dropout,
+        "batch_norm": self.batch_norm,
+        "sparse_combiner": self.sparse_combiner,
+        "linear_columns": [c.name for c in self.linear_columns],
+        "dnn_columns": [c.name for c in self.dnn_columns],
+        "columns_from": self.columns_from
+    }
 
   @classmethod
   def from_record(cls, record, columns_file):
@@ -111,37 +119,45 @@ class ColumnsSource:
       raise UserError(f"{columns_file} defines no column named {', '.join(missing)}: pass the "
                       "columns file the model was migrated with.")
     regressor = record["label_dimension"] is not None
-    return cls(
-        checkpoint=record["checkpoint"], step=record["step"],
-        linear_columns=[by_name[n] for n in record["linear_columns"]],
-        dnn_columns=[by_name[n] for n in record["dnn_columns"]],
-        hidden_units=record["hidden_units"], regressor=regressor,
-        n_classes=record["label_dimension"] if regressor else record["n_classes"],
-        label_vocabulary=record["label_vocabulary"], activation=record["activation"],
-        alpha=record.get("alpha"), dropout=record["dropout"], batch_norm=record["batch_norm"],
-        sparse_combiner=record["sparse_combiner"],
-        baseline=record["kind"].startswith("Baseline"))
+    return cls(checkpoint=record["checkpoint"],
+               step=record["step"],
+               linear_columns=[by_name[n] for n in record["linear_columns"]],
+               dnn_columns=[by_name[n] for n in record["dnn_columns"]],
+               hidden_units=record["hidden_units"],
+               regressor=regressor,
+               n_classes=record["label_dimension"] if regressor else record["n_classes"],
+               label_vocabulary=record["label_vocabulary"],
+               activation=record["activation"],
+               alpha=record.get("alpha"),
+               dropout=record["dropout"],
+               batch_norm=record["batch_norm"],
+               sparse_combiner=record["sparse_combiner"],
+               baseline=record["kind"].startswith("Baseline"))
 
   def estimator(self, model_dir):
     """The same canned Estimator, to run its own predict from the checkpoint."""
-    common = (dict(label_dimension=self.n_classes) if self.regressor else
-              dict(n_classes=self.n_classes, label_vocabulary=self.label_vocabulary))
+    common = (dict(label_dimension=self.n_classes) if self.regressor else dict(
+        n_classes=self.n_classes, label_vocabulary=self.label_vocabulary))
     common["model_dir"] = model_dir
-    dnn = dict(hidden_units=self.hidden_units, activation_fn=self.activation_fn(),
-               dropout=self.dropout, batch_norm=self.batch_norm)
+    dnn = dict(hidden_units=self.hidden_units,
+               activation_fn=self.activation_fn(),
+               dropout=self.dropout,
+               batch_norm=self.batch_norm)
     estimator_class = getattr(tf.estimator, self.kind)
     if self.baseline:
       return estimator_class(**common)
     if not self.dnn_columns:
-      return estimator_class(self.linear_columns, sparse_combiner=self.sparse_combiner,
-                             **common)
+      return estimator_class(self.linear_columns, sparse_combiner=self.sparse_combiner, **common)
     if not self.linear_columns:
       return estimator_class(feature_columns=self.dnn_columns, **dnn, **common)
-    return estimator_class(
-        linear_feature_columns=self.linear_columns, dnn_feature_columns=self.dnn_columns,
-        dnn_hidden_units=dnn["hidden_units"], dnn_activation_fn=dnn["activation_fn"],
-        dnn_dropout=self.dropout, batch_norm=self.batch_norm,
-        linear_sparse_combiner=self.sparse_combiner, **common)
+    return estimator_class(linear_feature_columns=self.linear_columns,
+                           dnn_feature_columns=self.dnn_columns,
+                           dnn_hidden_units=dnn["hidden_units"],
+                           dnn_activation_fn=dnn["activation_fn"],
+                           dnn_dropout=self.dropout,
+                           batch_norm=self.batch_norm,
+                           linear_sparse_combiner=self.sparse_combiner,
+                           **common)
 
   def activation_fn(self):
     return estimator_reading.activation_fn(self.activation, self.alpha)
@@ -157,9 +173,9 @@ def load_columns(path):
     # In a graph, as under the Estimator: shared_embeddings refuses to be made eagerly.
     with tf.Graph().as_default():
       exec(code, namespace)  # pylint: disable=exec-used  (the user's own column definitions)
-      linear, dnn, vocabulary = (
-          list(namespace[name]()) if name in namespace else None
-          for name in ("linear_feature_columns", "dnn_feature_columns", "label_vocabulary"))
+      linear, dnn, vocabulary = (list(namespace[name]()) if name in namespace else None
+                                 for name in ("linear_feature_columns", "dnn_feature_columns",
+                                              "label_vocabulary"))
   except Exception as e:  # pylint: disable=broad-except  (the user's code: say where)
     moved = " (moved? give its path now in the file)" if "vocabulary_file" in str(e) else ""
     raise UserError(f"--feature_columns={path} failed to run: {type(e).__name__}: "
@@ -191,9 +207,10 @@ def needs_no_columns(model_dir, checkpoint=None):
   if estimator_reading.kmodels_run(model_dir)[1] is not None:  # a kmodels run's config
     return _kmodels_canned_run(model_dir) is not None
   path = estimator_reading.checkpoint_path(model_dir, checkpoint)
-  return any(name.startswith((_BASELINE, "boosted_trees", _LINEAR, _DNN_INPUT))
-             or name.endswith("_shared_embedding")
-             for name in estimator_reading.variable_shapes(path))
+  return any(
+      name.startswith((_BASELINE, "boosted_trees", _LINEAR,
+                       _DNN_INPUT)) or name.endswith("_shared_embedding")
+      for name in estimator_reading.variable_shapes(path))
 
 
 def _kmodels_canned_run(model_dir):
@@ -210,13 +227,16 @@ def _kmodels_columns(config):
   """The columns trainer=estimator gave its canned classifier: the pixels, one numeric
   column, read by the linear part, the DNN part or both."""
   info = data.load(config.dataset, config.train.batch_size, config.train.seed).info
-  column = tf.feature_column.numeric_column(trainers.estimator.FEATURE,
-                                            shape=info.image_shape)
+  column = tf.feature_column.numeric_column(trainers.estimator.FEATURE, shape=info.image_shape)
   return ([column] if config.estimator.canned != "dnn" else [],
           [column] if config.estimator.canned != "linear" else [])
 
 
-def read(model_dir, columns_file, checkpoint=None, sparse_combiner=None, head=None,
+def read(model_dir,
+         columns_file,
+         checkpoint=None,
+         sparse_combiner=None,
+         head=None,
          estimator_export=None):
   """Reads a canned model_dir; returns a ColumnsSource.
 
@@ -259,9 +279,9 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner=None, head=No
     head = head or export_head
     sparse_combiner = sparse_combiner or reader.sparse_combiner()
     read_from = f"the Estimator's export {export}"
-  for present, columns, part, function in (
-      (has_linear, linear_columns, "linear", "linear_feature_columns"),
-      (has_dnn, dnn_columns, "DNN", "dnn_feature_columns")):
+  for present, columns, part, function in ((has_linear, linear_columns, "linear",
+                                            "linear_feature_columns"), (has_dnn, dnn_columns, "DNN",
+                                                                        "dnn_feature_columns")):
     if present and not columns:
       raise UserError(f"{path} has a {part} part, and {columns_file} defines no {function}()"
                       f": define it with the columns the Estimator's {part} part was given.")
@@ -276,18 +296,24 @@ def read(model_dir, columns_file, checkpoint=None, sparse_combiner=None, head=No
     hidden.append(shapes[f"{_DNN}hiddenlayer_{len(hidden)}/kernel"][1])
   graph = estimator_reading.read_graph(model_dir)
   regressor = _is_regressor(graph, head)
-  activation, alpha = (estimator_reading.activation_in(graph) if has_dnn and graph
-                       else ("relu", None))
-  source = ColumnsSource(
-      checkpoint=path, step=checkpoints.steps_done(path),
-      linear_columns=linear_columns, dnn_columns=dnn_columns, hidden_units=hidden,
-      n_classes=2 if units == 1 and not regressor else units, regressor=regressor,
-      label_vocabulary=None if regressor else label_vocabulary,
-      activation=activation, alpha=alpha,
-      dropout=estimator_reading.dropout_in(graph) if has_dnn else None,
-      batch_norm=any("/batchnorm_" in n for n in shapes),
-      sparse_combiner=sparse_combiner or "sum", baseline=baseline,
-      kmodels_config=kmodels_run[1] if kmodels_run else None, columns_from=read_from)
+  activation, alpha = (estimator_reading.activation_in(graph) if has_dnn and graph else
+                       ("relu", None))
+  source = ColumnsSource(checkpoint=path,
+                         step=checkpoints.steps_done(path),
+                         linear_columns=linear_columns,
+                         dnn_columns=dnn_columns,
+                         hidden_units=hidden,
+                         n_classes=2 if units == 1 and not regressor else units,
+                         regressor=regressor,
+                         label_vocabulary=None if regressor else label_vocabulary,
+                         activation=activation,
+                         alpha=alpha,
+                         dropout=estimator_reading.dropout_in(graph) if has_dnn else None,
+                         batch_norm=any("/batchnorm_" in n for n in shapes),
+                         sparse_combiner=sparse_combiner or "sum",
+                         baseline=baseline,
+                         kmodels_config=kmodels_run[1] if kmodels_run else None,
+                         columns_from=read_from)
   if not baseline:
     _check_linear_weights(source, shapes)
   return source
@@ -298,10 +324,10 @@ def _export_to_read(model_dir, estimator_export, path, has_linear, has_dnn):
   export = estimator_export or export_columns.find_export(model_dir)
   if export and storage.exists(storage.join(export, "saved_model.pb")):
     return export
-  kind = ("DNNLinearCombined" if has_linear and has_dnn else
-          "Linear" if has_linear else "DNN") + " estimator"
-  where = (f"--estimator_export={estimator_export} holds no saved_model.pb" if
-           estimator_export else f"{storage.join(model_dir, 'export')} holds no export")
+  kind = ("DNNLinearCombined"
+          if has_linear and has_dnn else "Linear" if has_linear else "DNN") + " estimator"
+  where = (f"--estimator_export={estimator_export} holds no saved_model.pb"
+           if estimator_export else f"{storage.join(model_dir, 'export')} holds no export")
   raise UserError(f"{path} is a {kind} over feature columns, and {where}: pass "
                   "--feature_columns=FILE.py (the columns it was given) or "
                   "--estimator_export=DIR (its export_saved_model with a tf.Example parsing "
@@ -337,8 +363,9 @@ class CannedModel(tf.keras.Model):
 
   def __init__(self, source: ColumnsSource, reader=None):
     super().__init__(name=source.kind.lower())
-    self._baseline = (self.add_weight("baseline_bias", [source.units], initializer=_initial(
-        reader, _BASELINE)) if source.baseline else None)
+    self._baseline = (self.add_weight("baseline_bias", [source.units],
+                                      initializer=_initial(reader, _BASELINE))
+                      if source.baseline else None)
     self._linear = (_LinearPart(source, reader)
                     if source.linear_columns and not source.baseline else None)
     self._dnn_layers = (_dnn_layers(source, reader)
@@ -371,8 +398,10 @@ class CannedModel(tf.keras.Model):
       elif isinstance(layer, tf.keras.layers.BatchNormalization):
         i = layer.name.split("_")[-1]
         scope = f"{_DNN}hiddenlayer_{i}/batchnorm_{i}/"
-        layer.set_weights([self._reader.get_tensor(scope + n)
-                           for n in ("gamma", "beta", "moving_mean", "moving_variance")])
+        layer.set_weights([
+            self._reader.get_tensor(scope + n)
+            for n in ("gamma", "beta", "moving_mean", "moving_variance")
+        ])
 
 
 def logits_for(model, features, serialized):
@@ -383,8 +412,8 @@ def logits_for(model, features, serialized):
 
 def _initial(reader, name):
   """The checkpoint's value of `name` as an initializer; zeros to be restored later."""
-  return (tf.constant_initializer(reader.get_tensor(name)) if reader
-          else tf.keras.initializers.Zeros())
+  return (tf.constant_initializer(reader.get_tensor(name))
+          if reader else tf.keras.initializers.Zeros())
 
 
 def self_contained(column):
@@ -398,14 +427,17 @@ def self_contained(column):
     lines = storage.read_text(column.vocabulary_file).splitlines()[:column.vocabulary_size]
     vocabulary = [int(w) for w in lines] if column.dtype.is_integer else lines
     return tf.feature_column.categorical_column_with_vocabulary_list(
-        column.key, vocabulary, dtype=column.dtype, default_value=column.default_value,
+        column.key,
+        vocabulary,
+        dtype=column.dtype,
+        default_value=column.default_value,
         num_oov_buckets=column.num_oov_buckets)
   for field in ("categorical_column", "source_column"):
     if hasattr(column, field) and hasattr(column, "_replace"):
       column = column._replace(**{field: self_contained(getattr(column, field))})
   if hasattr(column, "keys") and hasattr(column, "_replace"):
-    column = column._replace(keys=tuple(k if isinstance(k, str) else self_contained(k)
-                                        for k in column.keys))
+    column = column._replace(keys=tuple(
+        k if isinstance(k, str) else self_contained(k) for k in column.keys))
   return column
 
 
@@ -420,9 +452,11 @@ def _dnn_input_column(column, reader):
     table, dimension = creator._name, creator._dimension  # pylint: disable=protected-access
   else:
     table, dimension = f"{_DNN_INPUT}{column.name}/embedding_weights", column.dimension
-  return tf.feature_column.embedding_column(
-      self_contained(column.categorical_column), dimension, combiner=column.combiner,
-      initializer=_initial(reader, table), max_norm=column.max_norm)
+  return tf.feature_column.embedding_column(self_contained(column.categorical_column),
+                                            dimension,
+                                            combiner=column.combiner,
+                                            initializer=_initial(reader, table),
+                                            max_norm=column.max_norm)
 
 
 class _DnnInput(tf.keras.layers.Layer):
@@ -432,9 +466,10 @@ class _DnnInput(tf.keras.layers.Layer):
 
   def __init__(self, columns, reader):
     super().__init__(name="input_layer")
-    self._columns = [tf.keras.layers.DenseFeatures([_dnn_input_column(c, reader)],
-                                                   name=f"column_{i}")
-                     for i, c in enumerate(sorted(columns, key=lambda c: c.name))]
+    self._columns = [
+        tf.keras.layers.DenseFeatures([_dnn_input_column(c, reader)], name=f"column_{i}")
+        for i, c in enumerate(sorted(columns, key=lambda c: c.name))
+    ]
 
   def call(self, features):
     return tf.concat([column(features) for column in self._columns], axis=-1)
@@ -467,15 +502,18 @@ class _LinearPart(tf.keras.layers.Layer):
                    key=lambda c: c.name)  # DenseFeatures' own order
     self._categorical = tf.keras.layers.DenseFeatures([
         tf.feature_column.embedding_column(
-            self_contained(c), dimension=source.units, combiner=source.sparse_combiner,
-            initializer=_initial(reader, f"{_LINEAR}{c.name}/weights"))
-        for c in categorical], name="categorical") if categorical else None
+            self_contained(c),
+            dimension=source.units,
+            combiner=source.sparse_combiner,
+            initializer=_initial(reader, f"{_LINEAR}{c.name}/weights")) for c in categorical
+    ],
+                                                      name="categorical") if categorical else None
     self._dense = tf.keras.layers.DenseFeatures(dense, name="dense") if dense else None
     self._dense_weights = self.add_weight(
         "linear_dense_weights", [sum(_dense_size(c) for c in dense), source.units],
-        initializer=tf.constant_initializer(np.concatenate([
-            reader.get_tensor(f"{_LINEAR}{c.name}/weights") for c in dense])) if reader and
-        dense else tf.keras.initializers.Zeros()) if dense else None
+        initializer=tf.constant_initializer(
+            np.concatenate([reader.get_tensor(f"{_LINEAR}{c.name}/weights") for c in dense]))
+        if reader and dense else tf.keras.initializers.Zeros()) if dense else None
     self._bias = self.add_weight("linear_bias", [source.units],
                                  initializer=_initial(reader, f"{_LINEAR}bias_weights"))
     self._categorical_count = len(categorical)
@@ -485,8 +523,8 @@ class _LinearPart(tf.keras.layers.Layer):
     logits = tf.convert_to_tensor(self._bias)
     if self._categorical is not None:  # [N, columns * units] -> the sum over columns
       embedded = self._categorical(features)
-      logits += tf.reduce_sum(
-          tf.reshape(embedded, [-1, self._categorical_count, self._units]), axis=1)
+      logits += tf.reduce_sum(tf.reshape(embedded, [-1, self._categorical_count, self._units]),
+                              axis=1)
     if self._dense is not None:
       logits += tf.matmul(self._dense(features), self._dense_weights)
     return logits
@@ -515,10 +553,14 @@ class ClassificationHead:
     class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)[:, tf.newaxis]
     all_class_ids = tf.tile(tf.range(self._n_classes)[tf.newaxis], [tf.shape(logits)[0], 1])
     binary = {"logistic": probabilities[:, 1:]} if self._n_classes == 2 else {}
-    return {"logits": logits, **binary, "probabilities": probabilities,
-            "class_ids": class_ids, "classes": tf.gather(self._names, class_ids),
-            "all_class_ids": all_class_ids, "all_classes": tf.gather(self._names,
-                                                                     all_class_ids)}
+    return {
+        "logits": logits,
+        **binary, "probabilities": probabilities,
+        "class_ids": class_ids,
+        "classes": tf.gather(self._names, class_ids),
+        "all_class_ids": all_class_ids,
+        "all_classes": tf.gather(self._names, all_class_ids)
+    }
 
   def loss(self):
     """The Estimator's training loss on the logits, to train the migrated model on (labels:
@@ -529,6 +571,7 @@ class ClassificationHead:
 
   def signatures(self, predict_outputs):
     """{name: (input name, outputs of serialized tf.Examples)} besides `predict`."""
+
     def classification(inputs):
       outputs = predict_outputs(inputs)
       return {"classes": outputs["all_classes"], "scores": outputs["probabilities"]}
@@ -536,7 +579,8 @@ class ClassificationHead:
     signatures = {"classification": classification, "serving_default": classification}
     if self._n_classes == 2:
       signatures["regression"] = lambda inputs: {
-          "outputs": predict_outputs(inputs)["probabilities"][:, 1:]}
+          "outputs": predict_outputs(inputs)["probabilities"][:, 1:]
+      }
     return signatures
 
 
@@ -556,16 +600,18 @@ class RegressionHead:
 
   @staticmethod
   def signatures(predict_outputs):
+
     def regression(inputs):
       return {"outputs": predict_outputs(inputs)["predictions"]}
+
     return {"regression": regression, "serving_default": regression}
 
 
 def build_keras_model(source, from_estimator=True):
   """The Keras model, its weights the Estimator checkpoint's (from_estimator) or to be
   restored by load_weights."""
-  model = CannedModel(source, tf.train.load_checkpoint(source.checkpoint)
-                      if from_estimator else None)
+  model = CannedModel(source,
+                      tf.train.load_checkpoint(source.checkpoint) if from_estimator else None)
   model(parse(source.parse_spec(), tf.constant(check_examples(source, 2))))
   model.load_dnn_weights()
   return model
@@ -605,12 +651,11 @@ def check_examples(source, count=CHECK_EXAMPLES, seed=0):
     for key, spec in sorted(source.parse_spec().items()):
       if isinstance(spec, tf.io.VarLenFeature) and i % 7 == 6:
         continue  # missing: allowed for var-len features
-      size = int(np.prod(spec.shape)) if isinstance(spec, tf.io.FixedLenFeature) else (
-          1 + i % 3)
+      size = int(np.prod(spec.shape)) if isinstance(spec, tf.io.FixedLenFeature) else (1 + i % 3)
       feature[key] = _feature_values(spec.dtype, size, i, rng, edges.get(key),
                                      vocabularies.get(key))
-    examples.append(tf.train.Example(
-        features=tf.train.Features(feature=feature)).SerializeToString())
+    examples.append(
+        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
   return examples  # a list: numpy's bytes dtype would strip a proto's trailing zero bytes
 
 
@@ -625,8 +670,11 @@ def _feature_values(dtype, size, i, rng, edges, vocabulary):
   points = sorted(edges or [0.0])
   spread = max(points[-1] - points[0], 1.0)
   candidates = [*points, points[0] - spread, points[-1] + spread]
-  values = [float(candidates[(i + j) % len(candidates)]) if (i + j) % 2 == 0 else
-            float(rng.uniform(points[0] - spread, points[-1] + spread)) for j in range(size)]
+  values = [
+      float(candidates[(i + j) % len(candidates)]) if
+      (i + j) % 2 == 0 else float(rng.uniform(points[0] - spread, points[-1] + spread))
+      for j in range(size)
+  ]
   return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
@@ -641,13 +689,17 @@ def _walk(columns):
 
 
 def _bucket_edges(columns):
-  return {c.source_column.key: list(c.boundaries) for c in _walk(columns)
-          if hasattr(c, "boundaries")}
+  return {
+      c.source_column.key: list(c.boundaries) for c in _walk(columns) if hasattr(c, "boundaries")
+  }
 
 
 def _vocabularies(columns):
-  return {c.key: [str(v) for v in c.vocabulary_list]
-          for c in _walk([self_contained(c) for c in columns]) if hasattr(c, "vocabulary_list")}
+  return {
+      c.key: [str(v) for v in c.vocabulary_list]
+      for c in _walk([self_contained(c) for c in columns])
+      if hasattr(c, "vocabulary_list")
+  }
 
 
 def estimator_predictions(source, examples):
@@ -661,13 +713,14 @@ def estimator_predictions(source, examples):
   def input_fn():
     return tf.data.Dataset.from_tensor_slices(examples).batch(64).map(features)
 
-  batches = list(estimator.predict(input_fn, checkpoint_path=source.checkpoint,
-                                   yield_single_examples=False))
+  batches = list(
+      estimator.predict(input_fn, checkpoint_path=source.checkpoint, yield_single_examples=False))
   keys = source.head().compared + (() if source.regressor else ("class_ids",))
   return {key: np.concatenate([b[key] for b in batches]) for key in keys}
 
 
 class _Exported(tf.Module):
+
   def __init__(self, model, spec, head):
     super().__init__()
     self.model = model
@@ -684,8 +737,11 @@ _WARMUP_EXAMPLES = 2
 def example_signatures(head, predict_outputs):
   """The Estimator export's signatures over serialized tf.Examples, as tf.functions:
   `predict` takes "examples"; the head's (classification, regression) take "inputs"."""
-  signatures = {"predict": tf.function(
-      predict_outputs, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])}
+  signatures = {
+      "predict":
+          tf.function(predict_outputs,
+                      input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  }
   for name, function in head.signatures(predict_outputs).items():
     signatures[name] = tf.function(
         function, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
@@ -701,15 +757,16 @@ def export_for_serving(source, model, export_dir, warmup_examples):
   examples = tf.constant(warmup_examples[:_WARMUP_EXAMPLES])  # not numpy: it drops \0 ends
   serving.write_prediction_logs(export_dir, [
       serving.predict_log(name, {"examples" if name == "predict" else "inputs": examples})
-      for name in sorted(signatures)])
+      for name in sorted(signatures)
+  ])
   return sorted(signatures)
 
 
 def _check_data(source, check_data):
   """(serialized tf.Examples, their labels or None, description) for the proof."""
   if source.kmodels_config is not None and not (check_data or "").endswith(".tfrecord"):
-    return _split_examples(source.kmodels_config,
-                           check_data or source.kmodels_config.dataset.eval_split)
+    return _split_examples(source.kmodels_config, check_data or
+                           source.kmodels_config.dataset.eval_split)
   if not check_data:
     return (check_examples(source), None,
             f"{CHECK_EXAMPLES} tf.Examples generated from the columns")
@@ -734,15 +791,25 @@ def _split_examples(config, split):
   examples, labels = [], []
   for images, batch_labels in data.load_split(config, split, "--check_data").eval:
     for image in images.numpy():
-      examples.append(tf.train.Example(features=tf.train.Features(feature={
-          trainers.estimator.FEATURE: tf.train.Feature(float_list=tf.train.FloatList(
-              value=image.ravel()))})).SerializeToString())
+      examples.append(
+          tf.train.Example(features=tf.train.Features(
+              feature={
+                  trainers.estimator.FEATURE:
+                      tf.train.Feature(float_list=tf.train.FloatList(value=image.ravel()))
+              })).SerializeToString())
     labels.append(batch_labels.numpy())
   return examples, np.concatenate(labels), f"{config.dataset.name} split {split!r}"
 
 
-def migrate(model_dir, output_dir, columns_file=None, checkpoint=None, sparse_combiner=None,
-            check_data=None, head=None, estimator_export=None, tolerance=1e-5):
+def migrate(model_dir,
+            output_dir,
+            columns_file=None,
+            checkpoint=None,
+            sparse_combiner=None,
+            check_data=None,
+            head=None,
+            estimator_export=None,
+            tolerance=1e-5):
   """Reads, proves equal on check tf.Examples, exports; returns the migration record."""
   estimator_reading.check_estimator_available()
   source = read(model_dir, columns_file, checkpoint, sparse_combiner, head, estimator_export)
@@ -755,20 +822,33 @@ def migrate(model_dir, output_dir, columns_file=None, checkpoint=None, sparse_co
   head = source.head()
   started = time.perf_counter()
   serialized = tf.constant(examples)
-  actual = {k: v.numpy() for k, v in head.outputs(
-      logits_for(model, parse(source.parse_spec(), serialized), serialized)).items()}
+  actual = {
+      k: v.numpy() for k, v in head.outputs(
+          logits_for(model, parse(source.parse_spec(), serialized), serialized)).items()
+  }
   keras_seconds = time.perf_counter() - started
-  differences = {key: float(np.max(np.abs(expected[key] - actual[key])))
-                 for key in head.compared}
-  proof = {"examples": len(examples), "max_abs_difference": max(differences.values()),
-           "by_output": differences, "tolerance": tolerance,
-           "class_ids_equal": bool(np.array_equal(expected["class_ids"], actual["class_ids"]))
-                              if "class_ids" in expected else None,
-           "parameters": model.count_params(),
-           "estimator_predict_examples_per_second": len(examples) / estimator_seconds,
-           "keras_predict_examples_per_second": len(examples) / keras_seconds}
-  proof["equal"] = (proof["max_abs_difference"] <= tolerance
-                    and proof["class_ids_equal"] is not False)
+  differences = {key: float(np.max(np.abs(expected[key] - actual[key]))) for key in head.compared}
+  proof = {
+      "examples":
+          len(examples),
+      "max_abs_difference":
+          max(differences.values()),
+      "by_output":
+          differences,
+      "tolerance":
+          tolerance,
+      "class_ids_equal":
+          bool(np.array_equal(expected["class_ids"], actual["class_ids"]))
+          if "class_ids" in expected else None,
+      "parameters":
+          model.count_params(),
+      "estimator_predict_examples_per_second":
+          len(examples) / estimator_seconds,
+      "keras_predict_examples_per_second":
+          len(examples) / keras_seconds
+  }
+  proof["equal"] = (proof["max_abs_difference"] <= tolerance and
+                    proof["class_ids_equal"] is not False)
   if labels is not None:
     for name, outputs in (("estimator", expected), ("keras", actual)):
       proof[f"{name}_accuracy"] = float(np.mean(outputs["class_ids"].ravel() == labels))
@@ -781,11 +861,11 @@ def migrate(model_dir, output_dir, columns_file=None, checkpoint=None, sparse_co
                     f"{len(examples)} tf.Examples. Nothing was exported; check "
                     "--feature_columns (the columns the Estimator was trained with) and "
                     "--sparse_combiner.")
-  record["signatures"] = export_for_serving(
-      source, model, storage.join(output_dir, "export", "1"), examples)
+  record["signatures"] = export_for_serving(source, model, storage.join(output_dir, "export", "1"),
+                                            examples)
   model.save_weights(storage.join(output_dir, *KERAS_WEIGHTS))
   reporting.write_json(storage.join(output_dir, "migration.json"), record)
-  logging.info("Migrated %s over %d columns: max difference %.3g over %d tf.Examples.",
-               source.kind, len(source.linear_columns) + len(source.dnn_columns),
-               proof["max_abs_difference"], len(examples))
+  logging.info("Migrated %s over %d columns: max difference %.3g over %d tf.Examples.", source.kind,
+               len(source.linear_columns) + len(source.dnn_columns), proof["max_abs_difference"],
+               len(examples))
   return record

@@ -40,7 +40,10 @@ class MigrationNotEqual(UserError):
   """The Keras model's outputs differ from the Estimator's beyond MAX_DIFFERENCE."""
 
 
-def migrate(estimator_dir: str, output_dir: str, *, checkpoint: Optional[str] = None,
+def migrate(estimator_dir: str,
+            output_dir: str,
+            *,
+            checkpoint: Optional[str] = None,
             check_data: Optional[str] = None,
             overrides: Optional[estimator_reading.Overrides] = None) -> dict:
   """Migrates the model_dir (or kmodels workdir) `estimator_dir` into `output_dir`.
@@ -76,8 +79,7 @@ def migrate(estimator_dir: str, output_dir: str, *, checkpoint: Optional[str] = 
   _save_keras(keras_model, output_dir)
   export_for_serving(source, keras_model, storage.join(output_dir, "export"))
   if source.kmodels_config is not None:  # `launch.predict --split` reads the run's dataset
-    reporting.write_json(storage.join(output_dir, "config.json"),
-                         source.kmodels_config.to_dict())
+    reporting.write_json(storage.join(output_dir, "config.json"), source.kmodels_config.to_dict())
   return record
 
 
@@ -97,19 +99,26 @@ def prove_equal(source, features, labels=None):
   keras_seconds = time.perf_counter() - started
   difference = float(np.max(np.abs(expected - actual))) if len(features) else 0.0
   agree = np.argmax(expected, -1) == np.argmax(actual, -1)
-  proof = {"examples": len(features), "max_abs_difference": difference,
-           "tolerance": MAX_DIFFERENCE, "equal": difference <= MAX_DIFFERENCE,
-           "class_agreement": float(np.mean(agree)) if len(features) else 1.0,
-           "parameters": keras_model.count_params(),
-           "estimator_predict_images_per_second": len(features) / estimator_seconds,
-           "keras_predict_images_per_second": len(features) / keras_seconds,
-           "_arrays": {"estimator_outputs": expected, "keras_outputs": actual}}
+  proof = {
+      "examples": len(features),
+      "max_abs_difference": difference,
+      "tolerance": MAX_DIFFERENCE,
+      "equal": difference <= MAX_DIFFERENCE,
+      "class_agreement": float(np.mean(agree)) if len(features) else 1.0,
+      "parameters": keras_model.count_params(),
+      "estimator_predict_images_per_second": len(features) / estimator_seconds,
+      "keras_predict_images_per_second": len(features) / keras_seconds,
+      "_arrays": {
+          "estimator_outputs": expected,
+          "keras_outputs": actual
+      }
+  }
   if labels is not None:
     proof["estimator_accuracy"] = float(np.mean(np.argmax(expected, -1) == labels))
     proof["keras_accuracy"] = float(np.mean(np.argmax(actual, -1) == labels))
-  logging.info("Proof over %d inputs: max |difference| %.3g (tolerance %g), classes agree "
-               "on %.2f %%.", len(features), difference, MAX_DIFFERENCE,
-               100 * proof["class_agreement"])
+  logging.info(
+      "Proof over %d inputs: max |difference| %.3g (tolerance %g), classes agree "
+      "on %.2f %%.", len(features), difference, MAX_DIFFERENCE, 100 * proof["class_agreement"])
   return keras_model, proof
 
 
@@ -213,11 +222,12 @@ def export_for_serving(source, model, export_root):
   if source.image_preprocessing_known():
     keras_scores = serving.keras_scores(model)
     images = serving.signatures(lambda pixels: source.probabilities(keras_scores(pixels)),
-                                source.input_shape, label_names, logits=False)
+                                source.input_shape,
+                                label_names,
+                                logits=False)
     functions.update(serving_images=images.pop("serving_default"), **images)
   with serving.new_version(export_root) as slot:
     model.save(slot.path, save_format="tf", include_optimizer=False, signatures=functions)
     reporting.write_json(storage.join(slot.path, serving.MODEL_CARD),
                          dict(source.model_card(sorted(functions)), version=slot.version))
   logging.info("Exported %s with signatures %s.", slot.path, ", ".join(sorted(functions)))
-

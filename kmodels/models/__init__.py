@@ -25,45 +25,66 @@ def _subclassed(cls):
 
 REGISTRY = {
     # The CIFAR styles tutorial (CIFAR-10), and the same networks in the other two styles.
-    "shallownet": ModelEntry(sequential.shallownet, "sequential",
-                             "1 conv + linear (the CIFAR styles tutorial)"),
-    "shallownet_functional": ModelEntry(functional.shallownet, "functional", "ShallowNet twin"),
-    "shallownet_subclass": ModelEntry(_subclassed(subclassed.ShallowNet), "subclassed",
-                                      "ShallowNet twin"),
-    "minigooglenet": ModelEntry(functional.minigooglenet, "functional",
-                                "Inception-style CIFAR net (the CIFAR styles tutorial)"),
-    "minigooglenet_subclass": ModelEntry(_subclassed(subclassed.MiniGoogLeNet), "subclassed",
-                                         "MiniGoogLeNet from Inception/Downsample Layers"),
-    "minivggnet": ModelEntry(_subclassed(subclassed.MiniVGGNet), "subclassed",
-                             "two VGG stages + dense head (the CIFAR styles tutorial)"),
-    "minivggnet_sequential": ModelEntry(sequential.minivggnet, "sequential", "MiniVGGNet twin"),
-    "minivggnet_functional": ModelEntry(functional.minivggnet, "functional", "MiniVGGNet twin"),
+    "shallownet":
+        ModelEntry(sequential.shallownet, "sequential",
+                   "1 conv + linear (the CIFAR styles tutorial)"),
+    "shallownet_functional":
+        ModelEntry(functional.shallownet, "functional", "ShallowNet twin"),
+    "shallownet_subclass":
+        ModelEntry(_subclassed(subclassed.ShallowNet), "subclassed", "ShallowNet twin"),
+    "minigooglenet":
+        ModelEntry(functional.minigooglenet, "functional",
+                   "Inception-style CIFAR net (the CIFAR styles tutorial)"),
+    "minigooglenet_subclass":
+        ModelEntry(_subclassed(subclassed.MiniGoogLeNet), "subclassed",
+                   "MiniGoogLeNet from Inception/Downsample Layers"),
+    "minivggnet":
+        ModelEntry(_subclassed(subclassed.MiniVGGNet), "subclassed",
+                   "two VGG stages + dense head (the CIFAR styles tutorial)"),
+    "minivggnet_sequential":
+        ModelEntry(sequential.minivggnet, "sequential", "MiniVGGNet twin"),
+    "minivggnet_functional":
+        ModelEntry(functional.minivggnet, "functional", "MiniVGGNet twin"),
     # Time to accuracy: configs/fashion_mnist_fast.py.
-    "fastcnn": ModelEntry(functional.fastcnn, "functional",
-                          "2 x (conv/BN/pool) + dense, for time to accuracy"),
+    "fastcnn":
+        ModelEntry(functional.fastcnn, "functional",
+                   "2 x (conv/BN/pool) + dense, for time to accuracy"),
     # The CIFAR training-loop tutorial (CIFAR-10).
-    "cifar_cnn_sequential": ModelEntry(sequential.cifar_cnn, "sequential",
-                                       "3 x conv/pool + dense (the CIFAR training-loop tutorial)"),
-    "cifar_cnn_subclass": ModelEntry(_subclassed(subclassed.CifarModel), "subclassed",
-                                     "CifarModel of ConvolutionLayer/HeadLayer "
-                                     "(the CIFAR training-loop tutorial)"),
+    "cifar_cnn_sequential":
+        ModelEntry(sequential.cifar_cnn, "sequential",
+                   "3 x conv/pool + dense (the CIFAR training-loop tutorial)"),
+    "cifar_cnn_subclass":
+        ModelEntry(_subclassed(subclassed.CifarModel), "subclassed",
+                   "CifarModel of ConvolutionLayer/HeadLayer "
+                   "(the CIFAR training-loop tutorial)"),
     # The MNIST styles tutorial (MNIST): the same MLP in the three styles.
-    "mlp": ModelEntry(sequential.mlp, "sequential",
-                      "Flatten -> Dense 256 -> softmax (the MNIST styles tutorial)"),
-    "mlp_functional": ModelEntry(functional.mlp, "functional", "the MLP, named mnist_model"),
-    "mlp_subclass": ModelEntry(_subclassed(subclassed.MLP), "subclassed", "the MLP"),
+    "mlp":
+        ModelEntry(sequential.mlp, "sequential",
+                   "Flatten -> Dense 256 -> softmax (the MNIST styles tutorial)"),
+    "mlp_functional":
+        ModelEntry(functional.mlp, "functional", "the MLP, named mnist_model"),
+    "mlp_subclass":
+        ModelEntry(_subclassed(subclassed.MLP), "subclassed", "the MLP"),
     # The MNIST subclassing tutorial (MNIST): logits models, trained with from_logits=True.
-    "cnnblocks": ModelEntry(sequential.cnnblocks, "sequential",
-                            "CNNBlock 32/64/128 (the MNIST subclassing tutorial)",
-                            logits=True),
-    "resnet_like": ModelEntry(_subclassed(subclassed.ResNetLike), "subclassed",
-                              "ResBlocks + GAP (the MNIST subclassing tutorial)", logits=True),
+    "cnnblocks":
+        ModelEntry(sequential.cnnblocks,
+                   "sequential",
+                   "CNNBlock 32/64/128 (the MNIST subclassing tutorial)",
+                   logits=True),
+    "resnet_like":
+        ModelEntry(_subclassed(subclassed.ResNetLike),
+                   "subclassed",
+                   "ResBlocks + GAP (the MNIST subclassing tutorial)",
+                   logits=True),
 }
 # Standard ImageNet architectures (tf.keras.applications), at any size they support.
 REGISTRY.update({
-    name: ModelEntry(functools.partial(applications.build, name), "functional",
-                     arch.description, min_size=arch.min_size)
-    for name, arch in applications.ARCHITECTURES.items()})
+    name:
+        ModelEntry(functools.partial(applications.build, name),
+                   "functional",
+                   arch.description,
+                   min_size=arch.min_size) for name, arch in applications.ARCHITECTURES.items()
+})
 
 
 def model_names():
@@ -74,8 +95,7 @@ def model_names():
 def check_name(name):
   """Raises UserError listing every registered model when `name` is not one of them."""
   if name not in REGISTRY:
-    raise UserError(
-        f"Unknown model.name {name!r}. Registered models: {', '.join(model_names())}.")
+    raise UserError(f"Unknown model.name {name!r}. Registered models: {', '.join(model_names())}.")
 
 
 def build_model(name, input_shape, num_classes, **kwargs):
@@ -120,8 +140,10 @@ def synchronize_batchnorm(model):
   is read when the training step is traced, and the fused kernel has no cross-replica
   form (Keras 2.15 and tf-keras 2.21 check both in BatchNormalization.__init__).
   """
-  norms = [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
-           if isinstance(layer, tf.keras.layers.BatchNormalization)]
+  norms = [
+      layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+      if isinstance(layer, tf.keras.layers.BatchNormalization)
+  ]
   for layer in norms:
     layer.synchronized, layer.fused = True, False
   return len(norms)
@@ -129,8 +151,10 @@ def synchronize_batchnorm(model):
 
 def batchnorm_layers(model):
   """Every BatchNormalization layer of `model`, nested models included, that trains."""
-  return [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
-          if isinstance(layer, tf.keras.layers.BatchNormalization) and layer.trainable]
+  return [
+      layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+      if isinstance(layer, tf.keras.layers.BatchNormalization) and layer.trainable
+  ]
 
 
 def reestimate_batchnorm(model, batches):
@@ -201,23 +225,28 @@ class SmoothedSparseCrossentropy(tf.keras.losses.Loss):
   Keras' sparse cross-entropy has no smoothing, so the labels become one-hot here.
   """
 
-  def __init__(self, from_logits, label_smoothing, reduction=tf.keras.losses.Reduction.AUTO,
+  def __init__(self,
+               from_logits,
+               label_smoothing,
+               reduction=tf.keras.losses.Reduction.AUTO,
                name="smoothed_sparse_crossentropy"):
     super().__init__(reduction=reduction, name=name)
     self.from_logits, self.label_smoothing = from_logits, label_smoothing
 
   def call(self, y_true, y_pred):
-    return tf.keras.losses.categorical_crossentropy(
-        _targets(y_true, y_pred), y_pred, from_logits=self.from_logits,
-        label_smoothing=self.label_smoothing)
+    return tf.keras.losses.categorical_crossentropy(_targets(y_true, y_pred),
+                                                    y_pred,
+                                                    from_logits=self.from_logits,
+                                                    label_smoothing=self.label_smoothing)
 
   def get_config(self):
-    return {**super().get_config(), "from_logits": self.from_logits,
-            "label_smoothing": self.label_smoothing}
+    return {
+        **super().get_config(), "from_logits": self.from_logits,
+        "label_smoothing": self.label_smoothing
+    }
 
 
-def loss(name, reduction=tf.keras.losses.Reduction.AUTO, label_smoothing=0.0,
-         mixed_targets=False):
+def loss(name, reduction=tf.keras.losses.Reduction.AUTO, label_smoothing=0.0, mixed_targets=False):
   """Cross-entropy that reads model `name`'s outputs right: logits or probabilities;
   with `label_smoothing` (train.label_smoothing), against smoothed targets; with
   `mixed_targets` (MixUp, CutMix), training targets may be class shares."""
@@ -246,20 +275,26 @@ def accuracy_metric(name="accuracy", mixed_targets=False):
 TOP5_MIN_CLASSES = 20
 
 
-def compile_classifier(model, name, optimizer, num_classes=None, label_smoothing=0.0,
-                       mixed_targets=False, **compile_kwargs):
+def compile_classifier(model,
+                       name,
+                       optimizer,
+                       num_classes=None,
+                       label_smoothing=0.0,
+                       mixed_targets=False,
+                       **compile_kwargs):
   """Compiles registered model `name` with its loss and the accuracy metric every run logs
   (and top-5 accuracy when `num_classes` is TOP5_MIN_CLASSES or more; a subclassed model
   knows its output size only once called). `mixed_targets`: training targets may be
   class shares (MixUp, CutMix); evaluation's integer labels work either way."""
   metrics = [accuracy_metric(mixed_targets=mixed_targets)]
   if num_classes and num_classes >= TOP5_MIN_CLASSES:
-    metrics.append(tf.keras.metrics.MeanMetricWrapper(_top5, name="top5_accuracy")
-                   if mixed_targets else
-                   tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    metrics.append(
+        tf.keras.metrics.MeanMetricWrapper(_top5, name="top5_accuracy") if mixed_targets else tf.
+        keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
   model.compile(optimizer=optimizer,
                 loss=loss(name, label_smoothing=label_smoothing, mixed_targets=mixed_targets),
-                metrics=metrics, **compile_kwargs)
+                metrics=metrics,
+                **compile_kwargs)
   return model
 
 
@@ -294,8 +329,12 @@ def _leaf_layers_with_weights(model):
   Functional models list layers topologically, which puts parallel branches' layers side
   by side; creation order is the same in every style.
   """
-  leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
-            if layer.weights and not list(layer._flatten_layers(include_self=False))]  # pylint: disable=protected-access
+  # pylint: disable=protected-access  (Keras has no public walk of nested layers)
+  leaves = [
+      layer for layer in model._flatten_layers(include_self=False, recursive=True)
+      if layer.weights and not list(layer._flatten_layers(include_self=False))
+  ]
+  # pylint: enable=protected-access
   return sorted(leaves, key=lambda layer: min(_creation_index(w) for w in layer.weights))
 
 

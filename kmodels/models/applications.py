@@ -44,13 +44,22 @@ class Architecture(typing.NamedTuple):
 
 
 ARCHITECTURES = {
-    "resnet50": Architecture("ResNet50", "caffe", 32, "ResNet-50 v1 (Keras Applications)"),
-    "resnet50v2": Architecture("ResNet50V2", "tf", 32, "ResNet-50 v2, pre-activation"),
-    "mobilenet_v2": Architecture("MobileNetV2", "tf", 32, "MobileNetV2, width 1.0"),
-    "mobilenet_v3_large": Architecture("MobileNetV3Large", "keras", 32,
-                                       "MobileNetV3-Large, width 1.0", head_units=1280),
-    "efficientnet_v2_b0": Architecture("EfficientNetV2B0", "keras", 32, "EfficientNetV2-B0"),
-    "convnext_tiny": Architecture("ConvNeXtTiny", "keras", 32, "ConvNeXt-Tiny"),
+    "resnet50":
+        Architecture("ResNet50", "caffe", 32, "ResNet-50 v1 (Keras Applications)"),
+    "resnet50v2":
+        Architecture("ResNet50V2", "tf", 32, "ResNet-50 v2, pre-activation"),
+    "mobilenet_v2":
+        Architecture("MobileNetV2", "tf", 32, "MobileNetV2, width 1.0"),
+    "mobilenet_v3_large":
+        Architecture("MobileNetV3Large",
+                     "keras",
+                     32,
+                     "MobileNetV3-Large, width 1.0",
+                     head_units=1280),
+    "efficientnet_v2_b0":
+        Architecture("EfficientNetV2B0", "keras", 32, "EfficientNetV2-B0"),
+    "convnext_tiny":
+        Architecture("ConvNeXtTiny", "keras", 32, "ConvNeXt-Tiny"),
 }
 
 
@@ -73,7 +82,8 @@ def to_backbone_input(images, mode):
   if mode == "keras":
     return pixels
   bgr = tf.reverse(pixels, axis=[-1])  # RGB -> BGR; a TF op layer, saved by the op's name
-  return layers.Normalization(mean=_CAFFE_BGR_MEANS, variance=(1.0, 1.0, 1.0),
+  return layers.Normalization(mean=_CAFFE_BGR_MEANS,
+                              variance=(1.0, 1.0, 1.0),
                               name="minus_imagenet_mean")(bgr)
 
 
@@ -137,8 +147,9 @@ def _what_the_file_holds(local_path):
   try:
     with h5py.File(local_path, "r") as f:
       group = f["model_weights"] if "model_weights" in f else f
-      names = [n.decode() if isinstance(n, bytes) else n
-               for n in group.attrs.get("layer_names", [])]
+      names = [
+          n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("layer_names", [])
+      ]
   except (OSError, KeyError, ValueError) as e:
     return f"not a Keras weights file ({type(e).__name__}: {first_line(e, 120)})"
   with_weights = [n for n in names if n]

@@ -90,7 +90,8 @@ class InceptionModule(_ConfigLayer):
 
   def call(self, x, training=False):
     return tf.concat([self.branch_1x1(x, training=training),
-                      self.branch_3x3(x, training=training)], axis=-1)
+                      self.branch_3x3(x, training=training)],
+                     axis=-1)
 
 
 @serializable
@@ -191,14 +192,19 @@ class ResBlock(_ConfigLayer):
 
 def mlp_layers(num_classes, hidden_units=256):
   """The MNIST styles tutorial MLP: Flatten -> Dense(hidden, ReLU) -> Dense(classes) -> softmax."""
-  return [layers.Flatten(), layers.Dense(hidden_units, activation="relu"),
-          *classifier_head(num_classes)]
+  return [
+      layers.Flatten(),
+      layers.Dense(hidden_units, activation="relu"), *classifier_head(num_classes)
+  ]
 
 
 def shallownet_layers(num_classes):
   """ShallowNet: Conv2D 32 3x3 same -> ReLU -> Flatten -> Dense(classes) -> softmax."""
-  return [layers.Conv2D(32, (3, 3), padding="same"), layers.Activation("relu"),
-          layers.Flatten(), *classifier_head(num_classes)]
+  return [
+      layers.Conv2D(32, (3, 3), padding="same"),
+      layers.Activation("relu"),
+      layers.Flatten(), *classifier_head(num_classes)
+  ]
 
 
 def minivgg_layers(num_classes, filters=32, dense_units=512, dropout=0.5):
@@ -206,12 +212,19 @@ def minivgg_layers(num_classes, filters=32, dense_units=512, dropout=0.5):
   stack = []
   for _ in range(2):
     for _ in range(2):
-      stack += [layers.Conv2D(filters, (3, 3), padding="same"), layers.Activation("relu"),
-                layers.BatchNormalization()]
+      stack += [
+          layers.Conv2D(filters, (3, 3), padding="same"),
+          layers.Activation("relu"),
+          layers.BatchNormalization()
+      ]
     stack.append(layers.MaxPooling2D((2, 2)))
-  return stack + [layers.Flatten(), layers.Dense(dense_units), layers.Activation("relu"),
-                  layers.BatchNormalization(), layers.Dropout(dropout),
-                  *classifier_head(num_classes)]
+  return stack + [
+      layers.Flatten(),
+      layers.Dense(dense_units),
+      layers.Activation("relu"),
+      layers.BatchNormalization(),
+      layers.Dropout(dropout), *classifier_head(num_classes)
+  ]
 
 
 def cifar_cnn_layers(num_classes):
@@ -222,5 +235,7 @@ def cifar_cnn_layers(num_classes):
   stack = []
   for _ in range(3):
     stack += [layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2)]
-  return stack + [layers.Flatten(), layers.Dense(128, activation="relu"),
-                  *classifier_head(num_classes)]
+  return stack + [
+      layers.Flatten(),
+      layers.Dense(128, activation="relu"), *classifier_head(num_classes)
+  ]

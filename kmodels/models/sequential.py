@@ -8,8 +8,7 @@ layers = tf.keras.layers
 
 
 def _stack(input_shape, stack, name):
-  return tf.keras.Sequential([tf.keras.Input(shape=input_shape, name="image"), *stack],
-                             name=name)
+  return tf.keras.Sequential([tf.keras.Input(shape=input_shape, name="image"), *stack], name=name)
 
 
 def shallownet(input_shape, num_classes):
@@ -37,8 +36,14 @@ def cnnblocks(input_shape, num_classes):
 
   The MNIST subclassing tutorial's first model.
   """
-  return _stack(input_shape, [blocks.CNNBlock(32), blocks.CNNBlock(64), blocks.CNNBlock(128),
-                              layers.Flatten(),
-                              # float32 logits: the loss reads them at full precision.
-                              layers.Dense(num_classes, dtype="float32", name="logits")],
-                "cnnblocks")
+  return _stack(
+      input_shape,
+      [
+          blocks.CNNBlock(32),
+          blocks.CNNBlock(64),
+          blocks.CNNBlock(128),
+          layers.Flatten(),
+          # float32 logits: the loss reads them at full precision.
+          layers.Dense(num_classes, dtype="float32", name="logits")
+      ],
+      "cnnblocks")

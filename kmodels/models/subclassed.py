@@ -69,8 +69,13 @@ class MiniVGGNet(_ConfigModel):
 
   _config_keys = ("num_classes", "filters", "dense_units", "dropout")
 
-  def __init__(self, num_classes, filters=32, dense_units=512, dropout=0.5,
-               name="minivggnet", **kwargs):
+  def __init__(self,
+               num_classes,
+               filters=32,
+               dense_units=512,
+               dropout=0.5,
+               name="minivggnet",
+               **kwargs):
     super().__init__(name=name, **kwargs)
     self.num_classes, self.filters = num_classes, filters
     self.dense_units, self.dropout = dense_units, dropout
@@ -113,8 +118,7 @@ class ResNetLike(_ConfigModel):
   def __init__(self, num_classes, name="resnet_like", **kwargs):
     super().__init__(name=name, **kwargs)
     self.num_classes = num_classes
-    self.res_blocks = [blocks.ResBlock(c) for c in ([32, 32, 64], [128, 128, 256],
-                                                    [128, 256, 512])]
+    self.res_blocks = [blocks.ResBlock(c) for c in ([32, 32, 64], [128, 128, 256], [128, 256, 512])]
     self.pool = layers.GlobalAveragePooling2D()
     self.classifier = layers.Dense(num_classes, dtype="float32", name="logits")
 
@@ -136,12 +140,16 @@ class MiniGoogLeNet(_ConfigModel):
     self.num_classes, self.dropout = num_classes, dropout
     self.modules_ = [
         blocks.ConvModule(96, (3, 3)),
-        blocks.InceptionModule(32, 32), blocks.InceptionModule(32, 48),
+        blocks.InceptionModule(32, 32),
+        blocks.InceptionModule(32, 48),
         blocks.DownsampleModule(80),
-        blocks.InceptionModule(112, 48), blocks.InceptionModule(96, 64),
-        blocks.InceptionModule(80, 80), blocks.InceptionModule(48, 96),
+        blocks.InceptionModule(112, 48),
+        blocks.InceptionModule(96, 64),
+        blocks.InceptionModule(80, 80),
+        blocks.InceptionModule(48, 96),
         blocks.DownsampleModule(96),
-        blocks.InceptionModule(176, 160), blocks.InceptionModule(176, 160),
+        blocks.InceptionModule(176, 160),
+        blocks.InceptionModule(176, 160),
     ]
     # Averaging the whole last map equals the CIFAR styles tutorial's 7x7 pool at 32x32 inputs.
     self.pool = layers.GlobalAveragePooling2D()

@@ -125,8 +125,8 @@ def copy_tree(source: str, target: str) -> None:
     tf.io.gfile.copy(source, target, overwrite=True)
     return
   for directory, _, files in tf.io.gfile.walk(source):
-    relative = os.path.relpath(directory, source) if not has_scheme(source) else (
-        directory[len(source):].strip("/"))
+    relative = os.path.relpath(
+        directory, source) if not has_scheme(source) else (directory[len(source):].strip("/"))
     destination = join(target, relative) if relative not in ("", ".") else target
     tf.io.gfile.makedirs(destination)
     for name in files:

@@ -32,8 +32,9 @@ def route_gs_to_emulator() -> bool:
     endpoint = "http://" + endpoint
   _check_endpoint(endpoint)
   port, certdir = _start_proxy(endpoint)
-  logging.info("gs:// goes to the GCS emulator at %s (%s is set), through a local TLS "
-               "proxy on port %s.", endpoint, EMULATOR_VARIABLE, port)
+  logging.info(
+      "gs:// goes to the GCS emulator at %s (%s is set), through a local TLS "
+      "proxy on port %s.", endpoint, EMULATOR_VARIABLE, port)
   # Upper case on purpose: libcurl reads HTTPS_PROXY, gRPC (multi-worker collectives)
   # reads only lower-case https_proxy, so workers keep talking to each other directly.
   os.environ["HTTPS_PROXY"] = f"http://127.0.0.1:{port}"
@@ -47,9 +48,10 @@ def _check_endpoint(endpoint):
   """The emulator's address must be http(s)://HOST[:PORT]; anything else is a typo."""
   try:
     url = urllib.parse.urlsplit(endpoint)
-    usable = (url.scheme in ("http", "https") and bool(url.hostname)
-              and (url.port is None or url.port > 0)  # .port raises outside 0-65535
-              and not any(c.isspace() for c in endpoint))
+    usable = (
+        url.scheme in ("http", "https") and bool(url.hostname) and
+        (url.port is None or url.port > 0)  # .port raises outside 0-65535
+        and not any(c.isspace() for c in endpoint))
   except ValueError:
     usable = False
   if not usable:
@@ -62,10 +64,13 @@ def _check_endpoint(endpoint):
 def _start_proxy(endpoint):
   """Starts the proxy (it exits with this process); returns (its port, its CA's dir)."""
   certdir = tempfile.mkdtemp(prefix="kmodels-gcs-proxy-")
-  proxy = subprocess.Popen(
-      [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_proxy.py"),
-       f"--upstream={endpoint}", f"--certdir={certdir}"],
-      stdout=subprocess.PIPE, text=True)
+  proxy = subprocess.Popen([
+      sys.executable,
+      os.path.join(os.path.dirname(__file__), "gcs_proxy.py"), f"--upstream={endpoint}",
+      f"--certdir={certdir}"
+  ],
+                           stdout=subprocess.PIPE,
+                           text=True)
   port = proxy.stdout.readline().strip()
   if not port.isdigit():
     raise UserError(f"Could not start the proxy to the GCS emulator {endpoint} "

@@ -40,8 +40,10 @@ import urllib.parse
 # The hosts TensorFlow's GCS filesystem calls (JSON API, uploads, object reads).
 GOOGLE_STORAGE_HOSTS = ("www.googleapis.com", "storage.googleapis.com")
 _STORAGE_LAYOUT = re.compile(r"/storage/v1/b/([^/]+)/storageLayout")
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-               "trailer", "upgrade", "content-length", "expect"}
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+    "content-length", "expect"
+}
 
 
 def write_certificates(certdir):
@@ -54,10 +56,10 @@ def write_certificates(certdir):
   now = datetime.datetime.now(datetime.timezone.utc)
 
   def certificate(subject, issuer, public_key, signing_key, extensions):
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-               .public_key(public_key).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(hours=1))
-               .not_valid_after(now + datetime.timedelta(days=7)))
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(
+        public_key).serial_number(
+            x509.random_serial_number()).not_valid_before(now - datetime.timedelta(
+                hours=1)).not_valid_after(now + datetime.timedelta(days=7)))
     for extension, critical in extensions:
       builder = builder.add_extension(extension, critical=critical)
     return builder.sign(signing_key, hashes.SHA256())
@@ -67,10 +69,15 @@ def write_certificates(certdir):
   ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kmodels GCS emulator CA")])
   ca = certificate(ca_name, ca_name, ca_key.public_key(), ca_key,
                    [(x509.BasicConstraints(ca=True, path_length=0), True),
-                    (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                   content_commitment=False, key_encipherment=False,
-                                   data_encipherment=False, key_agreement=False,
-                                   encipher_only=False, decipher_only=False), True)])
+                    (x509.KeyUsage(digital_signature=True,
+                                   key_cert_sign=True,
+                                   crl_sign=True,
+                                   content_commitment=False,
+                                   key_encipherment=False,
+                                   data_encipherment=False,
+                                   key_agreement=False,
+                                   encipher_only=False,
+                                   decipher_only=False), True)])
   leaf_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GOOGLE_STORAGE_HOSTS[0])])
   leaf = certificate(
       leaf_name, ca_name, leaf_key.public_key(), ca_key,
@@ -83,8 +90,9 @@ def write_certificates(certdir):
   with open(paths["host.pem"], "wb") as f:
     f.write(leaf.public_bytes(pem) + ca.public_bytes(pem))
   with open(paths["host.key"], "wb") as f:
-    f.write(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+    f.write(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption()))
   return paths
 
 
@@ -127,8 +135,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if body or self.command in ("POST", "PUT", "PATCH"):
       headers["Content-Length"] = str(len(body))
     try:
-      status, reason, response_headers, payload = self._ask_upstream(
-          self.command, self.path, body, headers)
+      status, reason, response_headers, payload = self._ask_upstream(self.command, self.path, body,
+                                                                     headers)
       layout_of = _STORAGE_LAYOUT.fullmatch(urllib.parse.urlsplit(self.path).path)
       if status == 404 and self.command == "GET" and layout_of:
         status, reason, response_headers, payload = self._flat_layout(layout_of[1], headers)
@@ -160,13 +168,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
   def _flat_layout(self, bucket, headers):
     """Google's storageLayout answer for an existing bucket without hierarchical namespace."""
-    status, reason, response_headers, payload = self._ask_upstream(
-        "GET", f"/storage/v1/b/{bucket}", None, headers)
+    status, reason, response_headers, payload = self._ask_upstream("GET", f"/storage/v1/b/{bucket}",
+                                                                   None, headers)
     if status != 200:
       return status, reason, response_headers, payload
-    layout = {"kind": "storage#storageLayout", "bucket": urllib.parse.unquote(bucket),
-              "location": "US", "locationType": "multi-region",
-              "hierarchicalNamespace": {"enabled": False}}
+    layout = {
+        "kind": "storage#storageLayout",
+        "bucket": urllib.parse.unquote(bucket),
+        "location": "US",
+        "locationType": "multi-region",
+        "hierarchicalNamespace": {
+            "enabled": False
+        }
+    }
     return 200, "OK", [("Content-Type", "application/json")], json.dumps(layout).encode()
 
   def _through_proxy(self, location):

@@ -37,9 +37,13 @@ SETTLE_SECONDS = 1.0
 
 
 def _owner():
-  return {"pid": os.getpid(), "host": socket.gethostname(),
-          "started": time.strftime("%Y-%m-%d %H:%M:%S"), "heartbeat": time.time(),
-          "token": uuid.uuid4().hex}
+  return {
+      "pid": os.getpid(),
+      "host": socket.gethostname(),
+      "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+      "heartbeat": time.time(),
+      "token": uuid.uuid4().hex
+  }
 
 
 def _in_use(root, holder, lock_path):
@@ -47,8 +51,8 @@ def _in_use(root, holder, lock_path):
   return UserError(
       f"Workdir {root} is in use by another run (pid {holder.get('pid', '?')} on "
       f"{holder.get('host', '?')}, since {holder.get('started', '?')}). Wait for it to end "
-      f"or use another --workdir" + (f"; if that run is gone, delete {lock_path}."
-                                     if storage.has_scheme(lock_path) else "."))
+      f"or use another --workdir" +
+      (f"; if that run is gone, delete {lock_path}." if storage.has_scheme(lock_path) else "."))
 
 
 def acquire(lock_path, root):
@@ -125,8 +129,7 @@ class _ObjectLock:
   def __init__(self, path, owner):
     self.path, self.owner = path, owner
     self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._refresh, daemon=True,
-                                    name="kmodels-lock-lease")
+    self._thread = threading.Thread(target=self._refresh, daemon=True, name="kmodels-lock-lease")
     self._thread.start()
 
   @classmethod

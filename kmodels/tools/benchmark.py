@@ -22,12 +22,15 @@ from kmodels.errors import UserError
 from kmodels.models import applications
 from kmodels.trainers import custom_loop, keras
 
-
 # The CIFAR styles tutorial's ImageDataGenerator arguments, from the CIFAR-10 Keras tutorial this
 # reference path reproduces: the augmentation it trained with.
-TUTORIAL_AUGMENTATION = dict(rotation_range=18, zoom_range=0.15, width_shift_range=0.2,
-                           height_shift_range=0.2, shear_range=0.15, horizontal_flip=True,
-                           fill_mode="nearest")
+TUTORIAL_AUGMENTATION = dict(rotation_range=18,
+                             zoom_range=0.15,
+                             width_shift_range=0.2,
+                             height_shift_range=0.2,
+                             shear_range=0.15,
+                             horizontal_flip=True,
+                             fill_mode="nearest")
 
 
 def matmul_peak_flops(dtype, size=2048, seconds=1.0, trials=3):
@@ -46,7 +49,7 @@ def matmul_peak_flops(dtype, size=2048, seconds=1.0, trials=3):
     while time.perf_counter() - start < seconds:
       matmul(a, b).numpy()
       runs += 1
-    best = max(best, 2 * size ** 3 * runs / (time.perf_counter() - start))
+    best = max(best, 2 * size**3 * runs / (time.perf_counter() - start))
   return best
 
 
@@ -119,8 +122,12 @@ def op_time_shares(run_steps, logdir, top=12):
   # Imported here: the profiler's protobufs are only needed when a trace is read.
   from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
   space = xplane_pb2.XSpace()
-  traces = [storage.join(directory, name) for directory, _, files in tf.io.gfile.walk(logdir)
-            for name in files if name.endswith(".xplane.pb")]
+  traces = [
+      storage.join(directory, name)
+      for directory, _, files in tf.io.gfile.walk(logdir)
+      for name in files
+      if name.endswith(".xplane.pb")
+  ]
   newest = max(traces, key=lambda path: tf.io.gfile.stat(path).mtime_nsec)
   with tf.io.gfile.GFile(newest, "rb") as f:
     space.ParseFromString(f.read())
@@ -207,8 +214,13 @@ def _reference_model(config, info):
   return keras.build_and_compile(reference, info, tf.distribute.get_strategy())
 
 
-def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
-        synthetic_batch: bool, with_reference: bool, process_start: float,
+def run(config: ml_collections.ConfigDict,
+        *,
+        steps: int,
+        pipeline_batches: int,
+        synthetic_batch: bool,
+        with_reference: bool,
+        process_start: float,
         op_profile_dir: Optional[str] = None) -> dict:
   """Measures everything for `config`; returns a dict of results.
 
@@ -233,24 +245,30 @@ def run(config: ml_collections.ConfigDict, *, steps: int, pipeline_batches: int,
           lambda: kmodels_training(model, datasets, config, steps, synthetic_batch,
                                    callbacks.FirstStepTimer()), op_profile_dir)
   results = {
-      "model": config.model.name, "trainer": config.trainer, "precision": config.precision,
+      "model": config.model.name,
+      "trainer": config.trainer,
+      "precision": config.precision,
       "precision_requested": config.precision_requested,
-      "xla": config.xla, "deterministic": config.train.deterministic,
+      "xla": config.xla,
+      "deterministic": config.train.deterministic,
       "steps_per_execution": config.train.steps_per_execution,
-      "batch_size": batch, "data": "one in-memory batch" if synthetic_batch else "pipeline",
-      "train_images_per_second": images_per_second, "step_seconds": step_seconds,
-      "pipeline_images_per_second": pipeline_throughput(datasets.train, batch,
-                                                        pipeline_batches),
+      "batch_size": batch,
+      "data": "one in-memory batch" if synthetic_batch else "pipeline",
+      "train_images_per_second": images_per_second,
+      "step_seconds": step_seconds,
+      "pipeline_images_per_second": pipeline_throughput(datasets.train, batch, pipeline_batches),
       "time_to_first_step_seconds": first_step.unix_time - process_start,
       "forward_flops_per_image": flops,
   }
   if with_reference:
-    results.update(_reference_results(config, datasets, steps, pipeline_batches,
-                                      images_per_second, results["pipeline_images_per_second"]))
+    results.update(
+        _reference_results(config, datasets, steps, pipeline_batches, images_per_second,
+                           results["pipeline_images_per_second"]))
   results.update(_fraction_of_peak(config.precision, flops, images_per_second))
   if with_reference:
-    results.update(reference_efficiency(flops, results["reference_train_images_per_second"],
-                                        results["peak_gflops"], results["peak_dtype"]))
+    results.update(
+        reference_efficiency(flops, results["reference_train_images_per_second"],
+                             results["peak_gflops"], results["peak_dtype"]))
   if shares:
     results["op_time_shares"] = shares
   results["peak_rss_mb"] = cpus.peak_rss_mb()
@@ -270,13 +288,18 @@ def input_only(config: ml_collections.ConfigDict, *, batches: int) -> dict:
   pipeline = pipeline_throughput(datasets.train, batch, batches)
   # The same files, from the same opened source: the folder is checked once.
   decode_limit = pipeline_throughput(datasets.make_decoded_train(), 1, batches * batch)
-  return {"data": datasets.info.name, "image_size": config.dataset.image_size,
-          "batch_size": batch, "train_examples": datasets.info.train_examples,
-          "cache": config.dataset.cache,
-          "usable_cpus": cpus.usable_cpus(),
-          "input_images_per_second": pipeline, "decode_limit_images_per_second": decode_limit,
-          "input_fraction_of_decode_limit": pipeline / decode_limit,
-          "peak_rss_mb": cpus.peak_rss_mb()}
+  return {
+      "data": datasets.info.name,
+      "image_size": config.dataset.image_size,
+      "batch_size": batch,
+      "train_examples": datasets.info.train_examples,
+      "cache": config.dataset.cache,
+      "usable_cpus": cpus.usable_cpus(),
+      "input_images_per_second": pipeline,
+      "decode_limit_images_per_second": decode_limit,
+      "input_fraction_of_decode_limit": pipeline / decode_limit,
+      "peak_rss_mb": cpus.peak_rss_mb()
+  }
 
 
 def applications_reference_training(config, info, images, labels, steps):
@@ -286,8 +309,8 @@ def applications_reference_training(config, info, images, labels, steps):
   constructor = getattr(tf.keras.applications,
                         applications.ARCHITECTURES[config.model.name].keras_name)
   model = constructor(weights=None, input_shape=info.image_shape, classes=info.num_classes)
-  optimizer = (tf.keras.optimizers.SGD(0.1, momentum=0.9) if config.train.optimizer.name == "sgd"
-               else tf.keras.optimizers.Adam(1e-3))
+  optimizer = (tf.keras.optimizers.SGD(0.1, momentum=0.9)
+               if config.train.optimizer.name == "sgd" else tf.keras.optimizers.Adam(1e-3))
   model.compile(optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
   batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
   return _fit_throughput(model, batch, len(images), steps)
@@ -300,18 +323,24 @@ def _reference_results(config, datasets, steps, pipeline_batches, train_speed, p
     # compares training steps alone.
     images, labels = next(iter(datasets.train))
     train = applications_reference_training(config, datasets.info, images, labels, steps)[0]
-    return {"reference": "tf.keras.applications + model.fit, one batch repeated",
-            "reference_train_images_per_second": train, "train_speedup": train_speed / train}
+    return {
+        "reference": "tf.keras.applications + model.fit, one batch repeated",
+        "reference_train_images_per_second": train,
+        "train_speedup": train_speed / train
+    }
   batch = config.train.batch_size
   # Enough images for the warm-up and the timed epoch: a Keras Sequence is not repeated.
   images, labels = raw_training_arrays(datasets, (2 * steps + 1) * batch)
   reference = _reference_model(config, datasets.info)
   train = reference_training(reference, images, labels, batch, steps)[0]
   pipeline = reference_pipeline_throughput(images, labels, batch, pipeline_batches)
-  return {"reference": "the CIFAR styles tutorial: ImageDataGenerator + model.fit",
-          "reference_train_images_per_second": train,
-          "reference_pipeline_images_per_second": pipeline,
-          "train_speedup": train_speed / train, "pipeline_speedup": pipeline_speed / pipeline}
+  return {
+      "reference": "the CIFAR styles tutorial: ImageDataGenerator + model.fit",
+      "reference_train_images_per_second": train,
+      "reference_pipeline_images_per_second": pipeline,
+      "train_speedup": train_speed / train,
+      "pipeline_speedup": pipeline_speed / pipeline
+  }
 
 
 def _fraction_of_peak(precision_name, flops, images_per_second):
@@ -325,9 +354,14 @@ def _fraction_of_peak(precision_name, flops, images_per_second):
   peaks = {dtype: matmul_peak_flops(getattr(tf, dtype)) for dtype in {"float32", peak_dtype}}
   # A training step costs about three forward passes (forward, two backward products).
   achieved = 3 * flops * images_per_second
-  return {"achieved_gflops": achieved / 1e9, "peak_dtype": peak_dtype,
-          "peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
-          "fraction_of_peak": achieved / peaks[peak_dtype]}
+  return {
+      "achieved_gflops": achieved / 1e9,
+      "peak_dtype": peak_dtype,
+      "peak_gflops": {
+          k: v / 1e9 for k, v in peaks.items()
+      },
+      "fraction_of_peak": achieved / peaks[peak_dtype]
+  }
 
 
 def reference_efficiency(flops, reference_images_per_second, peak_gflops, peak_dtype):
@@ -339,6 +373,8 @@ def reference_efficiency(flops, reference_images_per_second, peak_gflops, peak_d
   matmuls are 2x its float32 ones, a reference at 80 % of its peak caps the ratio at 2.5x.)
   """
   achieved_gflops = 3 * flops * reference_images_per_second / 1e9
-  return {"reference_achieved_gflops": achieved_gflops,
-          "reference_fraction_of_peak": achieved_gflops / peak_gflops["float32"],
-          "train_speedup_ceiling": peak_gflops[peak_dtype] / achieved_gflops}
+  return {
+      "reference_achieved_gflops": achieved_gflops,
+      "reference_fraction_of_peak": achieved_gflops / peak_gflops["float32"],
+      "train_speedup_ceiling": peak_gflops[peak_dtype] / achieved_gflops
+  }

@@ -42,25 +42,34 @@ class Path(typing.NamedTuple):
 
 _WIDE = "--config.estimator.canned="
 PATHS = {
-    "sequential": Path("fit", "mlp"),
-    "functional": Path("fit", "mlp_functional"),
-    "subclassed": Path("fit", "mlp_subclass"),
-    "custom_loop": Path("custom_loop", "mlp"),
-    "estimator": Path("estimator", "DNNClassifier[256]", (f"{_WIDE}dnn",)),
-    "estimator_linear": Path("estimator", "LinearClassifier", (f"{_WIDE}linear",)),
-    "estimator_wide_deep": Path("estimator", "DNNLinearCombinedClassifier[256]",
-                                (f"{_WIDE}dnn_linear_combined",)),
-    "keras_estimator": Path("keras_estimator", "mlp"),
+    "sequential":
+        Path("fit", "mlp"),
+    "functional":
+        Path("fit", "mlp_functional"),
+    "subclassed":
+        Path("fit", "mlp_subclass"),
+    "custom_loop":
+        Path("custom_loop", "mlp"),
+    "estimator":
+        Path("estimator", "DNNClassifier[256]", (f"{_WIDE}dnn",)),
+    "estimator_linear":
+        Path("estimator", "LinearClassifier", (f"{_WIDE}linear",)),
+    "estimator_wide_deep":
+        Path("estimator", "DNNLinearCombinedClassifier[256]", (f"{_WIDE}dnn_linear_combined",)),
+    "keras_estimator":
+        Path("keras_estimator", "mlp"),
     # Not trained: an Estimator path's model_dir through launch.migrate.
-    "estimator_migrated": Path(MIGRATE, "DNNClassifier[256] as Keras", migrates="estimator"),
-    "estimator_linear_migrated": Path(MIGRATE, "LinearClassifier as Keras",
-                                      migrates="estimator_linear"),
-    "estimator_wide_deep_migrated": Path(MIGRATE, "DNNLinearCombinedClassifier[256] as Keras",
-                                         migrates="estimator_wide_deep"),
+    "estimator_migrated":
+        Path(MIGRATE, "DNNClassifier[256] as Keras", migrates="estimator"),
+    "estimator_linear_migrated":
+        Path(MIGRATE, "LinearClassifier as Keras", migrates="estimator_linear"),
+    "estimator_wide_deep_migrated":
+        Path(MIGRATE, "DNNLinearCombinedClassifier[256] as Keras", migrates="estimator_wide_deep"),
 }
-COLUMNS = ["path", "trainer", "model", "parameters", "test_loss", "test_accuracy",
-           "train_seconds", "images_per_second", "first_step_seconds",
-           "predict_images_per_second", "status"]
+COLUMNS = [
+    "path", "trainer", "model", "parameters", "test_loss", "test_accuracy", "train_seconds",
+    "images_per_second", "first_step_seconds", "predict_images_per_second", "status"
+]
 # Where `launch` sits beside `kmodels` (a clone, or site-packages after pip install).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(kmodels.__file__)))
 
@@ -78,8 +87,10 @@ def _launch(module, args, path_dir):
   storage.makedirs(path_dir)
   with storage.local_copy_for_writing(storage.join(path_dir, "log.txt")) as log_path, \
        open(log_path, "w") as log:
-    return subprocess.call([sys.executable, "-m", f"launch.{module}", *args], cwd=REPO_ROOT,
-                           stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.call([sys.executable, "-m", f"launch.{module}", *args],
+                           cwd=REPO_ROOT,
+                           stdout=log,
+                           stderr=subprocess.STDOUT,
                            env=dict(os.environ, PYTHONPATH=REPO_ROOT))
 
 
@@ -95,15 +106,19 @@ def _run_path(path, config_file, overrides, workdir):
     return _migrated_row(row, storage.join(workdir, spec.migrates), path_dir)
   model = spec.model if trainers.TABLE[spec.trainer].registry_model else "mlp"  # unused
   launched = time.time()
-  code = _launch("train", [f"--config={config_file}", f"--workdir={path_dir}", *overrides,
-                           f"--config.trainer={spec.trainer}", f"--config.model.name={model}",
-                           *spec.overrides], path_dir)
+  code = _launch("train", [
+      f"--config={config_file}", f"--workdir={path_dir}", *overrides,
+      f"--config.trainer={spec.trainer}", f"--config.model.name={model}", *spec.overrides
+  ], path_dir)
   metrics = reporting.read_json(storage.join(path_dir, "metrics.json"), None)
   if code or metrics is None:
     return dict(row, status=f"failed (exit {code}), see {path}/log.txt")
   first_step = metrics.get("first_step_unix_time")
-  return dict(row, status="ok", parameters=metrics["parameters"],
-              test_loss=metrics["test_loss"], test_accuracy=metrics["test_accuracy"],
+  return dict(row,
+              status="ok",
+              parameters=metrics["parameters"],
+              test_loss=metrics["test_loss"],
+              test_accuracy=metrics["test_accuracy"],
               train_seconds=metrics["train_seconds"],
               images_per_second=metrics["images_per_second"],
               first_step_seconds=first_step - launched if first_step else None)
@@ -112,7 +127,8 @@ def _run_path(path, config_file, overrides, workdir):
 def _migrated_row(row, source, path_dir):
   """An Estimator path's model_dir migrated to Keras, proven on the test split."""
   if not storage.exists(storage.join(source, "metrics.json")):
-    return dict(row, status=f"skipped: needs the {os.path.basename(source)} path (list it "
+    return dict(row,
+                status=f"skipped: needs the {os.path.basename(source)} path (list it "
                 "before)")
   code = _launch("migrate", [f"--estimator_dir={source}", f"--workdir={path_dir}"], path_dir)
   record = reporting.read_json(storage.join(path_dir, "migration.json"), None)
@@ -121,8 +137,11 @@ def _migrated_row(row, source, path_dir):
   proof = record["proof"]
   # migration.py (DNNClassifier) counts images, feature_columns.py tf.Examples of them.
   unit = "images" if "keras_predict_images_per_second" in proof else "examples"
-  return dict(row, status="ok", test_accuracy=proof["keras_accuracy"],
-              parameters=proof["parameters"], migrated_from=os.path.basename(source),
+  return dict(row,
+              status="ok",
+              test_accuracy=proof["keras_accuracy"],
+              parameters=proof["parameters"],
+              migrated_from=os.path.basename(source),
               predict_images_per_second=proof[f"keras_predict_{unit}_per_second"],
               estimator_predict_images_per_second=proof[f"estimator_predict_{unit}_per_second"],
               max_abs_difference=proof["max_abs_difference"])
@@ -131,8 +150,11 @@ def _migrated_row(row, source, path_dir):
 def _with_estimator_predict_speed(rows):
   """Each migrated Estimator path's predict speed, measured by its migration beside the
   Keras model's."""
-  speeds = {r["migrated_from"]: r["estimator_predict_images_per_second"]
-            for r in rows if r.get("migrated_from")}
+  speeds = {
+      r["migrated_from"]: r["estimator_predict_images_per_second"]
+      for r in rows
+      if r.get("migrated_from")
+  }
   for row in rows:
     if row["path"] in speeds:
       row["predict_images_per_second"] = speeds[row["path"]]
@@ -214,12 +236,15 @@ def run(config: ml_collections.ConfigDict, config_file: str, overrides: List[str
            f"{config.train.batch_size}, {config.train.optimizer.name} "
            f"{config.train.optimizer.learning_rate}")
   table = markdown_table(rows)
-  storage.write_atomic(storage.join(workdir, "comparison.md"),
-                       f"# Comparison: {title}\n\n{table}\n\nConfig: {config_file} "
-                       f"{' '.join(overrides)}\n")
+  storage.write_atomic(
+      storage.join(workdir, "comparison.md"),
+      f"# Comparison: {title}\n\n{table}\n\nConfig: {config_file} "
+      f"{' '.join(overrides)}\n")
   _write_csv(rows, storage.join(workdir, "comparison.csv"))
   _bar_chart(rows, storage.join(workdir, "comparison.png"), title)
   reporting.write_json(storage.join(workdir, "comparison.json"), rows)
-  print(f"\n{title}\n\n{table}\n\nWritten: comparison.md, comparison.csv, comparison.png "
-        f"in {workdir}", flush=True)
+  print(
+      f"\n{title}\n\n{table}\n\nWritten: comparison.md, comparison.csv, comparison.png "
+      f"in {workdir}",
+      flush=True)
   return rows

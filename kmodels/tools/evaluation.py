@@ -14,19 +14,19 @@ import numpy as np
 import tensorflow as tf
 
 from configs import base
-from kmodels import (checkpoints, data, models, optimizers, precision, progress, reporting,
-                     storage, trainers)
+from kmodels import (checkpoints, data, models, optimizers, precision, progress, reporting, storage,
+                     trainers)
 from kmodels.errors import UserError, first_line
 from kmodels.trainers import keras as keras_trainer
 from kmodels.workdir import Workdir
 
 CHECKPOINTS = ("latest", "best")
 
-
 # What a run recorded before a key existed did, where that is not the key's default today.
 PREDATED_DEFAULTS = {
     # Before dataset.crop.policy, images converted one by one got ImageNet's crops.
-    ("dataset", "crop", "policy"): "imagenet",
+    ("dataset", "crop", "policy"):
+        "imagenet",
 }
 
 
@@ -82,8 +82,8 @@ def checkpoint_path(workdir, config, which):
     raise UserError(f"--checkpoint=best: the {config.trainer} trainer keeps no best "
                     f"checkpoint (the {' and '.join(keeping)} trainer does). Use "
                     "--checkpoint=latest.")
-  directory = (trainers.latest_checkpoints(config, workdir.checkpoints) if which == "latest"
-               else storage.join(workdir.checkpoints, checkpoints.BEST))
+  directory = (trainers.latest_checkpoints(config, workdir.checkpoints)
+               if which == "latest" else storage.join(workdir.checkpoints, checkpoints.BEST))
   path = tf.train.latest_checkpoint(directory)
   if not path:
     raise UserError(f"No {which} checkpoint in {directory}: the run saved none yet (it "
@@ -94,9 +94,11 @@ def checkpoint_path(workdir, config, which):
 def _restored_model(config, info, path):
   model = models.build_from_config(config.model, info.image_shape, info.num_classes)
   # An optimizer only because compile wants one; evaluation never steps it.
-  models.compile_classifier(model, config.model.name, optimizers.build_optimizer(
-      config.train.optimizer, steps=1), num_classes=info.num_classes,
-      label_smoothing=config.train.label_smoothing)
+  models.compile_classifier(model,
+                            config.model.name,
+                            optimizers.build_optimizer(config.train.optimizer, steps=1),
+                            num_classes=info.num_classes,
+                            label_smoothing=config.train.label_smoothing)
   status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
   model(tf.zeros([1, *info.image_shape]), training=False)  # creates (and so restores) weights
   moving_average = config.train.optimizer.ema_momentum is not None
@@ -130,20 +132,32 @@ def evaluate(workdir_root: str, split: Optional[str] = None, which: str = "lates
     model = _restored_model(config, info, path)
     keras_trainer.settle_batchnorm(model, config, datasets)  # as the run did at its end
     every = config.train.log_every_seconds
-    results = model.evaluate(datasets.eval, verbose=0, return_dict=True, callbacks=[
-        progress.BatchCountdown(f"Evaluating on {split}", datasets.eval, every)])
+    results = model.evaluate(
+        datasets.eval,
+        verbose=0,
+        return_dict=True,
+        callbacks=[progress.BatchCountdown(f"Evaluating on {split}", datasets.eval, every)])
     loss, accuracy = results["loss"], results["accuracy"]
-    predicted = np.argmax(model.predict(datasets.eval, verbose=0, callbacks=[
-        progress.BatchCountdown(f"Predicting {split}", datasets.eval, every)]), axis=-1)
+    predicted = np.argmax(model.predict(
+        datasets.eval,
+        verbose=0,
+        callbacks=[progress.BatchCountdown(f"Predicting {split}", datasets.eval, every)]),
+                          axis=-1)
   labels = np.concatenate([y.numpy() for _, y in datasets.eval])
-  return _write(workdir.evaluation(split), info, split, path, labels, predicted,
-                float(loss), float(accuracy))
+  return _write(workdir.evaluation(split), info, split, path, labels, predicted, float(loss),
+                float(accuracy))
 
 
 def _write(directory, info, split, path, labels, predicted, loss, accuracy):
   storage.makedirs(directory)
-  metrics = {"dataset": info.name, "split": split, "checkpoint": path, "examples": len(labels),
-             "loss": loss, "accuracy": accuracy}
+  metrics = {
+      "dataset": info.name,
+      "split": split,
+      "checkpoint": path,
+      "examples": len(labels),
+      "loss": loss,
+      "accuracy": accuracy
+  }
   reporting.write_json(storage.join(directory, "metrics.json"), metrics)
   report = reporting.classification_report(labels, predicted, info.label_names)
   storage.write_atomic(storage.join(directory, "classification_report.txt"), report)

@@ -114,8 +114,7 @@ def export(request: Request):
   probabilities = _probabilities_function(config, version_dir, card)
   with tempfile.TemporaryDirectory(prefix="kmodels-export-") as scratch:
     path = os.path.join(scratch, request.file_name)
-    calibration = (_calibration_images(request, config) if request.quantize == "int8"
-                   else None)
+    calibration = (_calibration_images(request, config) if request.quantize == "int8" else None)
     converted = probabilities
     if request.qat_steps:  # the file is the fine-tuned copy; the proof's reference is not
       quantization_aware.check_installed()
@@ -208,8 +207,10 @@ def _calibration_images(request, config):
   with dataset_config.unlocked():
     dataset_config.train_split = split
   batches = data.load(dataset_config, 1, config.train.seed).make_train(None)
-  pixels = np.concatenate([np.clip(np.round(images.numpy() * 255), 0, 255).astype(np.uint8)
-                           for images, _ in batches.take(request.calibration_images)])
+  pixels = np.concatenate([
+      np.clip(np.round(images.numpy() * 255), 0, 255).astype(np.uint8)
+      for images, _ in batches.take(request.calibration_images)
+  ])
   extremes = np.stack([np.zeros_like(pixels[0]), np.full_like(pixels[0], 255)])
   return np.concatenate([extremes, pixels])
 
@@ -241,8 +242,7 @@ def _frozen(function):
   SavedModel first (MobileNetV2: 21 s instead of 0.6 s), and tf2onnx's from_function
   would make every captured tensor that is not a variable an ONNX input
   (EfficientNetV2's normalization constants were)."""
-  return convert_to_constants.convert_variables_to_constants_v2(
-      function.get_concrete_function())
+  return convert_to_constants.convert_variables_to_constants_v2(function.get_concrete_function())
 
 
 def _float_input(probabilities):
@@ -273,16 +273,20 @@ def _to_onnx(probabilities):
   frozen = _frozen(probabilities)
   try:
     with _quiet_onnx_optimizer():
-      proto, _ = tf2onnx.convert.from_graph_def(
-          frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
-          output_names=[t.name for t in frozen.outputs], opset=ONNX_OPSET)
+      proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(),
+                                                input_names=[t.name for t in frozen.inputs],
+                                                output_names=[t.name for t in frozen.outputs],
+                                                opset=ONNX_OPSET)
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f"tf2onnx cannot convert this model: {type(e).__name__}: "
                     f"{first_line(e)}") from e
   # tf2onnx logs an op it has no mapping for and leaves it in the graph under its
   # TensorFlow name, where no ONNX runtime can run it.
-  lacking = sorted({node.op_type for node in proto.graph.node
-                    if not node.domain and not onnx.defs.has(node.op_type)})
+  lacking = sorted({
+      node.op_type
+      for node in proto.graph.node
+      if not node.domain and not onnx.defs.has(node.op_type)
+  })
   if lacking:
     raise UserError(_lacks(f"that tf2onnx cannot map to ONNX opset {ONNX_OPSET}", lacking))
   return proto.SerializeToString()
@@ -319,9 +323,13 @@ def run_in_runtime(model_path, images, scratch):
   images_path = os.path.join(scratch, "images.npy")
   out_path = os.path.join(scratch, "probabilities.npy")
   np.save(images_path, images)
-  proc = subprocess.run([sys.executable, "-I", runtimes.__file__, model_path, images_path,
-                         out_path], cwd=scratch, capture_output=True, text=True,
-                        timeout=1800, check=False)
+  proc = subprocess.run(
+      [sys.executable, "-I", runtimes.__file__, model_path, images_path, out_path],
+      cwd=scratch,
+      capture_output=True,
+      text=True,
+      timeout=1800,
+      check=False)
   if proc.returncode:
     raise UserError(f"The runtime could not run {os.path.basename(model_path)}: "
                     f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
@@ -344,8 +352,7 @@ def _check_rebuild(saved, converted, version_dir):
 
 
 def _in_float32(probabilities, pixels, every_seconds):
-  countdown = progress.Countdown("The model in float32", len(pixels), "images",
-                                 every_seconds)
+  countdown = progress.Countdown("The model in float32", len(pixels), "images", every_seconds)
   outputs = []
   for start in range(0, len(pixels), predicting.BATCH):
     batch = tf.constant(pixels[start:start + predicting.BATCH])
@@ -359,8 +366,9 @@ def _prove(request, config, card, version_dir, path, scratch, probabilities):
   TensorFlow (a mixed-precision SavedModel's own probabilities differ by ~1e-3)."""
   split = request.split or config.dataset.eval_split
   _, pixels, labels = predicting.split_images(request.workdir, split)
-  logging.info("Proving %s on %s (%d images): the SavedModel, the model in float32, then "
-               "the file's own runtime.", request.file_name, split, len(labels))
+  logging.info(
+      "Proving %s on %s (%d images): the SavedModel, the model in float32, then "
+      "the file's own runtime.", request.file_name, split, len(labels))
   saved = predicting.Predictor(version_dir).probabilities(pixels)
   converted = _in_float32(probabilities, pixels, config.train.log_every_seconds)
   _check_rebuild(saved, converted, version_dir)
@@ -372,8 +380,9 @@ def _prove(request, config, card, version_dir, path, scratch, probabilities):
   saved_correct = int(np.sum(saved.argmax(-1) == labels))
   reference_correct = int(np.sum(converted.argmax(-1) == labels))
   correct = int(np.sum(actual.argmax(-1) == labels))
-  saved_accuracy, reference_accuracy, accuracy = (
-      saved_correct / len(labels), reference_correct / len(labels), correct / len(labels))
+  saved_accuracy, reference_accuracy, accuracy = (saved_correct / len(labels),
+                                                  reference_correct / len(labels),
+                                                  correct / len(labels))
   difference = float(np.max(np.abs(actual - converted)))
   quantized = request.quantize != "none"
   points = QUANTIZED_ACCURACY_POINTS if quantized else FLOAT_ACCURACY_POINTS
@@ -381,27 +390,43 @@ def _prove(request, config, card, version_dir, path, scratch, probabilities):
   allowed = allowed_drop_images(points, len(labels))
   passed = (reference_correct - correct <= allowed and
             (quantized or difference <= FLOAT_PROBABILITY))
-  entry = {"file": request.file_name, "format": request.format,
-           "quantization": request.quantize,
-           "runtime": "onnxruntime" if request.format == "onnx" else "ai-edge-litert",
-           "opset": ONNX_OPSET if request.format == "onnx" else None,
-           "input": {"dtype": "uint8", "shape": card["input"]["shape"],
-                     "meaning": "raw pixels 0-255, preprocessing inside"},
-           "output": {"name": "probabilities", "dtype": "float32",
-                      "shape": [None, len(card["label_names"])]},
-           "bytes": os.path.getsize(path), "split": split, "examples": len(labels),
-           "accuracy": accuracy, "float32_accuracy": reference_accuracy,
-           "savedmodel_accuracy": saved_accuracy,
-           "max_probability_difference": difference,
-           "max_probability_difference_to_savedmodel": float(np.max(np.abs(actual - saved))),
-           "bar": {"accuracy_points": points, "images": allowed,
-                   "probability": None if quantized else FLOAT_PROBABILITY},
-           "quantization_aware_steps": request.qat_steps or None,
-           "within_bar": passed}
-  logging.info("%s: accuracy %.2f %% vs the model's %.2f %% in float32 (the SavedModel's "
-               "%.2f %%) on %s (%d images), max probability difference %.2g.",
-               request.file_name, 100 * accuracy, 100 * reference_accuracy,
-               100 * saved_accuracy, split, len(labels), difference)
+  entry = {
+      "file": request.file_name,
+      "format": request.format,
+      "quantization": request.quantize,
+      "runtime": "onnxruntime" if request.format == "onnx" else "ai-edge-litert",
+      "opset": ONNX_OPSET if request.format == "onnx" else None,
+      "input": {
+          "dtype": "uint8",
+          "shape": card["input"]["shape"],
+          "meaning": "raw pixels 0-255, preprocessing inside"
+      },
+      "output": {
+          "name": "probabilities",
+          "dtype": "float32",
+          "shape": [None, len(card["label_names"])]
+      },
+      "bytes": os.path.getsize(path),
+      "split": split,
+      "examples": len(labels),
+      "accuracy": accuracy,
+      "float32_accuracy": reference_accuracy,
+      "savedmodel_accuracy": saved_accuracy,
+      "max_probability_difference": difference,
+      "max_probability_difference_to_savedmodel": float(np.max(np.abs(actual - saved))),
+      "bar": {
+          "accuracy_points": points,
+          "images": allowed,
+          "probability": None if quantized else FLOAT_PROBABILITY
+      },
+      "quantization_aware_steps": request.qat_steps or None,
+      "within_bar": passed
+  }
+  logging.info(
+      "%s: accuracy %.2f %% vs the model's %.2f %% in float32 (the SavedModel's "
+      "%.2f %%) on %s (%d images), max probability difference %.2g.",
+      request.file_name, 100 * accuracy, 100 * reference_accuracy, 100 * saved_accuracy, split,
+      len(labels), difference)
   if not passed and not request.allow_drop:
     raise UserError(
         f"{request.file_name} is refused: accuracy {100 * accuracy:.2f} % vs the model's "
@@ -443,33 +468,44 @@ def measure(workdir, version=None, repeats=200):
   storage.check_reachable(workdir, "--workdir")
   version_dir = _version_dir(workdir, version)
   card = serving.read_card(version_dir)
-  image = predicting.split_images(workdir, evaluation.load_config(
-      Workdir(workdir)).dataset.eval_split, limit=1)[1][0]
-  rows = [{"model": "SavedModel (serving_default)", "bytes": _tree_bytes(version_dir),
-           "latency_ms": _savedmodel_latency_ms(version_dir, image, repeats),
-           "accuracy": card.get("test_accuracy")}]
+  image = predicting.split_images(workdir,
+                                  evaluation.load_config(Workdir(workdir)).dataset.eval_split,
+                                  limit=1)[1][0]
+  rows = [{
+      "model": "SavedModel (serving_default)",
+      "bytes": _tree_bytes(version_dir),
+      "latency_ms": _savedmodel_latency_ms(version_dir, image, repeats),
+      "accuracy": card.get("test_accuracy")
+  }]
   with tempfile.TemporaryDirectory(prefix="kmodels-latency-") as scratch:
     image_path = os.path.join(scratch, "image.npy")
     np.save(image_path, image)
     for entry in card.get(CARD_KEY, []):
       with storage.local_copy(storage.join(version_dir, entry["file"])) as local:
-        proc = subprocess.run([sys.executable, "-I", runtimes.__file__, "--latency", local,
-                               image_path], capture_output=True, text=True, timeout=1800,
-                              check=False)
+        proc = subprocess.run(
+            [sys.executable, "-I", runtimes.__file__, "--latency", local, image_path],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False)
       if proc.returncode:
         raise UserError(f"{entry['file']}: its runtime failed: "
                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-      rows.append({"model": f"{entry['file']} ({entry['runtime']})", "bytes": entry["bytes"],
-                   "latency_ms": json.loads(proc.stdout.strip().splitlines()[-1])["latency_ms"],
-                   "accuracy": entry["accuracy"]})
-  flags = " ".join(sorted(precision.cpu_flags() & {"avx2", "avx512f", "avx512_bf16",
-                                                     "amx_bf16"}))
-  table = "\n".join(
-      [f"CPU flags: {flags or 'none of avx2/avx512'}; one image, median of {repeats} calls, "
-       f"after 10 warm-up calls; accuracy on {card.get('dataset')}'s test split.", "",
-       "| model | MB | ms per image | accuracy |", "|---|---|---|---|"] +
-      [f"| {r['model']} | {r['bytes'] / 1e6:.2f} | {r['latency_ms']:.3f} | "
-       f"{_percent(r['accuracy'])} |" for r in rows])
+      rows.append({
+          "model": f"{entry['file']} ({entry['runtime']})",
+          "bytes": entry["bytes"],
+          "latency_ms": json.loads(proc.stdout.strip().splitlines()[-1])["latency_ms"],
+          "accuracy": entry["accuracy"]
+      })
+  flags = " ".join(sorted(precision.cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
+  table = "\n".join([
+      f"CPU flags: {flags or 'none of avx2/avx512'}; one image, median of {repeats} calls, "
+      f"after 10 warm-up calls; accuracy on {card.get('dataset')}'s test split.", "",
+      "| model | MB | ms per image | accuracy |", "|---|---|---|---|"
+  ] + [
+      f"| {r['model']} | {r['bytes'] / 1e6:.2f} | {r['latency_ms']:.3f} | "
+      f"{_percent(r['accuracy'])} |" for r in rows
+  ])
   storage.write_atomic(storage.join(version_dir, "off_tensorflow.md"), table + "\n")
   return rows, table
 
@@ -479,8 +515,10 @@ def _percent(fraction):
 
 
 def _tree_bytes(path):
-  return sum(tf.io.gfile.stat(storage.join(directory, name)).length
-             for directory, _, files in tf.io.gfile.walk(path) for name in files)
+  return sum(
+      tf.io.gfile.stat(storage.join(directory, name)).length
+      for directory, _, files in tf.io.gfile.walk(path)
+      for name in files)
 
 
 def _savedmodel_latency_ms(version_dir, image, repeats):

@@ -53,8 +53,9 @@ class Predictor:
 
   def probabilities(self, pixels):
     """float32 [N, classes] for uint8 images [N, H, W, C]."""
-    return _in_batches(len(pixels), lambda start, stop: self._pixels_signature(
-        images=tf.constant(pixels[start:stop]))["probabilities"].numpy())
+    return _in_batches(
+        len(pixels), lambda start, stop: self._pixels_signature(images=tf.constant(pixels[
+            start:stop]))["probabilities"].numpy())
 
   def classify_files(self, sources, encoded):
     """(sources kept, float32 [N, classes]) for the files' bytes, through serving_bytes.
@@ -84,15 +85,15 @@ class Predictor:
     return kept, np.concatenate(outputs)
 
   def _classify_bytes(self, encoded):
-    return self._bytes_signature(images=tf.constant(encoded, tf.string))[
-        "probabilities"].numpy()
+    return self._bytes_signature(images=tf.constant(encoded, tf.string))["probabilities"].numpy()
 
   def _decode_then_pixels(self, images):  # pylint: disable=redefined-outer-name
     """For exports without serving_bytes (Estimator runs of kmodels 0.1): the decoder
     serving_bytes holds, then the uint8 signature."""
-    to_pixels = serving.bytes_to_pixels(self.image_shape, (self.card or {}).get(
-        "eval_crop_fraction"))
-    pixels = tf.map_fn(to_pixels, images,
+    to_pixels = serving.bytes_to_pixels(self.image_shape, (self.card or
+                                                           {}).get("eval_crop_fraction"))
+    pixels = tf.map_fn(to_pixels,
+                       images,
                        fn_output_signature=tf.TensorSpec(self.image_shape, tf.uint8))
     return self._pixels_signature(images=pixels)
 
@@ -165,8 +166,10 @@ def image_files(paths):
   files = []
   for path in paths:
     if storage.isdir(path):
-      files += sorted(storage.join(path, name) for name in storage.listdir(path)
-                      if not storage.isdir(storage.join(path, name)))
+      files += sorted(
+          storage.join(path, name)
+          for name in storage.listdir(path)
+          if not storage.isdir(storage.join(path, name)))
     else:
       files.append(path)
   return files
@@ -219,9 +222,15 @@ def top_k_rows(sources, probabilities, label_names, k, labels=None):
   rows = []
   for i, (source, row) in enumerate(zip(sources, probabilities)):
     best = np.argsort(-row)[:k]
-    entry = {"source": source,
-             "top_k": [{"class": names[c], "class_id": int(c), "probability": float(row[c])}
-                       for c in best]}
+    entry = {
+        "source":
+            source,
+        "top_k": [{
+            "class": names[c],
+            "class_id": int(c),
+            "probability": float(row[c])
+        } for c in best]
+    }
     if labels is not None:
       entry["label"] = names[int(labels[i])]
     rows.append(entry)
@@ -229,8 +238,8 @@ def top_k_rows(sources, probabilities, label_names, k, labels=None):
 
 
 def format_row(row):
-  ranked = "  ".join(f"{r + 1}. {p['class']} {p['probability']:.4f}"
-                     for r, p in enumerate(row["top_k"]))
+  ranked = "  ".join(
+      f"{r + 1}. {p['class']} {p['probability']:.4f}" for r, p in enumerate(row["top_k"]))
   label = f"  (label: {row['label']})" if "label" in row else ""
   return f"{row['source']}: {ranked}{label}"
 
@@ -246,8 +255,10 @@ def write_rows(rows, path):
     writer.writerow(["source", "rank", "class", "class_id", "probability", "label"])
     for row in rows:
       for rank, p in enumerate(row["top_k"], 1):
-        writer.writerow([row["source"], rank, p["class"], p["class_id"],
-                         f"{p['probability']:.6f}", row.get("label", "")])
+        writer.writerow([
+            row["source"], rank, p["class"], p["class_id"], f"{p['probability']:.6f}",
+            row.get("label", "")
+        ])
     storage.write_atomic(path, text.getvalue())
   else:
     raise UserError(f"--output={path}: name a .csv or a .json file.")

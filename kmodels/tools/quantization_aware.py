@@ -57,15 +57,15 @@ def annotated(model, model_name):
 def fine_tune(model, config, steps):
   """A fake-quantized copy of `model` trained `steps` steps on the run's training split."""
   quantized = annotated(model, config.model.name)
-  models.compile_classifier(quantized, config.model.name,
+  models.compile_classifier(quantized,
+                            config.model.name,
                             tf.keras.optimizers.Adam(LEARNING_RATE),
                             label_smoothing=config.train.label_smoothing)
   datasets = data.load(config.dataset, config.train.batch_size, config.train.seed)
   logging.info("Quantization-aware fine-tuning: %d steps of batch %d on %s's %s split, "
                "Adam %g.", steps, config.train.batch_size, datasets.info.name,
                config.dataset.train_split, LEARNING_RATE)
-  history = quantized.fit(datasets.make_train(None), steps_per_epoch=steps, epochs=1,
-                          verbose=2)
+  history = quantized.fit(datasets.make_train(None), steps_per_epoch=steps, epochs=1, verbose=2)
   logging.info("Quantization-aware fine-tuning done: training accuracy %.4f with int8 "
                "rounding.", history.history["accuracy"][-1])
   return quantized

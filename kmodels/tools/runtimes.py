@@ -43,8 +43,7 @@ def load(model_path):
       return interpreter.get_tensor(sink["index"])
 
   def probabilities(images):
-    outputs = [run(np.ascontiguousarray(images[i:i + BATCH]))
-               for i in range(0, len(images), BATCH)]
+    outputs = [run(np.ascontiguousarray(images[i:i + BATCH])) for i in range(0, len(images), BATCH)]
     return np.concatenate(outputs).astype(np.float32)
 
   return probabilities
@@ -65,8 +64,10 @@ def latency_ms(model_path, image, repeats=200):
 
 
 def _imports():
-  return {"tensorflow_imported": "tensorflow" in sys.modules,
-          "kmodels_imported": any(m.split(".")[0] == "kmodels" for m in sys.modules)}
+  return {
+      "tensorflow_imported": "tensorflow" in sys.modules,
+      "kmodels_imported": any(m.split(".")[0] == "kmodels" for m in sys.modules)
+  }
 
 
 def read_idx(path):

@@ -23,8 +23,7 @@ def run_work(workdir_path):
   """The work and result of the finished run in `workdir_path`, as a dict."""
   workdir = workdir_lib.Workdir(workdir_path)
   config = evaluation.load_config(workdir)
-  if not trainers.TABLE[config.trainer].registry_model or trainers.is_estimator(
-      config.trainer):
+  if not trainers.TABLE[config.trainer].registry_model or trainers.is_estimator(config.trainer):
     raise UserError(f"{workdir_path} is a trainer={config.trainer} run: its network is an "
                     "Estimator's, which the profiler cannot count here. Count Keras runs.")
   metrics = reporting.read_json(workdir.metrics, None)
@@ -42,10 +41,14 @@ def run_work(workdir_path):
   model = models.build_from_config(config.model, image_shape, len(card["label_names"]))
   forward = benchmark.forward_flops_per_image(model, image_shape)
   images = sum(epoch["images"] for epoch in metrics["history"])
-  settled = (keras.PRECISE_BATCHNORM_BATCHES * config.train.batch_size
-             if keras.settles_batchnorm(model, config) else 0)
-  return {"workdir": workdir_path, "model": config.model.name,
-          "forward_mflops_per_image": forward / 1e6, "train_images": images,
-          "train_tflops": (TRAINING_FLOPS_PER_FORWARD * images + settled) * forward / 1e12,
-          "test_accuracy": metrics["test_accuracy"],
-          "train_seconds": metrics["train_seconds"]}
+  settled = (keras.PRECISE_BATCHNORM_BATCHES *
+             config.train.batch_size if keras.settles_batchnorm(model, config) else 0)
+  return {
+      "workdir": workdir_path,
+      "model": config.model.name,
+      "forward_mflops_per_image": forward / 1e6,
+      "train_images": images,
+      "train_tflops": (TRAINING_FLOPS_PER_FORWARD * images + settled) * forward / 1e12,
+      "test_accuracy": metrics["test_accuracy"],
+      "train_seconds": metrics["train_seconds"]
+  }

@@ -50,37 +50,62 @@ _ESTIMATOR_STRATEGIES = ("auto", "default", "one_device", "mirrored")
 _ESTIMATOR_PRECISION = " (Estimators predate Keras mixed precision)"
 # What the Keras trainers do that an Estimator cannot: its TF1 optimizer, loss and model,
 # integer labels, and its own checkpoint and summary schedule.
-_ESTIMATOR_UNSUPPORTED = (
-    ("train.label_smoothing", 0.0), ("train.sync_batchnorm", False),
-    ("train.accumulate_steps", 1), ("train.checkpoint_every_steps", None),
-    ("train.profile_steps", None), ("train.optimizer.scale_by_batch", False),
-    ("train.optimizer.weight_decay", 0.0), ("train.optimizer.clip_global_norm", None),
-    ("train.optimizer.ema_momentum", None), ("dataset.augment.mixup_alpha", 0.0),
-    ("dataset.augment.cutmix_alpha", 0.0))
+_ESTIMATOR_UNSUPPORTED = (("train.label_smoothing", 0.0), ("train.sync_batchnorm", False),
+                          ("train.accumulate_steps", 1), ("train.checkpoint_every_steps", None),
+                          ("train.profile_steps", None), ("train.optimizer.scale_by_batch", False),
+                          ("train.optimizer.weight_decay",
+                           0.0), ("train.optimizer.clip_global_norm",
+                                  None), ("train.optimizer.ema_momentum",
+                                          None), ("dataset.augment.mixup_alpha",
+                                                  0.0), ("dataset.augment.cutmix_alpha", 0.0))
 _ESTIMATOR_WHY = ("trains with TF1 optimizers, plain cross-entropy on integer labels and its "
                   "own checkpoint and summary schedule")
 
-TABLE = {t.name: t for t in (
-    Trainer("fit", keras.trainer(fit.train), "Keras model.fit with kmodels' callbacks",
-            ALL_STRATEGIES, ALL_PRECISIONS, benchmark_loop="fit", estimator=False,
-            registry_model=True, latest_checkpoints=checkpoints.BACKUP_CHIEF, jit_compile=True,
-            finetunes=True),
-    Trainer("custom_loop", keras.trainer(custom_loop.train),
-            "a hand-written GradientTape step under strategy.run, the same callbacks",
-            ALL_STRATEGIES, ALL_PRECISIONS, benchmark_loop="custom_loop", estimator=False,
-            registry_model=True, best_checkpoint=True),
-    Trainer("estimator", estimator.train,
-            "a canned tf.estimator classifier on the pixels (estimator.canned: dnn, linear or "
-            "dnn_linear_combined; hidden units from estimator.hidden_units)",
-            _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
-            registry_model=False, precision_note=_ESTIMATOR_PRECISION,
-            unsupported=_ESTIMATOR_UNSUPPORTED, unsupported_why=_ESTIMATOR_WHY),
-    Trainer("keras_estimator", estimator.train,
-            "the registry's Keras model moved into an Estimator by model_to_estimator",
-            _ESTIMATOR_STRATEGIES, ("auto", "float32"), benchmark_loop=None, estimator=True,
-            registry_model=True, precision_note=_ESTIMATOR_PRECISION,
-            unsupported=_ESTIMATOR_UNSUPPORTED, unsupported_why=_ESTIMATOR_WHY),
-)}
+TABLE = {
+    t.name: t for t in (
+        Trainer("fit",
+                keras.trainer(fit.train),
+                "Keras model.fit with kmodels' callbacks",
+                ALL_STRATEGIES,
+                ALL_PRECISIONS,
+                benchmark_loop="fit",
+                estimator=False,
+                registry_model=True,
+                latest_checkpoints=checkpoints.BACKUP_CHIEF,
+                jit_compile=True,
+                finetunes=True),
+        Trainer("custom_loop",
+                keras.trainer(custom_loop.train),
+                "a hand-written GradientTape step under strategy.run, the same callbacks",
+                ALL_STRATEGIES,
+                ALL_PRECISIONS,
+                benchmark_loop="custom_loop",
+                estimator=False,
+                registry_model=True,
+                best_checkpoint=True),
+        Trainer("estimator",
+                estimator.train,
+                "a canned tf.estimator classifier on the pixels (estimator.canned: dnn, linear or "
+                "dnn_linear_combined; hidden units from estimator.hidden_units)",
+                _ESTIMATOR_STRATEGIES, ("auto", "float32"),
+                benchmark_loop=None,
+                estimator=True,
+                registry_model=False,
+                precision_note=_ESTIMATOR_PRECISION,
+                unsupported=_ESTIMATOR_UNSUPPORTED,
+                unsupported_why=_ESTIMATOR_WHY),
+        Trainer("keras_estimator",
+                estimator.train,
+                "the registry's Keras model moved into an Estimator by model_to_estimator",
+                _ESTIMATOR_STRATEGIES, ("auto", "float32"),
+                benchmark_loop=None,
+                estimator=True,
+                registry_model=True,
+                precision_note=_ESTIMATOR_PRECISION,
+                unsupported=_ESTIMATOR_UNSUPPORTED,
+                unsupported_why=_ESTIMATOR_WHY),
+    )
+}
 NAMES = tuple(TABLE)
 
 
@@ -108,8 +133,10 @@ def latest_checkpoints(config, checkpoints_dir):
 
 def markdown_table():
   """The README's trainer table (tests/validation_test.py keeps README in step with it)."""
-  lines = ["| trainer | what it is | strategies | precisions | benchmark | lane |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+      "| trainer | what it is | strategies | precisions | benchmark | lane |",
+      "|---|---|---|---|---|---|"
+  ]
   for t in TABLE.values():
     strategies = "all" if t.strategies == ALL_STRATEGIES else ", ".join(t.strategies)
     precisions = "all" if t.precisions == ALL_PRECISIONS else ", ".join(t.precisions)

@@ -84,7 +84,8 @@ def make_train_step(model, optimizer, loss_fn, global_batch_size, metrics, jit_c
 
 def _per_example_loss(config):
   """The run's loss per example (averaged over the global batch by the step itself)."""
-  return models.loss(config.model.name, reduction=tf.keras.losses.Reduction.NONE,
+  return models.loss(config.model.name,
+                     reduction=tf.keras.losses.Reduction.NONE,
                      label_smoothing=config.train.label_smoothing,
                      mixed_targets=mixing.mixes(config.dataset.augment))
 
@@ -125,11 +126,13 @@ def _replica_device():
 
 
 def make_eval_step(model, loss_fn, metrics):
+
   def eval_step(batch):
     images, labels = batch
     outputs = model(images, training=False)
     metrics.val_loss.update_state(loss_fn(labels, outputs))
     metrics.val_accuracy.update_state(labels, outputs)
+
   return eval_step
 
 
@@ -144,21 +147,25 @@ class _Checkpoints:
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # epochs completed
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # training steps completed
     self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
-    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
-                                          step=self.step, best_val_loss=self.best_val_loss)
+    self.checkpoint = tf.train.Checkpoint(model=model,
+                                          optimizer=optimizer,
+                                          epoch=self.epoch,
+                                          step=self.step,
+                                          best_val_loss=self.best_val_loss)
     self.latest = tf.train.CheckpointManager(self.checkpoint, directory,
                                              checkpoints_lib.KEEP_CHECKPOINTS)
-    self.best = tf.train.CheckpointManager(
-        self.checkpoint, storage.join(directory, checkpoints_lib.BEST), max_to_keep=1,
-        checkpoint_name=checkpoints_lib.BEST)
+    self.best = tf.train.CheckpointManager(self.checkpoint,
+                                           storage.join(directory, checkpoints_lib.BEST),
+                                           max_to_keep=1,
+                                           checkpoint_name=checkpoints_lib.BEST)
 
   def restore_latest(self, directory, repair):
     """Restores the newest readable checkpoint in `directory` (the chief's): steps done."""
     path = checkpoints_lib.newest_readable_checkpoint(directory, repair)
     if path:
       self.checkpoint.restore(path).assert_existing_objects_matched()
-      logging.info("Restored %s (epoch %d, step %d, best val_loss %.4f).", path,
-                   int(self.epoch), int(self.step), float(self.best_val_loss))
+      logging.info("Restored %s (epoch %d, step %d, best val_loss %.4f).", path, int(self.epoch),
+                   int(self.step), float(self.best_val_loss))
     return int(self.step)
 
   def save(self, epochs_done, steps_done, val_loss):
@@ -196,8 +203,10 @@ def train_steps_of_epoch(train_steps, iterator, run, first_step, metrics, callba
     callbacks.on_train_batch_begin(done)
     train_steps(iterator, tf.constant(steps))
     done += steps
-    callbacks.on_train_batch_end(done - 1, {"loss": float(metrics.loss.result()),
-                                            "accuracy": float(metrics.accuracy.result())})
+    callbacks.on_train_batch_end(done - 1, {
+        "loss": float(metrics.loss.result()),
+        "accuracy": float(metrics.accuracy.result())
+    })
     if done < run.steps_per_epoch:
       stop(done)
 
@@ -230,8 +239,8 @@ def train(run):
   with distribute.writable_path(run.workdir.checkpoints, strategy) as checkpoint_dir, \
        faults.sigterm_flag(strategy) as sigterm:
     checkpoints = _Checkpoints(model, optimizer, checkpoint_dir)
-    steps_done = checkpoints.restore_latest(
-        run.workdir.checkpoints, repair=not distribute.is_multi_worker(strategy))
+    steps_done = checkpoints.restore_latest(run.workdir.checkpoints,
+                                            repair=not distribute.is_multi_worker(strategy))
     checkpoints_lib.log_resume(steps_done)
     # The input pipeline skips the batches already trained on: a resumed run sees the
     # same data as an uninterrupted one.
@@ -248,8 +257,12 @@ def train(run):
     for epoch in range(first_epoch, config.train.epochs):
       callbacks.on_epoch_begin(epoch)
       metrics.reset()
-      train_steps_of_epoch(train_steps, train_iterator, run,
-                           first_step if epoch == first_epoch else 0, metrics, callbacks,
+      train_steps_of_epoch(train_steps,
+                           train_iterator,
+                           run,
+                           first_step if epoch == first_epoch else 0,
+                           metrics,
+                           callbacks,
                            lambda done, epoch=epoch: rule.after_steps(epoch, done))
       evaluate(eval_dataset)
       callbacks.on_epoch_end(epoch, metrics.results())  # saves the epoch (_SaveCheckpoints)

@@ -14,7 +14,6 @@ tf.estimator in 2.16. Nothing here touches tf.estimator at import time, so the c
 lane imports this module and gets a clear error only when an estimator trainer is chosen.
 """
 
-
 import functools
 import tempfile
 
@@ -29,8 +28,11 @@ from kmodels.trainers.run import Outcome
 
 FEATURE = "image"  # the canned Estimators' feature key (Keras models use their input's name)
 # config.estimator.canned -> the canned classifier trainer=estimator trains on the pixels
-CANNED = {"dnn": "DNNClassifier", "linear": "LinearClassifier",
-          "dnn_linear_combined": "DNNLinearCombinedClassifier"}
+CANNED = {
+    "dnn": "DNNClassifier",
+    "linear": "LinearClassifier",
+    "dnn_linear_combined": "DNNLinearCombinedClassifier"
+}
 
 
 def canned_label(config):
@@ -81,8 +83,9 @@ class _StepHook(tf.compat.v1.train.SessionRunHook):
     self._loss, self._loss_sum, self._loss_count = None, 0.0, 0
 
   def begin(self):
-    scalars = [t for t in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)
-               if t.shape.rank == 0]
+    scalars = [
+        t for t in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES) if t.shape.rank == 0
+    ]
     self._loss = scalars[-1] if scalars and self.progress else None
 
   def before_run(self, run_context):
@@ -106,8 +109,11 @@ def _run_config(strategy, model_dir, steps_per_epoch, seed):
   distributed = strategy if strategy.num_replicas_in_sync > 1 else None
   return tf.estimator.RunConfig(
       # The Estimator's graph has its own seed; without it every run starts elsewhere.
-      model_dir=model_dir, train_distribute=distributed, tf_random_seed=seed,
-      save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=checkpoints.KEEP_CHECKPOINTS,
+      model_dir=model_dir,
+      train_distribute=distributed,
+      tf_random_seed=seed,
+      save_checkpoints_steps=steps_per_epoch,
+      keep_checkpoint_max=checkpoints.KEEP_CHECKPOINTS,
       log_step_count_steps=max(1, steps_per_epoch // 4))
 
 
@@ -115,8 +121,11 @@ def _optimizer(config, info):
   # Estimators take TF1-style optimizers: Keras' legacy classes, made inside their graph.
   optimizer_config = config.train.optimizer
   classes = {"adam": tf.keras.optimizers.legacy.Adam, "sgd": tf.keras.optimizers.legacy.SGD}
-  kwargs = {"learning_rate": optimizers.learning_rate(  # the schedule too
-      optimizer_config, optimizers.total_steps(config.train, info))}
+  kwargs = {
+      "learning_rate":
+          optimizers.learning_rate(  # the schedule too
+              optimizer_config, optimizers.total_steps(config.train, info))
+  }
   if optimizer_config.name == "sgd":
     kwargs["momentum"] = optimizer_config.momentum
   return lambda: classes[optimizer_config.name](**kwargs)
@@ -124,31 +133,35 @@ def _optimizer(config, info):
 
 def _canned_classifier(config, info, run_config):
   """config.estimator.canned over one numeric column of the pixels; (estimator, key)."""
-  logging.info("%s on a %s image feature, %d classes.", canned_label(config),
-               info.image_shape, info.num_classes)
+  logging.info("%s on a %s image feature, %d classes.", canned_label(config), info.image_shape,
+               info.num_classes)
   column = tf.feature_column.numeric_column(FEATURE, shape=info.image_shape)
   common = dict(n_classes=info.num_classes, config=run_config)
   hidden = list(config.estimator.hidden_units)
   canned = config.estimator.canned
   if canned == "dnn":
-    estimator = tf.estimator.DNNClassifier(hidden_units=hidden, feature_columns=[column],
-                                           optimizer=_optimizer(config, info), **common)
+    estimator = tf.estimator.DNNClassifier(hidden_units=hidden,
+                                           feature_columns=[column],
+                                           optimizer=_optimizer(config, info),
+                                           **common)
   elif canned == "linear":
-    estimator = tf.estimator.LinearClassifier([column], optimizer=_optimizer(config, info),
+    estimator = tf.estimator.LinearClassifier([column],
+                                              optimizer=_optimizer(config, info),
                                               **common)
   else:  # both parts read the pixels, each with the run's optimizer
-    estimator = tf.estimator.DNNLinearCombinedClassifier(
-        linear_feature_columns=[column], linear_optimizer=_optimizer(config, info),
-        dnn_feature_columns=[column], dnn_hidden_units=hidden,
-        dnn_optimizer=_optimizer(config, info), **common)
+    estimator = tf.estimator.DNNLinearCombinedClassifier(linear_feature_columns=[column],
+                                                         linear_optimizer=_optimizer(config, info),
+                                                         dnn_feature_columns=[column],
+                                                         dnn_hidden_units=hidden,
+                                                         dnn_optimizer=_optimizer(config, info),
+                                                         **common)
   return estimator, FEATURE
 
 
 def compiled_keras_model(config, info):
   """The registered Keras model of `config`, compiled as model_to_estimator needs it."""
   model = models.build_from_config(config.model, info.image_shape, info.num_classes)
-  return models.compile_classifier(model, config.model.name,
-                                   _optimizer(config, info)())
+  return models.compile_classifier(model, config.model.name, _optimizer(config, info)())
 
 
 def keras_to_estimator(model, run_config):
@@ -158,8 +171,8 @@ def keras_to_estimator(model, run_config):
   object itself is no longer usable in eager mode (model_to_estimator rebuilt it in a
   graph), so take anything needed from it first.
   """
-  return (tf.keras.estimator.model_to_estimator(keras_model=model, config=run_config),
-          model.input_names[0])
+  return (tf.keras.estimator.model_to_estimator(keras_model=model,
+                                                config=run_config), model.input_names[0])
 
 
 def _network_parameters(estimator):
@@ -169,6 +182,7 @@ def _network_parameters(estimator):
 
 
 def _input_fns(config, feature_key):
+
   def features(images, labels):
     return {feature_key: images}, labels
 
@@ -181,8 +195,7 @@ def _input_fns(config, feature_key):
     return datasets.make_train(input_context, start_step).map(features)
 
   def eval_input_fn():
-    return data.load(config.dataset, config.train.batch_size, config.train.seed).eval.map(
-        features)
+    return data.load(config.dataset, config.train.batch_size, config.train.seed).eval.map(features)
 
   return train_input_fn, eval_input_fn
 
@@ -232,10 +245,14 @@ def _export(estimator, feature_key, run, card):
                        models.REGISTRY[run.config.model.name].logits) if keras_inside else
                       ("logits", True))
     with serving.new_version(run.workdir.export, run.strategy,
-                                run.workdir.export_versioned) as slot:
-      serving.export_module(
-          wrapper, lambda pixels: predict(images=pixels)[output], info, slot, card, logits,
-          warmup_images=run.datasets.first_eval_images(serving.WARMUP_IMAGES))
+                             run.workdir.export_versioned) as slot:
+      serving.export_module(wrapper,
+                            lambda pixels: predict(images=pixels)[output],
+                            info,
+                            slot,
+                            card,
+                            logits,
+                            warmup_images=run.datasets.first_eval_images(serving.WARMUP_IMAGES))
   return slot.path
 
 
@@ -263,7 +280,8 @@ def _train_epochs(run, estimator, train_input_fn, eval_input_fn, sigterm):
     hook = _StepHook(run.timer, sigterm, steps_done, spe, progress)
     try:
       estimator.train(functools.partial(train_input_fn, steps_done),
-                      max_steps=(epoch + 1) * spe, hooks=[hook])
+                      max_steps=(epoch + 1) * spe,
+                      hooks=[hook])
     except tf.compat.v1.train.NanLossDuringTrainingError as e:
       checkpoints.discard_after(run.workdir.checkpoints, steps_done)  # the epoch's start
       raise faults.diverged(float("nan"), epoch, (hook.steps_done - 1) % spe, config) from e
@@ -303,9 +321,10 @@ def train(run):
   final = last_epoch or _eval_logs(estimator.evaluate(eval_input_fn))
   classes = _predicted_classes(estimator, eval_input_fn)
   if distribute.is_chief(run.strategy):
-    card = serving.Card.from_config(config, final["val_accuracy"], (
-        config.model.name if run.trainer.registry_model else canned_label(config)))
+    card = serving.Card.from_config(
+        config, final["val_accuracy"],
+        (config.model.name if run.trainer.registry_model else canned_label(config)))
     logging.info("Exported the Estimator in serving signatures to %s.",
                  _export(estimator, feature_key, run, card))
-  return Outcome(final["val_loss"], final["val_accuracy"], classes,
-                 parameters or _network_parameters(estimator))
+  return Outcome(final["val_loss"], final["val_accuracy"], classes, parameters or
+                 _network_parameters(estimator))

@@ -20,20 +20,25 @@ def _check_xla(config, strategy):
 def train(run):
   """Trains run.model with model.fit from the newest checkpoint's step (0 if none)."""
   _check_xla(run.config, run.strategy)
-  start_step = checkpoints.resume_step(
-      storage.join(run.workdir.checkpoints, checkpoints.BACKUP_CHIEF), run.steps_per_epoch,
-      repair=not distribute.is_multi_worker(run.strategy))
+  start_step = checkpoints.resume_step(storage.join(run.workdir.checkpoints,
+                                                    checkpoints.BACKUP_CHIEF),
+                                       run.steps_per_epoch,
+                                       repair=not distribute.is_multi_worker(run.strategy))
   freeze_epochs = run.config.model.freeze_backbone_epochs
   freezing = ([callbacks.FreezeBackbone(models.backbone_of(run.model), freeze_epochs)]
               if freeze_epochs else [])
   with faults.sigterm_flag(run.strategy) as sigterm:
-    run.model.fit(run.datasets.distributed_train(run.strategy, start_step),
-                  epochs=run.config.train.epochs, steps_per_epoch=run.steps_per_epoch,
-                  validation_data=run.datasets.eval,
-                  # Last: the others have seen the epoch end when it stops the run.
-                  callbacks=[*freezing, *run.callbacks, checkpoints.PreemptibleBackup(
-                      run.workdir.checkpoints, run.steps_per_epoch, sigterm,
-                      run.config.train.checkpoint_every_steps, start_step)],
-                  # Progress and epoch lines are the contract's (callbacks.Progress,
-                  # EpochLog), the same for every trainer.
-                  verbose=0)
+    run.model.fit(
+        run.datasets.distributed_train(run.strategy, start_step),
+        epochs=run.config.train.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        validation_data=run.datasets.eval,
+        # Last: the others have seen the epoch end when it stops the run.
+        callbacks=[
+            *freezing, *run.callbacks,
+            checkpoints.PreemptibleBackup(run.workdir.checkpoints, run.steps_per_epoch, sigterm,
+                                          run.config.train.checkpoint_every_steps, start_step)
+        ],
+        # Progress and epoch lines are the contract's (callbacks.Progress,
+        # EpochLog), the same for every trainer.
+        verbose=0)

@@ -23,9 +23,9 @@ def build_and_compile(config, info, strategy, jit_compile=False):
     model = models.build_from_config(config.model, info.image_shape, info.num_classes)
     if config.train.sync_batchnorm:
       layers = models.synchronize_batchnorm(model)
-      logging.info("train.sync_batchnorm: %d BatchNorm layers use the global batch's "
-                   "statistics (all-reduced over %d replicas).", layers,
-                   strategy.num_replicas_in_sync)
+      logging.info(
+          "train.sync_batchnorm: %d BatchNorm layers use the global batch's "
+          "statistics (all-reduced over %d replicas).", layers, strategy.num_replicas_in_sync)
     optimizer = optimizers.build_optimizer(
         config.train.optimizer,
         optimizers.optimizer_steps(config.train, optimizers.total_steps(config.train, info)),
@@ -34,8 +34,11 @@ def build_and_compile(config, info, strategy, jit_compile=False):
                                                       _finetune_from_step(config, info)),
         accumulate_steps=config.train.accumulate_steps)
     models.compile_classifier(
-        model, config.model.name, optimizer,
-        num_classes=info.num_classes, label_smoothing=config.train.label_smoothing,
+        model,
+        config.model.name,
+        optimizer,
+        num_classes=info.num_classes,
+        label_smoothing=config.train.label_smoothing,
         mixed_targets=mixing.mixes(config.dataset.augment),
         steps_per_execution=config.train.steps_per_execution,
         # Keras' evaluate/predict stay as they are.
@@ -81,8 +84,9 @@ def settle_batchnorm(model, config, datasets, strategy=None):
   batches = datasets.make_train(None).take(PRECISE_BATCHNORM_BATCHES).map(lambda x, y: x)
   with strategy.scope():
     seen = models.reestimate_batchnorm(model, batches)
-  logging.info("train.precise_batchnorm: BatchNorm statistics of the final weights measured "
-               "over %d training batches (instead of the moving averages).", seen)
+  logging.info(
+      "train.precise_batchnorm: BatchNorm statistics of the final weights measured "
+      "over %d training batches (instead of the moving averages).", seen)
 
 
 def _check_accumulation(config, info):
@@ -100,8 +104,11 @@ def _check_memory(model, config, info, strategy):
   handler in `trainer` instead)."""
   devices = distribute.replica_devices(strategy)
   if all("CPU" in d.upper() for d in devices):
-    memory.check_fits(model, config.train.batch_size, strategy.num_replicas_in_sync,
-                      info.image_shape, local_replicas=max(len(devices), 1))
+    memory.check_fits(model,
+                      config.train.batch_size,
+                      strategy.num_replicas_in_sync,
+                      info.image_shape,
+                      local_replicas=max(len(devices), 1))
 
 
 def _finetune_from_step(config, info):
@@ -117,9 +124,9 @@ def warn_about_xla_on_cpu(config, strategy):
   if config.xla and all("CPU" in d.upper() for d in devices):
     logging.warning(
         "xla=True on CPUs: XLA compiles convolutions without oneDNN; MiniVGGNet trained "
-        "10x and ResNet-50 at 224 5x slower with it than without (kmodels/docs/measurements.md \"Speed\" "
-        "and \"ImageNet architectures\"). It pays off on GPUs and TPUs; on this machine "
-        "use --config.xla=False.")
+        "10x and ResNet-50 at 224 5x slower with it than without (kmodels/docs/"
+        "measurements.md, \"Speed\" and \"ResNet-50 at 224\"). It pays off on GPUs and "
+        "TPUs; on this machine use --config.xla=False.")
 
 
 def trainer(train_loop):
@@ -140,17 +147,25 @@ def trainer(train_loop):
                                    run.datasets.info.image_shape) from e
       settle_batchnorm(model, run.config, run.datasets, run.strategy)
       every, split = run.config.train.log_every_seconds, run.config.dataset.eval_split
-      results = model.evaluate(run.datasets.eval, verbose=0, return_dict=True, callbacks=[
-          progress.BatchCountdown(f"Testing on {split}", run.datasets.eval, every)])
+      results = model.evaluate(
+          run.datasets.eval,
+          verbose=0,
+          return_dict=True,
+          callbacks=[progress.BatchCountdown(f"Testing on {split}", run.datasets.eval, every)])
       test_loss, test_accuracy = results["loss"], results["accuracy"]
       # argmax is the same on logits and on probabilities.
-      classes = np.argmax(model.predict(run.datasets.eval, verbose=0, callbacks=[
-          progress.BatchCountdown(f"Predicting {split}", run.datasets.eval, every)]), axis=-1)
+      classes = np.argmax(model.predict(
+          run.datasets.eval,
+          verbose=0,
+          callbacks=[progress.BatchCountdown(f"Predicting {split}", run.datasets.eval, every)]),
+                          axis=-1)
       # Equal on every worker of a healthy multi-worker job; a quick check for users too.
       logging.info("Weights fingerprint (sum of |w|): %r", weights_fingerprint(model))
       with serving.new_version(run.workdir.export, run.strategy,
-                                run.workdir.export_versioned) as slot:
-        serving.export_keras(model, run.datasets.info, slot,
+                               run.workdir.export_versioned) as slot:
+        serving.export_keras(model,
+                             run.datasets.info,
+                             slot,
                              serving.Card.from_config(run.config, float(test_accuracy),
                                                       run.config.model.name),
                              logits=models.REGISTRY[run.config.model.name].logits,

@@ -32,4 +32,3 @@ class Outcome(typing.NamedTuple):
   predicted_classes: np.ndarray
   parameters: int
   test_top5_accuracy: typing.Optional[float] = None  # with models.TOP5_MIN_CLASSES classes
-
