@@ -139,13 +139,20 @@ class ExportRunTest(parameterized.TestCase):
     image_folder.write_images(zip(images[:4000], labels[:4000]), cls.image_dir, "train", names)
     image_folder.write_images(zip(images[4000:5000], labels[4000:5000]), cls.image_dir, "test",
                               names)
-    cls.train_flags = ("train", "--config=configs/fashion_mnist_quickstart.py",
-                       "--config.dataset.name=image_folder",
-                       f"--config.dataset.image_dir={cls.image_dir}",
-                       "--config.dataset.image_size=28", "--config.dataset.channels=1",
-                       "--config.dataset.crop.area=(1.0, 1.0)",
-                       "--config.dataset.crop.eval_fraction=1.0", "--config.train.batch_size=64",
-                       "--config.train.epochs=3")
+    cls.train_flags = (
+        "train",
+        "--config=configs/fashion_mnist_quickstart.py",
+        "--config.dataset.name=image_folder",
+        f"--config.dataset.image_dir={cls.image_dir}",
+        "--config.dataset.image_size=28",
+        "--config.dataset.channels=1",
+        "--config.dataset.crop.area=(1.0, 1.0)",
+        "--config.dataset.crop.eval_fraction=1.0",
+        "--config.train.batch_size=64",
+        # 3 passes over the 4,000 pictures (the quickstart caps its epochs at
+        # 225 steps, 3.6 passes of this folder each).
+        "--config.train.steps_per_epoch=62",
+        "--config.train.epochs=3")
     proc = testutil.call_launcher(*cls.train_flags, f"--workdir={cls.workdir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     cls.version = os.path.join(cls.workdir, "export", "1")

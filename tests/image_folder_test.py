@@ -369,7 +369,7 @@ class FolderTrainingTest(absltest.TestCase):
                                   train__optimizer__name="adam",
                                   train__optimizer__learning_rate=2e-3)
     metrics = training.train_and_evaluate(config, self.create_tempdir().full_path)
-    # Chance is 10 %; the same recipe on 60,000 pictures: README "Your own images".
+    # Chance is 10 %; the same recipe on 60,000 pictures: kmodels/docs/data.md "Measured".
     self.assertGreater(metrics["test_accuracy"], 0.6)
 
   def test_a_folder_trains_and_its_export_serves_files_as_evaluation_saw_them(self):
