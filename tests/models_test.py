@@ -77,6 +77,20 @@ class ModelsTest(parameterized.TestCase):
     with self.assertRaisesRegex(UserError, "does not accept.*'width'"):
       models.build_model("shallownet", CIFAR, 10, width=3)
 
+  def test_the_fast_configs_shape_keys_build_the_shape_they_name(self):
+    config = testutil.shipped_config_module("fashion_mnist_fast.py").get_config()
+    config.model.filters, config.model.dense_units = (8, 16), 24
+    model = models.build_from_config(config.model, MNIST, 10)
+    bias_free_conv = lambda cin, cout: 9 * cin * cout
+    bn = lambda c: 4 * c
+    expected = (bias_free_conv(1, 8) + bn(8) + bias_free_conv(8, 16) + bn(16) + 7 * 7 * 16 * 24 +
+                bn(24) + 24 * 10 + 10)
+    self.assertEqual(model.count_params(), expected)
+    config.model.filters = (0, 16)
+    with self.assertRaisesRegex(UserError, "fastcnn.*filters=0") as ctx:
+      models.build_from_config(config.model, MNIST, 10)
+    self.assertNotIn("smaller images", str(ctx.exception))  # a bad value, not a small image
+
   @parameterized.parameters("cifar_cnn_sequential", "cifar_cnn_subclass")
   def test_images_too_small_for_the_model_name_the_layer_and_other_models(self, name):
     with self.assertRaisesRegex(

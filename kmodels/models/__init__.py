@@ -106,11 +106,15 @@ def build_model(name, input_shape, num_classes, **kwargs):
   except TypeError as e:
     raise UserError(f"model {name!r} does not accept these model.* settings "
                     f"{sorted(kwargs)}: {e}") from e
-  except ValueError as e:  # Keras' shape checks, e.g. downsampling past a 1x1 feature map
+  except ValueError as e:  # Keras' checks of argument values and of shapes
+    detail = _shape_error_detail(e)
+    # Only a feature map downsampled past 1x1 is the images' size; a bad width is not.
+    too_small = "dimension" in detail.lower()
     raise UserError(
         f"model {name!r} can't be built for images of shape {tuple(input_shape)} "
-        f"(model.* settings {kwargs or 'none'}): {_shape_error_detail(e)} Models that "
-        "downsample less take smaller images: mlp, shallownet, minivggnet, fastcnn.") from e
+        f"(model.* settings {kwargs or 'none'}): {detail}" +
+        (" Models that downsample less take smaller images: mlp, shallownet, minivggnet, "
+         "fastcnn." if too_small else "")) from e
 
 
 def _shape_error_detail(error):
