@@ -24,6 +24,8 @@ CONFIG_DIR = os.path.join(testutil.REPO_ROOT, "configs")
 def _train_configs():
   names = []
   for filename in sorted(os.listdir(CONFIG_DIR)):
+    if not filename.endswith(".py"):  # configs/__pycache__ once a config has been imported
+      continue
     with open(os.path.join(CONFIG_DIR, filename)) as f:
       if re.search(r"python -m launch\.train --config=configs/" + re.escape(filename), f.read()):
         names.append(filename)
