@@ -92,7 +92,8 @@ class Workdir:
     """Creates the directory, proves it is writable, takes the lock, records the config.
 
     A workdir holding a run of another experiment (RUN_DEFINING keys differ) is refused,
-    or with `overwrite` emptied of that run's outputs first. Call release() when the run
+    or with `overwrite` emptied of that run's outputs first; one whose run saved nothing
+    is emptied without it. Call release() when the run
     ends (also when it fails).
     """
     if not self.root.strip("/"):
@@ -121,20 +122,38 @@ class Workdir:
   def _check_same_experiment(self, resolved, overwrite):
     previous = reporting.read_json(self.config_json, None)
     differences = _differences(previous, resolved) if previous else []
-    if previous and not overwrite:
+    # A run that failed before it saved anything (a bad model.* value fails after the
+    # config is recorded) left only its config: nothing to resume or to mix, so the
+    # corrected command starts in its place without --overwrite.
+    worth_keeping = previous is not None and self.saved_anything()
+    if worth_keeping and not overwrite:
       optimizers.check_schedule_kept(previous, resolved)
     if not differences:
       return
     listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in differences)
-    if not overwrite:
+    if worth_keeping and not overwrite:
       raise UserError(
           f"Workdir {self.root} holds a run of another experiment ({listed}). Resuming it "
           "would mix the two. Use a new --workdir, or pass --overwrite to delete that "
           "run's outputs and start over.")
-    logging.warning("--overwrite: deleting the outputs of the previous run in %s (%s).", self.root,
-                    listed)
+    if worth_keeping:
+      logging.warning("--overwrite: deleting the outputs of the previous run in %s (%s).",
+                      self.root, listed)
+    else:
+      logging.info(
+          "Workdir %s holds the config of a run that saved nothing (%s); this run "
+          "replaces it.", self.root, listed)
     for path in self.run_outputs():
       storage.remove(path)
+
+  def saved_anything(self):
+    """Whether a run here saved what a resume or a reader uses: a checkpoint, its history,
+    metrics or an export."""
+    if any(storage.exists(path) for path in (self.history, self.metrics)):
+      return True
+    return any(
+        storage.isdir(directory) and storage.listdir(directory)
+        for directory in (self.checkpoints, self.export))
 
   def run_outputs(self):
     return [

@@ -584,6 +584,18 @@ class WorkdirOfAnotherExperimentTest(absltest.TestCase):
     self.assertEqual(
         testutil.read_json(os.path.join(workdir, "config.json"), {})["model"]["name"], "mlp")
 
+  def test_a_run_that_saved_nothing_gives_way_to_the_corrected_command(self):
+    workdir = self.create_tempdir().full_path
+    mistyped = testutil.tiny_config(dataset__source="synthetic")
+    mistyped.model.width = 3  # no such argument: refused when the model is built
+    with self.assertRaisesRegex(UserError, "does not accept"):
+      training.train_and_evaluate(mistyped, workdir)
+    self.assertTrue(os.path.exists(os.path.join(workdir, "config.json")))  # recorded before
+    metrics = training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"),
+                                          workdir)
+    self.assertEqual(metrics["status"], "completed")
+    self.assertNotIn("width", testutil.read_json(os.path.join(workdir, "config.json"), {})["model"])
+
   def test_more_epochs_continue_the_same_experiment(self):
     workdir = self.create_tempdir().full_path
     training.train_and_evaluate(testutil.tiny_config(dataset__source="synthetic"), workdir)
