@@ -87,9 +87,17 @@ class ModelsTest(parameterized.TestCase):
                 bn(24) + 24 * 10 + 10)
     self.assertEqual(model.count_params(), expected)
     config.model.filters = (0, 16)
-    with self.assertRaisesRegex(UserError, "fastcnn.*filters=0") as ctx:
+    with self.assertRaisesRegex(UserError,
+                                r"model.filters must be positive integers.*\(0, 16\)") as ctx:
       models.build_from_config(config.model, MNIST, 10)
     self.assertNotIn("smaller images", str(ctx.exception))  # a bad value, not a small image
+    # Wider than any host: 3136 x 1e13 float32 weights exceed even the address space, so no
+    # kernel setting lets the allocation succeed.
+    config.model.filters, config.model.dense_units = (8, 16), 10**13
+    with self.assertRaisesRegex(
+        UserError, r"does not fit in this host's memory.*"
+        r"shape\[784,10000000000000\].*smaller widths"):
+      models.build_from_config(config.model, MNIST, 10)
 
   @parameterized.parameters("cifar_cnn_sequential", "cifar_cnn_subclass")
   def test_images_too_small_for_the_model_name_the_layer_and_other_models(self, name):

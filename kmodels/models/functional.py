@@ -57,6 +57,16 @@ def minivggnet(input_shape, num_classes, **kwargs):
   return _chain(input_shape, blocks.minivgg_layers(num_classes, **kwargs), "minivggnet")
 
 
+def _check_widths(**widths):
+  """ValueError unless each of `widths` (a count, or a sequence of counts) is positive."""
+  for key, value in widths.items():
+    many = isinstance(value, (tuple, list))
+    counts = value if many else (value,)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts):
+      wanted = "positive integers, one per stage" if many else "a positive integer"
+      raise ValueError(f"model.{key} must be {wanted}, got {value!r}.")
+
+
 def fastcnn(input_shape, num_classes, filters=(32, 64), dense_units=256, dropout=0.3):
   """A small CNN for time to accuracy on 28x28 images (configs/fashion_mnist_fast.py).
 
@@ -64,6 +74,7 @@ def fastcnn(input_shape, num_classes, filters=(32, 64), dense_units=256, dropout
   redundant), then Dense -> BN -> ReLU -> Dropout and the softmax head. Measured against
   wider, deeper and global-pooling variants in kmodels/docs/measurements.md "Speed".
   """
+  _check_widths(filters=filters, dense_units=dense_units)
   inputs = tf.keras.Input(shape=input_shape, name="image")
   x = inputs
   for width in filters:
