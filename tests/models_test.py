@@ -77,7 +77,9 @@ class ModelsTest(parameterized.TestCase):
     with self.assertRaisesRegex(UserError, "does not accept.*'width'"):
       models.build_model("shallownet", CIFAR, 10, width=3)
 
-  def test_the_fast_configs_shape_keys_build_the_shape_they_name(self):
+  def test_fastcnn_shape_settings_build_the_shape_they_name(self):
+    # Set in a config file (the fast config leaves them at their defaults, so that
+    # --config.model.name can switch it to a model without them).
     config = testutil.shipped_config_module("fashion_mnist_fast.py").get_config()
     config.model.filters, config.model.dense_units = (8, 16), 24
     model = models.build_from_config(config.model, MNIST, 10)
