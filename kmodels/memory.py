@@ -19,6 +19,7 @@ same message (`refused_after`).
 """
 
 import dataclasses
+import re
 import typing
 
 import numpy as np
@@ -136,3 +137,13 @@ def refused_after(error, batch_size, replicas, image_shape):
       f"in a training step ({error.message.splitlines()[0][:200]}); the host has "
       f"{_gb(usable)} usable. Try a smaller train.batch_size (half: "
       f"--config.train.batch_size={max(batch_size // 2, 1)}). Checkpoints are kept.")
+
+
+def model_refused(error, name, settings):
+  """The UserError for a ResourceExhaustedError met building a model: a weight bigger
+  than this host's memory (model.* widths set too large)."""
+  found = re.search(r"OOM when allocating tensor with shape\[[^\]]*\] and type \w+", error.message)
+  allocation = found.group(0) if found else error.message.splitlines()[0][:200]
+  return UserError(f"model {name!r} with model.* settings {settings or 'none'} does not fit in "
+                   f"this host's memory ({_gb(cpus.usable_memory_bytes())} usable): "
+                   f"{allocation}. Use smaller widths.")

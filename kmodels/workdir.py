@@ -93,8 +93,7 @@ class Workdir:
 
     A workdir holding a run of another experiment (RUN_DEFINING keys differ) is refused,
     or with `overwrite` emptied of that run's outputs first; one whose run saved nothing
-    is emptied without it. Call release() when the run
-    ends (also when it fails).
+    is emptied without it. Call release() when the run ends (also when it fails).
     """
     if not self.root.strip("/"):
       raise UserError("The workdir is the filesystem root (/): a run writes a dozen files "
@@ -125,7 +124,7 @@ class Workdir:
     # A run that failed before it saved anything (a bad model.* value fails after the
     # config is recorded) left only its config: nothing to resume or to mix, so the
     # corrected command starts in its place without --overwrite.
-    worth_keeping = previous is not None and self.saved_anything()
+    worth_keeping = previous is not None and self._saved_anything()
     if worth_keeping and not overwrite:
       optimizers.check_schedule_kept(previous, resolved)
     if not differences:
@@ -146,14 +145,14 @@ class Workdir:
     for path in self.run_outputs():
       storage.remove(path)
 
-  def saved_anything(self):
+  def _saved_anything(self):
     """Whether a run here saved what a resume or a reader uses: a checkpoint, its history,
     metrics or an export."""
     if any(storage.exists(path) for path in (self.history, self.metrics)):
       return True
-    return any(
-        storage.isdir(directory) and storage.listdir(directory)
-        for directory in (self.checkpoints, self.export))
+    return bool(
+        storage.isdir(self.checkpoints) and storage.listdir(self.checkpoints) or
+        self.current_export())
 
   def run_outputs(self):
     return [

@@ -11,7 +11,7 @@ import re
 
 import tensorflow as tf
 
-from kmodels import cpus
+from kmodels import memory
 from kmodels.errors import UserError
 from kmodels.models import applications, functional, sequential, subclassed
 
@@ -108,9 +108,7 @@ def build_model(name, input_shape, num_classes, **kwargs):
     raise UserError(f"model {name!r} does not accept these model.* settings "
                     f"{sorted(kwargs)}: {e}") from e
   except tf.errors.ResourceExhaustedError as e:  # a weight bigger than the host's memory
-    raise UserError(f"model {name!r} with model.* settings {kwargs or 'none'} does not fit in this "
-                    f"host's memory ({cpus.usable_memory_bytes() / 1e9:.1f} GB usable): "
-                    f"{_allocation_detail(e)}. Use smaller widths.") from e
+    raise memory.model_refused(e, name, kwargs) from e
   except ValueError as e:  # Keras' checks of argument values and of shapes
     detail = _shape_error_detail(e)
     # Only a feature map downsampled past 1x1 is the images' size; a bad width is not.
@@ -120,12 +118,6 @@ def build_model(name, input_shape, num_classes, **kwargs):
         f"(model.* settings {kwargs or 'none'}): {detail}" +
         (" Models that downsample less take smaller images: mlp, shallownet, minivggnet, "
          "fastcnn." if too_small else "")) from e
-
-
-def _allocation_detail(error):
-  """What TensorFlow failed to allocate, without the op's internal name around it."""
-  found = re.search(r"OOM when allocating tensor with shape\[[^\]]*\] and type \w+", error.message)
-  return found.group(0) if found else error.message.splitlines()[0][:200]
 
 
 def _shape_error_detail(error):
