@@ -32,8 +32,14 @@ from launch import common
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir("Training config to measure (configs/*.py).",
                                                      "Directory for benchmark.json.")
-_STEPS = flags.DEFINE_integer("steps", 30, "Timed training steps (after as many warm-up).")
-_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 50, "Batches for input timing.")
+_STEPS = flags.DEFINE_integer("steps",
+                              30,
+                              "Timed training steps (after as many warm-up).",
+                              lower_bound=1)
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches",
+                                         50,
+                                         "Batches for input timing.",
+                                         lower_bound=1)
 _SYNTHETIC_BATCH = flags.DEFINE_bool("synthetic_batch", False,
                                      "Train on one in-memory batch: no input pipeline.")
 _REFERENCE = flags.DEFINE_bool(

@@ -1,6 +1,7 @@
 """What every launcher does around its one library call."""
 
 import contextlib
+import math
 import os
 import sys
 import traceback
@@ -25,6 +26,16 @@ def define_config_and_workdir(config_help, workdir_help, default_workdir=None):
   return config, workdir
 
 
+def define_fraction(name, default, help_text):
+  """A float flag between 0 and 1. absl's bounds let NaN through (it compares false with
+  both), so a validator refuses it too: either is a flag error, exit 2 in parse_flags."""
+  flag = flags.DEFINE_float(name, default, help_text, lower_bound=0.0, upper_bound=1.0)
+  flags.register_validator(name,
+                           lambda value: value is None or not math.isnan(value),
+                           message="must be a number in the range [0, 1]")
+  return flag
+
+
 def start(argv):
   """What every launcher's main() does first.
 
@@ -32,13 +43,17 @@ def start(argv):
   process may use, and routes gs:// to a local emulator when STORAGE_EMULATOR_HOST is set
   (both before TensorFlow runs anything).
   """
-  if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}. Settings are flags "
-          "(--config.a.b=value); pass --helpshort to see them.")
+  refuse_stray_arguments(argv)
   logging.set_verbosity(logging.INFO)
   cpus.size_thread_pools()
   with user_errors_exit():
     emulator.route_gs_to_emulator()
+
+
+def refuse_stray_arguments(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}. Settings are flags "
+          "(--config.a.b=value); pass --helpshort to see them.")
 
 
 def _fail(message, status=2):

@@ -15,9 +15,10 @@ from absl import app
 from absl import flags
 
 from kmodels import runtime
+from launch import common
 
 _MODELS = flags.DEFINE_list("models", ["mobilenet_v2", "resnet50"], "Registry model names.")
-_SIZE = flags.DEFINE_integer("size", 32, "Image side in pixels.")
+_SIZE = flags.DEFINE_integer("size", 32, "Image side in pixels.", lower_bound=1)
 
 
 def _seconds(function):
@@ -49,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -24,7 +24,7 @@ from launch import common
 
 _DISPATCHER = flags.DEFINE_bool("dispatcher", False, "Start the dispatcher.")
 _WORKER = flags.DEFINE_bool("worker", False, "Start a worker.")
-_PORT = flags.DEFINE_integer("port", None, "Port to serve on.")
+_PORT = flags.DEFINE_integer("port", None, "Port to serve on.", lower_bound=1, upper_bound=65535)
 _WORKER_ADDRESSES = flags.DEFINE_list("worker_addresses", None,
                                       "Dispatcher: every worker's HOST:PORT, as each gives it.")
 _DISPATCHER_ADDRESS = flags.DEFINE_string("dispatcher_address", None,
@@ -41,8 +41,6 @@ flags.mark_flag_as_required("port")
 def _start():
   if _DISPATCHER.value == _WORKER.value:
     raise UserError("Pass exactly one of --dispatcher and --worker.")
-  if not 0 < _PORT.value < 65536:
-    raise UserError(f"--port={_PORT.value} is not a TCP port (1-65535).")
   try:
     return _start_server()
   except RuntimeError as e:  # gRPC's own refusal: the port is taken or not ours to bind

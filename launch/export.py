@@ -31,10 +31,15 @@ _QUANTIZE = flags.DEFINE_string(
     "quantize", "none", "LiteRT: none (float32), dynamic "
     "(int8 weights), float16, or int8 (full integer, calibrated "
     "on the run's training images).")
-_VERSION = flags.DEFINE_integer("version", None, "The export version; default: the current.")
+_VERSION = flags.DEFINE_integer("version",
+                                None,
+                                "The export version; default: the current.",
+                                lower_bound=1)
 _SPLIT = flags.DEFINE_string("split", None, "The proof's split; default: the run's test split.")
-_CALIBRATION = flags.DEFINE_integer("calibration_images", exporting.CALIBRATION_IMAGES,
-                                    "int8: training images that set the activation ranges.")
+_CALIBRATION = flags.DEFINE_integer("calibration_images",
+                                    exporting.CALIBRATION_IMAGES,
+                                    "int8: training images that set the activation ranges.",
+                                    lower_bound=1)
 _CALIBRATION_SPLIT = flags.DEFINE_string(
     "calibration_split", None, "int8: the split to "
     "calibrate on; default: the run's training split.")
@@ -42,10 +47,11 @@ _MEASURE = flags.DEFINE_bool(
     "measure", False, "Instead of exporting: size, one image's CPU "
     "latency and accuracy of the SavedModel and of each file "
     "exported beside it (a table, also off_tensorflow.md there).")
-_QAT_STEPS = flags.DEFINE_integer(
-    "qat_steps", 0, "int8: fine-tune a copy of the model this "
-    "many steps with int8 rounding simulated (quantization-"
-    "aware training) before converting; 0: post-training only.")
+_QAT_STEPS = flags.DEFINE_integer("qat_steps",
+                                  0, "int8: fine-tune a copy of the model this "
+                                  "many steps with int8 rounding simulated (quantization-"
+                                  "aware training) before converting; 0: post-training only.",
+                                  lower_bound=0)
 _ALLOW_DROP = flags.DEFINE_bool(
     "allow_drop", False, "Write the file even if it misses the "
     "accuracy bar (the numbers are still recorded).")

@@ -22,8 +22,8 @@ from kmodels.errors import UserError
 from launch import common
 
 _IMAGE_DIR = flags.DEFINE_string("image_dir", None, "DIR/<split>/<class>/*.jpg")
-_SIZE = flags.DEFINE_integer("size", 224, "Output size of the transform.")
-_IMAGES = flags.DEFINE_integer("images", 1280, "Images per measurement.")
+_SIZE = flags.DEFINE_integer("size", 224, "Output size of the transform.", lower_bound=1)
+_IMAGES = flags.DEFINE_integer("images", 1280, "Images per measurement.", lower_bound=1)
 flags.mark_flag_as_required("image_dir")
 
 

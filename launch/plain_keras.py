@@ -37,12 +37,13 @@ import tensorflow_datasets as tfds
 
 from kmodels import models, optimizers, precision
 from kmodels.tools import benchmark
+from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A launch.train config file.")
 _PATH = flags.DEFINE_enum("path", "plain", ["plain", "tutorial"],
                           "plain: Keras' own input + fit; tutorial: ImageDataGenerator + fit.")
-_TARGET = flags.DEFINE_float("target_accuracy", None,
-                             "Stop after the first epoch whose test accuracy reaches this.")
+_TARGET = common.define_fraction("target_accuracy", None,
+                                 "Stop after the first epoch whose test accuracy reaches this.")
 
 
 def _folder_splits(config):
@@ -114,7 +115,8 @@ class _TimeToAccuracy(tf.keras.callbacks.Callback):
 
 
 def main(argv):
-  del argv
+  # Not common.start: the peers keep Keras' own logging and thread pools.
+  common.refuse_stray_arguments(argv)
   config = _CONFIG.value
   if config.dataset.name == "image_folder":
     train, test, image_shape, num_classes = _folder_splits(config)
@@ -152,4 +154,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -27,7 +27,7 @@ _MODEL = flags.DEFINE_string(
     "model", None, "A launch.train workdir, its export/ directory "
     "(both: the highest version), a version (export/N), or a "
     ".tflite/.onnx file launch.export wrote into one.")
-_TOP_K = flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
+_TOP_K = flags.DEFINE_integer("top_k", 3, "Classes to print per image.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the predictions to FILE.csv|.json.")
 _SPLIT = flags.DEFINE_string(
     "split", None, "Predict this split of the run's own dataset "

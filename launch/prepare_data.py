@@ -30,7 +30,7 @@ _IMAGE_DIR = flags.DEFINE_string("image_dir", None, "image_folder: DIR/<split>/<
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "tfds data_dir (default: tfds' default); "
     "image_folder: where the records go (required).")
-_MAX_BAD_FRACTION = flags.DEFINE_float(
+_MAX_BAD_FRACTION = common.define_fraction(
     "max_bad_fraction", 0.01, "image_folder: refuse when "
     "more than this share of files is unreadable.")
 flags.mark_flags_as_required(["dataset"])

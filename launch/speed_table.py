@@ -19,9 +19,10 @@ from absl import app
 from absl import flags
 
 from kmodels import precision
+from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where each run's benchmark.json goes.")
-_STEPS = flags.DEFINE_integer("steps", 24, "Timed training steps per run.")
+_STEPS = flags.DEFINE_integer("steps", 24, "Timed training steps per run.", lower_bound=1)
 _MODELS = {
     "MiniGoogLeNet": "configs/cifar_googlenet.py",
     "MiniVGGNet": "configs/cifar_minivgg.py",
@@ -79,4 +80,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("workdir")
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -18,11 +18,16 @@ import sys
 from absl import app
 from absl import flags
 
+from launch import common
+
 _MODEL = flags.DEFINE_string("model", "resnet50", "A registry model name.")
-_SIZE = flags.DEFINE_integer("image_size", 224, "Image side in pixels (3 channels).")
+_SIZE = flags.DEFINE_integer("image_size", 224, "Image side in pixels (3 channels).", lower_bound=1)
 _BATCHES = flags.DEFINE_list("batches", ["8", "32"], "Batch sizes, one process each.")
 _PRECISION = flags.DEFINE_string("precision", "float32", "float32 or mixed_bfloat16.")
-_ONE = flags.DEFINE_integer("one", None, "Internal: measure this batch size in this process.")
+_ONE = flags.DEFINE_integer("one",
+                            None,
+                            "Internal: measure this batch size in this process.",
+                            lower_bound=1)
 
 
 def _measure(batch):
@@ -72,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -25,8 +25,14 @@ _MIXED = flags.DEFINE_bool("mixed", False, "Vary size, colour mode and format pe
 _PHOTO_SIZE = flags.DEFINE_string(
     "photo_size", None, "WIDTHxHEIGHT, e.g. 500x375 (ImageNet's typical size): every file an "
     "RGB JPEG of that size with camera-like grain, for input benchmarks at photo sizes.")
-_TRAIN = flags.DEFINE_integer("train_examples", 2000, "Images of the train split to write.")
-_TEST = flags.DEFINE_integer("test_examples", 500, "Images of the test split to write.")
+_TRAIN = flags.DEFINE_integer("train_examples",
+                              2000,
+                              "Images of the train split to write.",
+                              lower_bound=1)
+_TEST = flags.DEFINE_integer("test_examples",
+                             500,
+                             "Images of the test split to write.",
+                             lower_bound=1)
 flags.mark_flags_as_required(["out"])
 
 _MAX_PHOTO_SIDE = 8192  # as dataset.image_size's bound (validation.MAX_IMAGE_SIZE)

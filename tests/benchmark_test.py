@@ -216,12 +216,12 @@ class PeerPathsTest(absltest.TestCase):
     cls.folder = os.path.join(absltest.get_default_test_tmpdir(), "peer_paths_folder")
     testutil.write_image_folder(cls.folder, per_class=12)
 
-  def _run(self, path, target):
+  def _run(self, path, target=None):
     proc = testutil.call_launcher("plain_keras",
                                   *testutil.image_folder_flags(self.folder, image_size=12),
                                   "--config.model.name=mlp", "--config.train.batch_size=6",
                                   "--config.train.epochs=2", f"--path={path}",
-                                  f"--target_accuracy={target}")
+                                  *([f"--target_accuracy={target}"] if target is not None else []))
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -232,8 +232,9 @@ class PeerPathsTest(absltest.TestCase):
       self.assertLen(result["epochs"], 1)
       self.assertEqual(result["seconds_to_target"], result["epochs"][0]["seconds"])
 
-  def test_a_target_out_of_reach_trains_every_epoch_and_reports_none(self):
-    result = self._run("tutorial", 1.01)
+  def test_without_a_target_it_trains_every_epoch_and_reports_none(self):
+    # (A target above 1 is refused as a flag error: LauncherNumbersTest.)
+    result = self._run("tutorial")
     self.assertEqual([e["epoch"] for e in result["epochs"]], [1, 2])
     self.assertLess(result["epochs"][0]["seconds"], result["epochs"][1]["seconds"])
     self.assertIsNone(result["seconds_to_target"])

@@ -117,8 +117,8 @@ class DataServiceTest(absltest.TestCase):
     for args, needs in ((["--dispatcher", "--port=1"],
                          "--worker_addresses"), (["--worker", "--port=1"], "--dispatcher_address"),
                         (["--port=1"], "exactly one of --dispatcher and --worker"),
-                        (["--worker", "--port=70000",
-                          "--dispatcher_address=localhost:1"], "--port=70000 is not a TCP port")):
+                        (["--worker", "--port=70000", "--dispatcher_address=localhost:1"],
+                         "--port=70000: 70000 is not an integer in the range")):
       with self.subTest(args=args):
         testutil.assert_user_error(self, testutil.call_launcher("data_service", *args), needs)
 

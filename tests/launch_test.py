@@ -1,5 +1,7 @@
 """The launchers as users run them: real processes, real exit codes, real kill -9."""
 
+import ast
+import glob
 import gzip
 import json
 import os
@@ -79,6 +81,48 @@ class TrainLauncherTest(parameterized.TestCase):
                                   "--config.dataset.download=False")
     testutil.assert_user_error(self, proc, "launch.prepare_data --dataset=fashion_mnist",
                                "dataset-fashion-mnist")
+
+
+class LauncherNumbersTest(parameterized.TestCase):
+  """Every number a launcher takes as a flag is checked while flags are parsed."""
+
+  @parameterized.named_parameters(
+      ("top_k_zero", "predict", ["--model=/tmp/unused", "--top_k=0"], "--top_k=0"),
+      ("negative_image_count", "write_image_folder", ["--out=/tmp/unused", "--train_examples=-1"
+                                                     ], "--train_examples=-1"),
+      ("zero_steps", "benchmark",
+       ["--config=configs/base.py", "--workdir=/tmp/unused", "--steps=0"], "--steps=0"),
+      ("export_version_zero", "export", ["--workdir=/tmp/unused", "--version=0"], "--version=0"),
+      ("fraction_above_one", "prepare_data", ["--dataset=image_folder", "--max_bad_fraction=2"
+                                             ], "--max_bad_fraction=2"),
+      ("fraction_nan", "prepare_data", ["--dataset=image_folder", "--max_bad_fraction=nan"
+                                       ], "must be a number in the range [0, 1]"),
+      ("target_above_one", "plain_keras", ["--config=configs/base.py", "--target_accuracy=1.5"
+                                          ], "--target_accuracy=1.5"),
+      ("target_nan", "plain_keras", ["--config=configs/base.py", "--target_accuracy=nan"
+                                    ], "--target_accuracy=nan"),
+  )
+  def test_a_number_out_of_range_is_one_clear_message(self, launcher, args, fragment):
+    testutil.assert_user_error(self, testutil.call_launcher(launcher, *args), fragment)
+
+  def test_every_launcher_bounds_its_numbers_and_parses_flags_as_the_others(self):
+    # The rule behind the cases above, over every launcher's source (importing them all
+    # into one process would define their shared flag names twice).
+    broken = []
+    for path in sorted(glob.glob(os.path.join(testutil.REPO_ROOT, "launch", "*.py"))):
+      with open(path) as f:
+        tree = ast.parse(f.read())
+      for call in (node for node in ast.walk(tree) if isinstance(node, ast.Call)):
+        name = ast.unparse(call.func)
+        keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
+        where = f"{os.path.basename(path)}:{call.lineno} {name}"
+        if name == "flags.DEFINE_integer" and "lower_bound" not in keywords:
+          broken.append(f"{where} without lower_bound")
+        if name == "flags.DEFINE_float" and not path.endswith("common.py"):
+          broken.append(f"{where}: use common.define_fraction (absl's bounds pass NaN)")
+        if name == "app.run" and keywords.get("flags_parser") != "common.parse_flags":
+          broken.append(f"{where} without flags_parser=common.parse_flags (flag errors exit 2)")
+    self.assertEqual(broken, [])
 
 
 class PrepareDataLauncherTest(absltest.TestCase):
