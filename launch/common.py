@@ -103,6 +103,7 @@ def parse_flags(argv):
       # A config that failed to load is a proxy raising on first attribute access; touch
       # one here so its error is reported like the others, not deep inside training.
       getattr(flags.FLAGS[name].value, "keys", None)
+    _refuse_empty_values()
     return remaining
   except Exception as e:  # pylint: disable=broad-except  (any exception of the user's file)
     raised_by_file = _raised_by_config_file(e, argv)
@@ -111,6 +112,17 @@ def parse_flags(argv):
     if isinstance(e, _CONFIG_ERRORS):
       _fail(_flag_error_message(e))
     raise  # kmodels' own bug: keep the traceback
+
+
+def _refuse_empty_values():
+  """An empty value given to a launcher's flag (`--workdir=$DIR` with DIR unset) is a
+  mistake, not a choice: an empty --workdir would fill the current directory."""
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    defined_by_absl = flags.FLAGS.find_module_defining_flag(name, "").startswith("absl.")
+    if flag.present and flag.value in ("", []) and not defined_by_absl:
+      _fail(f"--{name} is empty (a shell variable that expanded to nothing?): give it a "
+            "value, or leave the flag out for its default.")
 
 
 # What bad flags, overrides and config files raise while they are parsed and loaded.

@@ -233,7 +233,7 @@ class PeerPathsTest(absltest.TestCase):
       self.assertEqual(result["seconds_to_target"], result["epochs"][0]["seconds"])
 
   def test_without_a_target_it_trains_every_epoch_and_reports_none(self):
-    # (A target above 1 is refused as a flag error: LauncherNumbersTest.)
+    # (A target above 1 is refused as a flag error: LauncherFlagValuesTest.)
     result = self._run("tutorial")
     self.assertEqual([e["epoch"] for e in result["epochs"]], [1, 2])
     self.assertLess(result["epochs"][0]["seconds"], result["epochs"][1]["seconds"])

@@ -83,8 +83,9 @@ class TrainLauncherTest(parameterized.TestCase):
                                "dataset-fashion-mnist")
 
 
-class LauncherNumbersTest(parameterized.TestCase):
-  """Every number a launcher takes as a flag is checked while flags are parsed."""
+class LauncherFlagValuesTest(parameterized.TestCase):
+  """Every number a launcher takes as a flag, and every empty value, is refused while flags
+  are parsed."""
 
   @parameterized.named_parameters(
       ("top_k_zero", "predict", ["--model=/tmp/unused", "--top_k=0"], "--top_k=0"),
@@ -101,8 +102,11 @@ class LauncherNumbersTest(parameterized.TestCase):
                                           ], "--target_accuracy=1.5"),
       ("target_nan", "plain_keras", ["--config=configs/base.py", "--target_accuracy=nan"
                                     ], "--target_accuracy=nan"),
+      ("empty_workdir", "train", ["--config=configs/base.py", "--workdir="], "--workdir is empty"),
+      ("empty_list", "data_service", ["--dispatcher", "--port=5000", "--worker_addresses="
+                                     ], "--worker_addresses is empty"),
   )
-  def test_a_number_out_of_range_is_one_clear_message(self, launcher, args, fragment):
+  def test_a_value_out_of_range_is_one_clear_message(self, launcher, args, fragment):
     testutil.assert_user_error(self, testutil.call_launcher(launcher, *args), fragment)
 
   def test_every_launcher_bounds_its_numbers_and_parses_flags_as_the_others(self):
