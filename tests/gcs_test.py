@@ -361,6 +361,36 @@ class EmulatorRouteTest(absltest.TestCase):
     self.assertEqual(_server.read(_BUCKET, "renamed/1/saved_model.pb"), b"saved_model.pb")
 
 
+class BucketWorkdirTest(absltest.TestCase):
+
+  def test_a_run_that_saved_nothing_gives_way_and_a_finished_one_is_kept(self):
+    url, prefix = f"gs://{_BUCKET}/saved-nothing", "saved-nothing"
+    # A model setting the model refuses fails after the config is recorded; it comes from
+    # a user's own config file (an override cannot add a key).
+    mistaken = self.create_tempfile(
+        "mine.py", "from configs import base\ndef get_config():\n"
+        "  config = base.get_config()\n  config.model.filters = (8, 16)\n"
+        "  return config\n").full_path
+    proc = testutil.call_launcher("train", f"--config={mistaken}", *_QUICK_FLAGS[1:],
+                                  f"--workdir={url}")
+    testutil.assert_user_error(self, proc, "does not accept these model.* settings ['filters']")
+    self.assertEqual(_top_level(prefix), {"config.json"})
+
+    proc = testutil.call_launcher("train", *_QUICK_FLAGS, "--config.train.epochs=1",
+                                  f"--workdir={url}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("holds the config of a run that saved nothing", proc.stderr)
+    model = _server.read_json(_BUCKET, f"{prefix}/config.json", {})["model"]
+    self.assertEqual((model["name"], "filters" in model), ("mlp", False))
+
+    proc = testutil.call_launcher("train", *_QUICK_FLAGS, "--config.train.epochs=1",
+                                  "--config.model.name=shallownet", f"--workdir={url}")
+    testutil.assert_user_error(self, proc, "holds a run of another experiment")
+    self.assertEqual(
+        _server.read_json(_BUCKET, f"{prefix}/config.json", {})["model"]["name"], "mlp")
+    self.assertIn("metrics.json", _top_level(prefix))
+
+
 class UnusableStorageTest(absltest.TestCase):
 
   def test_a_missing_bucket_is_one_message(self):
