@@ -1,6 +1,7 @@
 """What every launcher does around its one library call."""
 
 import contextlib
+import importlib.util
 import math
 import os
 import sys
@@ -8,6 +9,7 @@ import traceback
 
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from kmodels import cpus
@@ -61,11 +63,79 @@ def _fail(message, status=2):
   sys.exit(status)
 
 
-def _config_file(argv):
+def _config_argument(argv):
+  """--config's value as given: FILE, or FILE:ARG (ml_collections passes ARG to get_config)."""
   for arg in argv:
     if arg.startswith("--config="):
-      return os.path.abspath(arg.split("=", 1)[1])
+      return arg.split("=", 1)[1]
   return None
+
+
+def _config_file(argv):
+  argument = _config_argument(argv)
+  return os.path.abspath(argument.split(":", 1)[0]) if argument else None
+
+
+def _refuse_config_argument_of_another_kind(argv):
+  argument = _config_argument(argv)
+  if argument == "":
+    _fail(_EMPTY.format(name="config"))
+  if argument and os.path.isdir(_config_file(argv)):
+    _fail(f"--config={argument} is a directory; pass a config file (such as "
+          "configs/fashion_mnist_quickstart.py).")
+  if argument and "://" in argument:
+    _fail(f"--config={argument}: a config file is Python that ml_collections imports from "
+          f"this machine's disk; copy it here first (`gsutil cp {argument} .`) and pass "
+          "the local path.")
+
+
+_MUST_RETURN = ("it must return an ml_collections.ConfigDict, as the shipped configs do "
+                "(`config = base.get_config()`, then set keys; configs/base.py).")
+
+
+def _config_file_problem(error, argv):
+  """The message for a config file a launcher cannot load as a config (no get_config(),
+  one that returns nothing, or one that takes no argument but was given one), or None."""
+  config_file, text = _config_file(argv), str(error)
+  if not config_file:
+    return None
+  if "has no attribute 'get_config'" in text:
+    return f"the config file {config_file} defines no get_config(); {_MUST_RETURN}"
+  if "Error whilst parsing config file" in text:  # ml_collections' message holds a traceback
+    cause = text.strip().splitlines()[-1]
+    passed = _config_argument(argv).split(":", 1)[1:]
+    return (f"could not load the config file {config_file}: {cause}" +
+            (f" (ml_collections passes {passed[0]!r}, the text after ':' in --config, to "
+             "get_config())" if passed else ""))
+  return None
+
+
+def _returned_another_kind(argv, value):
+  """The message for a get_config() that returned something other than a ConfigDict, or
+  None."""
+  if not _config_file(argv) or value is _NOT_LOADED or isinstance(value, ml_collections.ConfigDict):
+    return None
+  returned = "None" if value is None else f"a {type(value).__name__}"
+  return f"get_config() of the config file {_config_file(argv)} returned {returned}; {_MUST_RETURN}"
+
+
+_NOT_LOADED = object()
+
+
+def _config_loaded_anew(argv):
+  """What get_config() of --config's file returns, loaded again here: an override that
+  failed on a value of another kind leaves the flag holding nothing. _NOT_LOADED if it
+  fails."""
+  config_file = _config_file(argv)
+  if not config_file:
+    return _NOT_LOADED
+  try:
+    spec = importlib.util.spec_from_file_location("kmodels_config_check", config_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*_config_argument(argv).split(":", 1)[1:])
+  except Exception:  # pylint: disable=broad-except  (reported as parsing reported it)
+    return _NOT_LOADED
 
 
 def _raised_by_config_file(error, argv):
@@ -97,21 +167,25 @@ def parse_flags(argv):
   value of the wrong type, a missing file, a syntax error in it, or a bug in its
   get_config() all surface here.
   """
+  _refuse_config_argument_of_another_kind(argv)
   try:
     remaining = flags.FLAGS(argv)
     for name in flags.FLAGS:
       # A config that failed to load is a proxy raising on first attribute access; touch
       # one here so its error is reported like the others, not deep inside training.
       getattr(flags.FLAGS[name].value, "keys", None)
-    _refuse_empty_values()
-    return remaining
   except Exception as e:  # pylint: disable=broad-except  (any exception of the user's file)
-    raised_by_file = _raised_by_config_file(e, argv)
-    if raised_by_file:
-      _fail(raised_by_file)
+    problem = (_raised_by_config_file(e, argv) or _config_file_problem(e, argv) or
+               _returned_another_kind(argv, _config_loaded_anew(argv)))
+    if problem:
+      _fail(problem)
     if isinstance(e, _CONFIG_ERRORS):
       _fail(_flag_error_message(e))
     raise  # kmodels' own bug: keep the traceback
+  if "config" in flags.FLAGS and _returned_another_kind(argv, flags.FLAGS["config"].value):
+    _fail(_returned_another_kind(argv, flags.FLAGS["config"].value))
+  _refuse_empty_values()
+  return remaining
 
 
 def _refuse_empty_values():
@@ -121,9 +195,11 @@ def _refuse_empty_values():
     flag = flags.FLAGS[name]
     defined_by_absl = flags.FLAGS.find_module_defining_flag(name, "").startswith("absl.")
     if flag.present and flag.value in ("", []) and not defined_by_absl:
-      _fail(f"--{name} is empty (a shell variable that expanded to nothing?): give it a "
-            "value, or leave the flag out for its default.")
+      _fail(_EMPTY.format(name=name))
 
+
+_EMPTY = ("--{name} is empty (a shell variable that expanded to nothing?): give it a value, "
+          "or leave the flag out for its default.")
 
 # What bad flags, overrides and config files raise while they are parsed and loaded.
 _CONFIG_ERRORS = (flags.Error, KeyError, AttributeError, OSError, SyntaxError, ImportError,

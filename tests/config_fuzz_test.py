@@ -11,9 +11,11 @@ import contextlib
 import io
 import math
 import os
+import sys
 import tempfile
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import hypothesis
 from hypothesis import strategies as st
 
@@ -101,6 +103,60 @@ class ConfigFileExceptionTest(absltest.TestCase):
     self.assertEqual(2, exited.exception.code)
     self.assertIn(f"the config file {path} raised {raised}: broken on purpose at line {line}",
                   stderr.getvalue())
+
+
+_MUST_RETURN = "it must return an ml_collections.ConfigDict"
+
+
+class ConfigFileKindsTest(parameterized.TestCase):
+  """A --config that is not a config file's path, or a file that is not a config: exit 2
+  naming what it is and what it must be, overrides or not."""
+
+  def _parse(self, config, *overrides):
+    # ml_collections loads every config file as the module "config_config", into the one
+    # already there: a file without get_config() would find an earlier test's.
+    sys.modules.pop("config_config", None)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as exited:
+      common.parse_flags(["train", f"--config={config}", *overrides])
+    self.assertEqual(2, exited.exception.code, stderr.getvalue())
+    self.assertNotIn("Traceback", stderr.getvalue())
+    return stderr.getvalue()
+
+  @parameterized.named_parameters(
+      ("empty", "", (), "defines no get_config()"),
+      ("no_get_config", "x = 1\n", ("--config.train.epochs=3",), "defines no get_config()"),
+      ("returns_none", "def get_config():\n  return None\n", (), "returned None"),
+      ("returns_none_overridden", "def get_config():\n  return None\n",
+       ("--config.train.epochs=3",), "returned None"),
+      ("returns_a_dict_overridden", "def get_config():\n  return {'train': {}}\n",
+       ("--config.train.epochs=3",), "returned a dict"),
+      ("returns_a_list", "def get_config():\n  return [1]\n", (), "returned a list"),
+      ("damaged", "def get_config():\n  return \x00\n", (), "null bytes"),
+  )
+  def test_a_file_that_is_not_a_config(self, body, overrides, fragment):
+    path = self.create_tempfile("mine.py", body).full_path
+    stderr = self._parse(path, *overrides)
+    self.assertIn(fragment, stderr)
+    if fragment.startswith(("defines", "returned")):
+      self.assertIn(f"{path} ", stderr)
+      self.assertIn(_MUST_RETURN, stderr)
+
+  def test_a_directory(self):
+    directory = self.create_tempdir().full_path
+    self.assertIn(f"--config={directory} is a directory", self._parse(directory))
+
+  def test_a_remote_file(self):
+    self.assertIn("copy it here first (`gsutil cp gs://bucket/mine.py .`)",
+                  self._parse("gs://bucket/mine.py"))
+
+  def test_an_argument_to_a_get_config_that_takes_none(self):
+    stderr = self._parse(os.path.join(testutil.REPO_ROOT, "configs", "base.py") + ":wide")
+    self.assertIn("takes 0 positional arguments", stderr)
+    self.assertIn("passes 'wide', the text after ':' in --config, to get_config()", stderr)
+
+  def test_an_empty_value(self):
+    self.assertIn("--config is empty", self._parse(""))
 
 
 if __name__ == "__main__":
