@@ -127,7 +127,7 @@ def _config_loaded_anew(argv):
   failed on a value of another kind leaves the flag holding nothing. _NOT_LOADED if it
   fails."""
   config_file = _config_file(argv)
-  if not config_file:
+  if not config_file or "config" not in flags.FLAGS:  # a launcher without --config
     return _NOT_LOADED
   try:
     spec = importlib.util.spec_from_file_location("kmodels_config_check", config_file)
@@ -182,8 +182,10 @@ def parse_flags(argv):
     if isinstance(e, _CONFIG_ERRORS):
       _fail(_flag_error_message(e))
     raise  # kmodels' own bug: keep the traceback
-  if "config" in flags.FLAGS and _returned_another_kind(argv, flags.FLAGS["config"].value):
-    _fail(_returned_another_kind(argv, flags.FLAGS["config"].value))
+  if "config" in flags.FLAGS:
+    problem = _returned_another_kind(argv, flags.FLAGS["config"].value)
+    if problem:
+      _fail(problem)
   _refuse_empty_values()
   return remaining
 
