@@ -94,8 +94,9 @@ _MUST_RETURN = ("it must return an ml_collections.ConfigDict, as the shipped con
 
 
 def _config_file_problem(error, argv):
-  """The message for a config file a launcher cannot load as a config (no get_config(),
-  one that returns nothing, or one that takes no argument but was given one), or None."""
+  """The message for a config file a launcher cannot load as a config (no get_config(), or
+  one that takes no argument but was given one), or None. What a get_config() returned is
+  _returned_another_kind's."""
   config_file, text = _config_file(argv), str(error)
   if not config_file:
     return None
@@ -110,16 +111,17 @@ def _config_file_problem(error, argv):
   return None
 
 
+_NOT_LOADED = object()  # what _config_loaded_anew gives when it could not load the file
+
+
 def _returned_another_kind(argv, value):
   """The message for a get_config() that returned something other than a ConfigDict, or
   None."""
-  if not _config_file(argv) or value is _NOT_LOADED or isinstance(value, ml_collections.ConfigDict):
+  config_file = _config_file(argv)
+  if not config_file or value is _NOT_LOADED or isinstance(value, ml_collections.ConfigDict):
     return None
   returned = "None" if value is None else f"a {type(value).__name__}"
-  return f"get_config() of the config file {_config_file(argv)} returned {returned}; {_MUST_RETURN}"
-
-
-_NOT_LOADED = object()
+  return f"get_config() of the config file {config_file} returned {returned}; {_MUST_RETURN}"
 
 
 def _config_loaded_anew(argv):
