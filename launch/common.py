@@ -87,6 +87,9 @@ def _refuse_config_argument_of_another_kind(argv):
     _fail(f"--config={argument}: a config file is Python that ml_collections imports from "
           f"this machine's disk; copy it here first (`gsutil cp {argument} .`) and pass "
           "the local path.")
+  if argument and not os.path.exists(_config_file(argv)):
+    _fail(f"--config={argument}: no such file ({_config_file(argv)}; a relative path starts "
+          "from the current directory). The shipped configs are in configs/.")
 
 
 _MUST_RETURN = ("it must return an ml_collections.ConfigDict, as the shipped configs do "

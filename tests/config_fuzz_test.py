@@ -155,6 +155,10 @@ class ConfigFileKindsTest(parameterized.TestCase):
     self.assertIn("takes 0 positional arguments", stderr)
     self.assertIn("passes 'wide', the text after ':' in --config, to get_config()", stderr)
 
+  def test_a_missing_file(self):
+    missing = os.path.join(self.create_tempdir().full_path, "mine.py")
+    self.assertIn(f"--config={missing}: no such file", self._parse(missing))
+
   def test_an_empty_value(self):
     self.assertIn("--config is empty", self._parse(""))
 
